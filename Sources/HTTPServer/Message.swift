@@ -49,7 +49,7 @@ public struct RequestHead: Sendable, Equatable {
     public var method: String
     /// The request-target exactly as sent (origin- or absolute-form).
     public var target: String
-    /// The decoded path (percent-decoding applied), always starting with "/".
+    /// The decoded path (percent-decoding applied), always starting with "/", except "*" for `OPTIONS *`.
     public var path: String
     /// Decoded query parameters in order (application/x-www-form-urlencoded rules: "+" is a space).
     public var query: [(name: String, value: String)]

@@ -1,0 +1,1 @@
+// Empty: the module only declares libFuzzer's driver (include/CFuzzerDriver.h), which -sanitize=fuzzer links.

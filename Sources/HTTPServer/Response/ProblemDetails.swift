@@ -1,0 +1,71 @@
+/// RFC 9457 problem details: every error the server answers itself has an `application/problem+json` body.
+public enum ProblemDetails {
+    /// A response with `{"type":"about:blank","title":…,"status":…,"detail":…}`; the title is the status's
+    /// reason phrase, as RFC 9457 §4.2.1 asks for `about:blank`. `detail` must not carry internals.
+    public static func response(status: Int, detail: String, headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
+        var headers = headers
+        headers.set("Content-Type", "application/problem+json")
+        let json = #"{"type":"about:blank","title":"# + jsonString(HTTPStatus.reasonPhrase(status))
+            + #","status":\#(status),"detail":"# + jsonString(detail) + "}"
+        return HTTPResponse(status: status, headers: headers, body: Array(json.utf8))
+    }
+
+    /// A JSON string literal (RFC 8259 §7): quotes, backslashes and control characters escaped.
+    static func jsonString(_ text: String) -> String {
+        var literal = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": literal += "\\\""
+            case "\\": literal += "\\\\"
+            case "\n": literal += "\\n"
+            case "\r": literal += "\\r"
+            case "\t": literal += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                literal += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: literal.unicodeScalars.append(scalar)
+            }
+        }
+        return literal + "\""
+    }
+}
+
+enum HTTPStatus {
+    /// The reason phrase of RFC 9110 §15 for the statuses this server or its handlers use.
+    static func reasonPhrase(_ status: Int) -> String {
+        switch status {
+        case 100: "Continue"
+        case 200: "OK"
+        case 201: "Created"
+        case 202: "Accepted"
+        case 204: "No Content"
+        case 206: "Partial Content"
+        case 301: "Moved Permanently"
+        case 302: "Found"
+        case 304: "Not Modified"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 406: "Not Acceptable"
+        case 408: "Request Timeout"
+        case 409: "Conflict"
+        case 411: "Length Required"
+        case 413: "Content Too Large"
+        case 414: "URI Too Long"
+        case 415: "Unsupported Media Type"
+        case 417: "Expectation Failed"
+        case 422: "Unprocessable Content"
+        case 429: "Too Many Requests"
+        case 431: "Request Header Fields Too Large"
+        case 500: "Internal Server Error"
+        case 501: "Not Implemented"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
+        case 505: "HTTP Version Not Supported"
+        default: "Status \(status)"
+        }
+    }
+}

@@ -1,0 +1,192 @@
+import Dispatch
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The HTTP/1.1 server: a listening socket whose accepted connections are spread over a few serial queues.
+///
+///     var router = Router()
+///     router.add(method: "GET", path: "/hello") { _ in HTTPResponse(status: 200, body: Array("hi".utf8)) }
+///     try await HTTPServer(configuration: ServerConfiguration(port: 8080), router: router).run()
+public final class HTTPServer: Sendable {
+    private enum Lifecycle {
+        case notStarted
+        case running(listener: ListenerSource)
+        /// Not accepting; waiting for the connections in `State.connections` to finish or the drain deadline.
+        case draining
+        case stopped
+    }
+
+    /// Dispatch sources are thread-safe (activate and cancel may be called from any thread) but are not
+    /// annotated `Sendable`, so the lifecycle state carries the listener in this box.
+    private struct ListenerSource: @unchecked Sendable {
+        let source: DispatchSourceRead
+    }
+
+    private struct State {
+        var lifecycle = Lifecycle.notStarted
+        var connections: [ObjectIdentifier: Connection] = [:]
+        var acceptedCount = 0
+        /// Callers of `run()` and `shutdown()` waiting for `.stopped`.
+        var stopWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let configuration: ServerConfiguration
+    private let router: Router
+    private let acceptQueue = DispatchQueue(label: "HTTPServer.accept")
+    private let ioQueues: [DispatchQueue]
+    private let state = Mutex(State())
+
+    public init(configuration: ServerConfiguration, router: Router) {
+        self.configuration = configuration
+        self.router = router
+        ioQueues = (0..<max(1, configuration.ioQueueCount)).map { DispatchQueue(label: "HTTPServer.io.\($0)") }
+    }
+
+    /// Binds and starts accepting; returns the bound port (the chosen one when the configuration says 0).
+    @discardableResult
+    public func start() throws(SocketError) -> Int {
+        // Writes use MSG_NOSIGNAL; this also covers any other write to a closed socket in the process.
+        signal(SIGPIPE, SIG_IGN)
+        let (descriptor, port) = try Socket.listen(host: configuration.host, port: configuration.port,
+                                                   backlog: configuration.listenBacklog)
+        let listener = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: acceptQueue)
+        listener.setEventHandler { self.acceptPending(on: descriptor) }
+        listener.setCancelHandler { Socket.close(descriptor) }
+        let started = state.withLock { state in
+            guard case .notStarted = state.lifecycle else { return false }
+            state.lifecycle = .running(listener: ListenerSource(source: listener))
+            return true
+        }
+        guard started else {
+            Socket.close(descriptor)
+            throw SocketError("start: the server was already started", code: EALREADY)
+        }
+        listener.activate()
+        return port
+    }
+
+    /// Starts, serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
+    public func run() async throws {
+        try start()
+        let signalSources = [SIGTERM, SIGINT].map { signalNumber in
+            signal(signalNumber, SIG_IGN)  // delivered to the source instead of ending the process
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: acceptQueue)
+            source.setEventHandler { self.beginShutdown() }
+            source.activate()
+            return source
+        }
+        await waitUntilStopped()
+        for source in signalSources { source.cancel() }
+    }
+
+    /// Stops accepting (new connections are refused), closes idle connections, lets requests in progress
+    /// finish and answer with `Connection: close` until the drain timeout, then closes the rest. Returns
+    /// once every connection is closed.
+    public func shutdown() async {
+        beginShutdown()
+        await waitUntilStopped()
+    }
+
+    private func beginShutdown() {
+        let drained: (listener: ListenerSource?, connections: [Connection])? = state.withLock { state in
+            switch state.lifecycle {
+            case .notStarted:
+                state.lifecycle = .stopped
+                return (nil, [])
+            case .running(let listener):
+                state.lifecycle = .draining
+                return (listener, Array(state.connections.values))
+            case .draining, .stopped:
+                return nil
+            }
+        }
+        guard let drained else { return }
+        drained.listener?.source.cancel()
+        for connection in drained.connections {
+            connection.queue.async { connection.beginDrain() }
+        }
+        acceptQueue.asyncAfter(deadline: .now() + configuration.drainTimeout.dispatchInterval) {
+            let remaining = self.state.withLock { Array($0.connections.values) }
+            for connection in remaining {
+                connection.queue.async { connection.forceClose() }
+            }
+        }
+        stopIfDrained()
+    }
+
+    private func waitUntilStopped() async {
+        await withCheckedContinuation { continuation in
+            let stopped = state.withLock { state in
+                if case .stopped = state.lifecycle { return true }
+                state.stopWaiters.append(continuation)
+                return false
+            }
+            if stopped { continuation.resume() }
+        }
+    }
+
+    private func stopIfDrained() {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            guard case .draining = state.lifecycle, state.connections.isEmpty else { return [] }
+            state.lifecycle = .stopped
+            defer { state.stopWaiters = [] }
+            return state.stopWaiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    // MARK: Accepting
+
+    private enum Admission {
+        case admitted(Connection)
+        case overCapacity
+        case stopping
+    }
+
+    private func acceptPending(on listener: Int32) {
+        // Bounded so that a flood of connections cannot keep the accept queue from its other work.
+        for _ in 0..<64 {
+            guard let client = Socket.accept(listener) else { return }
+            switch admit(client) {
+            case .admitted(let connection):
+                connection.queue.async { connection.start() }
+            case .overCapacity:
+                refuse(client)
+            case .stopping:
+                Socket.close(client)
+            }
+        }
+    }
+
+    private func admit(_ client: Int32) -> Admission {
+        state.withLock { state in
+            guard case .running = state.lifecycle else { return .stopping }
+            guard state.connections.count < configuration.maxConnections else { return .overCapacity }
+            let queue = ioQueues[state.acceptedCount % ioQueues.count]
+            state.acceptedCount &+= 1
+            let connection = Connection(descriptor: client, queue: queue, configuration: configuration,
+                                        router: router) { self.connectionClosed($0) }
+            state.connections[ObjectIdentifier(connection)] = connection
+            return .admitted(connection)
+        }
+    }
+
+    private func connectionClosed(_ connection: Connection) {
+        state.withLock { _ = $0.connections.removeValue(forKey: ObjectIdentifier(connection)) }
+        stopIfDrained()
+    }
+
+    /// Best effort, without blocking the accept queue: one send of a prepared 503 into the fresh socket's
+    /// empty buffer, our side shut, then close.
+    private func refuse(_ client: Int32) {
+        let response = ProblemDetails.response(status: 503, detail: "the server is at its connection limit",
+                                               headers: HTTPHeaders([("Retry-After", "1")]))
+        let bytes = ResponseEncoder(serverName: configuration.serverName, gzipMinimumBytes: .max)
+            .encode(response, for: nil, keepAlive: false, requestVersion: .http1_1)
+        _ = bytes.withUnsafeBytes { Socket.send(client, $0) }
+        Socket.shutdownWrites(client)
+        Socket.close(client)
+    }
+}

@@ -1,0 +1,403 @@
+"""Training entry point for the five networks.
+
+    python -m mimood_train.train {vqvae,atd,mvtm,ar,critic} --config small --data CACHE.npz \
+        --out RUNDIR [--steps N] [--stop-at N] [--resume] [--vqvae VQVAE_RUNDIR] [--mvtm MVTM_RUNDIR]
+
+RUNDIR receives `state.pt` (full training state, written atomically every ckpt_every steps and at
+the end), `model.pt` ({component, config, state_dict} of the final weights), `config.json` and
+`log.jsonl` (one JSON object per logged step).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import COMPONENTS, CONFIGS, ConfigBundle, TrainConfig, TransformerConfig, VQVAEConfig
+from .masks import brush_masks
+from .models import VQVAE, TokenTransformer, codebook_stats, shift_right
+
+
+class SliceSource(Protocol):
+    """What the VQ-VAE trainer needs from a dataset: float [1, H, W] slices in [0, 1]."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> torch.Tensor: ...
+
+
+# ---------------------------------------------------------------- augmentation and tokenisation
+
+def dihedral(x: torch.Tensor, view: int) -> torch.Tensor:
+    """View 0..7 of the square's symmetry group on the last two dims: k = view % 4 quarter turns,
+    then a left-right flip when view >= 4."""
+    x = torch.rot90(x, view % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if view >= 4 else x
+
+
+def augment_slices(x: torch.Tensor, rng: np.random.Generator, cfg: TrainConfig) -> torch.Tensor:
+    """Broad intensity augmentation (gamma, then scale/shift of the foreground, clipped to [0, 1])
+    and a random dihedral view. Background (exact zeros) stays zero."""
+    out = []
+    for sample in x:
+        gamma = math.exp(rng.uniform(math.log(cfg.gamma_range[0]), math.log(cfg.gamma_range[1])))
+        scale = rng.uniform(*cfg.scale_range)
+        shift = rng.uniform(*cfg.shift_range)
+        foreground = sample > 0
+        sample = torch.where(foreground, (sample.clamp(min=0) ** gamma * scale + shift).clamp(0, 1), sample)
+        if cfg.dihedral:
+            sample = dihedral(sample, int(rng.integers(8)))
+        out.append(sample)
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def tokenize_dataset(vqvae: VQVAE, data: SliceSource, views: int, batch_size: int = 32) -> np.ndarray:
+    """Token grids of every slice under the first `views` dihedral views: [N, views, h, w] int16.
+    Flipping/rotating a token grid is not the same as tokenising a flipped image, so latent-model
+    augmentation is done here, on images, before tokenising."""
+    vqvae.eval()
+    tokens = np.zeros((len(data), views, vqvae.cfg.grid, vqvae.cfg.grid), dtype=np.int16)
+    for start in range(0, len(data), batch_size):
+        stop = min(start + batch_size, len(data))
+        images = torch.stack([data[i] for i in range(start, stop)]).float()
+        for view in range(views):
+            tokens[start:stop, view] = vqvae.tokenize(dihedral(images, view)).numpy()
+    return tokens
+
+
+# ---------------------------------------------------------------- the five tasks
+
+class Task:
+    """A network, how to draw its batch and how to score it. Subclasses keep no state outside
+    `extra_state()`, so that a resumed run continues bit-identically."""
+
+    component: str
+    model: nn.Module
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def after_step(self, step: int, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {}
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+
+class VQVAETask(Task):
+    component = "vqvae"
+
+    def __init__(self, cfg: VQVAEConfig, train_cfg: TrainConfig, data: SliceSource):
+        self.model, self.train_cfg, self.data = VQVAE(cfg), train_cfg, data
+        self.usage = torch.zeros(cfg.n_embed)   # code hits since the last re-seed
+
+    def batch(self, rng, batch_size):
+        x = torch.stack([self.data[int(i)] for i in rng.integers(0, len(self.data), batch_size)]).float()
+        return {"x": augment_slices(x, rng, self.train_cfg)}
+
+    def loss(self, batch):
+        z = self.model.encode(batch["x"])
+        z_q, vq_loss, indices = self.model.quantize(z)
+        rec_loss = (self.model.decode(z_q) - batch["x"]).abs().mean()   # MAE
+        self.usage += torch.bincount(indices.reshape(-1), minlength=self.model.cfg.n_embed).float()
+        batch["z"] = z.detach()
+        usage, perplexity = codebook_stats(indices, self.model.cfg.n_embed)
+        return rec_loss + vq_loss, {"mae": rec_loss.item(), "vq": vq_loss.item(),
+                                    "code_usage": usage, "perplexity": perplexity}
+
+    def after_step(self, step, batch):
+        # Codebook-collapse guard: at step 1 every code is initialised from encoder outputs
+        # (data-dependent init); afterwards codes unused for dead_code_every steps are re-seeded.
+        every = self.train_cfg.dead_code_every
+        if every <= 0 or (step != 1 and step % every != 0):
+            return {}
+        dead = torch.ones_like(self.usage, dtype=torch.bool) if step == 1 else self.usage == 0
+        n = self.model.reseed_codes(dead, batch["z"])
+        self.usage.zero_()
+        return {"reseeded": n}
+
+    def extra_state(self):
+        return {"usage": self.usage}
+
+    def load_extra_state(self, state):
+        self.usage = state["usage"]
+
+
+class LatentTask(Task):
+    """Trains on token grids [N, V, h, w]; a batch draws (slice, dihedral view) pairs."""
+
+    def __init__(self, cfg: TransformerConfig, train_cfg: TrainConfig, tokens: np.ndarray, n_codes: int):
+        self.model, self.train_cfg, self.n_codes = TokenTransformer(cfg), train_cfg, n_codes
+        self.tokens = torch.from_numpy(tokens.astype(np.int64))
+        self.grid = tokens.shape[-1]
+
+    def draw_tokens(self, rng, batch_size):
+        rows = rng.integers(0, self.tokens.shape[0], batch_size)
+        views = rng.integers(0, self.tokens.shape[1], batch_size)
+        return self.tokens[rows, views].reshape(batch_size, -1)
+
+    def draw_mask(self, rng, batch_size):
+        return torch.from_numpy(brush_masks(rng, batch_size, self.grid, self.train_cfg.brush).reshape(batch_size, -1))
+
+
+class ATDTask(LatentTask):
+    """Tokens under a brush mask are replaced by uniformly random codes; BCE over all tokens with
+    the mask as target (the paper's Eq. 2; a random code equals the original with prob. 1/K)."""
+    component = "atd"
+
+    def batch(self, rng, batch_size):
+        tokens, mask = self.draw_tokens(rng, batch_size), self.draw_mask(rng, batch_size)
+        random_codes = torch.from_numpy(rng.integers(0, self.n_codes, tokens.shape))
+        return {"input": torch.where(mask, random_codes, tokens), "target": mask.float()}
+
+    def loss(self, batch):
+        logits = self.model(batch["input"]).squeeze(-1)
+        loss = F.binary_cross_entropy_with_logits(logits, batch["target"])
+        accuracy = ((logits > 0).float() == batch["target"]).float().mean()
+        return loss, {"accuracy": accuracy.item()}
+
+
+class MVTMTask(LatentTask):
+    """Brush-masked tokens -> [MASK] (id K); cross-entropy (label smoothing from the config) on the
+    masked positions only."""
+    component = "mvtm"
+
+    def batch(self, rng, batch_size):
+        tokens, mask = self.draw_tokens(rng, batch_size), self.draw_mask(rng, batch_size)
+        return {"input": torch.where(mask, torch.full_like(tokens, self.n_codes), tokens),
+                "target": tokens, "mask": mask}
+
+    def loss(self, batch):
+        logits = self.model(batch["input"])[batch["mask"]]
+        target = batch["target"][batch["mask"]]
+        loss = F.cross_entropy(logits, target, label_smoothing=self.train_cfg.label_smoothing)
+        return loss, {"masked_accuracy": (logits.argmax(-1) == target).float().mean().item()}
+
+
+class ARTask(LatentTask):
+    """Next-token cross-entropy in raster order; input is the grid shifted right behind [SOS]=K."""
+    component = "ar"
+
+    def batch(self, rng, batch_size):
+        tokens = self.draw_tokens(rng, batch_size)
+        return {"input": shift_right(tokens, self.n_codes), "target": tokens}
+
+    def loss(self, batch):
+        logits = self.model(batch["input"])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["target"].reshape(-1))
+        return loss, {"accuracy": (logits.argmax(-1) == batch["target"]).float().mean().item()}
+
+
+class CriticTask(ATDTask):
+    """Token-Critic (Lezama et al.): brush-masked positions are re-sampled (temperature 1) from a
+    frozen MVTM; BCE over all tokens, target = the mask (sampled positions)."""
+    component = "critic"
+
+    def __init__(self, cfg, train_cfg, tokens, n_codes, mvtm: TokenTransformer):
+        super().__init__(cfg, train_cfg, tokens, n_codes)
+        self.mvtm = mvtm.eval().requires_grad_(False)
+
+    def batch(self, rng, batch_size):
+        tokens, mask = self.draw_tokens(rng, batch_size), self.draw_mask(rng, batch_size)
+        with torch.no_grad():
+            probs = torch.softmax(self.mvtm(torch.where(mask, torch.full_like(tokens, self.n_codes), tokens)), -1)
+        # Inverse-CDF sampling from the batch RNG keeps the sample reproducible on resume.
+        uniform = torch.from_numpy(rng.random(tokens.shape)).to(probs.dtype)
+        sampled = torch.searchsorted(probs.cumsum(-1), uniform.unsqueeze(-1)).squeeze(-1).clamp(max=self.n_codes - 1)
+        return {"input": torch.where(mask, sampled, tokens), "target": mask.float()}
+
+
+# ---------------------------------------------------------------- loop, checkpoints, log
+
+def cosine_schedule(cfg: TrainConfig, total_steps: int):
+    def factor(step: int) -> float:   # step = optimiser steps taken so far
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def export_model(task: Task, path: Path) -> None:
+    atomic_save({"component": task.component, "config": dataclasses.asdict(task.model.cfg),
+                 "state_dict": task.model.state_dict()}, path)
+
+
+def _read_log(path: Path, up_to_step: int) -> list[str]:
+    if not path.exists():
+        return []
+    return [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= up_to_step]
+
+
+def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | None = None,
+          stop_at: int | None = None, resume: bool = False, progress: bool = True) -> Path:
+    """Trains `task.model` to `steps` (default cfg.steps) optimiser steps, or stops early after
+    global step `stop_at`. Returns the run directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    total = steps or cfg.steps
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = task.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(cfg, total))
+    step = 0
+    state_path, log_path = out / "state.pt", out / "log.jsonl"
+    if resume and state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = state["numpy_rng"]
+        task.load_extra_state(state["extra"])
+        step = state["step"]
+    log_lines = _read_log(log_path, step) if resume else []
+    log_path.write_text("".join(line + "\n" for line in log_lines))
+    (out / "config.json").write_text(json.dumps({"component": task.component, "total_steps": total,
+                                                 "model": dataclasses.asdict(model.cfg),
+                                                 "train": dataclasses.asdict(cfg)}, indent=2))
+
+    def save_state() -> None:
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                     "numpy_rng": rng.bit_generator.state, "extra": task.extra_state(), "step": step,
+                     "component": task.component}, state_path)
+
+    last = min(total, stop_at) if stop_at else total
+    started = time.time()
+    model.train()
+    with log_path.open("a") as log:
+        while step < last:
+            batch = task.batch(rng, cfg.batch_size)
+            loss, metrics = task.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            metrics.update(task.after_step(step, batch))
+            if step % cfg.log_every == 0 or step == last:
+                record = {"step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
+                          "grad_norm": float(grad_norm), "time": round(time.time() - started, 2), **metrics}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                if progress:
+                    print(f"[{task.component}] step {step}/{total} " + " ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                        if k != "step"), flush=True)
+            if step % cfg.ckpt_every == 0 or step == last:
+                save_state()
+    if step >= total:
+        export_model(task, out / "model.pt")
+    return out
+
+
+# ---------------------------------------------------------------- command line
+
+def load_model(path: str | Path, expected: str) -> nn.Module:
+    """A trained model from a run directory (its model.pt, else its latest state.pt) or a model.pt."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt" if (path / "model.pt").exists() else path / "state.pt"
+    saved = torch.load(path, weights_only=False)
+    if "state_dict" in saved:
+        component, config, state_dict = saved["component"], saved["config"], saved["state_dict"]
+    else:
+        run = json.loads((path.parent / "config.json").read_text())
+        component, config, state_dict = run["component"], run["model"], saved["model"]
+    if component != expected:
+        raise ValueError(f"{path} holds a {component}, expected {expected}")
+    model = VQVAE(VQVAEConfig(**config)) if component == "vqvae" else TokenTransformer(TransformerConfig(**config))
+    model.load_state_dict(state_dict)
+    return model.eval()
+
+
+def load_or_build_tokens(vqvae_path: str, data_path: str, data: SliceSource, views: int,
+                         tokens_path: str | None) -> np.ndarray:
+    """Token grids cached next to the VQ-VAE (computed once, shared by the four latent trainers)."""
+    vqvae_dir = Path(vqvae_path) if Path(vqvae_path).is_dir() else Path(vqvae_path).parent
+    path = Path(tokens_path) if tokens_path else vqvae_dir / f"tokens_{Path(data_path).stem}_v{views}.npz"
+    if path.exists():
+        return np.load(path)["tokens"]
+    print(f"tokenising {len(data)} slices x {views} views -> {path}", flush=True)
+    tokens = tokenize_dataset(load_model(vqvae_path, "vqvae"), data, views)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, tokens=tokens)
+    os.replace(tmp, path)
+    return tokens
+
+
+def build_task(component: str, bundle: ConfigBundle, train_cfg: TrainConfig, data: SliceSource,
+               tokens: np.ndarray | None = None, mvtm: TokenTransformer | None = None) -> Task:
+    if component == "vqvae":
+        return VQVAETask(bundle.vqvae, train_cfg, data)
+    n_codes = bundle.vqvae.n_embed
+    model_cfg = getattr(bundle, component)
+    if component == "critic":
+        return CriticTask(model_cfg, train_cfg, tokens, n_codes, mvtm)
+    return {"atd": ATDTask, "mvtm": MVTMTask, "ar": ARTask}[component](model_cfg, train_cfg, tokens, n_codes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m mimood_train.train", description=__doc__.split("\n")[0])
+    parser.add_argument("component", choices=COMPONENTS)
+    parser.add_argument("--config", default="small", choices=sorted(CONFIGS))
+    parser.add_argument("--data", required=True, help="slice cache (.npz) from mimood_train.data")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--steps", type=int, help="total optimiser steps (default: from the config)")
+    parser.add_argument("--stop-at", type=int, help="stop after this global step (resume later)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUNDIR/state.pt")
+    parser.add_argument("--vqvae", help="VQ-VAE run dir or model.pt (latent models)")
+    parser.add_argument("--mvtm", help="MVTM run dir or model.pt (critic)")
+    parser.add_argument("--tokens", help="token cache path (default: next to the VQ-VAE)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: from the config)")
+    parser.add_argument("--seed", type=int)
+    args = parser.parse_args(argv)
+
+    bundle = CONFIGS[args.config]
+    train_cfg = bundle.train[args.component]
+    if args.seed is not None:
+        train_cfg = dataclasses.replace(train_cfg, seed=args.seed)
+    torch.set_num_threads(args.threads or train_cfg.num_threads)
+    from .data import SliceDataset   # provided by the data module
+    data = SliceDataset(args.data)
+    tokens = mvtm = None
+    if args.component != "vqvae":
+        if not args.vqvae:
+            parser.error("latent models need --vqvae")
+        tokens = load_or_build_tokens(args.vqvae, args.data, data, train_cfg.token_views, args.tokens)
+    if args.component == "critic":
+        if not args.mvtm:
+            parser.error("the critic needs --mvtm")
+        mvtm = load_model(args.mvtm, "mvtm")
+    task = build_task(args.component, bundle, train_cfg, data, tokens, mvtm)
+    train(task, train_cfg, args.out, steps=args.steps, stop_at=args.stop_at, resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()
