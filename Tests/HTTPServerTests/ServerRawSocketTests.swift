@@ -1,6 +1,5 @@
 import Foundation
-import HTTPServer
-import Synchronization
+@testable import HTTPServer  // LockedValue: TSan does not see Synchronization.Mutex's locking on Linux
 import XCTest
 
 /// Byte-exact requests over raw sockets: framing, errors, timeouts and shutdown.
@@ -11,6 +10,15 @@ final class ServerRawSocketTests: XCTestCase {
         let response = try client.readResponse()
         XCTAssertEqual(response.status, 200, file: file, line: line)
         XCTAssertEqual(response.body, TestRoutes.helloBody, file: file, line: line)
+    }
+
+    func testStartingTwiceFailsAndAStoppedServerRefusesConnections() async throws {
+        let (server, port) = try startServer()
+        XCTAssertThrowsError(try server.start())
+        try assertServesHello(port: port)
+        await server.shutdown()
+        await server.shutdown()  // a second call returns at once
+        XCTAssertThrowsError(try RawClient(port: port))
     }
 
     func testPipelinedRequestsAreAnsweredInOrder() async throws {
@@ -50,6 +58,25 @@ final class ServerRawSocketTests: XCTestCase {
             XCTAssertTrue(client.isClosedByPeer(), request)
             try assertServesHello(port: port)
         }
+        await server.shutdown()
+    }
+
+    func testA413ReachesAClientThatIsStillSendingItsBody() async throws {
+        var configuration = TestRoutes.configuration()
+        configuration.limits = HTTPLimits(maxBodyBytes: 1000)
+        let (server, port) = try startServer(configuration)
+        let client = try RawClient(port: port)
+        // Closing with these bytes unread would reset the connection and could destroy the 413 in flight.
+        try client.send(Array("POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 500000\r\n\r\n".utf8)
+            + [UInt8](repeating: 0x61, count: 500_000))
+        XCTAssertEqual(try client.readResponse().status, 413)
+        XCTAssertTrue(client.isClosedByPeer())
+
+        // A chunked body passes the limit only while it is read: 413 mid-body.
+        let chunked = try RawClient(port: port)
+        try chunked.send("POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + "400\r\n\(String(repeating: "b", count: 1024))\r\n")
+        XCTAssertEqual(try chunked.readResponse().problem?["status"] as? Int, 413)
         await server.shutdown()
     }
 
@@ -120,7 +147,7 @@ final class ServerRawSocketTests: XCTestCase {
     }
 
     func testShutdownFinishesTheRequestInFlightAndRefusesNewConnections() async throws {
-        let handlerStarted = Mutex(false)
+        let handlerStarted = LockedValue(false)
         let (server, port) = try startServer(router: TestRoutes.router { handlerStarted.withLock { $0 = true } })
         let idle = try RawClient(port: port)
         try idle.send("GET /hello HTTP/1.1\r\nHost: test\r\n\r\n")

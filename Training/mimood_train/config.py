@@ -108,12 +108,12 @@ def small_bundle() -> ConfigBundle:
     """Sized for the whole pipeline to train in about two hours on a 2-core CPU (docs/training.md).
     With only a few thousand steps the paper's lr 5e-5 barely moves the weights, so the small runs
     use 1e-3 (VQ-VAE) / 5e-4 (transformers) with a short warm-up, usual values for models this size."""
-    vqvae = VQVAEConfig(ch=32, ch_mult=[1, 2, 2, 4], num_res_blocks=1, attn_resolutions=[20],
+    vqvae = VQVAEConfig(ch=32, ch_mult=[1, 1, 2, 2], num_res_blocks=1, attn_resolutions=[20],
                         z_channels=64, embed_dim=64, n_embed=256)
     sizes = dict(dim=128, depth=4, heads=4, dropout=0.0)
 
     def latent(steps: int) -> TrainConfig:
-        return TrainConfig(steps=steps, batch_size=32, lr=5e-4, warmup_steps=100, token_views=2,
+        return TrainConfig(steps=steps, batch_size=16, lr=5e-4, warmup_steps=100, token_views=2,
                            log_every=25, ckpt_every=200)
 
     return ConfigBundle(

@@ -2,8 +2,8 @@
 
 A mask is a union of strokes. A stroke starts at a random token and walks `segments` straight
 segments; every segment redraws its angle, length and width. The brush is a square of `width`
-tokens stamped every half token along the segment, so consecutive stamps overlap and each stroke
-is one 4-connected blob. Strokes are added until the coverage reaches a target ratio drawn
+tokens stamped every half token along the segment, so consecutive stamps touch and each stroke
+is one 8-connected blob. Strokes are added until the coverage reaches a target ratio drawn
 uniformly from [min_ratio, max_ratio]; a stroke that would push coverage above max_ratio is
 redrawn, so a mask is never empty and never full.
 """

@@ -3,12 +3,11 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
 
 /// The `Date` field value (RFC 9110 §5.6.7 IMF-fixdate). Formatting per response would cost more than the
 /// rest of a small response, and the value only changes once a second, so the last one is cached.
 enum HTTPDate {
-    private static let cache = Mutex<(second: time_t, text: String)>((-1, ""))
+    private static let cache = LockedValue<(second: time_t, text: String)>((-1, ""))
     private static let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
     private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 

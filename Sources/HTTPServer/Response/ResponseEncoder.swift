@@ -1,5 +1,5 @@
-/// Turns a handler's `HTTPResponse` into the bytes on the wire: content coding, framing, `Date`, `Server`
-/// and `Connection` fields, and no body for HEAD or for statuses that never have one.
+/// Turns a handler's response into the bytes on the wire: content coding, framing, `Date`, `Server` and
+/// `Connection` fields, and no body for HEAD or for statuses that never have one.
 struct ResponseEncoder {
     var serverName: String?
     /// Smaller bodies are sent as they are: the gzip header and the CPU time cost more than they save.
@@ -18,6 +18,15 @@ struct ResponseEncoder {
         }
     }
 
+    /// How the head delimits the body. The encoder writes the framing fields itself and drops the handler's.
+    private enum Framing {
+        case none
+        case length(Int)
+        /// A HEAD handler of its own states the Content-Length GET would have: kept as given.
+        case handlersLength
+        case chunked
+    }
+
     func encode(_ response: HTTPResponse, for request: RequestContext?, keepAlive: Bool,
                 requestVersion: HTTPVersion) -> [UInt8] {
         var headers = response.headers
@@ -25,37 +34,74 @@ struct ResponseEncoder {
         if let request { applyContentCoding(&headers, &body, accepted: request.acceptedEncodings) }
 
         let status = response.status
-        let hasNoContent = (100..<200).contains(status) || status == 204 || status == 304
-        if hasNoContent {
-            headers.remove("Content-Length")
+        let isHead = request?.isHead == true
+        let framing: Framing
+        if (100..<200).contains(status) || status == 204 || status == 304 {
+            framing = .none
             body = []
-        } else if !(request?.isHead == true && body.isEmpty && headers["Content-Length"] != nil) {
-            // A HEAD handler of its own may state the length GET would have; otherwise the body's counts.
-            headers.set("Content-Length", String(body.count))
-        }
-        headers.remove("Transfer-Encoding")
-        if headers["Date"] == nil { headers.set("Date", HTTPDate.now()) }
-        if let serverName, headers["Server"] == nil { headers.set("Server", serverName) }
-        if !keepAlive {
-            headers.set("Connection", "close")
-        } else if requestVersion == .http1_0 {
-            headers.set("Connection", "keep-alive")  // 1.0 clients close unless told otherwise
+        } else if isHead && body.isEmpty && headers.firstValue(lowercasedName: "content-length") != nil {
+            framing = .handlersLength
         } else {
-            headers.remove("Connection")
+            framing = .length(body.count)
         }
+        var bytes = encodeHead(status: status, headers: headers, framing: framing, keepAlive: keepAlive,
+                               requestVersion: requestVersion, reservingBody: isHead ? 0 : body.count)
+        if !isHead { bytes.append(contentsOf: body) }
+        return bytes
+    }
 
-        var text = "HTTP/1.1 \(status) \(HTTPStatus.reasonPhrase(status))\r\n"
-        for (name, value) in headers { text += "\(name): \(value)\r\n" }
-        text += "\r\n"
-        var bytes = Array(text.utf8)
-        if request?.isHead != true { bytes.append(contentsOf: body) }
+    /// The head of a streamed response: chunked for HTTP/1.1; for HTTP/1.0, which has no chunked coding, the
+    /// body ends with the connection, so `keepAlive` must then be false. Streams are not gzip-encoded.
+    func encodeStreamingHead(status: Int, headers: HTTPHeaders, keepAlive: Bool, requestVersion: HTTPVersion) -> [UInt8] {
+        encodeHead(status: status, headers: headers, framing: requestVersion == .http1_1 ? .chunked : .none,
+                   keepAlive: keepAlive, requestVersion: requestVersion, reservingBody: 0)
+    }
+
+    private func encodeHead(status: Int, headers: HTTPHeaders, framing: Framing, keepAlive: Bool,
+                            requestVersion: HTTPVersion, reservingBody bodyCount: Int) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(256 + bodyCount)
+        func appendField(_ name: String, _ value: String) {
+            bytes.append(contentsOf: name.utf8)
+            bytes.append(contentsOf: ": ".utf8)
+            bytes.append(contentsOf: value.utf8)
+            bytes.append(contentsOf: "\r\n".utf8)
+        }
+        bytes.append(contentsOf: "HTTP/1.1 \(status) \(HTTPStatus.reasonPhrase(status))\r\n".utf8)
+        var hasDate = false
+        var hasServer = false
+        for (name, value) in headers {
+            if name.equalsLowercasedASCII("date") {
+                hasDate = true
+            } else if name.equalsLowercasedASCII("server") {
+                hasServer = true
+            } else if name.equalsLowercasedASCII("content-length") {
+                guard case .handlersLength = framing else { continue }
+            } else if name.equalsLowercasedASCII("connection") || name.equalsLowercasedASCII("transfer-encoding") {
+                continue  // framing and persistence are the server's to state
+            }
+            appendField(name, value)
+        }
+        switch framing {
+        case .length(let count): appendField("Content-Length", String(count))
+        case .chunked: appendField("Transfer-Encoding", "chunked")
+        case .none, .handlersLength: break
+        }
+        if !hasDate { appendField("Date", HTTPDate.now()) }
+        if let serverName, !hasServer { appendField("Server", serverName) }
+        if !keepAlive {
+            appendField("Connection", "close")
+        } else if requestVersion == .http1_0 {
+            appendField("Connection", "keep-alive")  // 1.0 clients close unless told otherwise
+        }
+        bytes.append(contentsOf: "\r\n".utf8)
         return bytes
     }
 
     /// gzip when the client accepts it and it is worth it; a body the handler already encoded is left alone.
     private func applyContentCoding(_ headers: inout HTTPHeaders, _ body: inout [UInt8], accepted: AcceptedEncodings) {
-        guard headers["Content-Encoding"] == nil, !body.isEmpty else { return }
-        let compressible = Self.isCompressible(contentType: headers["Content-Type"])
+        guard !body.isEmpty, headers.firstValue(lowercasedName: "content-encoding") == nil else { return }
+        let compressible = Self.isCompressible(contentType: headers.firstValue(lowercasedName: "content-type"))
         if compressible { Self.addVaryAcceptEncoding(&headers) }
         // Where identity is refused, gzip is the only acceptable answer whatever the type or size.
         let worthIt = compressible && body.count >= gzipMinimumBytes
@@ -79,5 +125,22 @@ struct ResponseEncoder {
             || ["application/json", "application/javascript", "application/xml", "image/svg+xml",
                 "application/x-ndjson"].contains(mediaType)
             || mediaType.hasSuffix("+json") || mediaType.hasSuffix("+xml")
+    }
+}
+
+extension HTTPHeaders {
+    /// As the subscript, without lowercasing every field name on the way (this runs for every response).
+    func firstValue(lowercasedName: String) -> String? {
+        fields.first { $0.name.equalsLowercasedASCII(lowercasedName) }?.value
+    }
+}
+
+extension String {
+    /// ASCII case-insensitive equality with an already lowercased field name.
+    func equalsLowercasedASCII(_ lowercased: String) -> Bool {
+        utf8.count == lowercased.utf8.count
+            && zip(utf8, lowercased.utf8).allSatisfy { byte, expected in
+                byte == expected || (byte >= 0x41 && byte <= 0x5A && byte | 0x20 == expected)
+            }
     }
 }

@@ -14,8 +14,10 @@ final class Connection: @unchecked Sendable {
         case readingHead
         /// The head is parsed; the body is read into `requestBody` (or discarded, for a problem answer).
         case readingBody(RequestHead, Router.Resolution)
-        /// The handler runs. Reading is paused, so pipelined requests wait in the socket, in order.
+        /// The handler runs. Nothing more is read, so pipelined requests wait in the socket, in order.
         case handling
+        /// A `StreamingResponse`'s head is out and its body producer runs.
+        case streaming(closeAfter: Bool, chunked: Bool)
         case writing(closeAfter: Bool)
         /// The final response is out and our side shut; unread input is discarded until EOF or the linger timeout.
         case lingering
@@ -33,6 +35,10 @@ final class Connection: @unchecked Sendable {
     private var requestBody: [UInt8] = []
     private var outbound: [UInt8] = []
     private var outboundSent = 0
+    /// A streaming producer waiting for `outbound` to drain.
+    private var streamWaiter: CheckedContinuation<Void, any Error>?
+    /// Responses fully written; before the first, the header deadline runs from the accept.
+    private var answeredRequests = 0
     private var draining = false
     private var isClosed = false
 
@@ -42,7 +48,12 @@ final class Connection: @unchecked Sendable {
     // Sources start inactive; resume() activates or un-suspends them, and these track which is in effect.
     private var isReading = false
     private var isWaitingToWrite = false
+    /// Sources not yet cancelled; the descriptor is closed when none is left.
     private var openSources = 2
+    /// When the current phase's timeout expires; nil while none runs (a handler at work).
+    private var deadline: DispatchTime?
+    /// When the timer source is set to fire; it never fires after `deadline`, but may before.
+    private var timerFireTime = DispatchTime.distantFuture
 
     init(descriptor: Int32, queue: DispatchQueue, configuration: ServerConfiguration, router: Router,
          onClose: @escaping @Sendable (Connection) -> Void) {
@@ -63,7 +74,7 @@ final class Connection: @unchecked Sendable {
         dispatchPrecondition(condition: .onQueue(queue))
         readSource.setEventHandler { self.readAvailable() }
         writeSource.setEventHandler { self.flush() }
-        timer.setEventHandler { self.deadlinePassed() }
+        timer.setEventHandler { self.timerFired() }
         // The descriptor may be closed only once neither source watches it any more.
         let sourceCancelled = {
             self.openSources -= 1
@@ -93,6 +104,15 @@ final class Connection: @unchecked Sendable {
 
     private func readAvailable() {
         guard !isClosed else { return }
+        switch phase {
+        case .handling, .streaming, .writing:
+            // One request at a time: what arrives now waits in the socket until the response is out. Pausing
+            // only once bytes do arrive spares the common case a suspend and resume per request.
+            pauseReading()
+            return
+        case .awaitingRequest, .readingHead, .readingBody, .lingering:
+            break
+        }
         let result = withUnsafeTemporaryAllocation(byteCount: 64 * 1024, alignment: 1) { buffer in
             let result = Socket.receive(descriptor, into: buffer)
             if case .transferred(let count) = result, !isLingering {
@@ -113,7 +133,7 @@ final class Connection: @unchecked Sendable {
         switch phase {
         case .awaitingRequest:
             phase = .readingHead
-            arm(configuration.headerTimeout)
+            if answeredRequests > 0 { arm(configuration.headerTimeout) }
         case .readingBody:
             arm(configuration.bodyTimeout)  // the body timeout bounds each wait, not the whole body
         default:
@@ -133,7 +153,7 @@ final class Connection: @unchecked Sendable {
         while true {
             switch phase {
             case .awaitingRequest, .readingHead, .readingBody: break
-            case .handling, .writing, .lingering: return
+            case .handling, .streaming, .writing, .lingering: return
             }
             let event: ParseEvent?
             do {
@@ -148,7 +168,7 @@ final class Connection: @unchecked Sendable {
             case .head(let head)?:
                 beginRequest(head)
             case .body(let piece)?:
-                if case .readingBody(_, .handler) = phase { requestBody.append(contentsOf: piece) }
+                if case .readingBody(_, .route) = phase { requestBody.append(contentsOf: piece) }
             case .end?:
                 finishRequest()
             }
@@ -167,9 +187,12 @@ final class Connection: @unchecked Sendable {
         }
         if expectation != nil && hasBody {
             switch resolution {
-            case .handler:
+            case .route:
                 // A client that has already started sending the body needs no invitation.
-                if !parser.hasBufferedBytes { enqueue(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)) }
+                if !parser.hasBufferedBytes {
+                    outbound.append(contentsOf: "HTTP/1.1 100 Continue\r\n\r\n".utf8)
+                    flush()
+                }
             case .problem(let response):
                 // Answered before the body is sent, so the connection cannot carry another request.
                 respond(response, to: head, close: true)
@@ -187,20 +210,44 @@ final class Connection: @unchecked Sendable {
         requestBody = []
         phase = .handling
         disarm()
-        pauseReading()
         switch resolution {
         case .problem(let response):
             respond(response, to: head, close: false)
-        case .handler(let handler):
+        case .route(.complete(let handler)):
             Task {
                 let response: HTTPResponse
                 do {
                     response = try await handler(request)
                 } catch {
-                    response = ProblemDetails.response(status: 500, detail: "the request could not be processed")
+                    response = Self.handlerFailure
                 }
                 self.queue.async { self.respond(response, to: head, close: false) }
             }
+        case .route(.streaming(let handler)):
+            Task { await self.stream(handler, for: request) }
+        }
+    }
+
+    private static let handlerFailure = ProblemDetails.response(status: 500, detail: "the request could not be processed")
+
+    /// Runs a streaming handler: its head on the queue, its body producer in this task, its end on the queue.
+    private func stream(_ handler: HTTPStreamingHandler, for request: HTTPRequest) async {
+        let response: StreamingResponse
+        do {
+            response = try await handler(request)
+        } catch {
+            queue.async { self.respond(Self.handlerFailure, to: request.head, close: false) }
+            return
+        }
+        let wantsBody = await withCheckedContinuation { continuation in
+            queue.async { continuation.resume(returning: self.beginStream(response, to: request.head)) }
+        }
+        guard wantsBody else { return }
+        do {
+            try await response.writeBody(ResponseBodyWriter(connection: self))
+            queue.async { self.endStream() }
+        } catch {
+            queue.async { self.close() }
         }
     }
 
@@ -210,10 +257,57 @@ final class Connection: @unchecked Sendable {
         guard !isClosed else { return }
         let keepAlive = !mustClose && !draining && head.map(Self.wantsKeepAlive) == true
             && response.headers["Connection"]?.lowercased() != "close"
-        enqueue(encoder.encode(response, for: head.map(ResponseEncoder.RequestContext.init), keepAlive: keepAlive,
-                               requestVersion: head?.version ?? .http1_1))
+        outbound.append(contentsOf: encoder.encode(response, for: head.map(ResponseEncoder.RequestContext.init),
+                                                   keepAlive: keepAlive, requestVersion: head?.version ?? .http1_1))
         phase = .writing(closeAfter: !keepAlive)
-        pauseReading()
+        flush()
+    }
+
+    /// Sends a streamed response's head; returns whether its body should be produced (not for HEAD).
+    private func beginStream(_ response: StreamingResponse, to head: RequestHead) -> Bool {
+        guard !isClosed else { return false }
+        let chunked = head.version == .http1_1
+        // Without chunked coding (HTTP/1.0) only the close can end the body.
+        let keepAlive = chunked && !draining && Self.wantsKeepAlive(head)
+            && response.headers["Connection"]?.lowercased() != "close"
+        outbound.append(contentsOf: encoder.encodeStreamingHead(status: response.status, headers: response.headers,
+                                                                keepAlive: keepAlive, requestVersion: head.version))
+        let isHead = head.method == "HEAD"
+        phase = isHead ? .writing(closeAfter: !keepAlive) : .streaming(closeAfter: !keepAlive, chunked: chunked)
+        flush()
+        return !isHead && !isClosed
+    }
+
+    func writeBodyPiece(_ bytes: [UInt8], then continuation: CheckedContinuation<Void, any Error>) {
+        dispatchPrecondition(condition: .onQueue(queue))
+        guard !isClosed, case .streaming(_, let chunked) = phase else {
+            continuation.resume(throwing: ConnectionClosedError())
+            return
+        }
+        if chunked {
+            outbound.append(contentsOf: "\(String(bytes.count, radix: 16))\r\n".utf8)
+            outbound.append(contentsOf: bytes)
+            outbound.append(contentsOf: "\r\n".utf8)
+        } else {
+            outbound.append(contentsOf: bytes)
+        }
+        flush()
+        if isClosed {
+            continuation.resume(throwing: ConnectionClosedError())
+        } else if outbound.count - outboundSent > Self.streamingHighWater {
+            streamWaiter = continuation  // resumed by flush once everything is sent, or by close
+        } else {
+            continuation.resume()
+        }
+    }
+
+    /// Unsent bytes above which a streaming producer waits.
+    private static let streamingHighWater = 256 * 1024
+
+    private func endStream() {
+        guard !isClosed, case .streaming(let closeAfter, let chunked) = phase else { return }
+        if chunked { outbound.append(contentsOf: "0\r\n\r\n".utf8) }
+        phase = .writing(closeAfter: closeAfter)
         flush()
     }
 
@@ -222,11 +316,6 @@ final class Connection: @unchecked Sendable {
         let options = head.headers.values("Connection").flatMap { $0.split(separator: ",") }
             .map { $0.trimmingSpacesAndTabs().lowercased() }
         return head.version == .http1_1 ? !options.contains("close") : options.contains("keep-alive")
-    }
-
-    private func enqueue(_ bytes: [UInt8]) {
-        outbound.append(contentsOf: bytes)
-        flush()
     }
 
     /// Sends what it can without blocking; on a full socket buffer, waits for writability under the write timeout.
@@ -257,12 +346,14 @@ final class Connection: @unchecked Sendable {
         }
         switch phase {
         case .writing(let closeAfter): responseWritten(closeAfter: closeAfter)
+        case .streaming: resumeStreamWaiter(throwing: nil)
         case .readingBody: arm(configuration.bodyTimeout)  // a 100 Continue went out
         default: break
         }
     }
 
     private func responseWritten(closeAfter: Bool) {
+        answeredRequests += 1
         if closeAfter {
             lingerThenClose()
         } else if draining {
@@ -303,17 +394,42 @@ final class Connection: @unchecked Sendable {
         case .readingBody:
             respond(ProblemDetails.response(status: 408, detail: "the request body did not arrive in time"),
                     to: nil, close: true)
-        case .handling, .writing:
+        case .handling, .streaming, .writing:
             break
         }
     }
 
+    private func resumeStreamWaiter(throwing error: (any Error)?) {
+        guard let waiter = streamWaiter else { return }
+        streamWaiter = nil
+        if let error { waiter.resume(throwing: error) } else { waiter.resume() }
+    }
+
+    // Every request moves the deadline several times, and rescheduling a dispatch timer is not free, so
+    // the timer is only moved earlier; when it fires before the current deadline, it is set to that.
     private func arm(_ timeout: Duration) {
-        timer.schedule(deadline: .now() + timeout.dispatchInterval)
+        let newDeadline = DispatchTime.now() + timeout.dispatchInterval
+        deadline = newDeadline
+        if newDeadline < timerFireTime {
+            timerFireTime = newDeadline
+            timer.schedule(deadline: newDeadline)
+        }
     }
 
     private func disarm() {
-        timer.schedule(deadline: .distantFuture)
+        deadline = nil
+    }
+
+    private func timerFired() {
+        timerFireTime = .distantFuture
+        guard let deadline else { return }
+        if deadline > .now() {
+            timerFireTime = deadline
+            timer.schedule(deadline: deadline)
+            return
+        }
+        self.deadline = nil
+        deadlinePassed()
     }
 
     private func resumeReading() {
@@ -337,6 +453,7 @@ final class Connection: @unchecked Sendable {
         if !isWaitingToWrite { writeSource.resume() }
         readSource.cancel()
         writeSource.cancel()
+        resumeStreamWaiter(throwing: ConnectionClosedError())
         onClose(self)
     }
 }

@@ -1,5 +1,4 @@
 import Dispatch
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,6 +27,8 @@ public final class HTTPServer: Sendable {
         var lifecycle = Lifecycle.notStarted
         var connections: [ObjectIdentifier: Connection] = [:]
         var acceptedCount = 0
+        /// Until the listening descriptor is closed, the port still takes connections into its backlog.
+        var isListenerOpen = false
         /// Callers of `run()` and `shutdown()` waiting for `.stopped`.
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
     }
@@ -36,7 +37,7 @@ public final class HTTPServer: Sendable {
     private let router: Router
     private let acceptQueue = DispatchQueue(label: "HTTPServer.accept")
     private let ioQueues: [DispatchQueue]
-    private let state = Mutex(State())
+    private let state = LockedValue(State())
 
     public init(configuration: ServerConfiguration, router: Router) {
         self.configuration = configuration
@@ -52,17 +53,24 @@ public final class HTTPServer: Sendable {
         let (descriptor, port) = try Socket.listen(host: configuration.host, port: configuration.port,
                                                    backlog: configuration.listenBacklog)
         let listener = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: acceptQueue)
-        listener.setEventHandler { self.acceptPending(on: descriptor) }
-        listener.setCancelHandler { Socket.close(descriptor) }
+        let sendableListener = ListenerSource(source: listener)
         let started = state.withLock { state in
             guard case .notStarted = state.lifecycle else { return false }
-            state.lifecycle = .running(listener: ListenerSource(source: listener))
+            state.lifecycle = .running(listener: sendableListener)
+            state.isListenerOpen = true
             return true
         }
-        guard started else {
+        listener.setCancelHandler {
             Socket.close(descriptor)
+            if started { self.listenerClosed() }
+        }
+        guard started else {
+            // Cancelling closes the descriptor; a source must not be released before it is activated.
+            listener.activate()
+            listener.cancel()
             throw SocketError("start: the server was already started", code: EALREADY)
         }
+        listener.setEventHandler { self.acceptPending(on: descriptor, listener: sendableListener) }
         listener.activate()
         return port
     }
@@ -83,7 +91,7 @@ public final class HTTPServer: Sendable {
 
     /// Stops accepting (new connections are refused), closes idle connections, lets requests in progress
     /// finish and answer with `Connection: close` until the drain timeout, then closes the rest. Returns
-    /// once every connection is closed.
+    /// once the listening socket and every connection are closed.
     public func shutdown() async {
         beginShutdown()
         await waitUntilStopped()
@@ -127,9 +135,14 @@ public final class HTTPServer: Sendable {
         }
     }
 
+    private func listenerClosed() {
+        state.withLock { $0.isListenerOpen = false }
+        stopIfDrained()
+    }
+
     private func stopIfDrained() {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            guard case .draining = state.lifecycle, state.connections.isEmpty else { return [] }
+            guard case .draining = state.lifecycle, state.connections.isEmpty, !state.isListenerOpen else { return [] }
             state.lifecycle = .stopped
             defer { state.stopWaiters = [] }
             return state.stopWaiters
@@ -145,17 +158,27 @@ public final class HTTPServer: Sendable {
         case stopping
     }
 
-    private func acceptPending(on listener: Int32) {
+    private func acceptPending(on descriptor: Int32, listener: ListenerSource) {
         // Bounded so that a flood of connections cannot keep the accept queue from its other work.
         for _ in 0..<64 {
-            guard let client = Socket.accept(listener) else { return }
-            switch admit(client) {
-            case .admitted(let connection):
-                connection.queue.async { connection.start() }
-            case .overCapacity:
-                refuse(client)
-            case .stopping:
-                Socket.close(client)
+            switch Socket.accept(descriptor) {
+            case .accepted(let client):
+                switch admit(client) {
+                case .admitted(let connection):
+                    connection.queue.async { connection.start() }
+                case .overCapacity:
+                    refuse(client)
+                case .stopping:
+                    Socket.close(client)
+                }
+            case .noneReady:
+                return
+            case .outOfDescriptors:
+                // The pending connection stays in the backlog and the listener stays readable: pause it
+                // briefly instead of spinning until a connection closes.
+                listener.source.suspend()
+                acceptQueue.asyncAfter(deadline: .now() + .milliseconds(100)) { listener.source.resume() }
+                return
             }
         }
     }

@@ -3,32 +3,45 @@
 /// detail says nothing of the error.
 public typealias HTTPHandler = @Sendable (HTTPRequest) async throws -> HTTPResponse
 
+/// Answers one request with a body produced after the head is sent (see `StreamingResponse`).
+public typealias HTTPStreamingHandler = @Sendable (HTTPRequest) async throws -> StreamingResponse
+
 /// Maps a method and an exact decoded path to a handler. Built before the server starts, then read-only.
 public struct Router: Sendable {
-    private var handlersByPath: [String: [String: HTTPHandler]] = [:]
+    enum Route: Sendable {
+        case complete(HTTPHandler)
+        case streaming(HTTPStreamingHandler)
+    }
+
+    private var routesByPath: [String: [String: Route]] = [:]
 
     public init() {}
 
     /// Registers `handler` for `method` (case-sensitive, e.g. "GET") on `path` (e.g. "/v1/detect"). A GET
     /// handler also answers HEAD, with the body left out, unless HEAD has a handler of its own.
     public mutating func add(method: String, path: String, handler: @escaping HTTPHandler) {
-        handlersByPath[path, default: [:]][method] = handler
+        routesByPath[path, default: [:]][method] = .complete(handler)
+    }
+
+    /// Registers a handler whose response body is streamed; otherwise as `add(method:path:handler:)`.
+    public mutating func addStreaming(method: String, path: String, handler: @escaping HTTPStreamingHandler) {
+        routesByPath[path, default: [:]][method] = .streaming(handler)
     }
 
     enum Resolution {
-        case handler(HTTPHandler)
+        case route(Route)
         /// An error the server answers itself, after reading the body if there is one.
         case problem(HTTPResponse)
     }
 
     func resolve(method: String, path: String) -> Resolution {
-        guard let handlers = handlersByPath[path] else {
+        guard let routes = routesByPath[path] else {
             return .problem(ProblemDetails.response(status: 404, detail: "no resource at this path"))
         }
-        if let handler = handlers[method] ?? (method == "HEAD" ? handlers["GET"] : nil) {
-            return .handler(handler)
+        if let route = routes[method] ?? (method == "HEAD" ? routes["GET"] : nil) {
+            return .route(route)
         }
-        var allowed = Set(handlers.keys)
+        var allowed = Set(routes.keys)
         if allowed.contains("GET") { allowed.insert("HEAD") }
         let allow = allowed.sorted().joined(separator: ", ")
         return .problem(ProblemDetails.response(status: 405, detail: "the method \(method) is not allowed here",

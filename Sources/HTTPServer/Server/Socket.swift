@@ -50,9 +50,16 @@ enum Socket {
         }
     }
 
-    /// The next pending connection, non-blocking and close-on-exec; nil when there is none (or on a
-    /// transient error, which the next readiness event retries).
-    static func accept(_ listener: Int32) -> Int32? {
+    enum AcceptResult {
+        case accepted(Int32)
+        /// Nothing pending, or a transient error that the next readiness event retries.
+        case noneReady
+        /// The process or system has no descriptor left (EMFILE, ENFILE): retrying at once would spin.
+        case outOfDescriptors
+    }
+
+    /// The next pending connection, non-blocking and close-on-exec.
+    static func accept(_ listener: Int32) -> AcceptResult {
         while true {
             // accept4 is not visible to Swift without _GNU_SOURCE, so the flags are set afterwards.
             let client = Glibc.accept(listener, nil, nil)
@@ -61,9 +68,13 @@ enum Socket {
                 _ = fcntl(client, F_SETFL, fcntl(client, F_GETFL) | O_NONBLOCK)
                 // Responses go out in one send; waiting to coalesce them (Nagle) only adds latency.
                 try? setOption(client, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
-                return client
+                return .accepted(client)
             }
-            if errno != EINTR { return nil }
+            switch errno {
+            case EINTR: continue
+            case EMFILE, ENFILE: return .outOfDescriptors
+            default: return .noneReady
+            }
         }
     }
 

@@ -1,0 +1,127 @@
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from mimood_train import train as train_module
+from mimood_train.config import CONFIGS, ConfigBundle, TrainConfig, TransformerConfig, VQVAEConfig
+from mimood_train.masks import BrushConfig
+from mimood_train.models import TokenTransformer
+from mimood_train.train import build_task, dihedral, load_model, tokenize_dataset, train
+
+GRID = 8   # 64 px images, f = 8
+
+
+def tiny_bundle() -> ConfigBundle:
+    vq = VQVAEConfig(ch=32, ch_mult=[1, 1, 1, 1], num_res_blocks=1, attn_resolutions=[8], resolution=64,
+                     z_channels=32, embed_dim=16, n_embed=32)
+    t = dict(n_positions=GRID * GRID, dim=32, depth=2, heads=2, dropout=0.1, drop_path=0.1)
+    tc = TrainConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, log_every=1, ckpt_every=2, dead_code_every=2,
+                     token_views=2, brush=BrushConfig(min_length=1, max_length=3, max_width=2, max_ratio=0.6))
+    return ConfigBundle(vqvae=vq,
+                        atd=TransformerConfig(vocab_size=32, head="atd", **t),
+                        mvtm=TransformerConfig(vocab_size=33, head="mvtm", **t),
+                        ar=TransformerConfig(vocab_size=33, head="ar", causal=True, **t),
+                        critic=TransformerConfig(vocab_size=32, head="critic", **t),
+                        train={c: tc for c in ("vqvae", "atd", "mvtm", "ar", "critic")})
+
+
+def slices(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(1, 64, 64, generator=g) * (torch.rand(1, 64, 64, generator=g) > 0.3) for _ in range(n)]
+
+
+def tokens(n=6):
+    return np.random.default_rng(0).integers(0, 32, (n, 2, GRID, GRID)).astype(np.int16)
+
+
+def make_task(component, bundle=None):
+    bundle = bundle or tiny_bundle()
+    torch.manual_seed(0)
+    mvtm = TokenTransformer(bundle.mvtm) if component == "critic" else None
+    return build_task(component, bundle, bundle.train[component], slices(), tokens(), mvtm)
+
+
+@pytest.mark.parametrize("component", ["vqvae", "atd", "mvtm", "ar", "critic"])
+def test_training_lowers_loss_on_fixed_batch(component):
+    task = make_task(component)
+    batch = task.batch(np.random.default_rng(0), 4)
+    optimizer = torch.optim.AdamW(task.model.parameters(), lr=2e-3)
+    task.model.eval()   # fixed dropout/drop-path so that the loss is comparable
+    losses = []
+    for _ in range(6):
+        loss, metrics = task.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+    assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_latent_batches():
+    rng = np.random.default_rng(0)
+    atd = make_task("atd").batch(rng, 4)
+    assert atd["input"].shape == (4, GRID * GRID) and atd["target"].sum() > 0
+    mvtm = make_task("mvtm").batch(rng, 4)
+    assert (mvtm["input"][mvtm["mask"]] == 32).all() and (mvtm["input"][~mvtm["mask"]] < 32).all()
+    ar = make_task("ar").batch(rng, 4)
+    assert (ar["input"][:, 0] == 32).all() and torch.equal(ar["input"][:, 1:], ar["target"][:, :-1])
+    critic = make_task("critic").batch(rng, 4)
+    assert (critic["input"] < 32).all()
+
+
+def _same_weights(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("component", ["vqvae", "mvtm"])
+def test_resume_is_bit_identical(tmp_path, component):
+    cfg = tiny_bundle().train[component]
+    straight = make_task(component)
+    train(straight, cfg, tmp_path / "a", steps=4, progress=False)
+    first = make_task(component)
+    train(first, cfg, tmp_path / "b", steps=4, stop_at=2, progress=False)
+    assert not (tmp_path / "b" / "model.pt").exists()
+    resumed = make_task(component)   # a fresh process: new model, state from disk
+    train(resumed, cfg, tmp_path / "b", steps=4, resume=True, progress=False)
+    assert _same_weights(straight.model.state_dict(), resumed.model.state_dict())
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    if component == "vqvae":
+        assert {"code_usage", "perplexity", "mae"} <= set(log[0]) and log[0]["reseeded"] == 32
+    else:
+        assert "masked_accuracy" in log[0]
+    exported = load_model(tmp_path / "b", component)
+    assert _same_weights(exported.state_dict(), resumed.model.state_dict())
+
+
+def test_tokenize_dataset_views():
+    task = make_task("vqvae")
+    data = slices(3)
+    grids = tokenize_dataset(task.model, data, views=8)
+    assert grids.shape == (3, 8, GRID, GRID) and grids.dtype == np.int16
+    image = torch.stack(data)
+    assert np.array_equal(grids[:, 5], task.model.tokenize(dihedral(image, 5)).numpy())
+
+
+def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
+    """vqvae -> (tokens) -> atd, mvtm, ar -> critic through main(), with a stand-in data module."""
+    fake = types.ModuleType("mimood_train.data")
+    fake.SliceDataset = lambda path: slices(5)
+    monkeypatch.setitem(sys.modules, "mimood_train.data", fake)
+    monkeypatch.setitem(CONFIGS, "tiny", tiny_bundle())
+    common = ["--config", "tiny", "--data", str(tmp_path / "cache.npz"), "--steps", "2", "--threads", "1"]
+    train_module.main(["vqvae", "--out", str(tmp_path / "vq"), *common])
+    for component in ("atd", "mvtm", "ar"):
+        train_module.main([component, "--out", str(tmp_path / component), "--vqvae", str(tmp_path / "vq"), *common])
+    train_module.main(["critic", "--out", str(tmp_path / "critic"), "--vqvae", str(tmp_path / "vq"),
+                       "--mvtm", str(tmp_path / "mvtm"), *common])
+    assert (tmp_path / "vq" / "tokens_cache_v2.npz").exists()
+    for run in ("vq", "atd", "mvtm", "ar", "critic"):
+        saved = torch.load(tmp_path / run / "model.pt", weights_only=False)
+        assert set(saved) == {"component", "config", "state_dict"}
+    assert "[critic] step 2/2" in capsys.readouterr().out
