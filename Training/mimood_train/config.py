@@ -105,23 +105,24 @@ def paper_bundle() -> ConfigBundle:
 
 
 def small_bundle() -> ConfigBundle:
-    """Sized for the whole pipeline to train in about two hours on a 2-core CPU (docs/training.md).
-    With only a few thousand steps the paper's lr 5e-5 barely moves the weights, so the small runs
-    use 1e-3 (VQ-VAE) / 5e-4 (transformers) with a short warm-up, usual values for models this size."""
+    """Sized for the whole pipeline to train in about two hours on a 2-core CPU; step times and the
+    budget are in docs/training.md. With a few thousand steps the paper's lr 5e-5 (meant for
+    200k-300k steps) barely moves the weights, so the small runs use 3e-4 (VQ-VAE) and 5e-4
+    (transformers), usual Adam rates for ~1 M-parameter models, with the same cosine decay."""
     vqvae = VQVAEConfig(ch=32, ch_mult=[1, 1, 2, 2], num_res_blocks=1, attn_resolutions=[20],
                         z_channels=64, embed_dim=64, n_embed=256)
     sizes = dict(dim=128, depth=4, heads=4, dropout=0.0)
 
     def latent(steps: int) -> TrainConfig:
-        return TrainConfig(steps=steps, batch_size=16, lr=5e-4, warmup_steps=100, token_views=2,
-                           log_every=25, ckpt_every=200)
+        return TrainConfig(steps=steps, batch_size=16, lr=5e-4, warmup_steps=200, token_views=2,
+                           log_every=50, ckpt_every=250)
 
     return ConfigBundle(
         vqvae=vqvae,
         **_transformers(vqvae.n_embed, vqvae.grid ** 2, **sizes),
-        train={"vqvae": TrainConfig(steps=1500, batch_size=8, lr=1e-3, warmup_steps=100,
-                                    dead_code_every=100, token_views=1, log_every=25, ckpt_every=100),
-               "atd": latent(1200), "mvtm": latent(1200), "ar": latent(1200), "critic": latent(600)},
+        train={"vqvae": TrainConfig(steps=4000, batch_size=8, lr=3e-4, warmup_steps=200,
+                                    dead_code_every=200, token_views=1, log_every=50, ckpt_every=250),
+               "atd": latent(3000), "mvtm": latent(3000), "ar": latent(3000), "critic": latent(2000)},
     )
 
 

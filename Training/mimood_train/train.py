@@ -38,10 +38,11 @@ class SliceSource(Protocol):
 # ---------------------------------------------------------------- augmentation and tokenisation
 
 def dihedral(x: torch.Tensor, view: int) -> torch.Tensor:
-    """View 0..7 of the square's symmetry group on the last two dims: k = view % 4 quarter turns,
-    then a left-right flip when view >= 4."""
-    x = torch.rot90(x, view % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if view >= 4 else x
+    """View 0..7 of the square's symmetry group on the last two dims: a left-right flip when view is
+    odd, then view // 2 counter-clockwise quarter turns. Views 0-1 are identity and mirror image."""
+    if view % 2:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, view // 2, dims=(-2, -1))
 
 
 def augment_slices(x: torch.Tensor, rng: np.random.Generator, cfg: TrainConfig) -> torch.Tensor:
@@ -69,7 +70,7 @@ def tokenize_dataset(vqvae: VQVAE, data: SliceSource, views: int, batch_size: in
     tokens = np.zeros((len(data), views, vqvae.cfg.grid, vqvae.cfg.grid), dtype=np.int16)
     for start in range(0, len(data), batch_size):
         stop = min(start + batch_size, len(data))
-        images = torch.stack([data[i] for i in range(start, stop)]).float()
+        images = torch.stack([torch.as_tensor(data[i]) for i in range(start, stop)]).float()
         for view in range(views):
             tokens[start:stop, view] = vqvae.tokenize(dihedral(images, view)).numpy()
     return tokens
@@ -108,7 +109,8 @@ class VQVAETask(Task):
         self.usage = torch.zeros(cfg.n_embed)   # code hits since the last re-seed
 
     def batch(self, rng, batch_size):
-        x = torch.stack([self.data[int(i)] for i in rng.integers(0, len(self.data), batch_size)]).float()
+        x = torch.stack([torch.as_tensor(self.data[int(i)]) for i in rng.integers(0, len(self.data), batch_size)])
+        x = x.float()
         return {"x": augment_slices(x, rng, self.train_cfg)}
 
     def loss(self, batch):
@@ -116,7 +118,7 @@ class VQVAETask(Task):
         z_q, vq_loss, indices = self.model.quantize(z)
         rec_loss = (self.model.decode(z_q) - batch["x"]).abs().mean()   # MAE
         self.usage += torch.bincount(indices.reshape(-1), minlength=self.model.cfg.n_embed).float()
-        batch["z"] = z.detach()
+        batch["z"] = z.detach()   # encoder outputs for after_step's dead-code re-seeding
         usage, perplexity = codebook_stats(indices, self.model.cfg.n_embed)
         return rec_loss + vq_loss, {"mae": rec_loss.item(), "vq": vq_loss.item(),
                                     "code_usage": usage, "perplexity": perplexity}
@@ -257,7 +259,10 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | Non
     global step `stop_at`. Returns the run directory."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    total = steps or cfg.steps
+    state_path, log_path = out / "state.pt", out / "log.jsonl"
+    state = torch.load(state_path, weights_only=False) if resume and state_path.exists() else None
+    # A resumed run keeps its schedule length unless --steps overrides it.
+    total = steps or (state["total_steps"] if state else cfg.steps)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = task.model
@@ -265,9 +270,7 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | Non
                                   weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(cfg, total))
     step = 0
-    state_path, log_path = out / "state.pt", out / "log.jsonl"
-    if resume and state_path.exists():
-        state = torch.load(state_path, weights_only=False)
+    if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -285,7 +288,8 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | Non
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                      "numpy_rng": rng.bit_generator.state, "extra": task.extra_state(), "step": step,
-                     "component": task.component}, state_path)
+                     "total_steps": total, "component": task.component,
+                     "config": dataclasses.asdict(model.cfg)}, state_path)
 
     last = min(total, stop_at) if stop_at else total
     started = time.time()
@@ -325,11 +329,8 @@ def load_model(path: str | Path, expected: str) -> nn.Module:
     if path.is_dir():
         path = path / "model.pt" if (path / "model.pt").exists() else path / "state.pt"
     saved = torch.load(path, weights_only=False)
-    if "state_dict" in saved:
-        component, config, state_dict = saved["component"], saved["config"], saved["state_dict"]
-    else:
-        run = json.loads((path.parent / "config.json").read_text())
-        component, config, state_dict = run["component"], run["model"], saved["model"]
+    component, config = saved["component"], saved["config"]
+    state_dict = saved["state_dict"] if "state_dict" in saved else saved["model"]   # model.pt or state.pt
     if component != expected:
         raise ValueError(f"{path} holds a {component}, expected {expected}")
     model = VQVAE(VQVAEConfig(**config)) if component == "vqvae" else TokenTransformer(TransformerConfig(**config))
@@ -395,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.mvtm:
             parser.error("the critic needs --mvtm")
         mvtm = load_model(args.mvtm, "mvtm")
+    torch.manual_seed(train_cfg.seed)   # model initialisation
     task = build_task(args.component, bundle, train_cfg, data, tokens, mvtm)
     train(task, train_cfg, args.out, steps=args.steps, stop_at=args.stop_at, resume=args.resume)
 

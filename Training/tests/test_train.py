@@ -87,7 +87,7 @@ def test_resume_is_bit_identical(tmp_path, component):
     train(first, cfg, tmp_path / "b", steps=4, stop_at=2, progress=False)
     assert not (tmp_path / "b" / "model.pt").exists()
     resumed = make_task(component)   # a fresh process: new model, state from disk
-    train(resumed, cfg, tmp_path / "b", steps=4, resume=True, progress=False)
+    train(resumed, cfg, tmp_path / "b", resume=True, progress=False)   # total steps come from state.pt
     assert _same_weights(straight.model.state_dict(), resumed.model.state_dict())
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
@@ -125,3 +125,12 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
         saved = torch.load(tmp_path / run / "model.pt", weights_only=False)
         assert set(saved) == {"component", "config", "state_dict"}
     assert "[critic] step 2/2" in capsys.readouterr().out
+
+
+def test_load_model_from_unfinished_run(tmp_path):
+    task = make_task("atd")
+    train(task, tiny_bundle().train["atd"], tmp_path, steps=4, stop_at=2, progress=False)
+    loaded = load_model(tmp_path, "atd")   # no model.pt yet: falls back to state.pt
+    assert _same_weights(loaded.state_dict(), task.model.state_dict())
+    with pytest.raises(ValueError):
+        load_model(tmp_path, "mvtm")
