@@ -4,6 +4,8 @@ The format is specified in docs/checkpoint-format.md; the Swift server reads it 
 this module parses the safetensors container itself (rather than trusting the library) and refuses
 anything the specification does not allow, with a message naming the component, file and tensor.
 
+    python -m mimood_train.checkpoint export --out DIR --name NAME --component vqvae=RUN_DIR \
+        --component atd=RUN_DIR ... [--inference '{"lambda": 0.3}'] [--provenance FILE.json]
     python -m mimood_train.checkpoint verify DIR
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from torch import nn
 
 from .config import COMPONENTS, TransformerConfig, VQVAEConfig
 from .models import VQVAE, TokenTransformer
+from .train import load_model
 
 FORMAT = "mimood-checkpoint"
 FORMAT_VERSION = 1
@@ -98,16 +102,15 @@ def architecture_of(module: nn.Module) -> dict:
 
 
 def build_model(architecture: dict, where: str) -> nn.Module:
-    fields = dict(architecture)
-    kind = fields.pop("kind", None)
-    if kind not in ARCHITECTURES:
+    kind = architecture.get("kind") if isinstance(architecture, dict) else None
+    if not isinstance(kind, str) or kind not in ARCHITECTURES:
         raise CheckpointError(f"{where}: unknown architecture kind {kind!r} (known: {sorted(ARCHITECTURES)})")
     config_class, model_class = ARCHITECTURES[kind]
+    fields = {key: value for key, value in architecture.items() if key != "kind"}
     try:
-        config = config_class(**fields)
-    except TypeError as error:
+        return model_class(config_class(**fields))
+    except (TypeError, ValueError, AssertionError) as error:   # unknown field, or values the model rejects
         raise CheckpointError(f"{where}: architecture does not fit {config_class.__name__}: {error}") from None
-    return model_class(config)
 
 
 # ---------------------------------------------------------------- safetensors container
@@ -168,12 +171,6 @@ def parse_safetensors(data: bytes, where: str) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------- export
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def export_checkpoint(out_dir: str | Path, components: dict[str, nn.Module], *, name: str,
                       preprocessing: dict | None = None, inference: dict | None = None,
                       provenance: dict | None = None, created: str | None = None) -> Path:
@@ -184,8 +181,11 @@ def export_checkpoint(out_dir: str | Path, components: dict[str, nn.Module], *, 
     unknown = set(components) - set(COMPONENTS)
     if unknown or not components:
         raise CheckpointError(f"components must be a non-empty subset of {COMPONENTS}, got {sorted(components)}")
+    inference = {**DEFAULT_INFERENCE, **(inference or {})}
+    _check_method(inference.get("method"), components, where=str(out))   # refuse what verify would refuse
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)   # mkdtemp makes it owner-only; the server may run as another user
     try:
         manifest_components = {}
         for component in COMPONENTS:   # fixed order keeps model.json stable
@@ -210,10 +210,10 @@ def export_checkpoint(out_dir: str | Path, components: dict[str, nn.Module], *, 
             "created": created or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "components": manifest_components,
             "preprocessing": {**DEFAULT_PREPROCESSING, **(preprocessing or {})},
-            "inference": {**DEFAULT_INFERENCE, **(inference or {})},
+            "inference": inference,
             "provenance": {"torch_version": torch.__version__, **(provenance or {})},
         }
-        _atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             retired = out.with_name(f".{out.name}.old")
             shutil.rmtree(retired, ignore_errors=True)
@@ -237,6 +237,8 @@ def read_manifest(directory: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: not UTF-8 JSON: {error}") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path}: not a JSON object")
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -252,10 +254,12 @@ def read_manifest(directory: Path) -> dict:
 
 
 def _load_component(directory: Path, component: str, entry: dict) -> nn.Module:
-    lacking = [key for key in ("file", "sha256", "architecture", "num_parameters") if key not in entry]
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"component {component!r}: manifest entry is not an object")
+    lacking = [key for key in ("file", "sha256", "architecture", "num_parameters", "tensors") if key not in entry]
     if lacking:
         raise CheckpointError(f"component {component!r}: manifest entry lacks {lacking}")
-    if Path(entry["file"]).name != entry["file"]:
+    if not isinstance(entry["file"], str) or Path(entry["file"]).name != entry["file"]:
         raise CheckpointError(f"component {component!r}: file {entry['file']!r} must be a plain file name")
     path = directory / entry["file"]
     where = f"component {component!r}, file {entry['file']}"
@@ -281,9 +285,7 @@ def _load_component(directory: Path, component: str, entry: dict) -> nn.Module:
                                   f"architecture expects {list(value.shape)}")
     if entry["num_parameters"] != sum(array.size for array in arrays.values()):
         raise CheckpointError(f"{where}: num_parameters {entry['num_parameters']} disagrees with the file")
-    declared_tensors = entry.get("tensors")
-    if declared_tensors is not None and declared_tensors != {
-            key: {"dtype": "F32", "shape": list(arrays[key].shape)} for key in sorted(arrays)}:
+    if entry["tensors"] != {key: {"dtype": "F32", "shape": list(arrays[key].shape)} for key in sorted(arrays)}:
         raise CheckpointError(f"{where}: the manifest's 'tensors' list disagrees with the file header")
     model.load_state_dict({key: torch.from_numpy(array) for key, array in arrays.items()}, strict=True)
     return model.eval()
@@ -307,29 +309,129 @@ def load_checkpoint(directory: str | Path, components: list[str] | None = None,
 def verify_checkpoint(directory: str | Path) -> LoadedCheckpoint:
     """Full check: every declared component loads, and the default inference method has what it needs."""
     loaded = load_checkpoint(directory)
-    method = loaded.manifest.get("inference", {}).get("method")
-    if method not in REQUIRED_COMPONENTS:
-        raise CheckpointError(f"{directory}: unknown inference method {method!r} (known: {sorted(REQUIRED_COMPONENTS)})")
-    lacking = [c for c in REQUIRED_COMPONENTS[method] if c not in loaded.models]
-    if lacking:
-        raise CheckpointError(f"{directory}: inference method {method!r} needs component(s) {lacking}")
+    inference = loaded.manifest.get("inference")
+    _check_method(inference.get("method") if isinstance(inference, dict) else None, loaded.models, where=str(directory))
     return loaded
+
+
+def _check_method(method, components, where: str) -> None:
+    if not isinstance(method, str) or method not in REQUIRED_COMPONENTS:
+        raise CheckpointError(f"{where}: unknown inference method {method!r} (known: {sorted(REQUIRED_COMPONENTS)})")
+    lacking = [c for c in REQUIRED_COMPONENTS[method] if c not in components]
+    if lacking:
+        raise CheckpointError(f"{where}: inference method {method!r} needs component(s) {lacking}")
+
+
+# ---------------------------------------------------------------- command line
+
+def run_provenance(path: Path) -> dict:
+    """What a training run directory says about itself: steps trained and the last logged losses.
+    Runs may be unfinished or hand-copied, so anything unreadable is left out rather than fatal."""
+    run_dir = path if path.is_dir() else path.parent
+    weights = path if path.is_file() else (run_dir / "model.pt" if (run_dir / "model.pt").exists() else run_dir / "state.pt")
+    info: dict = {"run": str(run_dir.resolve()), "weights": weights.name}
+    try:
+        info["total_steps"] = json.loads((run_dir / "config.json").read_text())["total_steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    records = []
+    try:
+        for line in (run_dir / "log.jsonl").read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:   # a line cut short by a killed run
+                continue
+    except OSError:
+        pass
+    records = [r for r in records if isinstance(r, dict) and isinstance(r.get("step"), int)]
+    if records:
+        last = max(records, key=lambda r: r["step"])
+        info["steps_trained"] = last["step"]
+        info["final_metrics"] = {key: value for key, value in last.items()
+                                 if key not in ("step", "lr", "grad_norm", "time") and isinstance(value, (int, float))}
+    return info
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def export_from_runs(out: Path, name: str, runs: dict[str, Path], inference: dict | None = None,
+                     provenance: dict | None = None) -> LoadedCheckpoint:
+    """Loads each component's run (train.load_model), exports the checkpoint and verifies it."""
+    models = {}
+    for component, path in runs.items():
+        try:
+            models[component] = load_model(path, component)
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise CheckpointError(f"component {component!r}: cannot load run {path}: {error}") from None
+    collected = {"runs": {component: run_provenance(path) for component, path in runs.items()}}
+    commit = git_commit()
+    if commit:
+        collected["git_commit"] = commit
+    export_checkpoint(out, models, name=name, inference=inference, provenance={**collected, **(provenance or {})})
+    return verify_checkpoint(out)
+
+
+def _print_summary(loaded: LoadedCheckpoint) -> None:
+    for component, entry in loaded.manifest["components"].items():
+        print(f"{component:7s} {entry['file']:22s} {entry['num_parameters']:>12,d} parameters  sha256 {entry['sha256'][:16]}…")
+    print(f"ok: {loaded.manifest['name']} in {loaded.directory} "
+          f"(format {FORMAT} v{FORMAT_VERSION}, method {loaded.manifest['inference']['method']})")
+
+
+def _json_object(text: str, what: str, parser: argparse.ArgumentParser) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        parser.error(f"{what} is not JSON: {error}")
+    if not isinstance(value, dict):
+        parser.error(f"{what} must be a JSON object")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mimood_train.checkpoint")
     commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="build a checkpoint directory from training runs")
+    export.add_argument("--out", required=True, help="checkpoint directory (replaced if it exists)")
+    export.add_argument("--name", required=True)
+    export.add_argument("--component", action="append", required=True, metavar="COMPONENT=RUN_DIR",
+                        help=f"a trained run (directory or model.pt); repeat per component {COMPONENTS}")
+    export.add_argument("--inference", help="JSON object overriding inference defaults")
+    export.add_argument("--provenance", help="JSON file merged into the collected provenance")
     verify = commands.add_parser("verify", help="check a checkpoint directory against the format")
     verify.add_argument("directory")
     args = parser.parse_args(argv)
+
     try:
-        loaded = verify_checkpoint(args.directory)
+        if args.command == "verify":
+            loaded = verify_checkpoint(args.directory)
+        else:
+            runs = {}
+            for item in args.component:
+                component, sep, path = item.partition("=")
+                if not sep or not path or component not in COMPONENTS or component in runs:
+                    parser.error(f"--component {item!r}: expected COMPONENT=RUN_DIR, each of {COMPONENTS} at most once")
+                runs[component] = Path(path)
+            inference = _json_object(args.inference, "--inference", parser) if args.inference else None
+            provenance = None
+            if args.provenance:
+                try:
+                    text = Path(args.provenance).read_text(encoding="utf-8")
+                except OSError as error:
+                    parser.error(f"--provenance: {error}")
+                provenance = _json_object(text, "--provenance", parser)
+            loaded = export_from_runs(Path(args.out), args.name, runs, inference, provenance)
     except CheckpointError as error:
-        print(f"invalid checkpoint: {error}", file=sys.stderr)
+        print(f"{'invalid checkpoint' if args.command == 'verify' else 'export failed'}: {error}", file=sys.stderr)
         return 1
-    for component, entry in loaded.manifest["components"].items():
-        print(f"{component:7s} {entry['file']:22s} {entry['num_parameters']:>12,d} parameters  sha256 {entry['sha256'][:16]}…")
-    print(f"ok: {loaded.manifest['name']} (format {FORMAT} v{FORMAT_VERSION}, method {loaded.manifest['inference']['method']})")
+    _print_summary(loaded)
     return 0
 
 

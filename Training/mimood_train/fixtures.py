@@ -1,0 +1,207 @@
+"""Parity fixtures for the Swift engine: a tiny seeded checkpoint in the real format, two input slices,
+and what PyTorch computes from them — every component's output, a few single layers, and a whole
+MIM-OOD restoration with its recorded draws (so an engine with another random generator can replay it).
+
+    python -m mimood_train.fixtures --out Tests/Fixtures/parity
+
+The files regenerate byte for byte; `index.json` describes each array and its tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import pipeline
+from .checkpoint import export_checkpoint
+from .config import TransformerConfig, VQVAEConfig
+from .masks import brush_mask
+from .models import VQVAE, TokenTransformer, shift_right
+
+SEED = 20240917
+# Smaller than `small`, same structure: four levels (f = 8), a channel change (nin_shortcut) at the
+# last level, attention at 20×20, 160×160 input.
+VQVAE_CONFIG = VQVAEConfig(ch=32, ch_mult=[1, 1, 1, 2], num_res_blocks=1, attn_resolutions=[20],
+                           z_channels=32, embed_dim=32, n_embed=64)
+TRANSFORMER_SIZES = dict(dim=48, depth=2, heads=4, dropout=0.0)
+PIPELINE = dict(steps=3, restorations=2)
+# Absolute tolerances the Swift side must meet (float32 with different summation orders).
+TOLERANCE = 1e-4
+
+
+def phantom_slices() -> torch.Tensor:
+    """Two smooth 160×160 'brains' in [0, 1]: an ellipse of tissue with brighter ventricles, and the
+    second one with a bright round lesion — structure, not noise, so tokens vary across the grid."""
+    row, col = np.meshgrid(np.linspace(-1, 1, 160), np.linspace(-1, 1, 160), indexing="ij")
+    slices = []
+    for lesion in (False, True):
+        brain = ((row / 0.85) ** 2 + (col / 0.7) ** 2) < 1
+        image = 0.35 + 0.15 * np.cos(6 * row) * np.sin(5 * col)
+        ventricles = ((row / 0.3) ** 2 + ((np.abs(col) - 0.12) / 0.08) ** 2) < 1
+        image = np.where(ventricles, 0.95, image)
+        if lesion:
+            image = np.where((row + 0.35) ** 2 + (col - 0.3) ** 2 < 0.03, 0.85, image)
+        slices.append(np.where(brain, image, 0.0))
+    return torch.tensor(np.stack(slices)[:, None], dtype=torch.float32)
+
+
+def randomize(module: nn.Module, generator: torch.Generator) -> None:
+    """Weights of order-one effect: a freshly initialised Transformer outputs near-constant logits, which
+    would make an absolute tolerance meaningless."""
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if name.endswith("weight") and parameter.dim() >= 2:
+                fan_in = math.prod(parameter.shape[1:])
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) / math.sqrt(fan_in))
+            elif name.endswith("weight"):              # normalisation scales
+                parameter.copy_(1 + 0.2 * torch.randn(parameter.shape, generator=generator))
+            else:                                      # biases and the positional embedding
+                parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
+
+
+def build_models(generator: torch.Generator) -> dict[str, nn.Module]:
+    k = VQVAE_CONFIG.n_embed
+    models: dict[str, nn.Module] = {"vqvae": VQVAE(VQVAE_CONFIG)}
+    for head, vocab in (("atd", k), ("mvtm", k + 1), ("ar", k + 1), ("critic", k)):
+        models[head] = TokenTransformer(TransformerConfig(vocab_size=vocab, head=head, causal=head == "ar",
+                                                          **TRANSFORMER_SIZES))
+    for model in models.values():
+        randomize(model, generator)
+        model.eval()
+    return models
+
+
+def seed_codebook(vqvae: VQVAE, x: torch.Tensor, generator: torch.Generator) -> None:
+    """Codebook entries drawn from the encoder's outputs, so the phantoms use many codes."""
+    with torch.no_grad():
+        z = vqvae.encode(x).permute(0, 2, 3, 1).reshape(-1, VQVAE_CONFIG.embed_dim)
+        picks = torch.randperm(len(z), generator=generator)[: VQVAE_CONFIG.n_embed]
+        vqvae.quantize.embedding.weight.copy_(z[picks])
+
+
+class Recorder:
+    """Collects named arrays and their descriptions for `index.json`."""
+
+    def __init__(self, out: Path):
+        self.out, self.entries = out, {}
+
+    def add(self, name: str, array, meaning: str, tolerance: float | None = TOLERANCE) -> None:
+        array = array.detach().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+        array = array.astype("<i4" if array.dtype.kind in "iub" else "<f4")
+        np.save(self.out / f"{name}.npy", np.ascontiguousarray(array))
+        self.entries[name] = {"file": f"{name}.npy", "shape": list(array.shape), "dtype": array.dtype.str,
+                              "meaning": meaning, **({"tolerance": tolerance} if tolerance is not None else {})}
+
+
+def capture(module: nn.Module, run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (input, output) of `module` during `run()`."""
+    seen = {}
+    handle = module.register_forward_hook(lambda _, inputs, output: seen.update(x=inputs[0], y=output))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return seen["x"], seen["y"]
+
+
+@torch.no_grad()
+def write_fixtures(out: Path) -> Path:
+    out = Path(out)
+    torch.manual_seed(SEED)
+    torch.use_deterministic_algorithms(True)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        generator = torch.Generator().manual_seed(SEED)
+        models = build_models(generator)
+        vqvae, atd, mvtm, ar, critic = (models[c] for c in ("vqvae", "atd", "mvtm", "ar", "critic"))
+        x = phantom_slices()
+        seed_codebook(vqvae, x, generator)
+        tokens = pipeline.tokenize(vqvae, x)
+        sequences = tokens.reshape(len(x), -1)
+        lam = float(torch.median(pipeline.token_probabilities(atd, sequences)))
+
+        export_checkpoint(out / "checkpoint", models, name="parity-fixture", created="2024-09-17T00:00:00Z",
+                          inference={"lambda": lam, **PIPELINE, "seed": SEED},
+                          provenance={"data": "random weights (mimood_train.fixtures)"})
+        record = Recorder(out)
+        k = VQVAE_CONFIG.n_embed
+        record.add("input", x, "input slices [B, 1, 160, 160] in [0, 1]")
+        record.add("encoder_output", vqvae.encode(x), "vqvae.encode: encoder then quant_conv [B, D, 20, 20]")
+        record.add("tokens", tokens, "nearest codebook entry per position [B, 20, 20]", tolerance=None)
+        record.add("decoded", vqvae.decode_indices(tokens), "vqvae.decode_indices(tokens) [B, 1, 160, 160]")
+        record.add("atd_probabilities", pipeline.token_probabilities(atd, sequences).reshape(tokens.shape),
+                   "sigmoid(atd(tokens)) [B, 20, 20]")
+        mvtm_mask = torch.stack([torch.from_numpy(brush_mask(np.random.default_rng(SEED + i), 20)).reshape(-1)
+                                 for i in range(len(x))])
+        record.add("mvtm_mask", mvtm_mask, "positions replaced by [MASK] (id K) for the MVTM [B, 400]", tolerance=None)
+        record.add("mvtm_logits", mvtm(sequences.masked_fill(mvtm_mask, k)), "mvtm(masked tokens) [B, 400, K]")
+        record.add("ar_input", shift_right(sequences, k), "AR input: start id K then tokens[:-1] [B, 400]", tolerance=None)
+        record.add("ar_logits", ar(shift_right(sequences, k)), "ar(ar_input), causal [B, 400, K]")
+        record.add("critic_logits", critic(sequences).squeeze(-1), "critic(tokens) logits [B, 400]")
+
+        # Single layers, for the kernel tests.
+        norm_in, norm_out = capture(vqvae.encoder.down[3].block[0].norm1, lambda: vqvae.encode(x))
+        record.add("groupnorm_input", norm_in, "input of encoder.down.3.block.0.norm1 (GroupNorm 32, eps 1e-6)")
+        record.add("groupnorm_output", norm_out, "its output")
+        shortcut = vqvae.encoder.down[3].block[0]
+        block_in, block_out = capture(shortcut, lambda: vqvae.encode(x))
+        record.add("resblock_input", block_in, "input of encoder.down.3.block.0 (ResnetBlock 32 -> 64, nin_shortcut)")
+        record.add("resblock_output", block_out, "its output")
+        attn_in, attn_out = capture(vqvae.encoder.mid.attn_1, lambda: vqvae.encode(x))
+        record.add("attnblock_input", attn_in, "input of encoder.mid.attn_1 (single-head AttnBlock)")
+        record.add("attnblock_output", attn_out, "its output")
+        layer_in, layer_out = capture(atd.blocks[0], lambda: atd(sequences))
+        record.add("transformer_block_input", layer_in, "input of atd.blocks.0 (token + positional embedding)")
+        record.add("transformer_block_output", layer_out, "output of atd.blocks.0 (pre-LN block)")
+
+        # The whole MIM-OOD restoration, draws recorded.
+        detection = pipeline.detect_mim_ood(vqvae, atd, mvtm, x, lam=lam, **PIPELINE,
+                                            generator=torch.Generator().manual_seed(SEED), combine="mean")
+        restoration = detection.restoration
+        record.add("pipeline_scores", torch.stack(restoration.scores),
+                   "per step run: ATD probabilities [steps_run, B, R, 20, 20]")
+        record.add("pipeline_masks", torch.stack(restoration.masks),
+                   "per step run: resampled positions (probability > lambda) [steps_run, B, R, 20, 20]", tolerance=None)
+        record.add("pipeline_samples", torch.stack(restoration.samples),
+                   "per step run: MVTM draws, used where masked [steps_run, B, R, 20, 20]", tolerance=None)
+        record.add("pipeline_tokens", restoration.tokens, "final tokens [B, R, 20, 20]", tolerance=None)
+        record.add("pipeline_token_heatmap", restoration.token_heatmap, "ATD probabilities of the input's tokens [B, 20, 20]")
+        record.add("pipeline_restorations", detection.restored_images, "decoded restorations [B, R, 1, 160, 160]")
+        record.add("anomaly_map_mean", detection.anomaly_map, "mean residual, min-pool 3, avg-pool 7, clamp [B, 1, 160, 160]")
+        record.add("anomaly_map_softmax", pipeline.anomaly_map(x, detection.restored_images, combine="softmax-weighted",
+                                                               temperature=3.0),
+                   "softmax_j(3 / mean|x - x_j|)-weighted residual, same smoothing [B, 1, 160, 160]")
+        index = {
+            "description": "PyTorch outputs of the checkpoint in checkpoint/ on input.npy (mimood_train.fixtures)",
+            "checkpoint": "checkpoint",
+            "pipeline": {"method": "mim-ood", "lambda": lam, **PIPELINE, "steps_run": restoration.steps_run,
+                         "seed": SEED, "mask_id": k, "temperature": 3.0, "min_pool": 3, "avg_pool": 7,
+                         "layout": "restoration r of image b is row b*R + r of the batched sequences"},
+            "arrays": record.entries,
+        }
+        (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    finally:
+        torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(False)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mimood_train.fixtures", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("Tests/Fixtures/parity"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_fixtures(args.out)
+    total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    print(f"wrote {args.out} ({total / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
