@@ -1,8 +1,10 @@
+import nibabel as nib
 import numpy as np
 import pytest
 
-from mimood_train.preprocessing import (SLICE_SIZE, PreprocessingError, orientation_of, preprocess_volume,
-                                        resample_to_spacing, resampled_length, slices_to_volume)
+from mimood_train.preprocessing import (SLICE_SIZE, PreprocessingError, load_nifti, orientation_of,
+                                        preprocess_volume, resample_to_spacing, resampled_length,
+                                        slices_to_volume)
 
 
 def blob_volume(shape=(150, 170, 40), seed=0):
@@ -101,3 +103,34 @@ def test_bad_volumes_are_refused_with_a_reason():
         preprocess_volume(np.zeros((10, 10), np.float32), np.eye(4))
     with pytest.raises(PreprocessingError, match="brain mask shape"):
         preprocess_volume(np.ones((10, 10, 10), np.float32), np.eye(4), np.ones((10, 10, 9)))
+
+
+def test_clip_value_follows_the_documented_float32_percentile():
+    """docs/preprocessing.md §5 spells out numpy's linear percentile in float32; the Swift side copies it."""
+    values = np.sort(np.random.default_rng(3).gamma(2.0, 300.0, 12_345).astype(np.float32))
+    h = 0.98 * (len(values) - 1)
+    low = int(np.floor(h))
+    t = h - low
+    diff = np.float32(values[low + 1] - values[low])
+    if t < 0.5:
+        expected = np.float32(values[low] + np.float32(diff * np.float32(t)))
+    else:
+        expected = np.float32(values[low + 1] - np.float32(diff * np.float32(1 - t)))
+    image = np.random.default_rng(4).permutation(values).reshape(15, 823, 1)
+    result = preprocess_volume(image, np.eye(4))
+    assert np.float32(result.clip_value) == expected
+
+
+def test_load_nifti_prefers_the_sform_then_the_qform(tmp_path):
+    data = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    sform, qform = np.diag([2.0, 2.0, 2.0, 1.0]), np.diag([-1.0, 1.0, 1.0, 1.0])
+    image = nib.Nifti1Image(data, None)
+    image.set_sform(sform, code=2)
+    image.set_qform(qform, code=1)
+    nib.save(image, tmp_path / "both.nii.gz")
+    loaded, affine = load_nifti(tmp_path / "both.nii.gz")
+    assert loaded.dtype == np.float32 and np.array_equal(loaded, data)
+    np.testing.assert_array_equal(affine, sform)
+    image.set_sform(sform, code=0)
+    nib.save(image, tmp_path / "qform.nii.gz")
+    np.testing.assert_array_equal(load_nifti(tmp_path / "qform.nii.gz")[1], qform)
