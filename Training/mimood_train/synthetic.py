@@ -289,10 +289,15 @@ def write_subject(out_dir: Path, split: str, index: int, subject: dict, affine: 
             nib.save(image, folder / f"{subject_id(split, index)}_{key}.nii.gz")
 
 
+def subject_seed(seed: int, split: str, index: int) -> tuple[int, int, int]:
+    """Entropy of a subject's SeedSequence: any subject can be regenerated alone."""
+    return seed, SPLITS.index(split), index
+
+
 def _generate_job(job: tuple[str, int, int, float]) -> tuple[str, int, dict]:
     split, index, seed, zoom = job
     template = load_template(zoom)
-    subject = generate_subject(template, (seed, SPLITS.index(split), index), split in ANOMALOUS_SPLITS)
+    subject = generate_subject(template, subject_seed(seed, split, index), split in ANOMALOUS_SPLITS)
     return split, index, subject
 
 
@@ -309,12 +314,15 @@ def generate_dataset(out_dir: Path, counts: dict[str, int], seed: int, workers: 
         for split, index, subject in tqdm(pool.imap(_generate_job, jobs), total=len(jobs), disable=not progress,
                                           desc="pseudo-subjects", unit="subject"):
             write_subject(out_dir, split, index, subject, template.affine)
-            record = {"id": subject_id(split, index), "subject": subject["subject"]}
+            record = {"id": subject_id(split, index), "seed": list(subject_seed(seed, split, index)),
+                      "subject": subject["subject"]}
             if "glioma" in subject:
                 record.update(glioma=subject["glioma"], lesion_volume_ml=subject["lesion_volume_ml"])
             records[split].append(record)
     manifest = {
         "generator": "mimood_train.synthetic", "generator_version": GENERATOR_VERSION, "seed": seed,
+        "subject_seed": "numpy.random.SeedSequence([seed, index of split in splits, subject index])",
+        "splits": list(SPLITS),
         "template": "MNI ICBM152 2009a (nilearn)", "template_zoom": zoom,
         "tissue_contrast": tissue_contrast(), "counts": {s: counts.get(s, 0) for s in SPLITS},
         "files": "{split}/{id}_t2.nii.gz, {id}_brainmask.nii.gz, {id}_seg.nii.gz (anomalous splits)",
