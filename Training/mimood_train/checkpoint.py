@@ -107,13 +107,27 @@ def build_model(architecture: dict, where: str) -> nn.Module:
         raise CheckpointError(f"{where}: unknown architecture kind {kind!r} (known: {sorted(ARCHITECTURES)})")
     config_class, model_class = ARCHITECTURES[kind]
     fields = {key: value for key, value in architecture.items() if key != "kind"}
+    # Every field is required: a reader in another language has no Python defaults to fall back on.
+    expected = {field.name for field in dataclasses.fields(config_class)}
+    if set(fields) != expected:
+        raise CheckpointError(f"{where}: architecture fields do not match {config_class.__name__}: "
+                              f"missing {sorted(expected - set(fields))}, unknown {sorted(set(fields) - expected)}")
     try:
         return model_class(config_class(**fields))
-    except (TypeError, ValueError, AssertionError) as error:   # unknown field, or values the model rejects
+    except (TypeError, ValueError, AssertionError) as error:   # values the model cannot be built with
         raise CheckpointError(f"{where}: architecture does not fit {config_class.__name__}: {error}") from None
 
 
 # ---------------------------------------------------------------- safetensors container
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    # json.loads would keep the last of two equal names silently; other JSON parsers may not.
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate name(s) {duplicates}")
+    return dict(pairs)
+
 
 def parse_safetensors(data: bytes, where: str) -> dict[str, np.ndarray]:
     """Checks the container byte by byte and returns name -> float32 array (a copy)."""
@@ -123,8 +137,8 @@ def parse_safetensors(data: bytes, where: str) -> dict[str, np.ndarray]:
     if 8 + header_len > len(data):
         raise CheckpointError(f"{where}: header length {header_len} is larger than the file ({len(data)} bytes)")
     try:
-        header = json.loads(data[8: 8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        header = json.loads(data[8: 8 + header_len].decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
+    except ValueError as error:   # also UnicodeDecodeError and JSONDecodeError
         raise CheckpointError(f"{where}: header is not UTF-8 JSON: {error}") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{where}: header is not a JSON object")

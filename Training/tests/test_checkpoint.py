@@ -160,6 +160,26 @@ def test_container_follows_the_specification(exported):
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
 
 
+def test_documented_qkv_layout(models, exported):
+    """docs/checkpoint-format.md: attn.qkv rows are [q | k | v], each head-major; y = x Wᵀ + b."""
+    arrays = checkpoint.parse_safetensors((exported / "atd.safetensors").read_bytes(), "atd")
+    weight, bias = (torch.from_numpy(arrays[f"blocks.0.attn.qkv.{p}"]) for p in ("weight", "bias"))
+    proj_weight, proj_bias = (torch.from_numpy(arrays[f"blocks.0.attn.proj.{p}"]) for p in ("weight", "bias"))
+    dim, heads = TRANSFORMER_CONFIGS["atd"].dim, TRANSFORMER_CONFIGS["atd"].heads
+    head_dim = dim // heads
+    x = torch.randn(2, 16, dim, generator=torch.Generator().manual_seed(2))
+    q, k, v = (x @ weight[s * dim:(s + 1) * dim].T + bias[s * dim:(s + 1) * dim] for s in range(3))
+    outputs = []
+    for h in range(heads):
+        columns = slice(h * head_dim, (h + 1) * head_dim)
+        scores = torch.softmax(q[..., columns] @ k[..., columns].transpose(1, 2) / head_dim ** 0.5, dim=-1)
+        outputs.append(scores @ v[..., columns])
+    expected = torch.cat(outputs, dim=-1) @ proj_weight.T + proj_bias
+    with torch.no_grad():
+        actual = models["atd"].blocks[0].attn(x)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_export_twice_replaces_the_directory_atomically(models, tmp_path):
     out = tmp_path / "ckpt"
     export_checkpoint(out, models, name="first")
@@ -217,7 +237,15 @@ def add_component(d: Path):
     write_manifest(d, manifest)
 
 
+def drop_sha256(d: Path):
+    manifest = read_manifest(d)
+    del manifest["components"]["atd"]["sha256"]
+    write_manifest(d, manifest)
+
+
 F32x4 = {"dtype": "F32", "shape": [4]}
+ENTRY_A = b'"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}'
+ATD_ARCHITECTURE = {"kind": "token_transformer", **dataclasses.asdict(TRANSFORMER_CONFIGS["atd"])}
 
 CORRUPTIONS = {
     "flipped byte": (flip_byte, r"component 'mvtm', file mvtm.safetensors: SHA-256 mismatch"),
@@ -225,6 +253,8 @@ CORRUPTIONS = {
     "header length beyond file": (blob(struct.pack("<Q", 1000) + b"{}"),
                                   r"header length 1000 is larger than the file \(10 bytes\)"),
     "header not JSON": (blob(struct.pack("<Q", 5) + b"nope!"), r"header is not UTF-8 JSON"),
+    "duplicate tensor name": (blob(struct.pack("<Q", 2 * len(ENTRY_A) + 3) + b"{" + ENTRY_A + b"," + ENTRY_A + b"}" + bytes(16)),
+                              r"header is not UTF-8 JSON: duplicate name\(s\) \['a'\]"),
     "header not an object": (blob(crafted([], b"")), r"header is not a JSON object"),
     "bad metadata": (blob(crafted({"__metadata__": {"a": 1}}, b"")), r"__metadata__ must map strings to strings"),
     "overlapping offsets": (blob(crafted({"a": {**F32x4, "data_offsets": [0, 16]},
@@ -251,15 +281,17 @@ CORRUPTIONS = {
     "file outside the directory": (edit_entry("ar", file="../ar.safetensors"), r"must be a plain file name"),
     "unknown component": (add_component, r"unknown component 'decoder'"),
     "unknown architecture kind": (edit_entry("atd", architecture={"kind": "lstm"}), r"unknown architecture kind 'lstm'"),
-    "architecture field unknown": (edit_entry("atd", architecture={"kind": "token_transformer", "width": 3}),
-                                   r"architecture does not fit TransformerConfig"),
-    "architecture of another size": (edit_entry("atd", architecture={**dataclasses.asdict(TRANSFORMER_CONFIGS["atd"]),
-                                                                     "kind": "token_transformer", "dim": 64}),
+    "architecture field unknown": (edit_entry("atd", architecture={**ATD_ARCHITECTURE, "width": 3}),
+                                   r"architecture fields do not match TransformerConfig: missing \[\], unknown \['width'\]"),
+    "architecture field missing": (edit_entry("atd", architecture={k: v for k, v in ATD_ARCHITECTURE.items() if k != "dim"}),
+                                   r"missing \['dim'\], unknown \[\]"),
+    "architecture the model rejects": (edit_entry("atd", architecture={**ATD_ARCHITECTURE, "heads": 3}),
+                                       r"architecture does not fit TransformerConfig"),
+    "architecture of another size": (edit_entry("atd", architecture={**ATD_ARCHITECTURE, "dim": 64}),
                                      r"tensor '.*': shape \[.*\], architecture expects"),
     "num_parameters wrong": (edit_entry("atd", num_parameters=1), r"num_parameters 1 disagrees with the file"),
     "tensors list wrong": (edit_entry("atd", tensors={}), r"'tensors' list disagrees with the file header"),
-    "entry lacks sha256": (lambda d: (m := read_manifest(d), m["components"]["atd"].pop("sha256"), write_manifest(d, m)),
-                           r"component 'atd': manifest entry lacks \['sha256'\]"),
+    "entry lacks sha256": (drop_sha256, r"component 'atd': manifest entry lacks \['sha256'\]"),
     "bad format": (set_manifest(format="other"), r"format is 'other', expected 'mimood-checkpoint'"),
     "bad format_version": (set_manifest(format_version=2), r"unsupported format_version 2 \(this reader knows 1\)"),
     "no components": (set_manifest(components={}), r"'components' must be a non-empty object"),
