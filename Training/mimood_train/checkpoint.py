@@ -210,6 +210,7 @@ def export_checkpoint(out_dir: str | Path, components: dict[str, nn.Module], *, 
                      for key, value in module.state_dict().items()}
             file_name = f"{component}.safetensors"
             save_file(state, str(staging / file_name))
+            (staging / file_name).chmod(0o644)   # safetensors writes owner-only files
             manifest_components[component] = {
                 "file": file_name,
                 "sha256": sha256_of(staging / file_name),

@@ -188,6 +188,7 @@ def test_export_twice_replaces_the_directory_atomically(models, tmp_path):
     assert read_manifest(out)["name"] == "second"
     assert sorted(p.name for p in out.iterdir()) == sorted(["model.json"] + [f"{c}.safetensors" for c in COMPONENTS])
     assert out.stat().st_mode & 0o777 == 0o755
+    assert all(f.stat().st_mode & 0o777 == 0o644 for f in out.iterdir())
     verify_checkpoint(out)
 
 
