@@ -18,19 +18,17 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
     }
 
     public mutating func remove(_ name: String) {
-        fields.removeAll { $0.name.lowercased() == name.lowercased() }
+        fields.removeAll { $0.name.equalsIgnoringASCIICase(name) }
     }
 
     /// The first value of the named field, or nil.
     public subscript(_ name: String) -> String? {
-        let lowered = name.lowercased()
-        return fields.first { $0.name.lowercased() == lowered }?.value
+        fields.first { $0.name.equalsIgnoringASCIICase(name) }?.value
     }
 
     /// Every value of the named field, in order.
     public func values(_ name: String) -> [String] {
-        let lowered = name.lowercased()
-        return fields.filter { $0.name.lowercased() == lowered }.map(\.value)
+        fields.filter { $0.name.equalsIgnoringASCIICase(name) }.map(\.value)
     }
 
     public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }
@@ -95,5 +93,16 @@ public struct HTTPResponse: Sendable {
         self.status = status
         self.headers = headers
         self.body = body
+    }
+}
+
+extension String {
+    /// Field names are tokens (ASCII), so ASCII case folding is exact; it runs for every header look-up,
+    /// so it compares bytes instead of lowercasing copies.
+    func equalsIgnoringASCIICase(_ other: String) -> Bool {
+        utf8.count == other.utf8.count
+            && zip(utf8, other.utf8).allSatisfy { lhs, rhs in
+                lhs == rhs || (lhs ^ rhs == 0x20 && (lhs | 0x20) >= 0x61 && (lhs | 0x20) <= 0x7A)
+            }
     }
 }

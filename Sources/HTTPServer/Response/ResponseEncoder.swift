@@ -39,7 +39,7 @@ struct ResponseEncoder {
         if (100..<200).contains(status) || status == 204 || status == 304 {
             framing = .none
             body = []
-        } else if isHead && body.isEmpty && headers.firstValue(lowercasedName: "content-length") != nil {
+        } else if isHead && body.isEmpty && headers["content-length"] != nil {
             framing = .handlersLength
         } else {
             framing = .length(body.count)
@@ -71,13 +71,13 @@ struct ResponseEncoder {
         var hasDate = false
         var hasServer = false
         for (name, value) in headers {
-            if name.equalsLowercasedASCII("date") {
+            if name.equalsIgnoringASCIICase("date") {
                 hasDate = true
-            } else if name.equalsLowercasedASCII("server") {
+            } else if name.equalsIgnoringASCIICase("server") {
                 hasServer = true
-            } else if name.equalsLowercasedASCII("content-length") {
+            } else if name.equalsIgnoringASCIICase("content-length") {
                 guard case .handlersLength = framing else { continue }
-            } else if name.equalsLowercasedASCII("connection") || name.equalsLowercasedASCII("transfer-encoding") {
+            } else if name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("transfer-encoding") {
                 continue  // framing and persistence are the server's to state
             }
             appendField(name, value)
@@ -100,8 +100,8 @@ struct ResponseEncoder {
 
     /// gzip when the client accepts it and it is worth it; a body the handler already encoded is left alone.
     private func applyContentCoding(_ headers: inout HTTPHeaders, _ body: inout [UInt8], accepted: AcceptedEncodings) {
-        guard !body.isEmpty, headers.firstValue(lowercasedName: "content-encoding") == nil else { return }
-        let compressible = Self.isCompressible(contentType: headers.firstValue(lowercasedName: "content-type"))
+        guard !body.isEmpty, headers["content-encoding"] == nil else { return }
+        let compressible = Self.isCompressible(contentType: headers["content-type"])
         if compressible { Self.addVaryAcceptEncoding(&headers) }
         // Where identity is refused, gzip is the only acceptable answer whatever the type or size.
         let worthIt = compressible && body.count >= gzipMinimumBytes
@@ -125,22 +125,5 @@ struct ResponseEncoder {
             || ["application/json", "application/javascript", "application/xml", "image/svg+xml",
                 "application/x-ndjson"].contains(mediaType)
             || mediaType.hasSuffix("+json") || mediaType.hasSuffix("+xml")
-    }
-}
-
-extension HTTPHeaders {
-    /// As the subscript, without lowercasing every field name on the way (this runs for every response).
-    func firstValue(lowercasedName: String) -> String? {
-        fields.first { $0.name.equalsLowercasedASCII(lowercasedName) }?.value
-    }
-}
-
-extension String {
-    /// ASCII case-insensitive equality with an already lowercased field name.
-    func equalsLowercasedASCII(_ lowercased: String) -> Bool {
-        utf8.count == lowercased.utf8.count
-            && zip(utf8, lowercased.utf8).allSatisfy { byte, expected in
-                byte == expected || (byte >= 0x41 && byte <= 0x5A && byte | 0x20 == expected)
-            }
     }
 }
