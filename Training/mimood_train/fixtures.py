@@ -30,8 +30,11 @@ VQVAE_CONFIG = VQVAEConfig(ch=32, ch_mult=[1, 1, 1, 2], num_res_blocks=1, attn_r
                            z_channels=32, embed_dim=32, n_embed=64)
 TRANSFORMER_SIZES = dict(dim=48, depth=2, heads=4, dropout=0.0)
 PIPELINE = dict(steps=3, restorations=2)
-# Absolute tolerances the Swift side must meet (float32 with different summation orders).
+# Absolute tolerances the Swift side must meet (float32 with different summation orders). Measured
+# float32-vs-float64 error: 1.7e-5 (encoder), 4.1e-5 (decoder, outputs up to ~5.5), under 2e-6 for the
+# Transformers and 1.4e-5 for the anomaly maps; the VQ-VAE's conv stacks get a looser bound.
 TOLERANCE = 1e-4
+CONV_STACK_TOLERANCE = 2.5e-4
 
 
 def phantom_slices() -> torch.Tensor:
@@ -84,6 +87,24 @@ def seed_codebook(vqvae: VQVAE, x: torch.Tensor, generator: torch.Generator) -> 
         vqvae.quantize.embedding.weight.copy_(z[picks])
 
 
+def threshold_with_margin(atd: nn.Module, mvtm: nn.Module, tokens: torch.Tensor, candidates: int = 12) -> float:
+    """λ near the median ATD probability, as far as possible from every probability the restoration
+    compares with it: a probability within float error of λ would make the Swift mask ambiguous.
+    Candidates are the midpoints of the widest gaps between sorted input probabilities in the
+    30–70 % range; each is scored by a full (seeded) run."""
+    probs = pipeline.token_probabilities(atd, tokens.reshape(len(tokens), -1)).flatten().sort().values
+    middle = probs[int(0.3 * len(probs)): int(0.7 * len(probs))]
+    widest = (middle[1:] - middle[:-1]).argsort(descending=True, stable=True)[:candidates]
+
+    def margin(lam: float) -> float:
+        run = pipeline.restore_mim_ood(atd, mvtm, tokens, lam=lam, **PIPELINE,
+                                       generator=torch.Generator().manual_seed(SEED))
+        return min(float((scores - lam).abs().min()) for scores in run.scores)
+
+    lams = [float((middle[i] + middle[i + 1]) / 2) for i in widest.tolist()]
+    return max(lams, key=margin)
+
+
 class Recorder:
     """Collects named arrays and their descriptions for `index.json`."""
 
@@ -124,7 +145,7 @@ def write_fixtures(out: Path) -> Path:
         seed_codebook(vqvae, x, generator)
         tokens = pipeline.tokenize(vqvae, x)
         sequences = tokens.reshape(len(x), -1)
-        lam = float(torch.median(pipeline.token_probabilities(atd, sequences)))
+        lam = threshold_with_margin(atd, mvtm, tokens)
 
         export_checkpoint(out / "checkpoint", models, name="parity-fixture", created="2024-09-17T00:00:00Z",
                           inference={"lambda": lam, **PIPELINE, "seed": SEED},
@@ -132,9 +153,11 @@ def write_fixtures(out: Path) -> Path:
         record = Recorder(out)
         k = VQVAE_CONFIG.n_embed
         record.add("input", x, "input slices [B, 1, 160, 160] in [0, 1]")
-        record.add("encoder_output", vqvae.encode(x), "vqvae.encode: encoder then quant_conv [B, D, 20, 20]")
+        record.add("encoder_output", vqvae.encode(x), "vqvae.encode: encoder then quant_conv [B, D, 20, 20]",
+                   tolerance=CONV_STACK_TOLERANCE)
         record.add("tokens", tokens, "nearest codebook entry per position [B, 20, 20]", tolerance=None)
-        record.add("decoded", vqvae.decode_indices(tokens), "vqvae.decode_indices(tokens) [B, 1, 160, 160]")
+        record.add("decoded", vqvae.decode_indices(tokens), "vqvae.decode_indices(tokens) [B, 1, 160, 160]",
+                   tolerance=CONV_STACK_TOLERANCE)
         record.add("atd_probabilities", pipeline.token_probabilities(atd, sequences).reshape(tokens.shape),
                    "sigmoid(atd(tokens)) [B, 20, 20]")
         mvtm_mask = torch.stack([torch.from_numpy(brush_mask(np.random.default_rng(SEED + i), 20)).reshape(-1)
@@ -172,7 +195,8 @@ def write_fixtures(out: Path) -> Path:
                    "per step run: MVTM draws, used where masked [steps_run, B, R, 20, 20]", tolerance=None)
         record.add("pipeline_tokens", restoration.tokens, "final tokens [B, R, 20, 20]", tolerance=None)
         record.add("pipeline_token_heatmap", restoration.token_heatmap, "ATD probabilities of the input's tokens [B, 20, 20]")
-        record.add("pipeline_restorations", detection.restored_images, "decoded restorations [B, R, 1, 160, 160]")
+        record.add("pipeline_restorations", detection.restored_images, "decoded restorations [B, R, 1, 160, 160]",
+                   tolerance=CONV_STACK_TOLERANCE)
         record.add("anomaly_map_mean", detection.anomaly_map, "mean residual, min-pool 3, avg-pool 7, clamp [B, 1, 160, 160]")
         record.add("anomaly_map_softmax", pipeline.anomaly_map(x, detection.restored_images, combine="softmax-weighted",
                                                                temperature=3.0),
@@ -181,6 +205,7 @@ def write_fixtures(out: Path) -> Path:
             "description": "PyTorch outputs of the checkpoint in checkpoint/ on input.npy (mimood_train.fixtures)",
             "checkpoint": "checkpoint",
             "pipeline": {"method": "mim-ood", "lambda": lam, **PIPELINE, "steps_run": restoration.steps_run,
+                         "lambda_margin": min(float((s - lam).abs().min()) for s in restoration.scores),
                          "seed": SEED, "mask_id": k, "temperature": 3.0, "min_pool": 3, "avg_pool": 7,
                          "layout": "restoration r of image b is row b*R + r of the batched sequences"},
             "arrays": record.entries,

@@ -37,6 +37,9 @@ def test_fixtures_exercise_both_branches(regenerated):
     masks = np.load(regenerated / "pipeline_masks.npy")
     assert index["pipeline"]["steps_run"] == masks.shape[0] >= 2
     assert 0.1 < masks[0].mean() < 0.9                  # some tokens resampled, some kept
+    scores = np.load(regenerated / "pipeline_scores.npy")
+    margin = float(np.abs(scores - index["pipeline"]["lambda"]).min())
+    assert margin == index["pipeline"]["lambda_margin"] > 5e-5   # no mask decision within float error of λ
     total = sum(p.stat().st_size for p in regenerated.rglob("*") if p.is_file())
     assert total < 10e6
 
