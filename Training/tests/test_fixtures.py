@@ -40,6 +40,7 @@ def test_fixtures_exercise_both_branches(regenerated):
     scores = np.load(regenerated / "pipeline_scores.npy")
     margin = float(np.abs(scores - index["pipeline"]["lambda"]).min())
     assert margin == index["pipeline"]["lambda_margin"] > 5e-5   # no mask decision within float error of λ
+    assert index["token_margin"] > 1e-3                 # no nearest-code decision within float error
     total = sum(p.stat().st_size for p in regenerated.rglob("*") if p.is_file())
     assert total < 10e6
 
