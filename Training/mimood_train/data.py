@@ -25,14 +25,15 @@ MIN_BRAIN_PIXELS = 1500
 
 
 def split_volumes(dataset_dir: Path, split: str) -> list[tuple[str, Path, Path | None, Path | None]]:
-    """(id, image, brain mask, lesion mask) for every `{id}_t2.nii[.gz]` of a split folder; masks are
-    `{id}_brainmask` and `{id}_seg` when present."""
+    """(id, image, brain mask, lesion mask) for every `{id}_t2.nii[.gz]` in a split folder or its
+    sub-folders (BraTS keeps one folder per subject); masks are `{id}_brainmask` and `{id}_seg` beside
+    the image when present."""
     folder = Path(dataset_dir) / split
     volumes = []
-    for image in sorted(folder.glob("*_t2.nii*")):
+    for image in sorted(folder.rglob("*_t2.nii*")):
         stem = image.name.split("_t2.nii")[0]
         suffix = image.name[len(stem) + len("_t2"):]
-        masks = [folder / f"{stem}_{kind}{suffix}" for kind in ("brainmask", "seg")]
+        masks = [image.parent / f"{stem}_{kind}{suffix}" for kind in ("brainmask", "seg")]
         volumes.append((stem, image, *[m if m.exists() else None for m in masks]))
     if not volumes:
         raise FileNotFoundError(f"no *_t2.nii or *_t2.nii.gz volume in {folder}")

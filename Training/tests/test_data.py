@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -36,3 +38,13 @@ def test_anomalous_cache_carries_lesion_masks(dataset, tmp_path):
 def test_missing_split_is_a_clear_error(dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="no \\*_t2.nii"):
         build_slice_cache(dataset, "test", tmp_path / "x.npz", progress=False)
+
+
+def test_subject_folders_as_brats_lays_them_out(dataset, tmp_path):
+    subject = tmp_path / "brats" / "test" / "val_anomalous_0000"
+    subject.mkdir(parents=True)
+    for kind in ("t2", "seg"):                    # BraTS ships no brain mask
+        name = f"val_anomalous_0000_{kind}.nii.gz"
+        shutil.copy(dataset / "val_anomalous" / name, subject / name)
+    summary = build_slice_cache(tmp_path / "brats", "test", tmp_path / "brats.npz", progress=False)
+    assert summary["volumes"] == 1 and summary["lesion_masks"] and summary["slices_with_lesion"] > 0
