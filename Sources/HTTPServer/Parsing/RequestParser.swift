@@ -132,7 +132,7 @@ public struct RequestParser: Sendable {
                 }
                 let field = try FieldLine.parse(buffer[line])
                 // Framing and routing fields in a trailer could be merged into the head by some intermediary.
-                if ["content-length", "transfer-encoding", "host"].contains(field.name.lowercased()) {
+                if ["Content-Length", "Transfer-Encoding", "Host"].contains(where: field.name.equalsIgnoringASCIICase) {
                     throw .badRequest("Content-Length, Transfer-Encoding and Host are not allowed in a trailer section")
                 }
                 state = .trailerFields(sectionBytes: sectionBytes + line.count + 2, fieldCount: fieldCount + 1)
