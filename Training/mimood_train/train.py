@@ -65,14 +65,15 @@ def augment_slices(x: torch.Tensor, rng: np.random.Generator, cfg: TrainConfig) 
 def tokenize_dataset(vqvae: VQVAE, data: SliceSource, views: int, batch_size: int = 32) -> np.ndarray:
     """Token grids of every slice under the first `views` dihedral views: [N, views, h, w] int16.
     Flipping/rotating a token grid is not the same as tokenising a flipped image, so latent-model
-    augmentation is done here, on images, before tokenising."""
+    augmentation is done here, on images, before tokenising. Runs on the VQ-VAE's device."""
     vqvae.eval()
+    device = next(vqvae.parameters()).device
     tokens = np.zeros((len(data), views, vqvae.cfg.grid, vqvae.cfg.grid), dtype=np.int16)
     for start in range(0, len(data), batch_size):
         stop = min(start + batch_size, len(data))
-        images = torch.stack([torch.as_tensor(data[i]) for i in range(start, stop)]).float()
+        images = torch.stack([torch.as_tensor(data[i]) for i in range(start, stop)]).float().to(device)
         for view in range(views):
-            tokens[start:stop, view] = vqvae.tokenize(dihedral(images, view)).numpy()
+            tokens[start:stop, view] = vqvae.tokenize(dihedral(images, view)).cpu().numpy()
     return tokens
 
 
@@ -84,6 +85,12 @@ class Task:
 
     component: str
     model: nn.Module
+    device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> None:
+        """Moves the model (and any state the loss touches) to `device`; batches follow in `train`."""
+        self.device = device
+        self.model.to(device)
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -134,11 +141,15 @@ class VQVAETask(Task):
         self.usage.zero_()
         return {"reseeded": n}
 
+    def to(self, device):
+        super().to(device)
+        self.usage = self.usage.to(device)
+
     def extra_state(self):
-        return {"usage": self.usage}
+        return {"usage": self.usage.cpu()}
 
     def load_extra_state(self, state):
-        self.usage = state["usage"]
+        self.usage = state["usage"].to(self.device)
 
 
 class LatentTask(Task):
@@ -215,10 +226,15 @@ class CriticTask(ATDTask):
         super().__init__(cfg, train_cfg, tokens, n_codes)
         self.mvtm = mvtm.eval().requires_grad_(False)
 
+    def to(self, device):
+        super().to(device)
+        self.mvtm.to(device)
+
     def batch(self, rng, batch_size):
         tokens, mask = self.draw_tokens(rng, batch_size), self.draw_mask(rng, batch_size)
+        masked = torch.where(mask, torch.full_like(tokens, self.n_codes), tokens).to(self.device)
         with torch.no_grad():
-            probs = torch.softmax(self.mvtm(torch.where(mask, torch.full_like(tokens, self.n_codes), tokens)), -1)
+            probs = torch.softmax(self.mvtm(masked).float(), -1).cpu()
         # Inverse-CDF sampling from the batch RNG keeps the sample reproducible on resume.
         uniform = torch.from_numpy(rng.random(tokens.shape)).to(probs.dtype)
         sampled = torch.searchsorted(probs.cumsum(-1), uniform.unsqueeze(-1)).squeeze(-1).clamp(max=self.n_codes - 1)
@@ -227,13 +243,18 @@ class CriticTask(ATDTask):
 
 # ---------------------------------------------------------------- loop, checkpoints, log
 
-def cosine_schedule(cfg: TrainConfig, total_steps: int):
-    def factor(step: int) -> float:   # step = optimiser steps taken so far
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
+class CosineSchedule:
+    """Linear warm-up, then cosine decay to min_lr_ratio at `total_steps`. An object rather than a
+    closure so that a time budget can shorten `total_steps` once the step rate is known."""
+
+    def __init__(self, cfg: TrainConfig, total_steps: int):
+        self.warmup, self.min_ratio, self.total_steps = cfg.warmup_steps, cfg.min_lr_ratio, total_steps
+
+    def __call__(self, step: int) -> float:   # step = optimiser steps taken so far
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def atomic_save(obj, path: Path) -> None:
@@ -244,7 +265,7 @@ def atomic_save(obj, path: Path) -> None:
 
 def export_model(task: Task, path: Path) -> None:
     atomic_save({"component": task.component, "config": dataclasses.asdict(task.model.cfg),
-                 "state_dict": task.model.state_dict()}, path)
+                 "state_dict": {k: v.cpu() for k, v in task.model.state_dict().items()}}, path)
 
 
 def _read_log(path: Path, up_to_step: int) -> list[str]:
@@ -253,22 +274,36 @@ def _read_log(path: Path, up_to_step: int) -> list[str]:
     return [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= up_to_step]
 
 
+# Steps timed before a time budget fixes the schedule length (the first ones include CUDA warm-up).
+BUDGET_WARMUP_STEPS, BUDGET_TIMED_STEPS = 10, 20
+
+
 def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | None = None,
-          stop_at: int | None = None, resume: bool = False, progress: bool = True) -> Path:
+          stop_at: int | None = None, resume: bool = False, progress: bool = True,
+          device: str = "cpu", precision: str = "fp32", time_budget: float | None = None) -> Path:
     """Trains `task.model` to `steps` (default cfg.steps) optimiser steps, or stops early after
-    global step `stop_at`. Returns the run directory."""
+    global step `stop_at`. Returns the run directory.
+
+    `precision`: fp32, or on CUDA tf32 / bf16 (autocast). `time_budget` (seconds): after
+    BUDGET_WARMUP_STEPS + BUDGET_TIMED_STEPS steps the schedule is shortened so that the run ends
+    within the budget (used for the fixed-time GPU run of the paper configuration)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path, log_path = out / "state.pt", out / "log.jsonl"
-    state = torch.load(state_path, weights_only=False) if resume and state_path.exists() else None
+    state = torch.load(state_path, weights_only=False, map_location="cpu") if resume and state_path.exists() else None
     # A resumed run keeps its schedule length unless --steps overrides it.
     total = steps or (state["total_steps"] if state else cfg.steps)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    task.to(torch.device(device))
     model = task.model
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision in ("tf32", "bf16")
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                              enabled=precision == "bf16")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                   weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(cfg, total))
+    schedule = CosineSchedule(cfg, total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     step = 0
     if state:
         model.load_state_dict(state["model"])
@@ -280,9 +315,12 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | Non
         step = state["step"]
     log_lines = _read_log(log_path, step) if resume else []
     log_path.write_text("".join(line + "\n" for line in log_lines))
-    (out / "config.json").write_text(json.dumps({"component": task.component, "total_steps": total,
-                                                 "model": dataclasses.asdict(model.cfg),
-                                                 "train": dataclasses.asdict(cfg)}, indent=2))
+    def write_config() -> None:
+        (out / "config.json").write_text(json.dumps({"component": task.component, "total_steps": total,
+                                                     "model": dataclasses.asdict(model.cfg),
+                                                     "train": dataclasses.asdict(cfg)}, indent=2))
+
+    write_config()
 
     def save_state() -> None:
         atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -293,11 +331,13 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | Non
 
     last = min(total, stop_at) if stop_at else total
     started = time.time()
+    first_step, timer = step, None
     model.train()
     with log_path.open("a") as log:
         while step < last:
-            batch = task.batch(rng, cfg.batch_size)
-            loss, metrics = task.loss(batch)
+            batch = {k: v.to(task.device) for k, v in task.batch(rng, cfg.batch_size).items()}
+            with autocast:
+                loss, metrics = task.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -305,6 +345,17 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | Non
             scheduler.step()
             step += 1
             metrics.update(task.after_step(step, batch))
+            if time_budget is not None and step - first_step == BUDGET_WARMUP_STEPS:
+                timer = time.time()
+            elif timer is not None and step - first_step == BUDGET_WARMUP_STEPS + BUDGET_TIMED_STEPS:
+                seconds_per_step = (time.time() - timer) / BUDGET_TIMED_STEPS
+                affordable = step + int((time_budget - (time.time() - started)) / seconds_per_step)
+                total = schedule.total_steps = max(step, min(total, affordable))
+                last = min(last, total)
+                timer = None
+                write_config()
+                print(f"[{task.component}] {seconds_per_step * 1000:.1f} ms/step: {total} steps fit the "
+                      f"{time_budget:.0f} s budget", flush=True)
             if step % cfg.log_every == 0 or step == last:
                 record = {"step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
                           "grad_norm": float(grad_norm), "time": round(time.time() - started, 2), **metrics}
@@ -328,7 +379,7 @@ def load_model(path: str | Path, expected: str) -> nn.Module:
     path = Path(path)
     if path.is_dir():
         path = path / "model.pt" if (path / "model.pt").exists() else path / "state.pt"
-    saved = torch.load(path, weights_only=False)
+    saved = torch.load(path, weights_only=False, map_location="cpu")
     component, config = saved["component"], saved["config"]
     state_dict = saved["state_dict"] if "state_dict" in saved else saved["model"]   # model.pt or state.pt
     if component != expected:
@@ -339,14 +390,15 @@ def load_model(path: str | Path, expected: str) -> nn.Module:
 
 
 def load_or_build_tokens(vqvae_path: str, data_path: str, data: SliceSource, views: int,
-                         tokens_path: str | None) -> np.ndarray:
+                         tokens_path: str | None, device: str = "cpu") -> np.ndarray:
     """Token grids cached next to the VQ-VAE (computed once, shared by the four latent trainers)."""
     vqvae_dir = Path(vqvae_path) if Path(vqvae_path).is_dir() else Path(vqvae_path).parent
     path = Path(tokens_path) if tokens_path else vqvae_dir / f"tokens_{Path(data_path).stem}_v{views}.npz"
     if path.exists():
         return np.load(path)["tokens"]
     print(f"tokenising {len(data)} slices x {views} views -> {path}", flush=True)
-    tokens = tokenize_dataset(load_model(vqvae_path, "vqvae"), data, views)
+    tokens = tokenize_dataset(load_model(vqvae_path, "vqvae").to(device), data, views,
+                              batch_size=256 if device != "cpu" else 32)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, tokens=tokens)
     os.replace(tmp, path)
@@ -378,12 +430,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", help="token cache path (default: next to the VQ-VAE)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: from the config)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"),
+                        help="bf16 autocast / tf32 matmuls on CUDA")
+    parser.add_argument("--time-budget", type=float, help="seconds: shorten the schedule to fit (GPU runs)")
+    parser.add_argument("--batch-size", type=int, help="override the config's batch size")
+    parser.add_argument("--token-views", type=int, help="override the config's dihedral views tokenised")
     args = parser.parse_args(argv)
 
     bundle = CONFIGS[args.config]
     train_cfg = bundle.train[args.component]
-    if args.seed is not None:
-        train_cfg = dataclasses.replace(train_cfg, seed=args.seed)
+    overrides = {"seed": args.seed, "batch_size": args.batch_size, "token_views": args.token_views}
+    train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     torch.set_num_threads(args.threads or train_cfg.num_threads)
     from .data import SliceDataset   # provided by the data module
     data = SliceDataset(args.data)
@@ -391,14 +449,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.component != "vqvae":
         if not args.vqvae:
             parser.error("latent models need --vqvae")
-        tokens = load_or_build_tokens(args.vqvae, args.data, data, train_cfg.token_views, args.tokens)
+        tokens = load_or_build_tokens(args.vqvae, args.data, data, train_cfg.token_views, args.tokens, args.device)
     if args.component == "critic":
         if not args.mvtm:
             parser.error("the critic needs --mvtm")
         mvtm = load_model(args.mvtm, "mvtm")
     torch.manual_seed(train_cfg.seed)   # model initialisation
     task = build_task(args.component, bundle, train_cfg, data, tokens, mvtm)
-    train(task, train_cfg, args.out, steps=args.steps, stop_at=args.stop_at, resume=args.resume)
+    train(task, train_cfg, args.out, steps=args.steps, stop_at=args.stop_at, resume=args.resume,
+          device=args.device, precision=args.precision, time_budget=args.time_budget)
 
 
 if __name__ == "__main__":

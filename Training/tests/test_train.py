@@ -134,3 +134,25 @@ def test_load_model_from_unfinished_run(tmp_path):
     assert _same_weights(loaded.state_dict(), task.model.state_dict())
     with pytest.raises(ValueError):
         load_model(tmp_path, "mvtm")
+
+
+def test_time_budget_shortens_the_schedule(tmp_path, monkeypatch):
+    # A fake clock: every call advances one second, so each step "takes" a fixed number of seconds.
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(train_module.time, "time", lambda: float(next(ticks)))
+    task = make_task("atd")
+    cfg = tiny_bundle().train["atd"]
+    budget_steps = train_module.BUDGET_WARMUP_STEPS + train_module.BUDGET_TIMED_STEPS
+    run = train(task, cfg, tmp_path, steps=10_000, time_budget=3 * budget_steps, progress=False)
+    planned = json.loads((run / "config.json").read_text())["total_steps"]
+    assert budget_steps < planned < 10_000
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == planned
+    assert (run / "model.pt").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_options_train_on_cpu(tmp_path, precision):
+    task = make_task("vqvae")
+    train(task, tiny_bundle().train["vqvae"], tmp_path, steps=2, progress=False, precision=precision)
+    saved = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert all(t.device.type == "cpu" and t.dtype == torch.float32 for t in saved["state_dict"].values())

@@ -162,9 +162,11 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, z_flat: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code for each row of z_flat [N, D] (squared Euclidean distance)."""
-        codes = self.embedding.weight
-        distances = (z_flat.pow(2).sum(1, keepdim=True) - 2 * z_flat @ codes.t()
-                     + codes.pow(2).sum(1)[None, :])
+        # In float32 even under bf16 autocast: a code decision must not hinge on 8-bit mantissas.
+        with torch.autocast(z_flat.device.type, enabled=False):
+            z_flat, codes = z_flat.float(), self.embedding.weight.float()
+            distances = (z_flat.pow(2).sum(1, keepdim=True) - 2 * z_flat @ codes.t()
+                         + codes.pow(2).sum(1)[None, :])
         return distances.argmin(dim=1)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -217,7 +219,7 @@ class VQVAE(nn.Module):
         if n_dead:
             z_flat = z.detach().permute(0, 2, 3, 1).reshape(-1, self.cfg.embed_dim)
             pick = torch.randint(0, z_flat.shape[0], (n_dead,), generator=generator)
-            self.quantize.embedding.weight[dead] = z_flat[pick]
+            self.quantize.embedding.weight[dead] = z_flat[pick].to(self.quantize.embedding.weight)
         return n_dead
 
 
