@@ -436,11 +436,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-budget", type=float, help="seconds: shorten the schedule to fit (GPU runs)")
     parser.add_argument("--batch-size", type=int, help="override the config's batch size")
     parser.add_argument("--token-views", type=int, help="override the config's dihedral views tokenised")
+    parser.add_argument("--lr", type=float, help="override the config's peak learning rate")
+    parser.add_argument("--warmup-steps", type=int, help="override the config's warm-up steps")
     args = parser.parse_args(argv)
 
     bundle = CONFIGS[args.config]
     train_cfg = bundle.train[args.component]
-    overrides = {"seed": args.seed, "batch_size": args.batch_size, "token_views": args.token_views}
+    overrides = {"seed": args.seed, "batch_size": args.batch_size, "token_views": args.token_views,
+                 "lr": args.lr, "warmup_steps": args.warmup_steps}
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     torch.set_num_threads(args.threads or train_cfg.num_threads)
     from .data import SliceDataset   # provided by the data module
