@@ -11,6 +11,7 @@ COMMANDS = {
     "train": ("mimood_train.train", "train the VQ-VAE, ATD, MVTM, AR or Token-Critic"),
     "checkpoint": ("mimood_train.checkpoint", "export or verify a checkpoint directory"),
     "fixtures": ("mimood_train.fixtures", "write the parity fixtures for the Swift engine"),
+    "bench": ("mimood_train.bench", "time the reference pipeline (the baseline of `mimood bench`)"),
 }
 
 
