@@ -7,11 +7,16 @@ public struct OverlayStyle: Sendable, Equatable {
     /// Opacity of the colour at `upperScore`: below 1 the anatomy stays visible under the strongest scores.
     public var maximumOpacity: Float
 
-    public init(lowerScore: Float = 0.1, upperScore: Float = 0.5, maximumOpacity: Float = 0.8) {
-        precondition(lowerScore < upperScore, "the lower score must be below the upper one")
-        precondition((0...1).contains(maximumOpacity), "opacity is in [0, 1]")
+    /// nil unless `lowerScore < upperScore` (both finite) and `maximumOpacity` is in [0, 1], so that
+    /// values from a request can be checked by constructing the style.
+    public init?(lowerScore: Float, upperScore: Float, maximumOpacity: Float) {
+        guard lowerScore.isFinite, upperScore.isFinite, lowerScore < upperScore, (0...1).contains(maximumOpacity) else { return nil }
         (self.lowerScore, self.upperScore, self.maximumOpacity) = (lowerScore, upperScore, maximumOpacity)
     }
+
+    /// Scores from 0.1 (invisible) to 0.5 (full colour) at 80 % opacity: the anomaly map is a residual in
+    /// [0, 1], and healthy tissue's residual stays mostly below 0.1.
+    public static let standard = OverlayStyle(lowerScore: 0.1, upperScore: 0.5, maximumOpacity: 0.8)!
 }
 
 /// An anomaly map as colour over its grayscale slice, for people to look at.
@@ -30,7 +35,7 @@ public enum AnomalyOverlay {
     ]
 
     /// An 8-bit RGB image of `image` (intensities in [0, 1]) with `scores` drawn over it; both the same size.
-    public static func render(image: GrayImage, scores: GrayImage, style: OverlayStyle = OverlayStyle()) -> PNGImage {
+    public static func render(image: GrayImage, scores: GrayImage, style: OverlayStyle = .standard) -> PNGImage {
         precondition(image.width == scores.width && image.height == scores.height, "the scores must cover the image")
         var samples = [UInt16](repeating: 0, count: image.pixels.count * 3)
         for index in image.pixels.indices {

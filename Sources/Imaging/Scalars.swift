@@ -98,7 +98,14 @@ struct ByteWriter {
     }
 
     mutating func append(_ value: Float) { append(value.bitPattern) }
-    mutating func append(_ values: [Float]) { for value in values { append(value.bitPattern) } }
+    mutating func append(_ values: [Float]) {
+        // Whole arrays are copied at once where the host's order is the file's (little-endian hosts).
+        if order == .little && 1.littleEndian == 1 {
+            values.withUnsafeBytes { bytes.append(contentsOf: $0) }
+        } else {
+            for value in values { append(value.bitPattern) }
+        }
+    }
     mutating func append(bytes more: some Sequence<UInt8>) { bytes.append(contentsOf: more) }
     mutating func appendZeros(_ count: Int) { bytes.append(contentsOf: repeatElement(0, count: count)) }
 }

@@ -50,23 +50,33 @@ public enum Zlib {
     /// The whole input deflated into one stream of `format`; `level` 0 (stored) … 9 (smallest).
     public static func compress(_ input: [UInt8], format: Format, level: Int32 = defaultLevel) throws(ZlibError) -> [UInt8] {
         var stream = z_stream()
-        let status = deflateInit2_(&stream, level, Z_DEFLATED, format.windowBits, 8, Z_DEFAULT_STRATEGY,
-                                   ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
-        guard status == Z_OK else { throw .library(code: status) }
+        let initStatus = deflateInit2_(&stream, level, Z_DEFLATED, format.windowBits, 8, Z_DEFAULT_STRATEGY,
+                                       ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+        guard initStatus == Z_OK else { throw .library(code: initStatus) }
         defer { deflateEnd(&stream) }
-        // deflateBound covers the zlib wrapper; gzip's is 12 bytes longer, raw's shorter.
+        // deflateBound covers the zlib wrapper; gzip's is 12 bytes longer, raw's shorter. With that much
+        // room deflate never runs out of output, so it only waits for input.
         var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(input.count))) + 12)
-        let result: Int32 = input.withUnsafeBufferPointer { inputBuffer in
-            output.withUnsafeMutableBufferPointer { outputBuffer in
-                stream.next_in = UnsafeMutablePointer(mutating: inputBuffer.baseAddress)
-                stream.avail_in = uInt(inputBuffer.count)
-                stream.next_out = outputBuffer.baseAddress
-                stream.avail_out = uInt(outputBuffer.count)
-                return deflate(&stream, Z_FINISH)
+        var consumed = 0
+        var produced = 0
+        var status = Z_OK
+        // zlib counts in 32 bits: more than 4 GiB goes in several calls, the last one finishing the stream.
+        while status == Z_OK {
+            status = input.withUnsafeBufferPointer { inputBuffer in
+                output.withUnsafeMutableBufferPointer { outputBuffer in
+                    stream.next_in = UnsafeMutablePointer(mutating: inputBuffer.baseAddress.map { $0 + consumed })
+                    stream.avail_in = uInt(clamping: inputBuffer.count - consumed)
+                    stream.next_out = outputBuffer.baseAddress.map { $0 + produced }
+                    stream.avail_out = uInt(clamping: outputBuffer.count - produced)
+                    let status = deflate(&stream, inputBuffer.count - consumed <= Int(UInt32.max) ? Z_FINISH : Z_NO_FLUSH)
+                    consumed = Int(bitPattern: stream.next_in) - Int(bitPattern: inputBuffer.baseAddress)
+                    produced = Int(bitPattern: stream.next_out) - Int(bitPattern: outputBuffer.baseAddress)
+                    return status
+                }
             }
         }
-        guard result == Z_STREAM_END else { throw .library(code: result) }
-        output.removeSubrange(Int(stream.total_out)...)
+        guard status == Z_STREAM_END else { throw .library(code: status) }
+        output.removeSubrange(produced...)
         return output
     }
 
@@ -86,7 +96,8 @@ public enum Zlib {
         var consumed = 0
         // A first guess from typical ratios; the buffer doubles as needed, never past the limit + 1
         // (one byte beyond the limit is how an oversized stream is noticed).
-        var capacity = min(maximumOutputBytes + 1, max(4096, input.count * 4))
+        let ceiling = maximumOutputBytes == .max ? .max : maximumOutputBytes + 1
+        var capacity = min(ceiling, max(4096, input.count * 4))
         while true {
             if output.count < capacity { output.append(contentsOf: repeatElement(0, count: capacity - output.count)) }
             let status: Int32 = input.withUnsafeBufferPointer { inputBuffer in
@@ -111,11 +122,11 @@ public enum Zlib {
                 guard rest.starts(with: [0x1F, 0x8B]) else { throw .trailingData(count: rest.count) }
                 inflateReset(&stream)
             case Z_OK:
-                if stream.avail_out == 0 { capacity = min(maximumOutputBytes + 1, capacity * 2) }
+                if stream.avail_out == 0 { capacity = min(ceiling, capacity.multipliedReportingOverflow(by: 2).overflow ? .max : capacity * 2) }
             case Z_BUF_ERROR:
                 // No progress was possible: with room left to write, the input must have run out.
                 if stream.avail_out > 0 { throw .truncated }
-                capacity = min(maximumOutputBytes + 1, capacity * 2)
+                capacity = min(ceiling, capacity.multipliedReportingOverflow(by: 2).overflow ? .max : capacity * 2)
             case Z_DATA_ERROR:
                 throw .corrupt(stream.msg.map { String(cString: $0) } ?? "invalid deflate data")
             case Z_NEED_DICT:

@@ -23,8 +23,8 @@ final class AnomalyOverlayTests: XCTestCase {
     }
 
     func testScoresAboveTheUpperBoundGetTheBrightestColourAtMaximumOpacity() {
-        let style = OverlayStyle(lowerScore: 0.1, upperScore: 0.5, maximumOpacity: 0.8)
-        let overlay = AnomalyOverlay.render(image: slice, scores: scores, style: style)
+        XCTAssertEqual(OverlayStyle.standard, OverlayStyle(lowerScore: 0.1, upperScore: 0.5, maximumOpacity: 0.8))
+        let overlay = AnomalyOverlay.render(image: slice, scores: scores, style: .standard)
         // magma(1.0) ≈ (0.987, 0.991, 0.750), blended at 0.8 over the gray.
         for index in [5, 9, 11] {
             let gray = slice.pixels[index]
@@ -34,12 +34,12 @@ final class AnomalyOverlayTests: XCTestCase {
         }
     }
 
-    func testColourBrightensMonotonicallyWithTheScore() {
+    func testColourBrightensMonotonicallyWithTheScore() throws {
         // On a black slice with opacity 1, the drawn colour is the map itself: its luminance must rise.
         let black = GrayImage(width: 101, height: 1, pixels: .init(repeating: 0, count: 101))
         let ramp = GrayImage(width: 101, height: 1, pixels: (0...100).map { Float($0) / 100 })
         let overlay = AnomalyOverlay.render(image: black, scores: ramp,
-                                            style: OverlayStyle(lowerScore: 0, upperScore: 1, maximumOpacity: 1))
+                                            style: try XCTUnwrap(OverlayStyle(lowerScore: 0, upperScore: 1, maximumOpacity: 1)))
         let luminance = (0...100).map { index -> Double in
             let (r, g, b) = (Double(overlay.samples[3 * index]), Double(overlay.samples[3 * index + 1]), Double(overlay.samples[3 * index + 2]))
             return 0.2126 * r + 0.7152 * g + 0.0722 * b
@@ -48,6 +48,12 @@ final class AnomalyOverlayTests: XCTestCase {
         for index in 1...100 { XCTAssertGreaterThanOrEqual(luminance[index], luminance[index - 1], "at \(index)") }
         for index in stride(from: 5, through: 100, by: 5) { XCTAssertGreaterThan(luminance[index], luminance[index - 5], "at \(index)") }
         XCTAssertEqual(Array(overlay.samples[300...302]), [252, 253, 191])
+    }
+
+    func testInvalidStylesAreRejected() {
+        XCTAssertNil(OverlayStyle(lowerScore: 0.5, upperScore: 0.5, maximumOpacity: 0.8))
+        XCTAssertNil(OverlayStyle(lowerScore: .nan, upperScore: 0.5, maximumOpacity: 0.8))
+        XCTAssertNil(OverlayStyle(lowerScore: 0, upperScore: 0.5, maximumOpacity: 1.5))
     }
 
     func testNaNScoresDrawNothing() {
