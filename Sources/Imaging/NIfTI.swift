@@ -11,6 +11,7 @@ public enum NIfTIError: Error, Equatable, CustomStringConvertible {
     case badMagic(String)
     case pairNotSupported
     case badDimensions(String)
+    case badVoxOffset(Float)
     case unsupportedDataType(code: Int16, name: String)
     case tooLarge(String)
     case badScaling(String)
@@ -26,6 +27,7 @@ public enum NIfTIError: Error, Equatable, CustomStringConvertible {
         case .badMagic(let magic): "not a NIfTI-1 file: the magic is '\(magic)', not 'n+1'"
         case .pairNotSupported: "a .hdr/.img pair cannot be sent as one file: convert it to a single .nii or .nii.gz"
         case .badDimensions(let reason): "the NIfTI dimensions are invalid: \(reason)"
+        case .badVoxOffset(let offset): "the NIfTI vox_offset \(offset) is not a usable data offset"
         case .unsupportedDataType(let code, let name): "NIfTI datatype \(code) (\(name)) is not supported: send a scalar grayscale image (integers or float32/float64)"
         case .tooLarge(let reason): "the NIfTI image is too large: \(reason)"
         case .badScaling(let reason): "the NIfTI intensity scaling is invalid: \(reason)"
@@ -191,7 +193,7 @@ public enum NIfTI {
 
         // NIfTI-1: a single file's data starts at vox_offset, at least 352 (smaller values mean 352).
         let voxOffset = header.float(at: 108)
-        guard voxOffset.isFinite, voxOffset < Float(limits.maximumBytes) else { throw .badDimensions("vox_offset \(voxOffset) is not a usable offset") }
+        guard voxOffset.isFinite, voxOffset < Float(limits.maximumBytes) else { throw .badVoxOffset(voxOffset) }
         let dataStart = max(Int(voxOffset), dataOffset)
         let needed = dataStart + voxelCount * type.byteCount
         guard bytes.count >= needed else { throw .truncated(expected: needed, actual: bytes.count) }

@@ -85,8 +85,9 @@ public enum NPY {
         let header = try HeaderDictionary.parse(bytes[headerStart ..< headerStart + headerLength])
 
         let elementCount = try checkedElementCount(header.shape, limit: maximumElements)
+        let (expected, overflow) = elementCount.multipliedReportingOverflow(by: header.type.byteCount)
+        guard !overflow else { throw .tooManyElements(count: elementCount, limit: maximumElements) }
         let dataStart = headerStart + headerLength
-        let expected = elementCount * header.type.byteCount
         let actual = bytes.count - dataStart
         if actual < expected { throw .truncatedData(expected: expected, actual: actual) }
         if actual > expected { throw .sizeMismatch(expected: expected, actual: actual) }

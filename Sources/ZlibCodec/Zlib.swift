@@ -98,6 +98,7 @@ public enum Zlib {
         // (one byte beyond the limit is how an oversized stream is noticed).
         let ceiling = maximumOutputBytes == .max ? .max : maximumOutputBytes + 1
         var capacity = min(ceiling, max(4096, input.count * 4))
+        func grow() { capacity = capacity > ceiling / 2 ? ceiling : capacity * 2 }
         while true {
             if output.count < capacity { output.append(contentsOf: repeatElement(0, count: capacity - output.count)) }
             let status: Int32 = input.withUnsafeBufferPointer { inputBuffer in
@@ -122,11 +123,11 @@ public enum Zlib {
                 guard rest.starts(with: [0x1F, 0x8B]) else { throw .trailingData(count: rest.count) }
                 inflateReset(&stream)
             case Z_OK:
-                if stream.avail_out == 0 { capacity = min(ceiling, capacity.multipliedReportingOverflow(by: 2).overflow ? .max : capacity * 2) }
+                if stream.avail_out == 0 { grow() }
             case Z_BUF_ERROR:
                 // No progress was possible: with room left to write, the input must have run out.
                 if stream.avail_out > 0 { throw .truncated }
-                capacity = min(ceiling, capacity.multipliedReportingOverflow(by: 2).overflow ? .max : capacity * 2)
+                grow()
             case Z_DATA_ERROR:
                 throw .corrupt(stream.msg.map { String(cString: $0) } ?? "invalid deflate data")
             case Z_NEED_DICT:

@@ -90,7 +90,7 @@ final class NIfTITests: XCTestCase {
         assertThrows(NIfTIError.badScaling("scl_slope is 2.0 but scl_inter is inf")) {
             try NIfTI.decode(self.patched(112, self.le32(Float(2)) + self.le32(Float.infinity)))
         }
-        assertThrows(NIfTIError.badDimensions("vox_offset nan is not a usable offset")) { try NIfTI.decode(self.patched(108, self.le32(Float.nan))) }
+        assertThrows(NIfTIError.badVoxOffset(.infinity)) { try NIfTI.decode(self.patched(108, self.le32(Float.infinity))) }
         assertThrows(NIfTIError.truncated(expected: 1_000_048, actual: 400)) { try NIfTI.decode(self.patched(108, self.le32(Float(1_000_000)))) }
         // A zero or non-finite slope means no scaling (nibabel's rule).
         let unscaled = try NIfTI.decode(file).volume
