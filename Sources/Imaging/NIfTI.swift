@@ -74,8 +74,8 @@ public struct NIfTIGeometry: Sendable, Equatable {
     }
 
     /// Voxel → world with NIfTI's precedence: the sform when `sform_code > 0`, else the qform when
-    /// `qform_code > 0`, else the voxel sizes alone (ANALYZE: `diag(|pixdim[1]|, |pixdim[2]|, |pixdim[3]|)`, a zero size
-    /// counting as 1).
+    /// `qform_code > 0`, else the voxel sizes alone (ANALYZE: `diag(|pixdim[1]|, |pixdim[2]|, |pixdim[3]|)`,
+    /// a zero size counting as 1).
     public func affine() throws(NIfTIError) -> Affine {
         if sformCode > 0 { return sformAffine }
         if qformCode > 0 { return try qformAffine() }
@@ -100,7 +100,7 @@ public struct NIfTIGeometry: Sendable, Equatable {
         let (b, c, d) = (Double(quaternion[0]), Double(quaternion[1]), Double(quaternion[2]))
         guard b.isFinite, c.isFinite, d.isFinite else { throw .badGeometry("the qform quaternion is not finite") }
         let aSquared = 1 - (b * b + c * c + d * d)
-        // Within float32 rounding of zero counts as zero (a 180° rotation); clearly negative is no rotation.
+        // Within float32 rounding of zero counts as zero (a half turn); clearly negative is no unit quaternion.
         let tolerance = 3 * Double(Float.ulpOfOne)
         guard aSquared > -tolerance else {
             throw .badGeometry("the qform quaternion (b, c, d) = (\(b), \(c), \(d)) has norm above 1")

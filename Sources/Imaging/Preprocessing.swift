@@ -23,7 +23,7 @@ public enum PreprocessingError: Error, Equatable, CustomStringConvertible {
 }
 
 /// How the input's voxel axes map onto RAS: RAS axis `w` is input axis `axes[w]`, reversed when `flips[w]`.
-public struct Orientation: Sendable, Equatable, Codable {
+public struct Orientation: Sendable, Equatable {
     public let axes: [Int]
     public let flips: [Bool]
 
@@ -34,7 +34,7 @@ public struct Orientation: Sendable, Equatable, Codable {
 }
 
 /// What maps the 160×160 slices back onto the input voxel grid.
-public struct SliceGeometry: Sendable, Equatable, Codable {
+public struct SliceGeometry: Sendable, Equatable {
     public let inputShape: [Int]
     public let orientation: Orientation
     /// Input voxel spacing in mm, in RAS axis order.

@@ -45,7 +45,7 @@ public struct GrayImage: Sendable, Equatable {
 
 /// Voxel indices → world coordinates (RAS+ millimetres for NIfTI): `world = A · [i, j, k, 1]`. Float64,
 /// row-major 4×4 with the last row `0 0 0 1`.
-public struct Affine: Sendable, Equatable, Codable {
+public struct Affine: Sendable, Equatable {
     /// The 16 entries, row by row.
     public private(set) var entries: [Double]
 
