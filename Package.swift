@@ -10,13 +10,19 @@ let package = Package(
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
     ],
     targets: [
-        // zlib from the system (Debian: zlib1g-dev) for gzip Content-Encoding.
+        // zlib from the system (Debian: zlib1g-dev).
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // gzip, zlib and raw DEFLATE with output limits (zip-bomb guard), and CRC-32: the one zlib wrapper.
+        .target(name: "ZlibCodec", dependencies: ["CZlib"]),
+        // Image formats (NPY/NPZ, NIfTI-1, PNG) and the paper's preprocessing to 160×160 slices and back.
+        .target(name: "Imaging", dependencies: ["ZlibCodec"]),
         // Float32 tensors and the numeric kernels (GEMM through BLAS, convolutions, norms, attention, sampling).
         .target(name: "Kernels"),
         // HTTP/1.1 on POSIX sockets and Dispatch: a pure request parser and the socket server. Knows nothing of models.
-        .target(name: "HTTPServer", dependencies: ["CZlib"]),
+        .target(name: "HTTPServer", dependencies: ["ZlibCodec"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"]),
+        .testTarget(name: "ZlibCodecTests", dependencies: ["ZlibCodec"]),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging", "ZlibCodec"]),
     ],
     swiftLanguageModes: [.v6]
 )

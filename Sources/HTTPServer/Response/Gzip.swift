@@ -1,30 +1,10 @@
-import CZlib
+import ZlibCodec
 
-/// gzip `Content-Encoding` (RFC 9110 §8.4.1.3) through zlib.
+/// gzip `Content-Encoding` (RFC 9110 §8.4.1.3).
 enum Gzip {
     /// The body in the gzip format, or nil if zlib fails (the caller then sends it unencoded).
-    static func compress(_ input: [UInt8], level: Int32 = Z_DEFAULT_COMPRESSION) -> [UInt8]? {
-        var stream = z_stream()
-        // windowBits 15 + 16 asks zlib for the gzip wrapper instead of the zlib one.
-        let status = deflateInit2_(&stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY,
-                                   ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
-        guard status == Z_OK else { return nil }
-        defer { deflateEnd(&stream) }
-        // deflateBound is for the zlib wrapper; the gzip one is 12 bytes longer.
-        var output = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(input.count))) + 12)
-        var input = input
-        let result: Int32 = input.withUnsafeMutableBufferPointer { inputBuffer in
-            output.withUnsafeMutableBufferPointer { outputBuffer in
-                stream.next_in = inputBuffer.baseAddress
-                stream.avail_in = uInt(inputBuffer.count)
-                stream.next_out = outputBuffer.baseAddress
-                stream.avail_out = uInt(outputBuffer.count)
-                return deflate(&stream, Z_FINISH)
-            }
-        }
-        guard result == Z_STREAM_END else { return nil }
-        output.removeSubrange(Int(stream.total_out)...)
-        return output
+    static func compress(_ input: [UInt8]) -> [UInt8]? {
+        try? Zlib.compress(input, format: .gzip)
     }
 }
 
