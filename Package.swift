@@ -19,6 +19,10 @@ let package = Package(
         // On Apple platforms GEMM comes from Accelerate instead of OpenBLAS.
         .target(name: "Kernels", dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        // GEMM GFLOP/s per shape and per BLAS library, peak FLOP/s, kernel timings: docs/kernels.md.
+        // Built for this CPU (-march=native) so its FMA loop uses the widest vectors there are.
+        .executableTarget(name: "KernelsBenchmark", dependencies: ["Kernels"], path: "Benchmarks/Kernels",
+                          swiftSettings: [.unsafeFlags(["-Xcc", "-march=native"])]),
         // HTTP/1.1 on POSIX sockets and Dispatch: a pure request parser and the socket server. Knows nothing of models.
         .target(name: "HTTPServer", dependencies: ["CZlib"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"]),
