@@ -62,6 +62,12 @@ func loadAverage() -> String {
     return String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
+func minorPageFaults() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return usage.ru_minflt
+}
+
 func onlineCores() -> Int { sysconf(Int32(_SC_NPROCESSORS_ONLN)) }
 
 // MARK: - Peak FLOP/s
@@ -313,7 +319,7 @@ func strategy() {
 // MARK: - The kernels themselves
 
 func kernels() {
-    emit("== Kernels (ms per call, Threads.count = 1 and \(onlineCores())), \(blasDescription), load average \(loadAverage())")
+    emit("== Kernels (ms per call with Threads.count = 1 and \(onlineCores()); page faults of one call), \(blasDescription), load average \(loadAverage())")
     func random(_ shape: [Int]) -> Tensor {
         var state: UInt32 = 12345
         return Tensor(shape: shape, scalars: (0 ..< shape.reduce(1, *)).map { _ in
@@ -349,14 +355,17 @@ func kernels() {
     let saved = Threads.count
     for (name, flops, body) in cases {
         var line = padded("   \(name)", 52)
+        var sink = 0
         for threads in [1, onlineCores()] {
             Threads.count = threads
-            var sink = 0
             let seconds = bestTime(repeats: 3, minimum: 0.3) { sink &+= (try? body())?.count ?? 0 }
             line += padded(" \(format(seconds * 1000, 2)) ms" + (flops > 0 ? " (\(format(flops / seconds / 1e9, 0)) GFLOP/s)" : ""), 28)
-            if sink == -1 { emit("\(sink)") }
         }
-        emit(line)
+        // Page faults of one call: fresh output memory that the kernel touches for the first time.
+        let faultsBefore = minorPageFaults()
+        sink &+= (try? body())?.count ?? 0
+        emit(line + " \(minorPageFaults() - faultsBefore) page faults")
+        if sink == -1 { emit("\(sink)") }
     }
     Threads.count = saved
 }
