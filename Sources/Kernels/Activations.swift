@@ -26,7 +26,7 @@ public func sigmoid(_ x: Tensor) -> Tensor {
 /// e^(x − max) / Σ e^(x − max) along the last dimension; subtracting the row's maximum keeps every
 /// exponent ≤ 0, so nothing overflows.
 public func softmax(_ x: Tensor) -> Tensor {
-    mapRows(x) { row, out in softmaxRow(row, into: out) }
+    mapRows(x) { row, out in softmaxRow(row.base.baseAddress! + row.startIndex, count: row.count, into: out) }
 }
 
 /// log softmax along the last dimension: (x − max) − log Σ e^(x − max), subtracting the maximum first
@@ -41,16 +41,29 @@ public func logSoftmax(_ x: Tensor) -> Tensor {
     }
 }
 
-/// Writes softmax(row) into out (both of the row's length; out may be the row itself).
-func softmaxRow(_ row: Slice<UnsafeBufferPointer<Float>>, into out: UnsafeMutablePointer<Float>) {
-    guard let maximum = row.max() else { return }
-    let count = row.count
-    let start = row.base.baseAddress! + row.startIndex
-    mapVectors(start, out, count: count) { exp($0 - maximum) }
-    var sum: Float = 0
-    for i in 0..<count { sum += out[i] }
+/// Writes softmax of the count values at row into out (out may be row itself): the maximum, then
+/// e^(x − max), then the scaling by 1/Σ, each pass 16 lanes at a time.
+func softmaxRow(_ row: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>) {
+    let width = Vector.scalarCount
+    let whole = count / width * width
+    var maxima = Vector(repeating: -.infinity)
+    for i in stride(from: 0, to: whole, by: width) {
+        let values = load(row + i)
+        maxima.replace(with: values, where: values .> maxima)  // compare and blend; pointwiseMax is not vectorised
+    }
+    var maximum = maxima.max()
+    for i in whole..<count { maximum = max(maximum, row[i]) }
+
+    mapVectors(row, out, count: count) { exp($0 - maximum) }
+
+    var sums = Vector()
+    for i in stride(from: 0, to: whole, by: width) { sums += load(out + i) }
+    var sum = sums.sum()
+    for i in whole..<count { sum += out[i] }
+
     let scale = 1 / sum
-    for i in 0..<count { out[i] *= scale }
+    for i in stride(from: 0, to: whole, by: width) { store(load(out + i) * scale, at: out + i) }
+    for i in whole..<count { out[i] *= scale }
 }
 
 /// f applied to every scalar, 16 at a time, in parallel blocks.

@@ -94,7 +94,7 @@ public func cachedAttention(_ qkv: Tensor, keys: Tensor, values: Tensor, length:
                             gemm(transposeB: true, m: 1, n: length, k: headDim, alpha: scale,
                                  a: qkv.baseAddress! + sequence * 3 * dim + head * headDim, lda: headDim,
                                  b: keys.baseAddress! + cached, ldb: dim, c: scores, ldc: length)
-                            softmaxRow(UnsafeBufferPointer(start: scores, count: length)[...], into: scores)
+                            softmaxRow(scores, count: length, into: scores)
                             gemm(m: 1, n: headDim, k: length, a: scores, lda: length, b: values.baseAddress! + cached,
                                  ldb: dim, c: out.baseAddress! + sequence * dim + head * headDim, ldc: headDim)
                         }
@@ -130,7 +130,7 @@ private func attend(tokens: Int, depth: Int, scale: Float, causal: Bool,
     for i in 0..<tokens {
         let row = scores + i * tokens
         let seen = causal ? i + 1 : tokens
-        softmaxRow(UnsafeBufferPointer(start: row, count: seen)[...], into: row)
+        softmaxRow(row, count: seen, into: row)
         (row + seen).update(repeating: 0, count: tokens - seen)
     }
     switch layout {

@@ -48,6 +48,17 @@ func erf(_ x: Vector) -> Vector {
     return magnitude.replacing(with: -magnitude, where: x .< 0)
 }
 
+/// The 16 floats at pointer, which need no particular alignment.
+@inline(__always)
+func load(_ pointer: UnsafePointer<Float>) -> Vector {
+    UnsafeRawPointer(pointer).loadUnaligned(as: Vector.self)
+}
+
+@inline(__always)
+func store(_ vector: Vector, at pointer: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(pointer).storeBytes(of: vector, as: Vector.self)
+}
+
 /// output[i] = f(input[i]) for i in 0..<count, 16 at a time; the last partial vector is padded with zeros,
 /// so every element goes through the same vector code.
 @inline(__always)
@@ -55,8 +66,7 @@ func mapVectors(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Fl
                 _ f: (Vector) -> Vector) {
     var i = 0
     while i + Vector.scalarCount <= count {
-        let y = f(UnsafeRawPointer(input + i).loadUnaligned(as: Vector.self))
-        UnsafeMutableRawPointer(output + i).storeBytes(of: y, as: Vector.self)
+        store(f(load(input + i)), at: output + i)
         i += Vector.scalarCount
     }
     guard i < count else { return }
