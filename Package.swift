@@ -16,8 +16,17 @@ let package = Package(
         .target(name: "ZlibCodec", dependencies: ["CZlib"]),
         // Image formats (NPY/NPZ, NIfTI-1, PNG) and the paper's preprocessing to 160×160 slices and back.
         .target(name: "Imaging", dependencies: ["ZlibCodec"]),
+        // OpenBLAS from the system (Debian: libopenblas-pthread-dev) for GEMM; see docs/kernels.md for why.
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-pthread-dev"])]),
         // Float32 tensors and the numeric kernels (GEMM through BLAS, convolutions, norms, attention, sampling).
-        .target(name: "Kernels"),
+        // On Apple platforms GEMM comes from Accelerate instead of OpenBLAS.
+        .target(name: "Kernels", dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        // GEMM GFLOP/s per shape and per BLAS library, peak FLOP/s, kernel timings: docs/kernels.md.
+        // Built for this CPU (-march=native) so its FMA loop uses the widest vectors there are.
+        .executableTarget(name: "KernelsBenchmark", dependencies: ["Kernels"], path: "Benchmarks/Kernels",
+                          swiftSettings: [.unsafeFlags(["-Xcc", "-march=native"])]),
         // HTTP/1.1 on POSIX sockets and Dispatch: a pure request parser and the socket server. Knows nothing of models.
         .target(name: "HTTPServer", dependencies: ["ZlibCodec"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"]),
