@@ -9,11 +9,18 @@ let package = Package(
     products: [
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
     ],
+    dependencies: [
+        // SHA-256 of checkpoint files (Crypto).
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
     targets: [
         // zlib from the system (Debian: zlib1g-dev) for gzip Content-Encoding.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Float32 tensors and the numeric kernels (GEMM through BLAS, convolutions, norms, attention, sampling).
         .target(name: "Kernels"),
+        // Checkpoint loader, the networks (VQ-VAE, token Transformers) and the MIM-OOD restoration pipeline.
+        .target(name: "Models", dependencies: ["Kernels", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", .product(name: "Crypto", package: "swift-crypto")]),
         // HTTP/1.1 on POSIX sockets and Dispatch: a pure request parser and the socket server. Knows nothing of models.
         .target(name: "HTTPServer", dependencies: ["CZlib"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"]),
