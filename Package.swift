@@ -16,8 +16,13 @@ let package = Package(
     targets: [
         // zlib from the system (Debian: zlib1g-dev) for gzip Content-Encoding.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // OpenBLAS from the system (Debian: libopenblas-pthread-dev) for GEMM; see docs/kernels.md for why.
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-pthread-dev"])]),
         // Float32 tensors and the numeric kernels (GEMM through BLAS, convolutions, norms, attention, sampling).
-        .target(name: "Kernels"),
+        // On Apple platforms GEMM comes from Accelerate instead of OpenBLAS.
+        .target(name: "Kernels", dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         // Checkpoint loader, the networks (VQ-VAE, token Transformers) and the MIM-OOD restoration pipeline.
         .target(name: "Models", dependencies: ["Kernels", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", .product(name: "Crypto", package: "swift-crypto")]),

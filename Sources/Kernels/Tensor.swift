@@ -25,3 +25,15 @@ public struct Tensor: Sendable, Equatable {
         Tensor(shape: newShape, scalars: scalars)
     }
 }
+
+extension Tensor {
+    /// A tensor whose scalars `initialize` writes, every one of them, without zero-filling first.
+    init(shape: [Int], initializingWith initialize: (UnsafeMutableBufferPointer<Float>) -> Void) {
+        let count = shape.reduce(1, *)
+        let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            initialize(buffer)
+            initialized = count
+        }
+        self.init(shape: shape, scalars: scalars)
+    }
+}

@@ -1,0 +1,85 @@
+// Element-wise non-linearities and row-wise (last-dimension) softmax.
+//
+//   silu(x), gelu(x), sigmoid(x) -> Tensor          // same shape
+//   softmax(x), logSoftmax(x) -> Tensor             // over the last dimension, numerically stable
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// x·σ(x), torch.nn.SiLU (the VQ-VAE's non-linearity).
+public func silu(_ x: Tensor) -> Tensor {
+    map(x) { $0 / (1 + expf(-$0)) }
+}
+
+/// The exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), as torch.nn.GELU() (not its tanh approximation).
+public func gelu(_ x: Tensor) -> Tensor {
+    map(x) { 0.5 * $0 * (1 + erff($0 * 0.70710678118654752)) }
+}
+
+/// The logistic function 1/(1 + e^−x).
+public func sigmoid(_ x: Tensor) -> Tensor {
+    map(x) { 1 / (1 + expf(-$0)) }
+}
+
+/// e^(x − max) / Σ e^(x − max) along the last dimension; subtracting the row's maximum keeps every
+/// exponent ≤ 0, so nothing overflows.
+public func softmax(_ x: Tensor) -> Tensor {
+    mapRows(x) { row, out in softmaxRow(row, into: out) }
+}
+
+/// log softmax along the last dimension: (x − max) − log Σ e^(x − max), subtracting the maximum first
+/// so large logits keep their precision.
+public func logSoftmax(_ x: Tensor) -> Tensor {
+    mapRows(x) { row, out in
+        let maximum = row.max() ?? 0
+        var sum: Float = 0
+        for value in row { sum += expf(value - maximum) }
+        let logSum = logf(sum)
+        for i in row.indices { out[i - row.startIndex] = (row[i] - maximum) - logSum }
+    }
+}
+
+/// Writes softmax(row) into out (both of the row's length).
+func softmaxRow(_ row: Slice<UnsafeBufferPointer<Float>>, into out: UnsafeMutablePointer<Float>) {
+    let maximum = row.max() ?? 0
+    var sum: Float = 0
+    for i in row.indices {
+        let e = expf(row[i] - maximum)
+        out[i - row.startIndex] = e
+        sum += e
+    }
+    let scale = 1 / sum
+    for i in 0..<row.count { out[i] *= scale }
+}
+
+/// f applied to every scalar, in parallel blocks.
+private func map(_ x: Tensor, _ f: (Float) -> Float) -> Tensor {
+    let blockSize = 1 << 14
+    let count = x.count
+    return Tensor(shape: x.shape) { y in
+        x.scalars.withUnsafeBufferPointer { x in
+            parallelRanges((count + blockSize - 1) / blockSize) { blocks in
+                for i in blocks.lowerBound * blockSize ..< min(count, blocks.upperBound * blockSize) {
+                    y[i] = f(x[i])
+                }
+            }
+        }
+    }
+}
+
+/// body(row, out) for every row of the last dimension, in parallel blocks of rows.
+private func mapRows(_ x: Tensor, _ body: (Slice<UnsafeBufferPointer<Float>>, UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+    let dim = x.shape.last ?? 1
+    let rows = dim == 0 ? 0 : x.count / dim
+    return Tensor(shape: x.shape) { y in
+        x.scalars.withUnsafeBufferPointer { x in
+            parallelRanges(rows) { range in
+                for row in range {
+                    body(x[row * dim ..< (row + 1) * dim], y.baseAddress! + row * dim)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+// Scaled dot-product attention, softmax(q·kᵀ·scale)·v, for the two layouts the models produce.
+//
+//   attention(qkv, heads: h, causal: false) -> Tensor   // qkv [B, N, 3·dim] → [B, N, dim]
+//   spatialAttention(q: q, k: k, v: v) -> Tensor        // q, k, v [B, C, H, W] → [B, C, H, W]
+//
+// Both read q, k and v where they lie (BLAS takes strides and transposes), one GEMM for the scores,
+// a row softmax, one GEMM for the weighted values, in parallel over (item, head) pairs.
+
+/// The multi-head core of a Transformer block, on the output of its qkv Linear as PyTorch lays it out:
+/// features q | k | v of `dim` each, head h at features h·hd ..< (h+1)·hd (hd = dim / heads) within each.
+/// Scores are scaled by 1/√hd; `causal` lets token i see tokens 0...i only. The result puts head h at
+/// features h·hd ..< (h+1)·hd, ready for the output projection.
+public func attention(_ qkv: Tensor, heads: Int, causal: Bool = false) throws -> Tensor {
+    try require(qkv.rank == 3 && qkv.shape[2] % 3 == 0, "attention: qkv must be [B, N, 3·dim], got \(qkv.shape)")
+    let (batch, tokens, dim) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3)
+    try require(heads >= 1 && dim % heads == 0, "attention: \(dim) features do not split into \(heads) heads")
+    let headDim = dim / heads
+    return Tensor(shape: [batch, tokens, dim]) { out in
+        guard out.count > 0 else { return }
+        qkv.scalars.withUnsafeBufferPointer { qkv in
+            parallelRanges(batch * heads) { pairs in
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: tokens * tokens)
+                defer { scores.deallocate() }
+                for pair in pairs {
+                    let (item, head) = (pair / heads, pair % heads)
+                    let q = qkv.baseAddress! + item * tokens * 3 * dim + head * headDim
+                    attend(tokens: tokens, depth: headDim, scale: 1 / Float(headDim).squareRoot(), causal: causal,
+                           q: q, k: q + dim, v: q + 2 * dim, layout: .tokenRows(stride: 3 * dim),
+                           out: out.baseAddress! + item * tokens * dim + head * headDim, outStride: dim,
+                           scores: scores)
+                }
+            }
+        }
+    }
+}
+
+/// The VQ-VAE's single-head AttnBlock core: every pixel attends to every pixel of its image, with
+/// q, k, v the outputs of its 1×1 convolutions (C features per pixel) and scores scaled by 1/√C.
+public func spatialAttention(q: Tensor, k: Tensor, v: Tensor) throws -> Tensor {
+    try require(q.rank == 4 && k.shape == q.shape && v.shape == q.shape,
+                "spatialAttention: q, k, v must be [B, C, H, W] of one shape, got \(q.shape), \(k.shape), \(v.shape)")
+    let (batch, channels, pixels) = (q.shape[0], q.shape[1], q.shape[2] * q.shape[3])
+    return Tensor(shape: q.shape) { out in
+        guard out.count > 0 else { return }
+        q.scalars.withUnsafeBufferPointer { q in
+            k.scalars.withUnsafeBufferPointer { k in
+                v.scalars.withUnsafeBufferPointer { v in
+                    parallelRanges(batch) { items in
+                        let scores = UnsafeMutablePointer<Float>.allocate(capacity: pixels * pixels)
+                        defer { scores.deallocate() }
+                        for item in items {
+                            let offset = item * channels * pixels
+                            attend(tokens: pixels, depth: channels, scale: 1 / Float(channels).squareRoot(),
+                                   causal: false, q: q.baseAddress! + offset, k: k.baseAddress! + offset,
+                                   v: v.baseAddress! + offset, layout: .featureRows,
+                                   out: out.baseAddress! + offset, outStride: pixels, scores: scores)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How one sequence's q, k, v (and output) matrices are stored.
+private enum SequenceLayout {
+    /// Token t's features in one row: feature f of token t at t·stride + f (the Transformers).
+    case tokenRows(stride: Int)
+    /// Feature f of every token in one row: feature f of token t at f·tokens + t (images [C, H·W]).
+    case featureRows
+}
+
+/// One sequence: scores = q·kᵀ·scale [tokens, tokens], softmax per row (causal: over 0...i only),
+/// out = scores·v, with q, k, v, out all laid out by `layout` (`outStride` between rows of out).
+private func attend(tokens: Int, depth: Int, scale: Float, causal: Bool,
+                    q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                    layout: SequenceLayout, out: UnsafeMutablePointer<Float>, outStride: Int,
+                    scores: UnsafeMutablePointer<Float>) {
+    switch layout {
+    case .tokenRows(let stride):
+        gemm(transposeB: true, m: tokens, n: tokens, k: depth, alpha: scale,
+             a: q, lda: stride, b: k, ldb: stride, c: scores, ldc: tokens)
+    case .featureRows:
+        gemm(transposeA: true, m: tokens, n: tokens, k: depth, alpha: scale,
+             a: q, lda: tokens, b: k, ldb: tokens, c: scores, ldc: tokens)
+    }
+    for i in 0..<tokens {
+        let row = scores + i * tokens
+        let seen = causal ? i + 1 : tokens
+        softmaxRow(UnsafeBufferPointer(start: row, count: seen)[...], into: row)
+        (row + seen).update(repeating: 0, count: tokens - seen)
+    }
+    switch layout {
+    case .tokenRows(let stride):
+        gemm(m: tokens, n: depth, k: tokens, a: scores, lda: tokens, b: v, ldb: stride, c: out, ldc: outStride)
+    case .featureRows:
+        // outᵀ [depth, tokens] = vᵀ·scoresᵀ, and vᵀ is how v is stored.
+        gemm(transposeB: true, m: depth, n: tokens, k: tokens, a: v, lda: tokens, b: scores, ldb: tokens,
+             c: out, ldc: outStride)
+    }
+}

@@ -1,0 +1,156 @@
+// Image layers on [N, C, H, W] tensors, with PyTorch's weight layouts.
+//
+//   conv2d(x, weight: w, bias: b, stride: 1, padding: 1) -> Tensor   // w [Cout, Cin, kh, kw], b [Cout]
+//   conv2d(x, weight: w, bias: b, stride: 2, padding: Padding(top: 0, left: 0, bottom: 1, right: 1))
+//   upsampleNearest2x(x) -> Tensor                                    // [N, C, H, W] → [N, C, 2H, 2W]
+//
+// A convolution is one GEMM per block of output rows: weight [Cout, Cin·kh·kw] times the block's
+// im2col matrix [Cin·kh·kw, rows·Wo] (a 1×1, stride-1, unpadded convolution multiplies the input itself).
+
+/// Zero padding on each side of the image. An integer literal pads all four sides alike; the Taming
+/// downsampler's `F.pad(x, (0, 1, 0, 1))` is `Padding(top: 0, left: 0, bottom: 1, right: 1)`.
+public struct Padding: Sendable, Equatable, ExpressibleByIntegerLiteral {
+    public var top, left, bottom, right: Int
+
+    public init(top: Int, left: Int, bottom: Int, right: Int) {
+        (self.top, self.left, self.bottom, self.right) = (top, left, bottom, right)
+    }
+
+    public init(integerLiteral all: Int) {
+        self.init(top: all, left: all, bottom: all, right: all)
+    }
+}
+
+/// A 2-D cross-correlation as torch.nn.Conv2d (no dilation, no groups): x [N, Cin, H, W],
+/// weight [Cout, Cin, kh, kw], bias [Cout] or nil → [N, Cout, Ho, Wo] with
+/// Ho = (H + top + bottom − kh) / stride + 1 and Wo likewise.
+public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1,
+                   padding: Padding = 0) throws -> Tensor {
+    try require(x.rank == 4, "conv2d: input must be [N, C, H, W], got \(x.shape)")
+    try require(weight.rank == 4, "conv2d: weight must be [Cout, Cin, kh, kw], got \(weight.shape)")
+    let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (outChannels, kernelHeight, kernelWidth) = (weight.shape[0], weight.shape[2], weight.shape[3])
+    try require(weight.shape[1] == inChannels,
+                "conv2d: weight \(weight.shape) expects \(weight.shape[1]) input channels, input \(x.shape) has \(inChannels)")
+    if let bias {
+        try require(bias.shape == [outChannels], "conv2d: bias must be [\(outChannels)], got \(bias.shape)")
+    }
+    try require(stride >= 1, "conv2d: stride must be at least 1, got \(stride)")
+    try require(min(padding.top, padding.left, padding.bottom, padding.right) >= 0,
+                "conv2d: negative padding \(padding)")
+    let paddedHeight = height + padding.top + padding.bottom
+    let paddedWidth = width + padding.left + padding.right
+    try require(kernelHeight >= 1 && kernelWidth >= 1 && kernelHeight <= paddedHeight && kernelWidth <= paddedWidth,
+                "conv2d: kernel \(kernelHeight)×\(kernelWidth) does not fit the padded \(paddedHeight)×\(paddedWidth) input")
+    let outHeight = (paddedHeight - kernelHeight) / stride + 1
+    let outWidth = (paddedWidth - kernelWidth) / stride + 1
+    let geometry = ConvolutionGeometry(
+        channels: inChannels, height: height, width: width, kernelHeight: kernelHeight, kernelWidth: kernelWidth,
+        stride: stride, padding: padding, outHeight: outHeight, outWidth: outWidth)
+
+    let patchSize = inChannels * kernelHeight * kernelWidth
+    let outPlane = outHeight * outWidth
+    let multipliesInput = kernelHeight == 1 && kernelWidth == 1 && stride == 1 && padding == 0
+    // Blocks of output rows whose im2col matrix stays within a few MB (cache-sized GEMM operands),
+    // and enough blocks to give every thread work when the batch is small.
+    var rowsPerBlock = max(1, min(outHeight, (1 << 20) / max(1, patchSize * outWidth)))
+    let blocksPerImageWanted = (Threads.count + batch - 1) / max(batch, 1)
+    rowsPerBlock = min(rowsPerBlock, max(1, outHeight / blocksPerImageWanted))
+    if multipliesInput { rowsPerBlock = outHeight }
+    let blocksPerImage = (outHeight + rowsPerBlock - 1) / rowsPerBlock
+
+    return Tensor(shape: [batch, outChannels, outHeight, outWidth]) { y in
+        guard y.count > 0 else { return }
+        x.scalars.withUnsafeBufferPointer { x in
+            weight.scalars.withUnsafeBufferPointer { w in
+                parallelRanges(batch * blocksPerImage) { blocks in
+                    let columns = multipliesInput ? nil
+                        : UnsafeMutablePointer<Float>.allocate(capacity: patchSize * rowsPerBlock * outWidth)
+                    defer { columns?.deallocate() }
+                    for block in blocks {
+                        let (image, firstRow) = (block / blocksPerImage, block % blocksPerImage * rowsPerBlock)
+                        let rows = min(rowsPerBlock, outHeight - firstRow)
+                        let input = x.baseAddress! + image * inChannels * height * width
+                        let output = y.baseAddress! + image * outChannels * outPlane + firstRow * outWidth
+                        for channel in 0..<outChannels {
+                            let line = UnsafeMutableBufferPointer(start: output + channel * outPlane, count: rows * outWidth)
+                            line.update(repeating: bias?.scalars[channel] ?? 0)
+                        }
+                        guard patchSize > 0 else { continue }
+                        if let columns {
+                            geometry.im2col(input, firstRow: firstRow, rows: rows, into: columns)
+                        }
+                        gemm(m: outChannels, n: rows * outWidth, k: patchSize,
+                             a: w.baseAddress!, lda: patchSize, b: columns.map { UnsafePointer($0) } ?? input, ldb: rows * outWidth,
+                             beta: 1, c: output, ldc: outPlane)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where each output pixel of a convolution reads its input.
+private struct ConvolutionGeometry {
+    let channels, height, width, kernelHeight, kernelWidth, stride: Int
+    let padding: Padding
+    let outHeight, outWidth: Int
+
+    /// Writes the im2col matrix of output rows firstRow..<firstRow+rows: row (c, ky, kx) holds, for every
+    /// output pixel (oy, ox) of the block, input[c, oy·stride − top + ky, ox·stride − left + kx] or 0 outside.
+    func im2col(_ input: UnsafePointer<Float>, firstRow: Int, rows: Int, into columns: UnsafeMutablePointer<Float>) {
+        var out = columns
+        for channel in 0..<channels {
+            let plane = input + channel * height * width
+            for ky in 0..<kernelHeight {
+                for kx in 0..<kernelWidth {
+                    // Output columns whose input column ox·stride − left + kx lies inside 0..<width.
+                    let firstInside = max(0, ceilDivide(padding.left - kx, stride))
+                    let endInside = min(outWidth, max(0, ceilDivide(width + padding.left - kx, stride)))
+                    for oy in firstRow ..< firstRow + rows {
+                        let iy = oy * stride - padding.top + ky
+                        if iy < 0 || iy >= height || firstInside >= endInside {
+                            out.update(repeating: 0, count: outWidth)
+                        } else {
+                            out.update(repeating: 0, count: firstInside)
+                            let source = plane + iy * width - padding.left + kx
+                            if stride == 1 {
+                                (out + firstInside).update(from: source + firstInside, count: endInside - firstInside)
+                            } else {
+                                for ox in firstInside..<endInside { out[ox] = source[ox * stride] }
+                            }
+                            (out + endInside).update(repeating: 0, count: outWidth - endInside)
+                        }
+                        out += outWidth
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// ⌈a / b⌉ for b > 0 and any sign of a.
+private func ceilDivide(_ a: Int, _ b: Int) -> Int {
+    a >= 0 ? (a + b - 1) / b : -((-a) / b)
+}
+
+/// Nearest-neighbour upsampling by 2 in both directions, as F.interpolate(scale_factor=2.0, mode="nearest").
+public func upsampleNearest2x(_ x: Tensor) throws -> Tensor {
+    try require(x.rank == 4, "upsampleNearest2x: input must be [N, C, H, W], got \(x.shape)")
+    let (planes, height, width) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
+    return Tensor(shape: [x.shape[0], x.shape[1], 2 * height, 2 * width]) { y in
+        x.scalars.withUnsafeBufferPointer { x in
+            for plane in 0..<planes {
+                for row in 0..<height {
+                    let source = x.baseAddress! + (plane * height + row) * width
+                    let target = y.baseAddress! + (plane * 2 * height + 2 * row) * 2 * width
+                    for column in 0..<width {
+                        target[2 * column] = source[column]
+                        target[2 * column + 1] = source[column]
+                    }
+                    (target + 2 * width).update(from: target, count: 2 * width)
+                }
+            }
+        }
+    }
+}

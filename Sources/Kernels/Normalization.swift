@@ -1,0 +1,83 @@
+// Normalisation layers, with PyTorch's definitions (biased variance, eps inside the square root).
+//
+//   groupNorm(x, groups: 32, weight: w, bias: b, eps: 1e-6) -> Tensor   // x [N, C, ...], w and b [C]
+//   layerNorm(x, weight: w, bias: b, eps: 1e-5) -> Tensor               // over the last dim, w and b [dim]
+//
+// Statistics are accumulated in Double, so a group of 100 000 values loses nothing to rounding.
+
+/// torch.nn.GroupNorm: the C channels fall into `groups` equal groups; each (item, group) is normalised
+/// over its channels and all positions, then scaled and shifted per channel.
+public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float) throws -> Tensor {
+    try require(x.rank >= 2, "groupNorm: input must be [N, C, ...], got \(x.shape)")
+    let (batch, channels) = (x.shape[0], x.shape[1])
+    try require(groups >= 1 && channels % groups == 0,
+                "groupNorm: \(channels) channels do not split into \(groups) groups")
+    try require(weight.shape == [channels] && bias.shape == [channels],
+                "groupNorm: weight and bias must be [\(channels)], got \(weight.shape) and \(bias.shape)")
+    let positions = x.shape.dropFirst(2).reduce(1, *)
+    let channelsPerGroup = channels / groups
+    let groupSize = channelsPerGroup * positions
+    return Tensor(shape: x.shape) { y in
+        x.scalars.withUnsafeBufferPointer { x in
+            weight.scalars.withUnsafeBufferPointer { weight in
+                bias.scalars.withUnsafeBufferPointer { bias in
+                    parallelRanges(batch * groups) { range in
+                        for itemGroup in range {
+                            let start = itemGroup * groupSize
+                            let (mean, inverseDeviation) = moments(x[start ..< start + groupSize], eps: eps)
+                            let firstChannel = itemGroup % groups * channelsPerGroup
+                            for channel in firstChannel ..< firstChannel + channelsPerGroup {
+                                // y = (x − mean)·invstd·w + b, folded into one multiply-add per value.
+                                let scale = inverseDeviation * weight[channel]
+                                let shift = bias[channel] - mean * scale
+                                let offset = start + (channel - firstChannel) * positions
+                                for i in offset ..< offset + positions { y[i] = x[i] * scale + shift }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// torch.nn.LayerNorm over the last dimension: each row normalised, then scaled and shifted per feature.
+public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) throws -> Tensor {
+    try require(x.rank >= 1, "layerNorm: input must have at least one dimension")
+    let dim = x.shape[x.rank - 1]
+    try require(weight.shape == [dim] && bias.shape == [dim],
+                "layerNorm: weight and bias must be [\(dim)] like the input's last dimension, got \(weight.shape) and \(bias.shape)")
+    let rows = dim == 0 ? 0 : x.count / dim
+    return Tensor(shape: x.shape) { y in
+        x.scalars.withUnsafeBufferPointer { x in
+            weight.scalars.withUnsafeBufferPointer { weight in
+                bias.scalars.withUnsafeBufferPointer { bias in
+                    parallelRanges(rows) { range in
+                        for row in range {
+                            let start = row * dim
+                            let (mean, inverseDeviation) = moments(x[start ..< start + dim], eps: eps)
+                            for feature in 0..<dim {
+                                y[start + feature] = (x[start + feature] - mean) * inverseDeviation * weight[feature] + bias[feature]
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Mean and 1/√(variance + eps) of the values, two passes in Double (the second over x − mean, which
+/// stays exact where E[x²] − E[x]² would cancel).
+private func moments(_ values: Slice<UnsafeBufferPointer<Float>>, eps: Float) -> (mean: Float, inverseDeviation: Float) {
+    var sum = 0.0
+    for value in values { sum += Double(value) }
+    let mean = sum / Double(values.count)
+    var squares = 0.0
+    for value in values {
+        let deviation = Double(value) - mean
+        squares += deviation * deviation
+    }
+    let variance = squares / Double(values.count)
+    return (Float(mean), Float(1 / (variance + Double(eps)).squareRoot()))
+}
