@@ -4,11 +4,12 @@ import XCTest
 
 /// The pipeline's behaviour beyond parity: seeds, per-job parameters in one call, the baselines, refusals.
 final class EngineTests: XCTestCase {
-    private var engine: Engine { ParityModels.engine }
+    private var engine: Engine!
     private var fixture: ParityFixture!
     private var slices: [Tensor] = []
 
     override func setUpWithError() throws {
+        engine = try ParityModels.engine()
         fixture = try ParityFixture()
         slices = unstack(try fixture.array("input").tensor).map { $0.reshaped([1] + $0.shape) }
     }
@@ -58,9 +59,9 @@ final class EngineTests: XCTestCase {
             RestorationJob(images: slices[1], parameters: parameters { $0.method = .mvtmCritic; $0.criticThreshold = 0.7; $0.combine = .mean }),
             RestorationJob(images: slices[1], parameters: parameters { $0.method = .ar; $0.lambdaNLL = 5; $0.restorations = 1 }),
         ]
-        var engine = self.engine
-        engine.maxSequencesPerPass = 3   // chunk boundaries inside jobs must not matter either
-        let together = try engine.run(jobs)
+        var batched: Engine = engine
+        batched.maxSequencesPerPass = 3   // chunk boundaries inside jobs must not matter either
+        let together = try batched.run(jobs)
         XCTAssertEqual(together.count, jobs.count)
         for (index, job) in jobs.enumerated() {
             let alone = try XCTUnwrap(self.engine.run([job]).first)

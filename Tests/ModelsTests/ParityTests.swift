@@ -5,9 +5,10 @@ import XCTest
 /// Every intermediate of Tests/Fixtures/parity against what PyTorch computed from the same checkpoint.
 final class ParityTests: XCTestCase {
     private var fixture: ParityFixture!
-    private var engine: Engine { ParityModels.engine }
+    private var engine: Engine!
 
     override func setUpWithError() throws {
+        engine = try ParityModels.engine()
         fixture = try ParityFixture()
     }
 

@@ -1,10 +1,6 @@
 /// The five networks a checkpoint can hold (docs/checkpoint-format.md §1).
-public enum Component: String, CaseIterable, Sendable, Hashable, Comparable {
+public enum Component: String, CaseIterable, Sendable, Hashable {
     case vqvae, atd, mvtm, ar, critic
-
-    public static func < (lhs: Component, rhs: Component) -> Bool {
-        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
-    }
 }
 
 /// `architecture` with `"kind": "vqvae"` — the Taming VQ-VAE (`VQVAEConfig` of the training side).
@@ -32,7 +28,7 @@ public struct VQVAEConfig: Sendable, Equatable {
     public var codebookSize: Int { nEmbed }
 }
 
-public enum TransformerHead: String, Sendable, CaseIterable {
+public enum TransformerHead: String, Sendable {
     case atd, mvtm, ar, critic
 }
 

@@ -17,7 +17,7 @@ public enum InferenceMethod: String, Sendable, CaseIterable {
 }
 
 /// How the R residual maps of one image are combined.
-public enum CombineRule: String, Sendable, CaseIterable {
+public enum CombineRule: String, Sendable {
     case mean
     /// Σ_j w_j d_j with w = softmax_j(temperature / max(mean_pixels d_j, 1e-8)).
     case softmaxWeighted = "softmax-weighted"

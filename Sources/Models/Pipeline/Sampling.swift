@@ -42,6 +42,9 @@ public struct SeededSampler: TokenSampler {
     }
 
     public mutating func draw(at site: DrawSite, logits: ArraySlice<Float>) throws -> Int {
+        guard seeds.indices.contains(site.job) else {
+            throw InferenceError("SeededSampler has seeds for \(seeds.count) jobs, asked for job \(site.job)")
+        }
         let stream = Stream(job: site.job, image: site.image, restoration: site.restoration)
         var generator = generators[stream] ?? Xoshiro256StarStar(seed: Self.seed(of: site.restoration, jobSeed: seeds[site.job]))
         defer { generators[stream] = generator }

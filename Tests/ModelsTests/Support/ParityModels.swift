@@ -3,13 +3,9 @@ import Kernels
 
 /// The parity checkpoint's engine, loaded once for all tests of the process.
 enum ParityModels {
-    static let checkpoint: Checkpoint = {
-        do { return try Checkpoint(directory: Fixtures.checkpoint.path) } catch { fatalError("parity checkpoint: \(error)") }
-    }()
+    private static let loaded = Result { try Engine(Checkpoint(directory: Fixtures.checkpoint.path)) }
 
-    static let engine: Engine = {
-        do { return try Engine(checkpoint) } catch { fatalError("parity engine: \(error)") }
-    }()
+    static func engine() throws -> Engine { try loaded.get() }
 }
 
 extension NumpyArray {
