@@ -264,6 +264,7 @@ final class CheckpointTests: XCTestCase {
             ("architecture field of the wrong type", editArchitecture { $0["dim"] = .string("48") },
              ["architecture does not fit TransformerConfig: dim must be an integer"]),
             ("architecture size beyond bounds", editArchitecture { $0["dim"] = .integer(Int.max) }, ["dim must be an integer from 1 to"]),
+            ("depth beyond bounds", editArchitecture { $0["depth"] = .integer(1 << 40) }, ["depth must be an integer from 1 to 256"]),
             ("mlp width overflowing", editArchitecture { $0["mlp_ratio"] = .number(1e300) }, ["mlp_ratio must be a number in"]),
             ("head of another component", editArchitecture { $0["head"] = .string("critic") },
              ["component 'atd' needs head 'atd', the architecture has head 'critic'"]),

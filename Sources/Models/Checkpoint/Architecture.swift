@@ -116,9 +116,11 @@ extension Architecture {
 }
 
 /// Reads typed configuration fields, refusing values the model cannot be built with. Sizes are
-/// bounded so that no derived size or element count can overflow.
+/// bounded so that no derived size or element count can overflow, and repeat counts (blocks) so that
+/// the list of expected tensor names stays small whatever the manifest says.
 private struct FieldReader {
     static let largestSize = 1 << 24
+    static let largestRepeat = 256
 
     let object: JSONObject
     let configName: String
@@ -127,9 +129,9 @@ private struct FieldReader {
         ArchitectureProblem(message: "architecture does not fit \(configName): \(reason)")
     }
 
-    func integer(_ key: String, minimum: Int) throws(ArchitectureProblem) -> Int {
-        guard case .integer(let value)? = object[key], (minimum...Self.largestSize).contains(value) else {
-            throw refuse("\(key) must be an integer from \(minimum) to \(Self.largestSize), got \((object[key] ?? .null).pythonDescription)")
+    func integer(_ key: String, minimum: Int, maximum: Int = largestSize) throws(ArchitectureProblem) -> Int {
+        guard case .integer(let value)? = object[key], (minimum...maximum).contains(value) else {
+            throw refuse("\(key) must be an integer from \(minimum) to \(maximum), got \((object[key] ?? .null).pythonDescription)")
         }
         return value
     }
@@ -172,7 +174,7 @@ extension VQVAEConfig {
         inChannels = try fields.integer("in_channels", minimum: 1)
         ch = try fields.integer("ch", minimum: 1)
         chMult = try fields.integers("ch_mult", minimum: 1, count: 1...16)
-        numResBlocks = try fields.integer("num_res_blocks", minimum: 0)
+        numResBlocks = try fields.integer("num_res_blocks", minimum: 0, maximum: FieldReader.largestRepeat)
         attnResolutions = try fields.integers("attn_resolutions", minimum: 0, count: 0...16)
         resolution = try fields.integer("resolution", minimum: 1)
         zChannels = try fields.integer("z_channels", minimum: 1)
@@ -277,7 +279,7 @@ extension TransformerConfig {
         vocabSize = try fields.integer("vocab_size", minimum: 1)
         nPositions = try fields.integer("n_positions", minimum: 1)
         dim = try fields.integer("dim", minimum: 1)
-        depth = try fields.integer("depth", minimum: 1)
+        depth = try fields.integer("depth", minimum: 1, maximum: FieldReader.largestRepeat)
         heads = try fields.integer("heads", minimum: 1)
         mlpRatio = try fields.number("mlp_ratio", in: 0...Double(FieldReader.largestSize))
         dropout = try fields.number("dropout", in: 0...1)

@@ -157,31 +157,41 @@ extension TokenTransformer {
     /// keys and values of positions 0..<positions: softmax(q·kᵀ/√head_dim)·v per head, heads concatenated.
     /// (A kernel in all but location: it lives here until Kernels has a cached-attention kernel.)
     private func cachedAttention(_ qkv: Tensor, keys: [Float], values: [Float], positions: Int, capacity: Int) -> Tensor {
-        let (dim, headDim) = (config.dim, config.headDim)
-        let sequences = qkv.shape[0]
+        let (dim, headDim, sequences) = (config.dim, config.headDim, qkv.shape[0])
         let scale = 1 / Float(headDim).squareRoot()
         var out = [Float](repeating: 0, count: sequences * dim)
         var scores = [Float](repeating: 0, count: positions)
-        for s in 0..<sequences {
-            for head in 0..<config.heads {
-                let q = s * 3 * dim + head * headDim
-                for t in 0..<positions {
-                    let k = (s * capacity + t) * dim + head * headDim
-                    var dot: Float = 0
-                    for f in 0..<headDim { dot += qkv.scalars[q + f] * keys[k + f] }
-                    scores[t] = dot * scale
-                }
-                let maximum = scores[0..<positions].max() ?? 0
-                var total: Float = 0
-                for t in 0..<positions {
-                    scores[t] = expf(scores[t] - maximum)
-                    total += scores[t]
-                }
-                let o = s * dim + head * headDim
-                for t in 0..<positions {
-                    let weight = scores[t] / total
-                    let v = (s * capacity + t) * dim + head * headDim
-                    for f in 0..<headDim { out[o + f] += weight * values[v + f] }
+        qkv.scalars.withUnsafeBufferPointer { qkv in
+            keys.withUnsafeBufferPointer { keys in
+                values.withUnsafeBufferPointer { values in
+                    out.withUnsafeMutableBufferPointer { out in
+                        scores.withUnsafeMutableBufferPointer { scores in
+                            for s in 0..<sequences {
+                                for head in 0..<config.heads {
+                                    let q = qkv.baseAddress! + s * 3 * dim + head * headDim
+                                    let k = keys.baseAddress! + s * capacity * dim + head * headDim
+                                    let v = values.baseAddress! + s * capacity * dim + head * headDim
+                                    let o = out.baseAddress! + s * dim + head * headDim
+                                    var maximum = -Float.infinity
+                                    for t in 0..<positions {
+                                        var dot: Float = 0
+                                        for f in 0..<headDim { dot += q[f] * k[t * dim + f] }
+                                        scores[t] = dot * scale
+                                        maximum = max(maximum, scores[t])
+                                    }
+                                    var total: Float = 0
+                                    for t in 0..<positions {
+                                        scores[t] = expf(scores[t] - maximum)
+                                        total += scores[t]
+                                    }
+                                    for t in 0..<positions {
+                                        let weight = scores[t] / total
+                                        for f in 0..<headDim { o[f] += weight * v[t * dim + f] }
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
