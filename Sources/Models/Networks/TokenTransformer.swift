@@ -135,7 +135,10 @@ extension TokenTransformer {
     /// Feeds one token per sequence at position `cache.length` and returns that position's logits
     /// [sequences, outputWidth] — equal to the full causal pass's logits at that position.
     public func step(_ tokens: [Int], cache: inout KVCache) throws -> Tensor {
-        guard tokens.count == cache.sequences, cache.length < cache.capacity, cache.dim == config.dim else {
+        guard cache.dim == config.dim, cache.capacity == config.nPositions, cache.keys.count == config.depth else {
+            throw InferenceError("step: the cache was made by another model")
+        }
+        guard tokens.count == cache.sequences, cache.length < cache.capacity else {
             throw InferenceError("step: \(tokens.count) tokens for a cache of \(cache.sequences) sequences at position \(cache.length) of \(cache.capacity)")
         }
         let position = cache.length

@@ -141,17 +141,17 @@ public struct Engine: Sendable {
         for method in InferenceMethod.allCases {
             let group = jobs.indices.filter { jobs[$0].parameters.method == method }
             guard !group.isEmpty else { continue }
+            let members: [JobTokens] = group.map { (index: $0, tokens: tokensPerJob[$0], parameters: jobs[$0].parameters) }
+            // validate() has checked that each job's method has its networks.
+            let lacking = InferenceError("method '\(method.rawValue)' lacks a network")
             let restored: [Restoration]
             switch method {
             case .mimOOD, .mvtmCritic:
-                // validate() checked that the method's networks exist.
-                guard let generator = mvtm, let detector = method == .mimOOD ? atd : critic else { continue }
-                restored = try restoreIteratively(group.map { (index: $0, tokens: tokensPerJob[$0], parameters: jobs[$0].parameters) },
-                                                  detector: detector, generator: generator, sampler: &sampler)
+                guard let generator = mvtm, let detector = method == .mimOOD ? atd : critic else { throw lacking }
+                restored = try restoreIteratively(members, detector: detector, generator: generator, sampler: &sampler)
             case .ar:
-                guard let ar else { continue }
-                restored = try restoreAutoregressively(group.map { (index: $0, tokens: tokensPerJob[$0], parameters: jobs[$0].parameters) },
-                                                       model: ar, sampler: &sampler)
+                guard let ar else { throw lacking }
+                restored = try restoreAutoregressively(members, model: ar, sampler: &sampler)
             }
             for (job, restoration) in zip(group, restored) { restorations[job] = restoration }
         }
@@ -176,9 +176,11 @@ public struct Engine: Sendable {
 
     /// Tokens of every slice of every batch, in order, encoding at most `maxImagesPerPass` at a time.
     func tokenize(_ batches: [Tensor]) throws -> [[Int]] {
+        let images = batches.flatMap(unstack)
         var tokens: [[Int]] = []
-        for batch in batches {
-            for chunk in imageChunks(batch) { tokens += try vqvae.tokenize(chunk) }
+        for start in stride(from: 0, to: images.count, by: maxImagesPerPass) {
+            let chunk = Array(images[start ..< min(images.count, start + maxImagesPerPass)])
+            tokens += try vqvae.tokenize(stack(chunk, leading: [chunk.count]))
         }
         return tokens
     }
@@ -191,13 +193,6 @@ public struct Engine: Sendable {
             images += unstack(decoded)
         }
         return images
-    }
-
-    private func imageChunks(_ batch: Tensor) -> [Tensor] {
-        let images = unstack(batch)
-        return stride(from: 0, to: images.count, by: maxImagesPerPass).map {
-            stack(Array(images[$0 ..< min(images.count, $0 + maxImagesPerPass)]), leading: [min(maxImagesPerPass, images.count - $0)])
-        }
     }
 }
 

@@ -30,7 +30,7 @@ extension Engine {
             var offset = 0
             for j in order {
                 let parameters = jobs[j].parameters
-                let threshold = jobs[j].parameters.method == .mimOOD ? parameters.lambda : parameters.criticThreshold
+                let threshold = parameters.method == .mimOOD ? parameters.lambda : parameters.criticThreshold
                 let scores = Array(probabilities[offset ..< offset + states[j].tokens.count])
                 offset += scores.count
                 if step == 0 {   // every restoration still equals its input: take restoration 0's
