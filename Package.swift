@@ -23,6 +23,10 @@ let package = Package(
         // On Apple platforms GEMM comes from Accelerate instead of OpenBLAS.
         .target(name: "Kernels", dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        // GEMM GFLOP/s per shape and per BLAS library, peak FLOP/s, kernel timings: docs/kernels.md.
+        // Built for this CPU (-march=native) so its FMA loop uses the widest vectors there are.
+        .executableTarget(name: "KernelsBenchmark", dependencies: ["Kernels"], path: "Benchmarks/Kernels",
+                          swiftSettings: [.unsafeFlags(["-Xcc", "-march=native"])]),
         // Checkpoint loader, the networks (VQ-VAE, token Transformers) and the MIM-OOD restoration pipeline.
         .target(name: "Models", dependencies: ["Kernels", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", .product(name: "Crypto", package: "swift-crypto")]),

@@ -10,17 +10,17 @@ import Darwin
 
 /// x·σ(x), torch.nn.SiLU (the VQ-VAE's non-linearity).
 public func silu(_ x: Tensor) -> Tensor {
-    map(x) { $0 / (1 + expf(-$0)) }
+    map(x) { $0 / (1 + exp(-$0)) }
 }
 
 /// The exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), as torch.nn.GELU() (not its tanh approximation).
 public func gelu(_ x: Tensor) -> Tensor {
-    map(x) { 0.5 * $0 * (1 + erff($0 * 0.70710678118654752)) }
+    map(x) { 0.5 * $0 * (1 + erf($0 * 0.707_106_781_186_547_52)) }
 }
 
 /// The logistic function 1/(1 + e^−x).
 public func sigmoid(_ x: Tensor) -> Tensor {
-    map(x) { 1 / (1 + expf(-$0)) }
+    map(x) { 1 / (1 + exp(-$0)) }
 }
 
 /// e^(x − max) / Σ e^(x − max) along the last dimension; subtracting the row's maximum keeps every
@@ -41,29 +41,28 @@ public func logSoftmax(_ x: Tensor) -> Tensor {
     }
 }
 
-/// Writes softmax(row) into out (both of the row's length).
+/// Writes softmax(row) into out (both of the row's length; out may be the row itself).
 func softmaxRow(_ row: Slice<UnsafeBufferPointer<Float>>, into out: UnsafeMutablePointer<Float>) {
-    let maximum = row.max() ?? 0
+    guard let maximum = row.max() else { return }
+    let count = row.count
+    let start = row.base.baseAddress! + row.startIndex
+    mapVectors(start, out, count: count) { exp($0 - maximum) }
     var sum: Float = 0
-    for i in row.indices {
-        let e = expf(row[i] - maximum)
-        out[i - row.startIndex] = e
-        sum += e
-    }
+    for i in 0..<count { sum += out[i] }
     let scale = 1 / sum
-    for i in 0..<row.count { out[i] *= scale }
+    for i in 0..<count { out[i] *= scale }
 }
 
-/// f applied to every scalar, in parallel blocks.
-private func map(_ x: Tensor, _ f: (Float) -> Float) -> Tensor {
+/// f applied to every scalar, 16 at a time, in parallel blocks.
+private func map(_ x: Tensor, _ f: (Vector) -> Vector) -> Tensor {
     let blockSize = 1 << 14
     let count = x.count
     return Tensor(shape: x.shape) { y in
         x.scalars.withUnsafeBufferPointer { x in
             parallelRanges((count + blockSize - 1) / blockSize) { blocks in
-                for i in blocks.lowerBound * blockSize ..< min(count, blocks.upperBound * blockSize) {
-                    y[i] = f(x[i])
-                }
+                let first = blocks.lowerBound * blockSize
+                mapVectors(x.baseAddress! + first, y.baseAddress! + first,
+                           count: min(count, blocks.upperBound * blockSize) - first, f)
             }
         }
     }

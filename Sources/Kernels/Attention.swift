@@ -2,6 +2,8 @@
 //
 //   attention(qkv, heads: h, causal: false) -> Tensor   // qkv [B, N, 3·dim] → [B, N, dim]
 //   spatialAttention(q: q, k: k, v: v) -> Tensor        // q, k, v [B, C, H, W] → [B, C, H, W]
+//   cachedAttention(qkv, keys: k, values: v, length: t, heads: h) -> Tensor
+//                                                       // one decoding step: qkv [S, 3·dim], k, v [S, capacity, dim] → [S, dim]
 //
 // Both read q, k and v where they lie (BLAS takes strides and transposes), one GEMM for the scores,
 // a row softmax, one GEMM for the weighted values, in parallel over (item, head) pairs.
@@ -54,6 +56,47 @@ public func spatialAttention(q: Tensor, k: Tensor, v: Tensor) throws -> Tensor {
                                    causal: false, q: q.baseAddress! + offset, k: k.baseAddress! + offset,
                                    v: v.baseAddress! + offset, layout: .featureRows,
                                    out: out.baseAddress! + offset, outStride: pixels, scores: scores)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One step of causal decoding with a key/value cache: the new token of each of S sequences attends to
+/// positions 0..<length of its cached keys and values (its own included, once the caller has stored
+/// them). qkv [S, 3·dim] holds the new tokens' qkv Linear outputs (only the q part is read);
+/// keys and values [S, capacity, dim] hold position t of sequence s at features (s·capacity + t)·dim.
+/// Same heads and scale as `attention`; the result [S, dim] equals row `length − 1` of
+/// `attention(…, causal: true)` over the whole prefix.
+public func cachedAttention(_ qkv: Tensor, keys: Tensor, values: Tensor, length: Int, heads: Int) throws -> Tensor {
+    try require(keys.rank == 3 && values.shape == keys.shape,
+                "cachedAttention: keys and values must be [S, capacity, dim] of one shape, got \(keys.shape) and \(values.shape)")
+    let (sequences, capacity, dim) = (keys.shape[0], keys.shape[1], keys.shape[2])
+    try require(qkv.shape == [sequences, 3 * dim], "cachedAttention: qkv must be [\(sequences), \(3 * dim)], got \(qkv.shape)")
+    try require(length >= 1 && length <= capacity, "cachedAttention: length \(length) outside 1...\(capacity)")
+    try require(heads >= 1 && dim % heads == 0, "cachedAttention: \(dim) features do not split into \(heads) heads")
+    let headDim = dim / heads
+    let scale = 1 / Float(headDim).squareRoot()
+    return Tensor(shape: [sequences, dim]) { out in
+        guard out.count > 0 else { return }
+        qkv.scalars.withUnsafeBufferPointer { qkv in
+            keys.scalars.withUnsafeBufferPointer { keys in
+                values.scalars.withUnsafeBufferPointer { values in
+                    parallelRanges(sequences * heads) { pairs in
+                        let scores = UnsafeMutablePointer<Float>.allocate(capacity: length)
+                        defer { scores.deallocate() }
+                        for pair in pairs {
+                            let (sequence, head) = (pair / heads, pair % heads)
+                            let cached = sequence * capacity * dim + head * headDim
+                            // scores [1, length] = q·kᵀ·scale, then softmax, then out [1, headDim] = scores·v.
+                            gemm(transposeB: true, m: 1, n: length, k: headDim, alpha: scale,
+                                 a: qkv.baseAddress! + sequence * 3 * dim + head * headDim, lda: headDim,
+                                 b: keys.baseAddress! + cached, ldb: dim, c: scores, ldc: length)
+                            softmaxRow(UnsafeBufferPointer(start: scores, count: length)[...], into: scores)
+                            gemm(m: 1, n: headDim, k: length, a: scores, lda: length, b: values.baseAddress! + cached,
+                                 ldb: dim, c: out.baseAddress! + sequence * dim + head * headDim, ldc: headDim)
                         }
                     }
                 }

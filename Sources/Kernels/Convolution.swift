@@ -140,13 +140,15 @@ public func upsampleNearest2x(_ x: Tensor) throws -> Tensor {
     let (planes, height, width) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
     return Tensor(shape: [x.shape[0], x.shape[1], 2 * height, 2 * width]) { y in
         x.scalars.withUnsafeBufferPointer { x in
-            for plane in 0..<planes {
-                for row in 0..<height {
-                    let source = x.baseAddress! + (plane * height + row) * width
-                    let target = y.baseAddress! + (plane * 2 * height + 2 * row) * 2 * width
+            parallelRanges(planes * height) { rows in
+                for row in rows {
+                    let source = x.baseAddress! + row * width
+                    let target = y.baseAddress! + 4 * row * width
+                    // Each value twice in a row: one 64-bit store of its bits in both halves.
+                    let pairs = UnsafeMutableRawPointer(target).bindMemory(to: UInt64.self, capacity: width)
                     for column in 0..<width {
-                        target[2 * column] = source[column]
-                        target[2 * column + 1] = source[column]
+                        let bits = UInt64(source[column].bitPattern)
+                        pairs[column] = bits | bits << 32
                     }
                     (target + 2 * width).update(from: target, count: 2 * width)
                 }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A dense, row-major (C order) Float32 tensor: the one value type every kernel reads and writes.
 /// `shape` follows PyTorch's order (e.g. [N, C, H, W] for images, [B, N, dim] for token sequences),
 /// so a tensor loaded from a checkpoint keeps the layout its state_dict entry has.
@@ -31,9 +35,25 @@ extension Tensor {
     init(shape: [Int], initializingWith initialize: (UnsafeMutableBufferPointer<Float>) -> Void) {
         let count = shape.reduce(1, *)
         let scalars = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            adviseHugePages(UnsafeMutableRawBufferPointer(buffer))
             initialize(buffer)
             initialized = count
         }
         self.init(shape: shape, scalars: scalars)
     }
+}
+
+/// Asks Linux to back a large, not yet touched buffer with 2 MB pages. glibc serves allocations above
+/// 32 MB with fresh mmap'd memory every time, and transparent huge pages are opt-in (madvise) on this
+/// kind of machine: without the advice, writing a 52 MB output took 12 800 page faults and 43 ms, with
+/// it 26 faults and 6 ms (docs/kernels.md). Only the 2 MB-aligned interior is advised; smaller buffers
+/// are left alone.
+private func adviseHugePages(_ buffer: UnsafeMutableRawBufferPointer) {
+    #if os(Linux)
+    let hugePage = 2 << 20
+    guard buffer.count >= 2 * hugePage, let base = buffer.baseAddress else { return }
+    let start = (Int(bitPattern: base) + hugePage - 1) / hugePage * hugePage
+    let end = (Int(bitPattern: base) + buffer.count) / hugePage * hugePage
+    _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_HUGEPAGE)
+    #endif
 }

@@ -33,6 +33,46 @@ final class AttentionTests: XCTestCase {
         assertClose(y, try kernelFixture("spatial_output").tensor, tolerance: 1e-5)
     }
 
+    func testCachedStepAveragesTheFirstLengthPositions() throws {
+        // One sequence, one head of width 1, q = k = 0: equal scores over the first 2 of 3 cached
+        // positions, so the mean of values 4 and 8; position 2 (100) is beyond `length`.
+        let qkv = Tensor(shape: [1, 3], scalars: [0, 0, 0])
+        let keys = Tensor(shape: [1, 3, 1], scalars: [0, 0, 0])
+        let values = Tensor(shape: [1, 3, 1], scalars: [4, 8, 100])
+        XCTAssertEqual(try cachedAttention(qkv, keys: keys, values: values, length: 2, heads: 1).scalars, [6])
+    }
+
+    func testCachedStepsEqualCausalAttentionOverThePrefix() throws {
+        // Fill a cache with the k and v rows of the fixture's qkv, then each step t must reproduce row t
+        // of the causal attention over the whole sequence.
+        let qkv = try kernelFixture("attention_qkv").tensor   // [2, 7, 36]: dim 12, 3 heads
+        let (sequences, tokens, dim) = (2, 7, 12)
+        let causal = try attention(qkv, heads: 3, causal: true)
+        var keys = Tensor(zeros: [sequences, tokens, dim]), values = Tensor(zeros: [sequences, tokens, dim])
+        for s in 0..<sequences {
+            for t in 0..<tokens {
+                for f in 0..<dim {
+                    keys.scalars[(s * tokens + t) * dim + f] = qkv.scalars[(s * tokens + t) * 3 * dim + dim + f]
+                    values.scalars[(s * tokens + t) * dim + f] = qkv.scalars[(s * tokens + t) * 3 * dim + 2 * dim + f]
+                }
+            }
+        }
+        /// Row t of every sequence of a [sequences, tokens, width] tensor: [sequences, width].
+        func rows(_ t: Int, of x: Tensor, width: Int) -> Tensor {
+            var scalars: [Float] = []
+            for s in 0..<sequences {
+                let start = (s * tokens + t) * width
+                scalars += x.scalars[start ..< start + width]
+            }
+            return Tensor(shape: [sequences, width], scalars: scalars)
+        }
+        for t in 0..<tokens {
+            let step = rows(t, of: qkv, width: 3 * dim)
+            let expected = rows(t, of: causal, width: dim)
+            assertClose(try cachedAttention(step, keys: keys, values: values, length: t + 1, heads: 3), expected, tolerance: 1e-5)
+        }
+    }
+
     func testAttentionRejectsBadShapes() {
         XCTAssertThrowsError(try attention(Tensor(zeros: [1, 4, 12]), heads: 3)) { error in
             XCTAssert("\(error)".contains("4 features do not split into 3 heads"), "\(error)")
@@ -40,5 +80,11 @@ final class AttentionTests: XCTestCase {
         XCTAssertThrowsError(try attention(Tensor(zeros: [4, 12]), heads: 2))
         XCTAssertThrowsError(try spatialAttention(q: Tensor(zeros: [1, 2, 3, 3]), k: Tensor(zeros: [1, 2, 3, 3]),
                                                   v: Tensor(zeros: [1, 2, 3, 2])))
+        let cache = Tensor(zeros: [2, 5, 4])
+        XCTAssertThrowsError(try cachedAttention(Tensor(zeros: [2, 12]), keys: cache, values: cache, length: 6, heads: 2)) { error in
+            XCTAssert("\(error)".contains("length 6 outside 1...5"), "\(error)")
+        }
+        XCTAssertThrowsError(try cachedAttention(Tensor(zeros: [1, 12]), keys: cache, values: cache, length: 1, heads: 2))
+        XCTAssertThrowsError(try cachedAttention(Tensor(zeros: [2, 12]), keys: cache, values: cache, length: 1, heads: 3))
     }
 }
