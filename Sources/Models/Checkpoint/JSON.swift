@@ -46,7 +46,7 @@ public struct JSONObject: Sendable, Equatable {
 }
 
 /// Why a byte sequence is not JSON, with the byte offset where parsing stopped.
-public struct JSONSyntaxError: Error, CustomStringConvertible {
+public struct JSONSyntaxError: Error, Sendable, CustomStringConvertible {
     public let offset: Int
     public let reason: String
     public var description: String { "\(reason) at byte \(offset)" }
