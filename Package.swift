@@ -9,6 +9,10 @@ let package = Package(
     products: [
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
     ],
+    dependencies: [
+        // SHA-256 of checkpoint files (Crypto).
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
     targets: [
         // zlib from the system (Debian: zlib1g-dev).
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
@@ -27,6 +31,9 @@ let package = Package(
         // Built for this CPU (-march=native) so its FMA loop uses the widest vectors there are.
         .executableTarget(name: "KernelsBenchmark", dependencies: ["Kernels"], path: "Benchmarks/Kernels",
                           swiftSettings: [.unsafeFlags(["-Xcc", "-march=native"])]),
+        // Checkpoint loader, the networks (VQ-VAE, token Transformers) and the MIM-OOD restoration pipeline.
+        .target(name: "Models", dependencies: ["Kernels", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", .product(name: "Crypto", package: "swift-crypto")]),
         // HTTP/1.1 on POSIX sockets and Dispatch: a pure request parser and the socket server. Knows nothing of models.
         .target(name: "HTTPServer", dependencies: ["ZlibCodec"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"]),

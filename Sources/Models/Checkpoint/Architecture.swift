@@ -1,0 +1,332 @@
+/// The five networks a checkpoint can hold (docs/checkpoint-format.md §1).
+public enum Component: String, CaseIterable, Sendable, Hashable {
+    case vqvae, atd, mvtm, ar, critic
+}
+
+/// `architecture` with `"kind": "vqvae"` — the Taming VQ-VAE (`VQVAEConfig` of the training side).
+public struct VQVAEConfig: Sendable, Equatable {
+    public let inChannels: Int
+    public let ch: Int
+    public let chMult: [Int]
+    public let numResBlocks: Int
+    public let attnResolutions: [Int]
+    public let resolution: Int
+    public let zChannels: Int
+    public let embedDim: Int
+    public let nEmbed: Int
+    public let dropout: Double
+    public let beta: Double
+
+    /// GroupNorm's group count throughout the VQ-VAE.
+    public static let groups = 32
+
+    /// f: pixels per token along each axis; one halving per level but the last.
+    public var downsamplingFactor: Int { 1 << (chMult.count - 1) }
+    /// h = w: token grid side.
+    public var grid: Int { resolution / downsamplingFactor }
+    /// K: codebook size.
+    public var codebookSize: Int { nEmbed }
+}
+
+public enum TransformerHead: String, Sendable {
+    case atd, mvtm, ar, critic
+}
+
+/// `architecture` with `"kind": "token_transformer"` (`TransformerConfig` of the training side).
+public struct TransformerConfig: Sendable, Equatable {
+    public let vocabSize: Int
+    public let nPositions: Int
+    public let dim: Int
+    public let depth: Int
+    public let heads: Int
+    public let mlpRatio: Double
+    public let dropout: Double
+    public let dropPath: Double
+    public let head: TransformerHead
+    public let causal: Bool
+    public let layerNormEps: Double
+
+    public var headDim: Int { dim / heads }
+    /// MLP hidden width, `int(dim · mlp_ratio)` as in Python (truncation).
+    public var mlpHidden: Int { Int(Double(dim) * mlpRatio) }
+    /// One logit per token for a detector, K logits (the special id excluded) for a generator.
+    public var outputWidth: Int { head == .atd || head == .critic ? 1 : vocabSize - 1 }
+}
+
+public enum Architecture: Sendable, Equatable {
+    case vqvae(VQVAEConfig)
+    case tokenTransformer(TransformerConfig)
+
+    static let kinds = ["token_transformer", "vqvae"]
+}
+
+/// Why an architecture is refused; the message is the reference reader's.
+struct ArchitectureProblem: Error {
+    let message: String
+}
+
+extension Architecture {
+    /// Parses an `architecture` object: `kind` known, fields exactly those of the configuration,
+    /// values the model can be built with, and the kind (and head) the component needs.
+    static func parse(_ value: JSONValue, for component: Component) throws(ArchitectureProblem) -> Architecture {
+        let kind = value.objectValue?["kind"]
+        guard let object = value.objectValue, case .string(let kindName)? = kind, kinds.contains(kindName) else {
+            throw ArchitectureProblem(message: "unknown architecture kind \((kind ?? .null).pythonDescription) "
+                                      + "(known: \(JSONValue.array(kinds.map { .string($0) }).pythonDescription))")
+        }
+        let configName = kindName == "vqvae" ? "VQVAEConfig" : "TransformerConfig"
+        let expected = kindName == "vqvae" ? VQVAEConfig.fieldNames : TransformerConfig.fieldNames
+        let given = Set(object.keys).subtracting(["kind"])
+        guard given == expected else {
+            let missing = expected.subtracting(given).sorted().map { JSONValue.string($0) }
+            let unknown = given.subtracting(expected).sorted().map { JSONValue.string($0) }
+            throw ArchitectureProblem(message: "architecture fields do not match \(configName): missing "
+                                      + "\(JSONValue.array(missing).pythonDescription), unknown \(JSONValue.array(unknown).pythonDescription)")
+        }
+        let fields = FieldReader(object: object, configName: configName)
+        let architecture: Architecture
+        if kindName == "vqvae" {
+            architecture = .vqvae(try VQVAEConfig(fields))
+        } else {
+            architecture = .tokenTransformer(try TransformerConfig(fields))
+        }
+        try architecture.check(fits: component)
+        return architecture
+    }
+
+    private func check(fits component: Component) throws(ArchitectureProblem) {
+        switch self {
+        case .vqvae:
+            guard component == .vqvae else {
+                throw ArchitectureProblem(message: "component '\(component.rawValue)' needs kind 'token_transformer', not 'vqvae'")
+            }
+        case .tokenTransformer(let config):
+            guard component != .vqvae else {
+                throw ArchitectureProblem(message: "component 'vqvae' needs kind 'vqvae', not 'token_transformer'")
+            }
+            guard config.head.rawValue == component.rawValue else {
+                throw ArchitectureProblem(message: "component '\(component.rawValue)' needs head '\(component.rawValue)', "
+                                          + "the architecture has head '\(config.head.rawValue)'")
+            }
+            guard config.causal == (config.head == .ar) else {
+                throw ArchitectureProblem(message: "head '\(config.head.rawValue)' needs causal \(config.head == .ar ? "true" : "false")")
+            }
+        }
+    }
+}
+
+/// Reads typed configuration fields, refusing values the model cannot be built with. Sizes are
+/// bounded so that no derived size or element count can overflow, and repeat counts (blocks) so that
+/// the list of expected tensor names stays small whatever the manifest says.
+private struct FieldReader {
+    static let largestSize = 1 << 24
+    static let largestRepeat = 256
+
+    let object: JSONObject
+    let configName: String
+
+    func refuse(_ reason: String) -> ArchitectureProblem {
+        ArchitectureProblem(message: "architecture does not fit \(configName): \(reason)")
+    }
+
+    func integer(_ key: String, minimum: Int, maximum: Int = largestSize) throws(ArchitectureProblem) -> Int {
+        guard case .integer(let value)? = object[key], (minimum...maximum).contains(value) else {
+            throw refuse("\(key) must be an integer from \(minimum) to \(maximum), got \((object[key] ?? .null).pythonDescription)")
+        }
+        return value
+    }
+
+    func integers(_ key: String, minimum: Int, count: ClosedRange<Int>) throws(ArchitectureProblem) -> [Int] {
+        let reason = "\(key) must be a list of \(count.lowerBound) to \(count.upperBound) integers from \(minimum) to \(Self.largestSize)"
+        guard case .array(let elements)? = object[key], count.contains(elements.count) else {
+            throw refuse("\(reason), got \((object[key] ?? .null).pythonDescription)")
+        }
+        var values: [Int] = []
+        for element in elements {
+            guard case .integer(let value) = element, (minimum...Self.largestSize).contains(value) else {
+                throw refuse("\(reason), got \((object[key] ?? .null).pythonDescription)")
+            }
+            values.append(value)
+        }
+        return values
+    }
+
+    func number(_ key: String, in range: ClosedRange<Double> = -Double.greatestFiniteMagnitude...Double.greatestFiniteMagnitude) throws(ArchitectureProblem) -> Double {
+        guard let value = object[key]?.numberValue, range.contains(value) else {
+            throw refuse("\(key) must be a number in [\(range.lowerBound), \(range.upperBound)], got \((object[key] ?? .null).pythonDescription)")
+        }
+        return value
+    }
+
+    func bool(_ key: String) throws(ArchitectureProblem) -> Bool {
+        guard case .bool(let value)? = object[key] else {
+            throw refuse("\(key) must be true or false, got \((object[key] ?? .null).pythonDescription)")
+        }
+        return value
+    }
+}
+
+extension VQVAEConfig {
+    static let fieldNames: Set<String> = ["in_channels", "ch", "ch_mult", "num_res_blocks", "attn_resolutions",
+                                          "resolution", "z_channels", "embed_dim", "n_embed", "dropout", "beta"]
+
+    fileprivate init(_ fields: FieldReader) throws(ArchitectureProblem) {
+        inChannels = try fields.integer("in_channels", minimum: 1)
+        ch = try fields.integer("ch", minimum: 1)
+        chMult = try fields.integers("ch_mult", minimum: 1, count: 1...16)
+        numResBlocks = try fields.integer("num_res_blocks", minimum: 0, maximum: FieldReader.largestRepeat)
+        attnResolutions = try fields.integers("attn_resolutions", minimum: 0, count: 0...16)
+        resolution = try fields.integer("resolution", minimum: 1)
+        zChannels = try fields.integer("z_channels", minimum: 1)
+        embedDim = try fields.integer("embed_dim", minimum: 1)
+        nEmbed = try fields.integer("n_embed", minimum: 1)
+        dropout = try fields.number("dropout", in: 0...1)
+        beta = try fields.number("beta")
+        for channels in [ch] + chMult.map({ ch * $0 }) where channels % Self.groups != 0 {
+            throw fields.refuse("GroupNorm needs channel counts divisible by \(Self.groups), ch · ch_mult gives \(channels)")
+        }
+        guard resolution % downsamplingFactor == 0 else {
+            throw fields.refuse("resolution \(resolution) is not a multiple of the downsampling factor \(downsamplingFactor)")
+        }
+    }
+
+    /// Channel count of level `level` (encoder.down.{level} and decoder.up.{level}).
+    func channels(level: Int) -> Int { ch * chMult[level] }
+
+    /// Feature-map side at level `level`: the input resolution halved once per level below it.
+    func resolution(level: Int) -> Int { resolution >> level }
+
+    func hasAttention(level: Int) -> Bool { attnResolutions.contains(resolution(level: level)) }
+
+    /// Every state_dict entry, in state_dict order (models/vqvae.py's module registration order).
+    var expectedTensors: [(name: String, shape: [Int])] {
+        var tensors: [(name: String, shape: [Int])] = []
+        func conv(_ prefix: String, _ out: Int, _ input: Int, kernel: Int) {
+            tensors.append((prefix + ".weight", [out, input, kernel, kernel]))
+            tensors.append((prefix + ".bias", [out]))
+        }
+        func norm(_ prefix: String, _ channels: Int) {
+            tensors.append((prefix + ".weight", [channels]))
+            tensors.append((prefix + ".bias", [channels]))
+        }
+        func resnetBlock(_ prefix: String, _ input: Int, _ out: Int) {
+            norm(prefix + ".norm1", input)
+            conv(prefix + ".conv1", out, input, kernel: 3)
+            norm(prefix + ".norm2", out)
+            conv(prefix + ".conv2", out, out, kernel: 3)
+            if input != out { conv(prefix + ".nin_shortcut", out, input, kernel: 1) }
+        }
+        func attnBlock(_ prefix: String, _ channels: Int) {
+            norm(prefix + ".norm", channels)
+            for projection in ["q", "k", "v", "proj_out"] { conv("\(prefix).\(projection)", channels, channels, kernel: 1) }
+        }
+        func mid(_ prefix: String, _ channels: Int) {
+            resnetBlock(prefix + ".block_1", channels, channels)
+            attnBlock(prefix + ".attn_1", channels)
+            resnetBlock(prefix + ".block_2", channels, channels)
+        }
+        let levels = chMult.count
+
+        conv("encoder.conv_in", ch, inChannels, kernel: 3)
+        var blockIn = ch
+        for level in 0..<levels {
+            let blockOut = channels(level: level)
+            for block in 0..<numResBlocks {
+                resnetBlock("encoder.down.\(level).block.\(block)", blockIn, blockOut)
+                blockIn = blockOut
+            }
+            if hasAttention(level: level) {
+                for block in 0..<numResBlocks { attnBlock("encoder.down.\(level).attn.\(block)", blockIn) }
+            }
+            if level != levels - 1 { conv("encoder.down.\(level).downsample.conv", blockIn, blockIn, kernel: 3) }
+        }
+        mid("encoder.mid", blockIn)
+        norm("encoder.norm_out", blockIn)
+        conv("encoder.conv_out", zChannels, blockIn, kernel: 3)
+
+        // The decoder runs from the lowest resolution up; state_dict lists up.0 … up.{L−1}, so the
+        // input channels of up.{l}'s first block are those of level l+1 (or of the mid for l = L−1).
+        let top = channels(level: levels - 1)
+        conv("decoder.conv_in", top, zChannels, kernel: 3)
+        mid("decoder.mid", top)
+        for level in 0..<levels {
+            let blockOut = channels(level: level)
+            var input = level == levels - 1 ? top : channels(level: level + 1)
+            for block in 0...numResBlocks {
+                resnetBlock("decoder.up.\(level).block.\(block)", input, blockOut)
+                input = blockOut
+            }
+            if hasAttention(level: level) {
+                for block in 0...numResBlocks { attnBlock("decoder.up.\(level).attn.\(block)", blockOut) }
+            }
+            if level != 0 { conv("decoder.up.\(level).upsample.conv", blockOut, blockOut, kernel: 3) }
+        }
+        norm("decoder.norm_out", channels(level: 0))
+        conv("decoder.conv_out", inChannels, channels(level: 0), kernel: 3)
+
+        conv("quant_conv", embedDim, zChannels, kernel: 1)
+        conv("post_quant_conv", zChannels, embedDim, kernel: 1)
+        tensors.append(("quantize.embedding.weight", [nEmbed, embedDim]))
+        return tensors
+    }
+}
+
+extension TransformerConfig {
+    static let fieldNames: Set<String> = ["vocab_size", "n_positions", "dim", "depth", "heads", "mlp_ratio",
+                                          "dropout", "drop_path", "head", "causal", "layer_norm_eps"]
+
+    fileprivate init(_ fields: FieldReader) throws(ArchitectureProblem) {
+        vocabSize = try fields.integer("vocab_size", minimum: 1)
+        nPositions = try fields.integer("n_positions", minimum: 1)
+        dim = try fields.integer("dim", minimum: 1)
+        depth = try fields.integer("depth", minimum: 1, maximum: FieldReader.largestRepeat)
+        heads = try fields.integer("heads", minimum: 1)
+        mlpRatio = try fields.number("mlp_ratio", in: 0...Double(FieldReader.largestSize))
+        dropout = try fields.number("dropout", in: 0...1)
+        dropPath = try fields.number("drop_path")
+        guard case .string(let headName)? = fields.object["head"], let head = TransformerHead(rawValue: headName) else {
+            throw fields.refuse("head must be one of 'atd', 'mvtm', 'ar', 'critic', got \((fields.object["head"] ?? .null).pythonDescription)")
+        }
+        self.head = head
+        causal = try fields.bool("causal")
+        layerNormEps = try fields.number("layer_norm_eps", in: Double.leastNonzeroMagnitude...1)
+        guard dim % heads == 0 else { throw fields.refuse("dim \(dim) is not divisible by heads \(heads)") }
+        guard (1...FieldReader.largestSize).contains(mlpHidden) else {
+            throw fields.refuse("MLP width int(dim · mlp_ratio) = \(mlpHidden) is out of range")
+        }
+        guard outputWidth >= 1 else { throw fields.refuse("head '\(headName)' needs vocab_size ≥ 2 (K codes + 1 special id)") }
+    }
+
+    /// Every state_dict entry, in state_dict order (models/transformer.py: own parameter first).
+    var expectedTensors: [(name: String, shape: [Int])] {
+        var tensors: [(name: String, shape: [Int])] = [("pos_emb", [1, nPositions, dim]), ("tok_emb.weight", [vocabSize, dim])]
+        func linear(_ prefix: String, _ out: Int, _ input: Int) {
+            tensors.append((prefix + ".weight", [out, input]))
+            tensors.append((prefix + ".bias", [out]))
+        }
+        func layerNorm(_ prefix: String) {
+            tensors.append((prefix + ".weight", [dim]))
+            tensors.append((prefix + ".bias", [dim]))
+        }
+        for block in 0..<depth {
+            layerNorm("blocks.\(block).ln1")
+            linear("blocks.\(block).attn.qkv", 3 * dim, dim)
+            linear("blocks.\(block).attn.proj", dim, dim)
+            layerNorm("blocks.\(block).ln2")
+            linear("blocks.\(block).mlp.fc1", mlpHidden, dim)
+            linear("blocks.\(block).mlp.fc2", dim, mlpHidden)
+        }
+        layerNorm("ln_f")
+        linear("head", outputWidth, dim)
+        return tensors
+    }
+}
+
+extension Architecture {
+    var expectedTensors: [(name: String, shape: [Int])] {
+        switch self {
+        case .vqvae(let config): config.expectedTensors
+        case .tokenTransformer(let config): config.expectedTensors
+        }
+    }
+}

@@ -1,0 +1,232 @@
+import Kernels
+
+/// A request the engine cannot serve: parameters, images or components that do not fit.
+public struct InferenceError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}
+
+/// Slices to restore with one set of parameters. Jobs with different parameters (λ, T, R, seed,
+/// method, …) run together in one `Engine.run` call.
+public struct RestorationJob: Sendable {
+    /// [B, C, H, W] preprocessed slices in the checkpoint's `output_range` (docs/preprocessing.md).
+    public var images: Tensor
+    public var parameters: InferenceParameters
+
+    public init(images: Tensor, parameters: InferenceParameters) {
+        self.images = images
+        self.parameters = parameters
+    }
+}
+
+/// One detect-and-resample pass over the B·R sequences of a job (row b·R + r).
+public struct RestorationStep: Sendable, Equatable {
+    /// The score of every token that decided the mask: ATD (`mim-ood`) or critic (`mvtm-critic`)
+    /// probability, or (`ar`) the token's negative log-likelihood given the restored prefix.
+    public let scores: [[Float]]
+    /// True where the token was resampled (score above the threshold).
+    public let masked: [[Bool]]
+}
+
+/// What a job's restoration produced.
+public struct RestorationResult: Sendable {
+    public let parameters: InferenceParameters
+    /// [B][h·w] tokens of each input slice, row-major.
+    public let inputTokens: [[Int]]
+    /// [B·R][h·w] final tokens; row b·R + r is restoration r of image b.
+    public let restoredTokens: [[Int]]
+    /// [B, R, C, H, W] decoded restorations.
+    public let restorations: Tensor
+    /// [B, C, H, W] combined, smoothed residual, clamped to [0, 1].
+    public let anomalyMap: Tensor
+    /// [B, h, w] per input token: `mim-ood` the ATD probability, `mvtm-critic` the critic
+    /// probability, `ar` its NLL given the restored prefix averaged over the R restorations.
+    public let tokenScores: Tensor
+    /// Passes that resampled something (≤ T; the AR baseline's raster pass counts as one).
+    public var stepsRun: Int { steps.count }
+    /// Those passes, in order.
+    public let steps: [RestorationStep]
+}
+
+/// The MIM-OOD engine (paper §3.4; reference Training/mimood_train/pipeline.py): a checkpoint's
+/// networks and the restoration pipeline over them.
+public struct Engine: Sendable {
+    public let manifest: Manifest
+    public let vqvae: VQVAE
+    public let atd: TokenTransformer?
+    public let mvtm: TokenTransformer?
+    public let ar: TokenTransformer?
+    public let critic: TokenTransformer?
+    /// Most images per VQ-VAE pass and sequences per Transformer pass. They bound memory only:
+    /// results do not depend on them.
+    public var maxImagesPerPass = 8
+    public var maxSequencesPerPass = 64
+
+    /// The checkpoint's `inference` settings: copy and override per job.
+    public var defaults: InferenceParameters { manifest.inference }
+
+    public init(_ checkpoint: Checkpoint) throws {
+        guard let vqvae = checkpoint.components[.vqvae] else {
+            throw InferenceError("\(checkpoint.directory): every method needs the 'vqvae' component, which was not loaded")
+        }
+        self.manifest = checkpoint.manifest
+        self.vqvae = try VQVAE(vqvae)
+        let codes = self.vqvae.config.codebookSize
+        let positions = self.vqvae.config.grid * self.vqvae.config.grid
+        func transformer(_ component: Component, vocabulary: Int) throws -> TokenTransformer? {
+            guard let loaded = checkpoint.components[component] else { return nil }
+            let network = try TokenTransformer(loaded)
+            guard network.config.vocabSize == vocabulary, network.config.nPositions == positions else {
+                throw InferenceError("\(checkpoint.directory): '\(component.rawValue)' has vocab_size \(network.config.vocabSize) and "
+                                     + "n_positions \(network.config.nPositions); the VQ-VAE (K = \(codes), \(positions) tokens) needs "
+                                     + "\(vocabulary) and \(positions)")
+            }
+            return network
+        }
+        atd = try transformer(.atd, vocabulary: codes)
+        mvtm = try transformer(.mvtm, vocabulary: codes + 1)   // + [MASK]
+        ar = try transformer(.ar, vocabulary: codes + 1)       // + [SOS]
+        critic = try transformer(.critic, vocabulary: codes)
+    }
+
+    /// The token Transformer of a component, when the checkpoint has it.
+    public func network(_ component: Component) -> TokenTransformer? {
+        switch component {
+        case .atd: atd
+        case .mvtm: mvtm
+        case .ar: ar
+        case .critic: critic
+        case .vqvae: nil
+        }
+    }
+
+    /// Checks a job before it is queued: parameters, the method's components, image shape and values.
+    public func validate(_ job: RestorationJob) throws {
+        if let problem = job.parameters.problem { throw InferenceError(problem) }
+        for component in job.parameters.method.requiredComponents where component != .vqvae && network(component) == nil {
+            throw InferenceError("method '\(job.parameters.method.rawValue)' needs component '\(component.rawValue)', "
+                                 + "which this checkpoint does not have")
+        }
+        let config = vqvae.config
+        let expected = [config.inChannels, config.resolution, config.resolution]
+        guard job.images.rank == 4, job.images.shape[0] >= 1, Array(job.images.shape.dropFirst()) == expected else {
+            throw InferenceError("images must be [B ≥ 1, \(expected.map(String.init).joined(separator: ", "))], got \(job.images.shape)")
+        }
+        if let index = job.images.scalars.firstIndex(where: { !$0.isFinite }) {
+            throw InferenceError("image \(index / job.images.shape.dropFirst().reduce(1, *)) holds a non-finite value")
+        }
+    }
+
+    /// Runs every job with draws seeded by its own `parameters.seed`; the same jobs give the same results.
+    public func run(_ jobs: [RestorationJob]) throws -> [RestorationResult] {
+        var sampler = SeededSampler(seeds: jobs.map(\.parameters.seed))
+        return try run(jobs, sampler: &sampler)
+    }
+
+    /// Runs every job, taking each resampled token from `sampler`. Work is shared across jobs: one
+    /// encoder pass for all slices, one detector and one generator pass per step for all jobs of a
+    /// method still running, one raster pass for all AR jobs, one decoder pass for all restorations.
+    public func run(_ jobs: [RestorationJob], sampler: inout some TokenSampler) throws -> [RestorationResult] {
+        for (index, job) in jobs.enumerated() {
+            do { try validate(job) } catch let error as InferenceError { throw InferenceError("job \(index): \(error)") }
+        }
+        // 1. Tokenise every slice.
+        let tokensPerJob = try split(tokenize(jobs.map(\.images)), counts: jobs.map { $0.images.shape[0] })
+
+        // 2. Restore the token grids, each method's jobs together.
+        var restorations = [Restoration?](repeating: nil, count: jobs.count)
+        for method in InferenceMethod.allCases {
+            let group = jobs.indices.filter { jobs[$0].parameters.method == method }
+            guard !group.isEmpty else { continue }
+            let members: [JobTokens] = group.map { (index: $0, tokens: tokensPerJob[$0], parameters: jobs[$0].parameters) }
+            // validate() has checked that each job's method has its networks.
+            let lacking = InferenceError("method '\(method.rawValue)' lacks a network")
+            let restored: [Restoration]
+            switch method {
+            case .mimOOD, .mvtmCritic:
+                guard let generator = mvtm, let detector = method == .mimOOD ? atd : critic else { throw lacking }
+                restored = try restoreIteratively(members, detector: detector, generator: generator, sampler: &sampler)
+            case .ar:
+                guard let ar else { throw lacking }
+                restored = try restoreAutoregressively(members, model: ar, sampler: &sampler)
+            }
+            for (job, restoration) in zip(group, restored) { restorations[job] = restoration }
+        }
+
+        // 3. Decode every restoration; 4. residuals → anomaly maps.
+        let finals = restorations.map { $0?.tokens ?? [] }
+        let decodedPerJob = try split(decode(finals.flatMap { $0 }), counts: finals.map(\.count))
+        return try jobs.indices.map { index in
+            let (job, restoration) = (jobs[index], restorations[index])
+            guard let restoration else { throw InferenceError("job \(index): no restoration was produced") }
+            let restored = stack(decodedPerJob[index], leading: [job.images.shape[0], job.parameters.restorations])
+            let grid = vqvae.config.grid
+            return RestorationResult(
+                parameters: job.parameters, inputTokens: tokensPerJob[index], restoredTokens: restoration.tokens,
+                restorations: restored, anomalyMap: try anomalyMap(job.images, restored, job.parameters),
+                tokenScores: Tensor(shape: [job.images.shape[0], grid, grid], scalars: restoration.tokenScores.flatMap { $0 }),
+                steps: restoration.steps)
+        }
+    }
+
+    // MARK: - VQ-VAE passes over many images
+
+    /// Tokens of every slice of every batch, in order, encoding at most `maxImagesPerPass` at a time.
+    func tokenize(_ batches: [Tensor]) throws -> [[Int]] {
+        let images = batches.flatMap(unstack)
+        var tokens: [[Int]] = []
+        for start in stride(from: 0, to: images.count, by: maxImagesPerPass) {
+            let chunk = Array(images[start ..< min(images.count, start + maxImagesPerPass)])
+            tokens += try vqvae.tokenize(stack(chunk, leading: [chunk.count]))
+        }
+        return tokens
+    }
+
+    /// Images of the token grids, one [C, H, W] tensor each, decoding at most `maxImagesPerPass` at a time.
+    func decode(_ grids: [[Int]]) throws -> [Tensor] {
+        var images: [Tensor] = []
+        for start in stride(from: 0, to: grids.count, by: maxImagesPerPass) {
+            let decoded = try vqvae.decode(Array(grids[start ..< min(grids.count, start + maxImagesPerPass)]))
+            images += unstack(decoded)
+        }
+        return images
+    }
+}
+
+/// What restoring one job produced, before decoding.
+struct Restoration {
+    /// [B·R][N] final tokens.
+    var tokens: [[Int]]
+    /// [B][N] the score of each input token (RestorationResult.tokenScores).
+    var tokenScores: [[Float]]
+    var steps: [RestorationStep]
+}
+
+/// A job as the restoration loops see it: its index (for draw sites), its input tokens, its settings.
+typealias JobTokens = (index: Int, tokens: [[Int]], parameters: InferenceParameters)
+
+// MARK: - Small array helpers
+
+/// `items` cut into consecutive runs of the given lengths.
+func split<Element>(_ items: [Element], counts: [Int]) -> [[Element]] {
+    var start = 0
+    return counts.map { count in
+        defer { start += count }
+        return Array(items[start ..< start + count])
+    }
+}
+
+/// The slices of x along its first dimension.
+func unstack(_ x: Tensor) -> [Tensor] {
+    let inner = Array(x.shape.dropFirst())
+    let size = inner.reduce(1, *)
+    return (0..<(x.shape.first ?? 0)).map { Tensor(shape: inner, scalars: Array(x.scalars[$0 * size ..< ($0 + 1) * size])) }
+}
+
+/// Tensors of one shape S stacked into [leading..., S]; leading's product is parts.count.
+func stack(_ parts: [Tensor], leading: [Int]) -> Tensor {
+    Tensor(shape: leading + (parts.first?.shape ?? []), scalars: parts.flatMap(\.scalars))
+}

@@ -1,0 +1,151 @@
+import Kernels
+import XCTest
+@testable import Models
+
+/// The pipeline's behaviour beyond parity: seeds, per-job parameters in one call, the baselines, refusals.
+final class EngineTests: XCTestCase {
+    private var engine: Engine!
+    private var fixture: ParityFixture!
+    private var slices: [Tensor] = []
+
+    override func setUpWithError() throws {
+        engine = try ParityModels.engine()
+        fixture = try ParityFixture()
+        slices = unstack(try fixture.array("input").tensor).map { $0.reshaped([1] + $0.shape) }
+    }
+
+    private func parameters(_ edit: (inout InferenceParameters) -> Void = { _ in }) -> InferenceParameters {
+        var parameters = engine.defaults
+        edit(&parameters)
+        return parameters
+    }
+
+    /// The same tokens and masks, and floats equal up to the rounding that another batch composition
+    /// gives the kernels (GEMM blocking depends on the batch size).
+    private func assertSame(_ a: RestorationResult, _ b: RestorationResult, _ label: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertEqual(a.restoredTokens, b.restoredTokens, "\(label): tokens", file: file, line: line)
+        XCTAssertEqual(a.steps.map(\.masked), b.steps.map(\.masked), "\(label): masks", file: file, line: line)
+        let pairs = [("scores", a.steps.flatMap { $0.scores.joined() }, b.steps.flatMap { $0.scores.joined() }),
+                     ("anomaly map", a.anomalyMap.scalars, b.anomalyMap.scalars),
+                     ("token scores", a.tokenScores.scalars, b.tokenScores.scalars)]
+        for (name, x, y) in pairs {
+            XCTAssertEqual(x.count, y.count, "\(label): \(name) count", file: file, line: line)
+            let worst = zip(x, y).map { abs($0 - $1) }.max() ?? 0
+            XCTAssertLessThanOrEqual(worst, 1e-5, "\(label): \(name)", file: file, line: line)
+        }
+    }
+
+    func testTheSameSeedGivesTheSameOutputAndAnotherSeedOtherDraws() throws {
+        let job = RestorationJob(images: slices[1], parameters: parameters())
+        let first = try XCTUnwrap(engine.run([job]).first)
+        let second = try XCTUnwrap(engine.run([job]).first)
+        XCTAssertEqual(first.restoredTokens, second.restoredTokens)
+        XCTAssertEqual(first.steps, second.steps)
+        XCTAssertEqual(first.restorations, second.restorations)
+        XCTAssertEqual(first.anomalyMap, second.anomalyMap)
+        XCTAssertGreaterThan(first.stepsRun, 0, "the fixture's λ masks tokens, so draws are made")
+
+        var reseeded = job
+        reseeded.parameters.seed += 1
+        let third = try XCTUnwrap(engine.run([reseeded]).first)
+        XCTAssertNotEqual(first.restoredTokens, third.restoredTokens)
+    }
+
+    func testJobsWithTheirOwnParametersInOneCallGiveTheirSoloResults() throws {
+        let jobs = [
+            RestorationJob(images: slices[0], parameters: parameters { $0.seed = 1 }),
+            RestorationJob(images: slices[1], parameters: parameters { $0.lambda = 0.6; $0.steps = 1; $0.restorations = 3; $0.seed = 2 }),
+            RestorationJob(images: slices[0], parameters: parameters { $0.lambda = 1 }),   // no probability exceeds 1
+            RestorationJob(images: slices[1], parameters: parameters { $0.method = .mvtmCritic; $0.criticThreshold = 0.7; $0.combine = .mean }),
+            RestorationJob(images: slices[1], parameters: parameters { $0.method = .ar; $0.lambdaNLL = 5; $0.restorations = 1 }),
+        ]
+        var batched: Engine = engine
+        batched.maxSequencesPerPass = 3   // chunk boundaries inside jobs must not matter either
+        let together = try batched.run(jobs)
+        XCTAssertEqual(together.count, jobs.count)
+        for (index, job) in jobs.enumerated() {
+            let alone = try XCTUnwrap(self.engine.run([job]).first)
+            assertSame(together[index], alone, "job \(index)")
+            XCTAssertEqual(together[index].parameters, job.parameters)
+            XCTAssertEqual(together[index].restoredTokens.count, job.parameters.restorations)
+            XCTAssertEqual(together[index].restorations.shape, [1, job.parameters.restorations, 1, 160, 160])
+            XCTAssertLessThanOrEqual(together[index].stepsRun, job.parameters.steps)
+        }
+        XCTAssertEqual(together[1].stepsRun, 1)
+        XCTAssertEqual(together[2].stepsRun, 0)
+        XCTAssertEqual(together[2].restoredTokens, Array(repeating: together[2].inputTokens[0], count: jobs[2].parameters.restorations))
+        XCTAssertEqual(together[4].stepsRun, 1, "the AR baseline's raster pass")
+        XCTAssertTrue(together.allSatisfy { $0.anomalyMap.scalars.allSatisfy { (0...1).contains($0) } })
+    }
+
+    func testARBaselineScoresAreTheTeacherForcedNLLAndDrawsReplaceWhatExceedsLambda() throws {
+        let input = try fixture.array("input").tensor
+        let tokens = try fixture.array("tokens").rows
+        let logits = try fixture.array("ar_logits").tensor   // PyTorch, teacher forcing on the input tokens
+        let logProbabilities = logSoftmax(logits).scalars
+
+        // Nothing exceeds λ_NLL: every prefix is the input's, so each score is PyTorch's NLL of the input token.
+        let kept = try XCTUnwrap(engine.run([RestorationJob(images: input, parameters: parameters {
+            $0.method = .ar; $0.lambdaNLL = .greatestFiniteMagnitude; $0.restorations = 1 })]).first)
+        XCTAssertEqual(kept.restoredTokens, tokens)
+        let scores = try XCTUnwrap(kept.steps.first).scores
+        var worst: Float = 0
+        for (image, row) in tokens.enumerated() {
+            for (position, token) in row.enumerated() {
+                worst = max(worst, abs(scores[image][position] + logProbabilities[(image * 400 + position) * 64 + token]))
+            }
+        }
+        XCTAssertLessThan(worst, 1e-4)
+        XCTAssertEqual(kept.tokenScores.scalars, scores.flatMap { $0 })
+
+        // Every NLL exceeds −1: every token is drawn, at the sites the sampler is told.
+        var sampler = ReplaySampler { site in (site.position * 7 + site.image + site.restoration) % 64 }
+        let replaced = try XCTUnwrap(engine.run([RestorationJob(images: input, parameters: parameters {
+            $0.method = .ar; $0.lambdaNLL = -1; $0.restorations = 2 })], sampler: &sampler).first)
+        XCTAssertEqual(replaced.restoredTokens, (0..<4).map { row in (0..<400).map { ($0 * 7 + row / 2 + row % 2) % 64 } })
+        XCTAssertTrue(replaced.steps[0].masked.allSatisfy { $0.allSatisfy { $0 } })
+    }
+
+    func testCriticBaselineScoresTheInputWithTheCritic() throws {
+        let result = try XCTUnwrap(engine.run([RestorationJob(images: try fixture.array("input").tensor, parameters: parameters {
+            $0.method = .mvtmCritic; $0.criticThreshold = 1 })]).first)
+        XCTAssertEqual(result.stepsRun, 0)
+        let expected = sigmoid(try fixture.array("critic_logits").tensor).scalars
+        let worst = zip(result.tokenScores.scalars, expected).map { abs($0 - $1) }.max() ?? .infinity
+        XCTAssertLessThanOrEqual(worst, try fixture.tolerance("critic_logits"))
+        XCTAssertEqual(result.tokenScores.shape, [2, 20, 20])
+    }
+
+    func testReplayThatRunsOutOfDrawsIsAnError() {
+        var sampler = ReplaySampler { _ in nil }
+        XCTAssertThrowsError(try engine.run([RestorationJob(images: slices[1], parameters: parameters())], sampler: &sampler)) { error in
+            XCTAssertTrue("\(error)".contains("replay diverged: no recorded draw at job 0, image 0, restoration 0, step 0"), "\(error)")
+        }
+    }
+
+    func testRefusesJobsItCannotRun() throws {
+        let cases: [(RestorationJob, String)] = [
+            (RestorationJob(images: Tensor(zeros: [1, 1, 128, 128]), parameters: parameters()), "images must be [B ≥ 1, 1, 160, 160], got [1, 1, 128, 128]"),
+            (RestorationJob(images: Tensor(zeros: [0, 1, 160, 160]), parameters: parameters()), "images must be [B ≥ 1"),
+            (RestorationJob(images: Tensor(shape: [1, 1, 160, 160], scalars: [.nan] + Array(repeating: 0, count: 25599)), parameters: parameters()),
+             "image 0 holds a non-finite value"),
+            (RestorationJob(images: slices[0], parameters: parameters { $0.avgPool = 6 }), "smoothing.avg_pool must be an odd window size"),
+            (RestorationJob(images: slices[0], parameters: parameters { $0.steps = 0 }), "steps must be at least 1"),
+            (RestorationJob(images: slices[0], parameters: parameters { $0.restorations = 0 }), "restorations must be at least 1"),
+            (RestorationJob(images: slices[0], parameters: parameters { $0.lambda = .nan }), "lambda must be a finite number"),
+        ]
+        for (job, fragment) in cases {
+            XCTAssertThrowsError(try engine.run([RestorationJob(images: slices[0], parameters: parameters()), job])) { error in
+                XCTAssertTrue("\(error)".contains("job 1: " + fragment), "\(error) lacks \(fragment)")
+            }
+        }
+
+        let partial = try Engine(Checkpoint(directory: Fixtures.checkpoint.path, only: [.vqvae, .atd, .mvtm]))
+        XCTAssertThrowsError(try partial.validate(RestorationJob(images: slices[0], parameters: parameters { $0.method = .ar }))) { error in
+            XCTAssertEqual("\(error)", "method 'ar' needs component 'ar', which this checkpoint does not have")
+        }
+        XCTAssertThrowsError(try Engine(Checkpoint(directory: Fixtures.checkpoint.path, only: [.atd]))) { error in
+            XCTAssertTrue("\(error)".contains("every method needs the 'vqvae' component"), "\(error)")
+        }
+    }
+}
