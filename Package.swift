@@ -25,7 +25,9 @@ let package = Package(
                        providers: [.apt(["libopenblas-pthread-dev"])]),
         // Float32 tensors and the numeric kernels (GEMM through BLAS, convolutions, norms, attention, sampling).
         // On Apple platforms GEMM comes from Accelerate instead of OpenBLAS.
-        .target(name: "Kernels", dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]),
+        // Optimised in debug builds too: the parity and engine tests run whole networks through these loops.
+        .target(name: "Kernels", dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))],
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         // GEMM GFLOP/s per shape and per BLAS library, peak FLOP/s, kernel timings: docs/kernels.md.
         // Built for this CPU (-march=native) so its FMA loop uses the widest vectors there are.
