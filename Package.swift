@@ -8,10 +8,12 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
+        .executable(name: "mimood", targets: ["mimood"]),
     ],
     dependencies: [
         // SHA-256 of checkpoint files (Crypto).
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // zlib from the system (Debian: zlib1g-dev).
@@ -39,6 +41,11 @@ let package = Package(
         // HTTP/1.1 on POSIX sockets and Dispatch: a pure request parser and the socket server. Knows nothing of models.
         .target(name: "HTTPServer", dependencies: ["ZlibCodec"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"]),
+        // The command line: `mimood detect` and `mimood bench` (docs/cli.md).
+        .executableTarget(name: "mimood", dependencies: [
+            "Models", "Imaging", "Kernels", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "CLITests", dependencies: ["Imaging"]),
         .testTarget(name: "ZlibCodecTests", dependencies: ["ZlibCodec"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "ZlibCodec"]),
     ],
