@@ -57,7 +57,7 @@ struct Bench: ParsableCommand {
         print(String(format: "  %.2f slices/s (median of %d runs after a warm-up)", Double(batch) / total, repeats))
         for (name, stage) in [("tokenize", \StageTimings.tokenize), ("restore", \.restore), ("decode", \.decode),
                               ("anomaly_map", \.anomalyMap), ("total", \.total)] {
-            print(String(format: "  %-12@ %8.3f s", name as NSString, median(stage)))
+            print(stageLine(name, median(stage)))
         }
         let rate = transformerFLOPs / median(\.restore) / 1e9
         print(String(format: "  Transformer passes: %.1f GFLOP in %.3f s = %.1f GFLOP/s, %.1f %% of the nominal peak %.0f GFLOP/s",
@@ -67,7 +67,7 @@ struct Bench: ParsableCommand {
         guard !noPytorch else { return }
         let reference = try pytorchReference(modelDirectory: directory, input: inputPath, threads: threads)
         print("\(reference.engine): \(String(format: "%.2f", reference.slicesPerSecond)) slices/s, total \(String(format: "%.3f", reference.total)) s")
-        for (name, seconds) in reference.stages { print(String(format: "  %-12@ %8.3f s", name as NSString, seconds)) }
+        for (name, seconds) in reference.stages { print(stageLine(name, seconds)) }
         print(String(format: "ratio (mimood / PyTorch speed, same run, same threads): %.2f", reference.total / total))
     }
 
@@ -132,6 +132,10 @@ struct Bench: ParsableCommand {
         let order = ["tokenize", "restore", "decode", "anomaly_map", "total"]
         return Reference(engine: name, total: total, slicesPerSecond: rate,
                          stages: order.compactMap { key in seconds[key].map { (key, $0) } })
+    }
+
+    private func stageLine(_ name: String, _ seconds: Double) -> String {
+        "  " + name.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: "%9.3f s", seconds)
     }
 
     private static func seconds(_ duration: Duration) -> Double {
