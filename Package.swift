@@ -45,9 +45,11 @@ let package = Package(
         .executableTarget(name: "mimood", dependencies: [
             "Models", "Imaging", "Kernels", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "CLITests", dependencies: ["Imaging"]),
+        .testTarget(name: "CLITests", dependencies: ["Imaging", "TestSupport"]),
+        // Helpers shared by test targets (running a child process).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ZlibCodecTests", dependencies: ["ZlibCodec"]),
-        .testTarget(name: "ImagingTests", dependencies: ["Imaging", "ZlibCodec"]),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging", "ZlibCodec", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import Imaging
+import TestSupport
 import XCTest
 
 /// `mimood` run as a user runs it: the built executable in a subprocess, on real files, with the
@@ -26,17 +27,8 @@ final class CLITests: XCTestCase {
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw XCTSkip("no mimood executable beside the tests in \(products.path); build it with `swift build`")
         }
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let (output, errors) = (Pipe(), Pipe())
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let outputData = output.fileHandleForReading.readDataToEndOfFile()
-        let errorData = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: errorData, as: UTF8.self))
+        let finished = try runProcess(executable.path, arguments)
+        return (finished.status, finished.output, finished.errors)
     }
 
     private func write(_ bytes: [UInt8], _ name: String) throws -> String {
