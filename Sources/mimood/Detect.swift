@@ -16,6 +16,9 @@ struct Detect: ParsableCommand {
     @Option(help: "Slices per engine call (memory bound, not a result).") var batch = 8
     @Argument(help: "Input files: .npy (2-D slice or 3-D volume), .nii, .nii.gz.") var inputs: [String]
 
+    /// The training caches' rule for a slice worth learning from (Training/mimood_train/data.py).
+    static let minimumBrainPixelsToShow = 1500
+
     func validate() throws {
         if batch < 1 { throw ValidationError("--batch must be at least 1, got \(batch)") }
         if inputs.isEmpty { throw ValidationError("give at least one input file") }
@@ -79,7 +82,7 @@ struct Detect: ParsableCommand {
     }
 
     /// `<stem>_anomaly.npy` and `<stem>_tokens.npy` (and for volumes `<stem>_anomaly.nii.gz`) on the input's
-    /// grid, and `<stem>_overlay.png`: the slice with the highest score, in the model's 160×160 frame.
+    /// grid, and `<stem>_overlay.png`: the slice with the highest in-brain score, in the model's 160×160 frame.
     private func write(_ input: PreparedInput, maps: [Float], tokenScores: [Float], stem: String) throws {
         let volume = input.preprocessed
         let size = Preprocessing.sliceSize, area = size * size
@@ -95,9 +98,15 @@ struct Detect: ParsableCommand {
             try save(NIfTI.encode(map, geometry: geometry, description: "mimood anomaly map"), "\(stem)_anomaly.nii.gz")
             try save(NPY.encode(shape: [volume.sliceCount, grid, grid], float32: tokenScores), "\(stem)_tokens.npy")
         }
-        let worst = (0..<volume.sliceCount).max { a, b in
-            (maps[a * area ..< (a + 1) * area].max() ?? 0) < (maps[b * area ..< (b + 1) * area].max() ?? 0)
-        } ?? 0
+        // The slice to show: the highest in-brain score among slices with as much brain as the training
+        // slices had (edge slices with a sliver of brain are out of distribution and light up whole).
+        let brainPixels = (0..<volume.sliceCount).map { z in volume.brain[z * area ..< (z + 1) * area].filter { $0 }.count }
+        let candidates = (0..<volume.sliceCount).filter { brainPixels[$0] >= Detect.minimumBrainPixelsToShow }
+        let inBrainMaximum = { (z: Int) in
+            (z * area ..< (z + 1) * area).reduce(Float(0)) { volume.brain[$1] ? max($0, maps[$1]) : $0 }
+        }
+        let worst = (candidates.isEmpty ? Array(0..<volume.sliceCount) : candidates)
+            .max { inBrainMaximum($0) < inBrainMaximum($1) } ?? 0
         let slice = GrayImage(width: size, height: size, pixels: Array(volume.slices[worst * area ..< (worst + 1) * area]))
         let scores = GrayImage(width: size, height: size, pixels: Array(maps[worst * area ..< (worst + 1) * area]))
         try save(PNG.encode(AnomalyOverlay.render(image: slice, scores: scores)), "\(stem)_overlay.png")
