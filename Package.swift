@@ -1,6 +1,7 @@
 // swift-tools-version: 6.0
 // MIM-OOD Server. One module per concern; dependencies point toward the kernels:
-//   mimood (CLI) → Models → Kernels;  mimood → Imaging → ZlibCodec;  HTTPServer → ZlibCodec
+//   mimood (CLI) → Models → Kernels;  mimood → Imaging → ZlibCodec;  HTTPServer → ZlibCodec;
+//   Models, HTTPServer → JSONText (string literals)
 import PackageDescription
 
 let package = Package(
@@ -36,10 +37,12 @@ let package = Package(
         .executableTarget(name: "KernelsBenchmark", dependencies: ["Kernels"], path: "Benchmarks/Kernels",
                           swiftSettings: [.unsafeFlags(["-Xcc", "-march=native"])]),
         // Checkpoint loader, the networks (VQ-VAE, token Transformers) and the MIM-OOD restoration pipeline.
-        .target(name: "Models", dependencies: ["Kernels", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "Models", dependencies: ["Kernels", "JSONText", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", .product(name: "Crypto", package: "swift-crypto")]),
         // HTTP/1.1 on POSIX sockets and Dispatch: a pure request parser and the socket server. Knows nothing of models.
-        .target(name: "HTTPServer", dependencies: ["ZlibCodec"]),
+        .target(name: "HTTPServer", dependencies: ["ZlibCodec", "JSONText"]),
+        // JSON string literals, shared by the manifest writer and problem+json bodies.
+        .target(name: "JSONText"),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"]),
         // The command line: `mimood detect` and `mimood bench` (docs/cli.md).
         .executableTarget(name: "mimood", dependencies: [
