@@ -68,7 +68,6 @@ func minorPageFaults() -> Int {
     return usage.ru_minflt
 }
 
-func onlineCores() -> Int { sysconf(Int32(_SC_NPROCESSORS_ONLN)) }
 
 // MARK: - Peak FLOP/s
 
@@ -88,36 +87,16 @@ func fmaChains(iterations: Int, seed: Float) -> Float {
     return (a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11).sum()
 }
 
-func cpuInfo() -> (model: String, megahertz: Double, flags: Set<Substring>) {
-    var model = "?", megahertz = 0.0, flags = Set<Substring>()
-    guard let file = fopen("/proc/cpuinfo", "r") else { return (model, megahertz, flags) }
-    defer { fclose(file) }
-    var buffer = [CChar](repeating: 0, count: 8192)
-    while fgets(&buffer, Int32(buffer.count), file) != nil {
-        let line = String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let parts = line.split(separator: ":", maxSplits: 1)
-        guard parts.count == 2 else { continue }
-        let (key, value) = (trimmed(parts[0]), trimmed(parts[1]))
-        if key == "model name" { model = value }
-        if key == "cpu MHz" { megahertz = Double(value) ?? 0 }
-        if key == "flags" { flags = Set(value.split(separator: " ")) }
-    }
-    return (model, megahertz, flags)
-}
-
-func trimmed(_ text: Substring) -> String {
-    String(text.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
-}
-
 func peak() {
-    let (model, megahertz, flags) = cpuInfo()
-    let cores = onlineCores()
-    let lanes = flags.contains("avx512f") ? 16 : flags.contains("avx2") ? 8 : 4
+    let processor = Processor.current
+    let (model, megahertz, flags) = (processor.model, processor.megahertz, processor.flags)
+    let cores = Processor.current.onlineCores
+    let lanes = processor.floatLanes
     let hasFMA = flags.contains("fma")
-    let pipes = 2  // FMA pipes per core on AMD Zen 2–5 and Intel Haswell and later (vendor optimisation guides)
+    let pipes = processor.fmaPipes
     emit("== Peak FLOP/s: \(model), \(cores) cores, nominal \(format(megahertz, 0)) MHz, load average \(loadAverage())")
     emit("   vector: \(lanes) Float lanes (\(lanes == 16 ? "AVX-512" : lanes == 8 ? "AVX2" : "SSE")), FMA \(hasFMA ? "yes" : "no"), \(pipes) FMA pipes per core (assumed)")
-    let nominal = Double(cores * pipes * lanes * 2) * megahertz / 1000
+    let nominal = processor.nominalPeakGFLOPS(cores: cores)
     emit("   theoretical at nominal clock: \(cores) cores × \(pipes) pipes × \(lanes) lanes × 2 FLOP × \(format(megahertz / 1000, 3)) GHz = \(format(nominal, 0)) GFLOP/s")
     let iterations = 2_000_000
     let flopsPerCall = Double(iterations * 12 * 16 * 2)
@@ -237,7 +216,7 @@ func gemmTable() {
         return library
     }
     for library in libraries { emit("   \(library.path): \(library.kernels)") }
-    let threadCounts = [1, onlineCores()]
+    let threadCounts = [1, Processor.current.onlineCores]
     var header = padded("   shape", 40)
     for library in libraries {
         let short = library.path.split(separator: "/").dropLast().last.map(String.init) ?? library.path
@@ -274,7 +253,7 @@ func strategy() {
     guard let library = BLASLibrary(path: debianLibraries + "openblas-pthread/libopenblas.so.0") else {
         emit("== strategy: OpenBLAS (pthread) not found"); return
     }
-    let cores = onlineCores()
+    let cores = Processor.current.onlineCores
     emit("== BLAS threads vs our threads, \(library.kernels), \(cores) cores, load average \(loadAverage())")
     emit("   work                                      BLAS \(cores) threads, items in turn    BLAS 1 thread, \(cores) items at once   (GFLOP/s)")
     struct Work { let name: String; let shape: GEMMShape; let items: Int }
@@ -319,7 +298,7 @@ func strategy() {
 // MARK: - The kernels themselves
 
 func kernels() {
-    emit("== Kernels (ms per call with Threads.count = 1 and \(onlineCores()); page faults of one call), \(blasDescription), load average \(loadAverage())")
+    emit("== Kernels (ms per call with Threads.count = 1 and \(Processor.current.onlineCores); page faults of one call), \(blasDescription), load average \(loadAverage())")
     func random(_ shape: [Int]) -> Tensor {
         var state: UInt32 = 12345
         return Tensor(shape: shape, scalars: (0 ..< shape.reduce(1, *)).map { _ in
@@ -356,7 +335,7 @@ func kernels() {
     for (name, flops, body) in cases {
         var line = padded("   \(name)", 52)
         var sink = 0
-        for threads in [1, onlineCores()] {
+        for threads in [1, Processor.current.onlineCores] {
             Threads.count = threads
             let seconds = bestTime(repeats: 3, minimum: 0.3) { sink &+= (try? body())?.count ?? 0 }
             line += padded(" \(format(seconds * 1000, 2)) ms" + (flops > 0 ? " (\(format(flops / seconds / 1e9, 0)) GFLOP/s)" : ""), 28)

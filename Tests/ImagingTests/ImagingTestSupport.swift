@@ -1,5 +1,6 @@
 import Foundation
 import Imaging
+import TestSupport
 import XCTest
 import ZlibCodec
 
@@ -96,21 +97,12 @@ func runPython(_ script: String, arguments: [String] = []) throws -> String {
     guard let python = candidates.compactMap({ $0 }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
         throw PythonUnavailable()
     }
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: python)
-    process.arguments = ["-c", script] + arguments
-    let output = Pipe(), errors = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    let outputData = output.fileHandleForReading.readDataToEndOfFile()
-    let errorData = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        XCTFail("python failed: \(String(decoding: errorData, as: UTF8.self))")
+    let finished = try runProcess(python, ["-c", script] + arguments)
+    guard finished.status == 0 else {
+        XCTFail("python failed: \(finished.errors)")
         return ""
     }
-    return String(decoding: outputData, as: UTF8.self)
+    return finished.output
 }
 
 /// Asserts that `body` throws an error equal to `expected`.

@@ -21,10 +21,8 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
+from .fixtures import PARITY_INPUT as DEFAULT_INPUT   # tiled to the batch when no input is given
 from .pipeline import anomaly_map, decode, restore_mim_ood, tokenize
-
-# The parity fixture's two phantom slices, tiled to the batch, when no input is given.
-DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "Tests" / "Fixtures" / "parity" / "input.npy"
 ALL_TOKENS = -1.0   # a λ below every probability: every step masks and resamples every token
 
 

@@ -12,6 +12,7 @@ COMMANDS = {
     "checkpoint": ("mimood_train.checkpoint", "export or verify a checkpoint directory"),
     "fixtures": ("mimood_train.fixtures", "write the parity fixtures for the Swift engine"),
     "bench": ("mimood_train.bench", "time the reference pipeline (the baseline of `mimood bench`)"),
+    "evaluate": ("mimood_train.evaluate", "evaluate trained runs (reconstruction, Table 1 tokens, λ calibration, Table 2 pixels)"),
 }
 
 

@@ -230,12 +230,49 @@ def write_fixtures(out: Path) -> Path:
     return out
 
 
+# The committed parity input (two phantom slices), also the default input of `mimood_train.bench`.
+PARITY_INPUT = Path(__file__).resolve().parents[2] / "Tests" / "Fixtures" / "parity" / "input.npy"
+
+
+@torch.no_grad()
+def write_default_model_fixtures(model_dir: Path, out: Path) -> Path:
+    """What PyTorch computes with a trained checkpoint (the shipped default model) on the parity input:
+    its tokens and the ATD's token heatmap, so the Swift engine is checked on real weights too. Trained
+    codebooks have near-ties, so each position's gap between nearest and second-nearest code (squared
+    distance, float64) is saved: a token is only comparable across engines where the gap is well above
+    float32 rounding."""
+    from .checkpoint import load_checkpoint
+
+    torch.set_num_threads(1)
+    models = load_checkpoint(model_dir, ["vqvae", "atd"]).models
+    x = torch.from_numpy(np.load(PARITY_INPUT))
+    z = models["vqvae"].encode(x).permute(0, 2, 3, 1).reshape(-1, models["vqvae"].cfg.embed_dim).double()
+    codes = models["vqvae"].quantize.embedding.weight.double()
+    distances = (z.pow(2).sum(1, keepdim=True) - 2 * z @ codes.t() + codes.pow(2).sum(1)[None, :]).sort(dim=1).values
+    tokens = pipeline.tokenize(models["vqvae"], x)
+    heatmap = pipeline.token_probabilities(models["atd"], tokens.reshape(len(x), -1)).reshape(tokens.shape)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "tokens.npy", tokens.numpy().astype("<i4"))
+    np.save(out / "atd_probabilities.npy", heatmap.numpy().astype("<f4"))
+    margins = (distances[:, 1] - distances[:, 0]).reshape(tokens.shape)
+    np.save(out / "token_margins.npy", margins.numpy().astype("<f4"))
+    index = {"description": f"PyTorch on ../parity/input.npy with {model_dir} (mimood_train.fixtures --default-model)",
+             "token_margin": float(margins.min()), "tolerance": 1e-4}
+    (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mimood_train.fixtures", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("Tests/Fixtures/parity"))
+    parser.add_argument("--default-model", type=Path,
+                        help="instead: tokens and ATD heatmap of this trained checkpoint on the parity input")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_fixtures(args.out)
+    if args.default_model:
+        write_default_model_fixtures(args.default_model, args.out)
+    else:
+        write_fixtures(args.out)
     total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"wrote {args.out} ({total / 1e6:.2f} MB)")
     return 0

@@ -7,6 +7,7 @@ import torch
 
 from mimood_train import pipeline
 from mimood_train.checkpoint import load_checkpoint
+from mimood_train import fixtures
 from mimood_train.fixtures import write_fixtures
 
 COMMITTED = Path(__file__).resolve().parents[2] / "Tests" / "Fixtures" / "parity"
@@ -60,3 +61,11 @@ def test_checkpoint_reproduces_the_recorded_restoration(regenerated):
     restored = pipeline.decode(models["vqvae"], replayed.tokens)
     maps = pipeline.anomaly_map(x, restored, combine="mean")
     np.testing.assert_allclose(maps.numpy(), np.load(regenerated / "anomaly_map_mean.npy"), atol=1e-5)
+
+
+def test_default_model_fixtures_regenerate_byte_for_byte(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    committed = repo / "Tests" / "Fixtures" / "default-model"
+    fixtures.write_default_model_fixtures(repo / "Models" / "default", tmp_path)
+    for name in ("tokens.npy", "token_margins.npy", "atd_probabilities.npy"):
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), name

@@ -1,3 +1,5 @@
+import JSONText
+
 /// RFC 9457 problem details: every error the server answers itself has an `application/problem+json` body.
 public enum ProblemDetails {
     /// A response with `{"type":"about:blank","title":…,"status":…,"detail":…}`; the title is the status's
@@ -5,28 +7,9 @@ public enum ProblemDetails {
     public static func response(status: Int, detail: String, headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
         var headers = headers
         headers.set("Content-Type", "application/problem+json")
-        let json = #"{"type":"about:blank","title":"# + jsonString(HTTPStatus.reasonPhrase(status))
-            + #","status":\#(status),"detail":"# + jsonString(detail) + "}"
+        let json = #"{"type":"about:blank","title":"# + jsonStringLiteral(HTTPStatus.reasonPhrase(status))
+            + #","status":\#(status),"detail":"# + jsonStringLiteral(detail) + "}"
         return HTTPResponse(status: status, headers: headers, body: Array(json.utf8))
-    }
-
-    /// A JSON string literal (RFC 8259 §7): quotes, backslashes and control characters escaped.
-    static func jsonString(_ text: String) -> String {
-        var literal = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": literal += "\\\""
-            case "\\": literal += "\\\\"
-            case "\n": literal += "\\n"
-            case "\r": literal += "\\r"
-            case "\t": literal += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                literal += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: literal.unicodeScalars.append(scalar)
-            }
-        }
-        return literal + "\""
     }
 }
 

@@ -5,10 +5,14 @@ import Kernels
 /// the problem; `description` reads like the reference reader's messages, prefixed by the directory.
 public struct CheckpointError: Error, Sendable, CustomStringConvertible {
     public let directory: String
-    public var component: Component?
-    public var file: String?
-    public var tensor: String?
+    public let component: Component?
+    public let file: String?
+    public let tensor: String?
     public let problem: String
+
+    init(directory: String, component: Component? = nil, file: String? = nil, tensor: String? = nil, problem: String) {
+        (self.directory, self.component, self.file, self.tensor, self.problem) = (directory, component, file, tensor, problem)
+    }
 
     public var description: String {
         let location = [directory, component.map { "component '\($0.rawValue)'" }, file.map { "file \($0)" },
@@ -114,9 +118,9 @@ extension LoadedComponent {
 
     /// §6 step 2 for one component.
     fileprivate init(directory: String, component: Component, entry: JSONValue) throws(CheckpointError) {
-        var error = CheckpointError(directory: directory, component: component, problem: "")
+        var fileName: String?   // named in messages once the entry has given it
         func refuse(_ problem: String, tensor: String? = nil) -> CheckpointError {
-            CheckpointError(directory: directory, component: component, file: error.file, tensor: tensor, problem: problem)
+            CheckpointError(directory: directory, component: component, file: fileName, tensor: tensor, problem: problem)
         }
 
         // 1. Entry.
@@ -129,7 +133,7 @@ extension LoadedComponent {
         guard case .string(let file) = fileValue, isPlainFileName(file) else {
             throw refuse("file \(fileValue.pythonDescription) must be a plain file name")
         }
-        error.file = file
+        fileName = file
 
         // 2. File exists.
         let mapped: MappedFile

@@ -1,3 +1,5 @@
+import JSONText
+
 /// A JSON value (RFC 8259). Integers are kept apart from other numbers because the checkpoint
 /// format distinguishes them (`shape: [4]` is valid, `shape: [4.0]` is not), exactly as Python's
 /// `json` module does; objects keep their member order and never hold a name twice.
@@ -46,7 +48,7 @@ public struct JSONObject: Sendable, Equatable {
 }
 
 /// Why a byte sequence is not JSON, with the byte offset where parsing stopped.
-public struct JSONSyntaxError: Error, CustomStringConvertible {
+public struct JSONSyntaxError: Error, Sendable, CustomStringConvertible {
     public let offset: Int
     public let reason: String
     public var description: String { "\(reason) at byte \(offset)" }
@@ -272,7 +274,7 @@ extension JSONValue {
             // A whole Double keeps a fraction so that it reads back as a float, not an integer.
             let text = String(value)
             out += text.contains(where: { $0 == "." || $0 == "e" }) ? text : text + ".0"
-        case .string(let value): writeString(value, to: &out)
+        case .string(let value): out += jsonStringLiteral(value)
         case .array(let elements):
             out += "["
             for (index, element) in elements.enumerated() {
@@ -284,7 +286,7 @@ extension JSONValue {
             out += "{"
             for (index, key) in object.keys.enumerated() {
                 if index > 0 { out += "," }
-                writeString(key, to: &out)
+                out += jsonStringLiteral(key)
                 out += ":"
                 object[key]?.write(to: &out)
             }
@@ -292,23 +294,7 @@ extension JSONValue {
         }
     }
 
-    private func writeString(_ value: String, to out: inout String) {
-        out += "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
-    }
+
 }
 
 // MARK: - Messages

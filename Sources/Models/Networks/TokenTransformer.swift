@@ -1,11 +1,5 @@
 import Kernels
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 // The pre-LN token Transformer of the ATD, MVTM, AR and Token-Critic (docs/checkpoint-format.md §5):
 //
 //   x = tok_emb[tokens] + pos_emb[0, :N]
@@ -99,15 +93,15 @@ public struct KVCache: Sendable {
     public private(set) var length = 0
     let capacity: Int
     let dim: Int
-    /// Per block, [sequences, capacity, dim] with the features of position t of sequence s at (s·capacity + t)·dim.
-    var keys: [[Float]]
-    var values: [[Float]]
+    /// Per block, [sequences, capacity, dim]: the features of position t of sequence s at (s·capacity + t)·dim.
+    var keys: [Tensor]
+    var values: [Tensor]
 
     init(sequences: Int, config: TransformerConfig) {
         self.sequences = sequences
         capacity = config.nPositions
         dim = config.dim
-        keys = Array(repeating: [Float](repeating: 0, count: sequences * capacity * dim), count: config.depth)
+        keys = Array(repeating: Tensor(zeros: [sequences, capacity, dim]), count: config.depth)
         values = keys
     }
 
@@ -116,10 +110,8 @@ public struct KVCache: Sendable {
         for s in 0..<sequences {
             let target = (s * capacity + length) * dim
             let row = s * 3 * dim
-            for f in 0..<dim {
-                keys[block][target + f] = qkv.scalars[row + dim + f]
-                values[block][target + f] = qkv.scalars[row + 2 * dim + f]
-            }
+            keys[block].scalars.replaceSubrange(target ..< target + dim, with: qkv.scalars[row + dim ..< row + 2 * dim])
+            values[block].scalars.replaceSubrange(target ..< target + dim, with: qkv.scalars[row + 2 * dim ..< row + 3 * dim])
         }
     }
 
@@ -147,57 +139,12 @@ extension TokenTransformer {
             let p = "blocks.\(index)"
             let qkv = try linear(layerNorm(p + ".ln1", x), p + ".attn.qkv")   // [S, 3·dim]
             cache.append(block: index, qkv: qkv)
-            let mixed = cachedAttention(qkv, keys: cache.keys[index], values: cache.values[index],
-                                        positions: position + 1, capacity: cache.capacity)
+            let mixed = try cachedAttention(qkv, keys: cache.keys[index], values: cache.values[index],
+                                            length: position + 1, heads: config.heads)
             x = try add(x, linear(mixed, p + ".attn.proj"))
             x = try add(x, mlp(p, layerNorm(p + ".ln2", x)))
         }
         cache.advance()
         return try head(x)
-    }
-
-    /// Multi-head attention of each sequence's new query (the q part of its qkv row) over the cached
-    /// keys and values of positions 0..<positions: softmax(q·kᵀ/√head_dim)·v per head, heads concatenated.
-    /// (A kernel in all but location: it lives here until Kernels has a cached-attention kernel.)
-    private func cachedAttention(_ qkv: Tensor, keys: [Float], values: [Float], positions: Int, capacity: Int) -> Tensor {
-        let (dim, headDim, sequences) = (config.dim, config.headDim, qkv.shape[0])
-        let scale = 1 / Float(headDim).squareRoot()
-        var out = [Float](repeating: 0, count: sequences * dim)
-        var scores = [Float](repeating: 0, count: positions)
-        qkv.scalars.withUnsafeBufferPointer { qkv in
-            keys.withUnsafeBufferPointer { keys in
-                values.withUnsafeBufferPointer { values in
-                    out.withUnsafeMutableBufferPointer { out in
-                        scores.withUnsafeMutableBufferPointer { scores in
-                            for s in 0..<sequences {
-                                for head in 0..<config.heads {
-                                    let q = qkv.baseAddress! + s * 3 * dim + head * headDim
-                                    let k = keys.baseAddress! + s * capacity * dim + head * headDim
-                                    let v = values.baseAddress! + s * capacity * dim + head * headDim
-                                    let o = out.baseAddress! + s * dim + head * headDim
-                                    var maximum = -Float.infinity
-                                    for t in 0..<positions {
-                                        var dot: Float = 0
-                                        for f in 0..<headDim { dot += q[f] * k[t * dim + f] }
-                                        scores[t] = dot * scale
-                                        maximum = max(maximum, scores[t])
-                                    }
-                                    var total: Float = 0
-                                    for t in 0..<positions {
-                                        scores[t] = expf(scores[t] - maximum)
-                                        total += scores[t]
-                                    }
-                                    for t in 0..<positions {
-                                        let weight = scores[t] / total
-                                        for f in 0..<headDim { o[f] += weight * v[t * dim + f] }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return Tensor(shape: [sequences, dim], scalars: out)
     }
 }

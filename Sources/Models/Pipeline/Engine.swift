@@ -130,11 +130,26 @@ public struct Engine: Sendable {
     /// encoder pass for all slices, one detector and one generator pass per step for all jobs of a
     /// method still running, one raster pass for all AR jobs, one decoder pass for all restorations.
     public func run(_ jobs: [RestorationJob], sampler: inout some TokenSampler) throws -> [RestorationResult] {
+        var timings = StageTimings()
+        return try run(jobs, sampler: &sampler, timings: &timings)
+    }
+
+    /// `run`, adding the wall time of each stage to `timings`.
+    public func run(_ jobs: [RestorationJob], sampler: inout some TokenSampler,
+                    timings: inout StageTimings) throws -> [RestorationResult] {
+        let clock = ContinuousClock()
+        var stageStart = clock.now
+        func endStage(_ stage: WritableKeyPath<StageTimings, Duration>) {
+            let now = clock.now
+            timings[keyPath: stage] += now - stageStart
+            stageStart = now
+        }
         for (index, job) in jobs.enumerated() {
             do { try validate(job) } catch let error as InferenceError { throw InferenceError("job \(index): \(error)") }
         }
         // 1. Tokenise every slice.
         let tokensPerJob = try split(tokenize(jobs.map(\.images)), counts: jobs.map { $0.images.shape[0] })
+        endStage(\.tokenize)
 
         // 2. Restore the token grids, each method's jobs together.
         var restorations = [Restoration?](repeating: nil, count: jobs.count)
@@ -156,9 +171,12 @@ public struct Engine: Sendable {
             for (job, restoration) in zip(group, restored) { restorations[job] = restoration }
         }
 
+        endStage(\.restore)
         // 3. Decode every restoration; 4. residuals → anomaly maps.
         let finals = restorations.map { $0?.tokens ?? [] }
         let decodedPerJob = try split(decode(finals.flatMap { $0 }), counts: finals.map(\.count))
+        endStage(\.decode)
+        defer { endStage(\.anomalyMap) }
         return try jobs.indices.map { index in
             let (job, restoration) = (jobs[index], restorations[index])
             guard let restoration else { throw InferenceError("job \(index): no restoration was produced") }
@@ -194,6 +212,18 @@ public struct Engine: Sendable {
         }
         return images
     }
+}
+
+/// Wall time spent in each stage of `Engine.run`, summed over calls (benchmarks, Server-Timing).
+public struct StageTimings: Sendable, Equatable {
+    public var tokenize = Duration.zero
+    public var restore = Duration.zero
+    public var decode = Duration.zero
+    public var anomalyMap = Duration.zero
+
+    public init() {}
+
+    public var total: Duration { tokenize + restore + decode + anomalyMap }
 }
 
 /// What restoring one job produced, before decoding.
