@@ -14,7 +14,9 @@ struct Detect: ParsableCommand {
 
     @Option(help: "Output directory (created if missing).") var out: String
     @Option(help: "Slices per engine call (memory bound, not a result).") var batch = 8
-    @Argument(help: "Input files: .npy (2-D slice or 3-D volume), .nii, .nii.gz.") var inputs: [String]
+    @Flag(help: "The .npy/PNG inputs are already preprocessed 160×160 slices in [0, 1]: [160,160], [N,160,160] or [N,1,160,160].")
+    var preprocessed = false
+    @Argument(help: "Input files: .npy (2-D slice or 3-D volume), PNG (2-D slice), .nii, .nii.gz.") var inputs: [String]
 
     /// The training caches' rule for a slice worth learning from (Training/mimood_train/data.py).
     static let minimumBrainPixelsToShow = 1500
@@ -27,11 +29,21 @@ struct Detect: ParsableCommand {
     func run() throws {
         let (engine, _) = try modelOptions.engine()
         let parameters = try inference.parameters(defaults: engine.defaults)
-        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        } catch {
+            throw CLIError("cannot create the output directory \(out): \(error.localizedDescription)")
+        }
         var failed: [String] = []
+        var inputOfStem: [String: String] = [:]
         for path in inputs {
             do {
-                try detect(path: path, engine: engine, parameters: parameters)
+                let stem = PreparedInput.stem(of: path)
+                if let earlier = inputOfStem[stem] {
+                    throw CLIError("its outputs \(stem)_… would overwrite those of \(earlier); rename one of them")
+                }
+                inputOfStem[stem] = path
+                try detect(path: path, stem: stem, engine: engine, parameters: parameters)
             } catch {
                 failed.append(path)
                 printError("\(path): \(error)")
@@ -43,19 +55,18 @@ struct Detect: ParsableCommand {
         }
     }
 
-    private func detect(path: String, engine: Engine, parameters: InferenceParameters) throws {
+    private func detect(path: String, stem: String, engine: Engine, parameters: InferenceParameters) throws {
         let started = ContinuousClock.now
-        let input = try PreparedInput.load(path: path)
-        let volume = input.preprocessed
+        let input = try PreparedInput.load(path: path, preprocessed: preprocessed)
         let size = Preprocessing.sliceSize, area = size * size
         var maps: [Float] = [], tokenScores: [Float] = [], stepsRun = 0
-        for start in stride(from: 0, to: volume.sliceCount, by: batch) {
-            let end = min(volume.sliceCount, start + batch)
+        for start in stride(from: 0, to: input.sliceCount, by: batch) {
+            let end = min(input.sliceCount, start + batch)
             // One job per slice, seeded by its index: a slice's result does not depend on --batch.
             let jobs = (start..<end).map { index in
                 var own = parameters
                 own.seed = parameters.seed &+ UInt64(index)
-                return RestorationJob(images: sliceTensor(volume.slices[index * area ..< (index + 1) * area], count: 1, size: size),
+                return RestorationJob(images: sliceTensor(input.slices[index * area ..< (index + 1) * area], count: 1, size: size),
                                       parameters: own)
             }
             for result in try engine.run(jobs) {
@@ -63,51 +74,48 @@ struct Detect: ParsableCommand {
                 tokenScores += result.tokenScores.scalars
                 stepsRun = max(stepsRun, result.stepsRun)
             }
-            if volume.sliceCount > batch {
-                printError("\(PreparedInput.stem(of: path)): \(end)/\(volume.sliceCount) slices, \(seconds(since: started)) s")
+            if input.sliceCount > batch {
+                printError("\(stem): \(end)/\(input.sliceCount) slices, \(seconds(since: started)) s")
             }
         }
-        try write(input, maps: maps, tokenScores: tokenScores, stem: PreparedInput.stem(of: path))
         let grid = engine.vqvae.config.grid
-        let threshold = switch parameters.method {
-        case .mimOOD: parameters.lambda
-        case .mvtmCritic: parameters.criticThreshold
-        case .ar: parameters.lambdaNLL
-        }
+        try write(input, maps: maps, tokenScores: tokenScores, grid: grid, stem: stem)
+        let threshold = parameters.methodThreshold
         let anomalousTokens = tokenScores.filter { $0 > threshold }.count
         let mean = maps.reduce(0, +) / Float(max(maps.count, 1))
-        print("\(path): \(volume.sliceCount) slice(s), max \(format(maps.max() ?? 0)), mean \(format(mean)), "
+        print("\(path): \(input.sliceCount) slice(s), max \(format(maps.max() ?? 0)), mean \(format(mean)), "
               + "\(anomalousTokens) of \(tokenScores.count) tokens above \(format(threshold)) (\(grid)×\(grid) per slice), "
               + "steps run \(stepsRun), \(seconds(since: started)) s")
     }
 
     /// `<stem>_anomaly.npy` and `<stem>_tokens.npy` (and for volumes `<stem>_anomaly.nii.gz`) on the input's
     /// grid, and `<stem>_overlay.png`: the slice with the highest in-brain score, in the model's 160×160 frame.
-    private func write(_ input: PreparedInput, maps: [Float], tokenScores: [Float], stem: String) throws {
-        let volume = input.preprocessed
+    private func write(_ input: PreparedInput, maps: [Float], tokenScores: [Float], grid: Int, stem: String) throws {
         let size = Preprocessing.sliceSize, area = size * size
-        let grid = Int(Double(tokenScores.count / volume.sliceCount).squareRoot())
         switch input.kind {
-        case .image:
-            let map = Preprocessing.sliceToImage(maps, geometry: volume.geometry)
+        case .image(let geometry):
+            let map = Preprocessing.sliceToImage(maps, geometry: geometry)
             try save(NPY.encode(shape: [map.height, map.width], float32: map.pixels), "\(stem)_anomaly.npy")
-            try save(NPY.encode(shape: [grid, grid], float32: tokenScores), "\(stem)_tokens.npy")
-        case .volume(let geometry):
-            let map = Preprocessing.slicesToVolume(maps, geometry: volume.geometry)
+        case .volume(let geometry, let header):
+            let map = Preprocessing.slicesToVolume(maps, geometry: geometry)
             try save(NPY.encode(map), "\(stem)_anomaly.npy")
-            try save(NIfTI.encode(map, geometry: geometry, description: "mimood anomaly map"), "\(stem)_anomaly.nii.gz")
-            try save(NPY.encode(shape: [volume.sliceCount, grid, grid], float32: tokenScores), "\(stem)_tokens.npy")
+            try save(NIfTI.encode(map, geometry: header, description: "mimood anomaly map"), "\(stem)_anomaly.nii.gz")
+        case .slices(let shape):
+            try save(NPY.encode(shape: shape, float32: maps), "\(stem)_anomaly.npy")
         }
+        let tokenShape = input.isTwoDimensional ? [grid, grid] : [input.sliceCount, grid, grid]
+        try save(NPY.encode(shape: tokenShape, float32: tokenScores), "\(stem)_tokens.npy")
+
         // The slice to show: the highest in-brain score among slices with as much brain as the training
         // slices had (edge slices with a sliver of brain are out of distribution and light up whole).
-        let brainPixels = (0..<volume.sliceCount).map { z in volume.brain[z * area ..< (z + 1) * area].filter { $0 }.count }
-        let candidates = (0..<volume.sliceCount).filter { brainPixels[$0] >= Detect.minimumBrainPixelsToShow }
+        let brainPixels = (0..<input.sliceCount).map { z in input.brain[z * area ..< (z + 1) * area].filter { $0 }.count }
+        let candidates = (0..<input.sliceCount).filter { brainPixels[$0] >= Detect.minimumBrainPixelsToShow }
         let inBrainMaximum = { (z: Int) in
-            (z * area ..< (z + 1) * area).reduce(Float(0)) { volume.brain[$1] ? max($0, maps[$1]) : $0 }
+            (z * area ..< (z + 1) * area).reduce(Float(0)) { input.brain[$1] ? max($0, maps[$1]) : $0 }
         }
-        let worst = (candidates.isEmpty ? Array(0..<volume.sliceCount) : candidates)
+        let worst = (candidates.isEmpty ? Array(0..<input.sliceCount) : candidates)
             .max { inBrainMaximum($0) < inBrainMaximum($1) } ?? 0
-        let slice = GrayImage(width: size, height: size, pixels: Array(volume.slices[worst * area ..< (worst + 1) * area]))
+        let slice = GrayImage(width: size, height: size, pixels: Array(input.slices[worst * area ..< (worst + 1) * area]))
         let scores = GrayImage(width: size, height: size, pixels: Array(maps[worst * area ..< (worst + 1) * area]))
         try save(PNG.encode(AnomalyOverlay.render(image: slice, scores: scores)), "\(stem)_overlay.png")
     }

@@ -31,7 +31,10 @@ struct ModelOptions: ParsableArguments {
 struct InferenceOptions: ParsableArguments {
     @Option(help: "Restorations per slice (R).") var restorations: Int?
     @Option(help: "Maximum detect-and-resample steps (T).") var steps: Int?
-    @Option(help: "λ: tokens whose ATD probability exceeds it are resampled.") var threshold: Float?
+    // .unconditional: a negative value (`--threshold -1`) is a value, not an option.
+    @Option(parsing: .unconditional,
+            help: "The method's threshold: tokens scoring above it are resampled (mim-ood: λ on the ATD probability, mvtm-critic: on the critic's, ar: λ_NLL).")
+    var threshold: Float?
     @Option(help: "Seed of the draws; the same seed gives the same output.") var seed: UInt64?
     @Option(help: "mim-ood, ar or mvtm-critic.") var method: String?
     @Option(help: "How restorations combine: mean or softmax-weighted.") var combine: String?
@@ -41,7 +44,6 @@ struct InferenceOptions: ParsableArguments {
         var parameters = defaults
         if let restorations { parameters.restorations = restorations }
         if let steps { parameters.steps = steps }
-        if let threshold { parameters.lambda = threshold }
         if let seed { parameters.seed = seed }
         if let method {
             guard let chosen = InferenceMethod(rawValue: method) else {
@@ -49,6 +51,7 @@ struct InferenceOptions: ParsableArguments {
             }
             parameters.method = chosen
         }
+        if let threshold { parameters.methodThreshold = threshold }   // after --method: it picks which threshold
         if let combine {
             guard let rule = CombineRule(rawValue: combine) else {
                 throw ValidationError("--combine must be mean or softmax-weighted, got '\(combine)'")
@@ -57,6 +60,27 @@ struct InferenceOptions: ParsableArguments {
         }
         if let problem = parameters.problem { throw ValidationError(problem) }
         return parameters
+    }
+}
+
+extension InferenceParameters {
+    /// The threshold the method compares its token scores with: λ (`mim-ood`), the critic threshold
+    /// (`mvtm-critic`), λ_NLL (`ar`).
+    var methodThreshold: Float {
+        get {
+            switch method {
+            case .mimOOD: lambda
+            case .mvtmCritic: criticThreshold
+            case .ar: lambdaNLL
+            }
+        }
+        set {
+            switch method {
+            case .mimOOD: lambda = newValue
+            case .mvtmCritic: criticThreshold = newValue
+            case .ar: lambdaNLL = newValue
+            }
+        }
     }
 }
 

@@ -61,43 +61,111 @@ final class CLITests: XCTestCase {
         let slice = try write(NPY.encode(shape: [160, 160], float32: try paritySlice().values), "slice.npy")
         let (volume, geometry) = try volume()
         let nifti = try write(NIfTI.encode(volume, geometry: geometry), "head.nii.gz")
+        // The format is told by magic bytes, not by the name: gzip in a file named .nii.
+        let packed = try write(NIfTI.encode(volume, geometry: geometry, compressed: true), "packed.nii")
         let npyVolume = try write(NPY.encode(volume), "stack.npy")
+        // A raw slice of another size (the 2-D rule): 150 columns × 170 rows around the parity brain.
+        let parity = try paritySlice().values
+        var raw = GrayImage(width: 150, height: 170, pixels: [Float](repeating: 0, count: 150 * 170))
+        for row in 5..<165 { for column in 0..<150 { raw[row, column] = parity[(row - 5) * 160 + column + 5] } }
+        let png = try write(PNG.encode(PNGImage(gray: raw)), "raw.png")
         let out = folder.appendingPathComponent("out").path
         let run = try mimood(["detect", "--model", Self.checkpoint, "--out", out, "--restorations", "2", "--steps", "2",
-                              slice, nifti, npyVolume])
+                              "--batch", "4", slice, nifti, packed, npyVolume, png])
         XCTAssertEqual(run.status, 0, run.errors)
         XCTAssertTrue(run.output.contains("slice.npy: 1 slice(s)"), run.output)
+        XCTAssertEqual(run.output.split(separator: "\n").count, 5, run.output)
+        // Progress of the volumes (11 slices at 1 mm), in batches of 4.
+        XCTAssertTrue(run.errors.contains("head: 4/11 slices") && run.errors.contains("head: 11/11 slices"), run.errors)
 
         XCTAssertEqual(try NPY.decode(read("slice_anomaly.npy", in: out)).shape, [160, 160])
         XCTAssertEqual(try NPY.decode(read("slice_tokens.npy", in: out)).shape, [20, 20])
+        XCTAssertEqual(try NPY.decode(read("raw_anomaly.npy", in: out)).shape, [170, 150])
+        XCTAssertEqual(try NPY.decode(read("raw_tokens.npy", in: out)).shape, [20, 20])
         let map = try NIfTI.decode(read("head_anomaly.nii.gz", in: out))
         XCTAssertEqual(map.volume.shape, [160, 160, 6])
         XCTAssertEqual(try map.geometry.affine(), try geometry.affine())
         XCTAssertTrue(map.volume.voxels.allSatisfy { $0 >= 0 && $0 <= 1 })
+        XCTAssertTrue(map.volume.voxels.contains { $0 > 0 })
+        XCTAssertEqual(try NIfTI.decode(read("packed_anomaly.nii.gz", in: out)).volume, map.volume)
         XCTAssertEqual(try NPY.decode(read("head_anomaly.npy", in: out)).shape, [160, 160, 6])
         XCTAssertEqual(try NPY.decode(read("stack_anomaly.npy", in: out)).shape, [160, 160, 6])
-        let slices = try NPY.decode(read("head_tokens.npy", in: out)).shape
-        XCTAssertEqual(slices.suffix(2), [20, 20])
-        for stem in ["slice", "head", "stack"] {
+        XCTAssertEqual(try NIfTI.decode(read("stack_anomaly.nii.gz", in: out)).volume.shape, [160, 160, 6])
+        // The 6 slices at 2 mm become 11 slices at 1 mm (docs/preprocessing.md §3).
+        XCTAssertEqual(try NPY.decode(read("head_tokens.npy", in: out)).shape, [11, 20, 20])
+        for stem in ["slice", "head", "stack", "raw"] {
             let png = try PNG.decode(read("\(stem)_overlay.png", in: out))
             XCTAssertEqual([png.width, png.height], [160, 160], stem)
         }
     }
 
+    func testPreprocessedSlicesPassUnchangedAndKeepTheirShape() throws {
+        let parityInput = Self.repository.appendingPathComponent("Tests/Fixtures/parity/input.npy").path   // [2, 1, 160, 160]
+        let slice = try write(NPY.encode(shape: [160, 160], float32: try paritySlice().values), "slice.npy")
+        var values = try NPY.decode([UInt8](Data(contentsOf: URL(fileURLWithPath: parityInput)))).values
+        values[160 * 160 + 7] = 3   // slice 1 is not in [0, 1]
+        let outOfRange = try write(NPY.encode(shape: [2, 160, 160], float32: values), "scaled.npy")
+        let (volume, geometry) = try volume()
+        let nifti = try write(NIfTI.encode(volume, geometry: geometry), "head.nii.gz")
+        let out = folder.appendingPathComponent("out").path
+        let run = try mimood(["detect", "--model", Self.checkpoint, "--out", out, "--restorations", "2", "--steps", "2",
+                              "--preprocessed", parityInput, slice, outOfRange, nifti])
+        XCTAssertEqual(run.status, 1)
+        XCTAssertTrue(run.errors.contains("scaled.npy: slice 1: a 160×160 image is taken as already preprocessed"), run.errors)
+        XCTAssertTrue(run.errors.contains("head.nii.gz: --preprocessed takes .npy or PNG slices"), run.errors)
+        XCTAssertTrue(run.errors.contains("2 of 4 inputs failed"), run.errors)
+
+        let maps = try NPY.decode(read("input_anomaly.npy", in: out))
+        XCTAssertEqual(maps.shape, [2, 1, 160, 160])
+        XCTAssertEqual(try NPY.decode(read("input_tokens.npy", in: out)).shape, [2, 20, 20])
+        // Slice 0 of the stack runs with the seed of slice 0, like the single slice: the same map.
+        let single = try NPY.decode(read("slice_anomaly.npy", in: out))
+        XCTAssertEqual(Array(maps.values.prefix(160 * 160)), single.values)
+    }
+
     func testBadInputsAreNamedAndTheGoodOnesStillWritten() throws {
         let good = try write(NPY.encode(shape: [160, 160], float32: try paritySlice().values), "good.npy")
-        let corrupt = try write(Array("\u{93}NUMPY not really".utf8), "corrupt.npy")
+        let corrupt = try write(Array(NPY.encode(shape: [160, 160], float32: try paritySlice().values).prefix(1000)), "corrupt.npy")
+        let text = try write(Array("just text".utf8), "text.npy")
         let line = try write(NPY.encode(shape: [7], float32: [Float](repeating: 0.5, count: 7)), "line.npy")
+        let truncated = try write(Array(NIfTI.encode(try volume().0, geometry: try volume().1, compressed: false).prefix(5000)),
+                                  "truncated.nii")
         let missing = folder.appendingPathComponent("missing.nii.gz").path
+        let directory = folder.appendingPathComponent("folder.npy")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let sameStem = folder.appendingPathComponent("other")
+        try FileManager.default.createDirectory(at: sameStem, withIntermediateDirectories: true)
+        let duplicate = sameStem.appendingPathComponent("good.npy").path
+        try Data(contentsOf: URL(fileURLWithPath: good)).write(to: URL(fileURLWithPath: duplicate))
         let out = folder.appendingPathComponent("out").path
         let run = try mimood(["detect", "--model", Self.checkpoint, "--out", out, "--steps", "1", "--restorations", "1",
-                              corrupt, good, missing, line])
-        XCTAssertNotEqual(run.status, 0)
-        XCTAssertTrue(run.errors.contains("corrupt.npy:"), run.errors)
-        XCTAssertTrue(run.errors.contains("missing.nii.gz: cannot read the file"), run.errors)
+                              corrupt, good, missing, line, truncated, directory.path, duplicate, text])
+        XCTAssertEqual(run.status, 1)
+        XCTAssertTrue(run.errors.contains("corrupt.npy: the .npy data is truncated"), run.errors)
+        XCTAssertTrue(run.errors.contains("text.npy: not a .npy, PNG or NIfTI-1 (.nii, .nii.gz) file"), run.errors)
+        XCTAssertTrue(run.errors.contains("missing.nii.gz: no such file"), run.errors)
         XCTAssertTrue(run.errors.contains("line.npy: a .npy input must be a 2-D slice or a 3-D volume"), run.errors)
-        XCTAssertTrue(run.errors.contains("3 of 4 inputs failed"), run.errors)
-        XCTAssertNoThrow(try NPY.decode(read("good_anomaly.npy", in: out)))
+        XCTAssertTrue(run.errors.contains("truncated.nii: the NIfTI file is truncated"), run.errors)
+        XCTAssertTrue(run.errors.contains("folder.npy: a directory"), run.errors)
+        XCTAssertTrue(run.errors.contains("other/good.npy: its outputs good_… would overwrite those of \(good)"), run.errors)
+        XCTAssertTrue(run.errors.contains("7 of 8 inputs failed"), run.errors)
+        XCTAssertEqual(try NPY.decode(read("good_anomaly.npy", in: out)).shape, [160, 160])
+        XCTAssertTrue(run.output.contains("good.npy: 1 slice(s)"), run.output)
+    }
+
+    func testTheThresholdIsTheChosenMethodsAndMayBeNegative() throws {
+        let slice = try write(NPY.encode(shape: [160, 160], float32: try paritySlice().values), "slice.npy")
+        let out = folder.appendingPathComponent("out").path
+        let everything = try mimood(["detect", "--model", Self.checkpoint, "--out", out, "--steps", "1", "--restorations", "1",
+                                     "--threshold", "-1", slice])
+        XCTAssertEqual(everything.status, 0, everything.errors)
+        XCTAssertTrue(everything.output.contains("400 of 400 tokens above -1"), everything.output)
+        XCTAssertTrue(everything.output.contains("steps run 1"), everything.output)
+        // A threshold above every probability: nothing is resampled, no step runs.
+        let critic = try mimood(["detect", "--model", Self.checkpoint, "--out", out, "--steps", "3", "--restorations", "1",
+                                 "--method", "mvtm-critic", "--threshold", "1", slice])
+        XCTAssertEqual(critic.status, 0, critic.errors)
+        XCTAssertTrue(critic.output.contains("0 of 400 tokens above 1") && critic.output.contains("steps run 0"), critic.output)
     }
 
     func testOutOfRangeParametersAndAMissingModelAreRefusedWithTheirNames() throws {
