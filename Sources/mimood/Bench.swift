@@ -16,15 +16,21 @@ struct Bench: ParsableCommand {
     @Option(help: "Timed runs after one warm-up; medians are reported.") var repeats = 3
     @Option(help: ".npy slice [160,160] or stack [N,160,160], tiled to the batch (default: the parity input).")
     var input: String?
-    @Option(help: "Python with torch for the reference run (default: .venv/bin/python of the repository).")
+    @Option(help: "Python with torch for the reference run (default: $MIMOOD_PYTHON, else .venv/bin/python of the repository).")
     var pytorch: String?
     @Flag(help: "Skip the PyTorch reference run.") var noPytorch = false
+    @Option(help: "Peak GFLOP/s to compare with, e.g. measured by `KernelsBenchmark peak` (default: the nominal peak).")
+    var peakGflops: Double?
 
     func validate() throws {
         for (name, value) in [("--batch", batch), ("--restorations", restorations), ("--steps", steps), ("--repeats", repeats)]
         where value < 1 {
             throw ValidationError("\(name) must be at least 1, got \(value)")
         }
+        if let peakGflops, !(peakGflops > 0 && peakGflops.isFinite) {
+            throw ValidationError("--peak-gflops must be a positive number, got \(peakGflops)")
+        }
+        if noPytorch && pytorch != nil { throw ValidationError("--pytorch and --no-pytorch exclude each other") }
     }
 
     func run() throws {
@@ -38,37 +44,70 @@ struct Bench: ParsableCommand {
         parameters.restorations = restorations
         let job = RestorationJob(images: images, parameters: parameters)
 
-        _ = try engine.run([job])   // warm-up: page in the weights, grow the allocator
+        printError("warm-up run (batch \(batch), R = \(restorations), T = \(steps))")
+        _ = try engine.run([job])   // page in the weights, grow the allocator
         var runs: [StageTimings] = []
-        for _ in 0..<repeats {
+        for run in 1...repeats {
             var sampler = SeededSampler(seeds: [parameters.seed])
             var timings = StageTimings()
             let results = try engine.run([job], sampler: &sampler, timings: &timings)
             guard results.first?.stepsRun == steps else { throw CLIError("expected all \(steps) steps to run") }
             runs.append(timings)
+            printError("run \(run)/\(repeats): \(String(format: "%.3f", Bench.seconds(timings.total))) s")
         }
         let median = { (stage: KeyPath<StageTimings, Duration>) in Bench.median(runs.map { Bench.seconds($0[keyPath: stage]) }) }
-        let total = median(\.total)
+        let ours = Bench.stages.map { (name, path) in (name, median(path)) }
+
+        let threads = Threads.count
+        var reference: Reference?, referenceFailure: Error?
+        if !noPytorch {
+            printError("the PyTorch reference (mimood_train.bench) on the same checkpoint, input and sizes, \(threads) thread(s)")
+            do { reference = try pytorchReference(modelDirectory: directory, input: inputPath, threads: threads) }
+            catch { referenceFailure = error }
+        }
+
+        print("mimood bench: \(engine.manifest.name) (\(directory)), batch \(batch), R = \(restorations), T = \(steps), "
+              + "every step run (λ = −1), \(threads) thread(s)")
+        print("BLAS: \(blasDescription); median of \(repeats) run(s) after a warm-up")
+        printTable(ours: ours, reference: reference)
 
         let transformerFLOPs = try transformerFLOPsPerStep(engine) * Double(steps * batch * restorations)
-        let threads = Threads.count
-        let peak = Processor.current.nominalPeakGFLOPS(cores: threads)
-        print("mimood \(engine.manifest.name): batch \(batch), R = \(restorations), T = \(steps), \(threads) thread(s), \(blasDescription)")
-        print(String(format: "  %.2f slices/s (median of %d runs after a warm-up)", Double(batch) / total, repeats))
-        for (name, stage) in [("tokenize", \StageTimings.tokenize), ("restore", \.restore), ("decode", \.decode),
-                              ("anomaly_map", \.anomalyMap), ("total", \.total)] {
-            print(stageLine(name, median(stage)))
+        let restore = median(\.restore)
+        let rate = transformerFLOPs / restore / 1e9
+        let processor = Processor.current
+        let nominal = processor.nominalPeakGFLOPS(cores: threads)
+        print(String(format: "Transformer passes: %.1f GFLOP in %.3f s (restore stage) = %.1f GFLOP/s", transformerFLOPs / 1e9, restore, rate))
+        if let peakGflops {
+            print(String(format: "  %.1f %% of the given peak %.0f GFLOP/s", 100 * rate / peakGflops, peakGflops))
         }
-        let rate = transformerFLOPs / median(\.restore) / 1e9
-        print(String(format: "  Transformer passes: %.1f GFLOP in %.3f s = %.1f GFLOP/s, %.1f %% of the nominal peak %.0f GFLOP/s",
-                     transformerFLOPs / 1e9, median(\.restore), rate, 100 * rate / peak, peak))
-        print("  (peak = \(threads) cores × \(Processor.current.fmaPipes) FMA pipes × \(Processor.current.floatLanes) lanes × 2 × "
-              + String(format: "%.3f GHz nominal, %@)", Processor.current.megahertz / 1000, Processor.current.model as NSString))
-        guard !noPytorch else { return }
-        let reference = try pytorchReference(modelDirectory: directory, input: inputPath, threads: threads)
-        print("\(reference.engine): \(String(format: "%.2f", reference.slicesPerSecond)) slices/s, total \(String(format: "%.3f", reference.total)) s")
-        for (name, seconds) in reference.stages { print(stageLine(name, seconds)) }
-        print(String(format: "ratio (mimood / PyTorch speed, same run, same threads): %.2f", reference.total / total))
+        print(String(format: "  %.1f %% of the nominal peak %.0f GFLOP/s = %d thread(s) × %d FMA pipes × %d lanes × 2 × %.3f GHz (%@)",
+                     100 * rate / nominal, nominal, threads, processor.fmaPipes, processor.floatLanes, processor.megahertz / 1000,
+                     processor.model as NSString))
+        if let referenceFailure { throw referenceFailure }
+    }
+
+    /// The stages `Engine.run` times, in pipeline order, with PyTorch bench's names.
+    private static var stages: [(String, KeyPath<StageTimings, Duration>)] {
+        [("tokenize", \.tokenize), ("restore", \.restore), ("decode", \.decode), ("anomaly_map", \.anomalyMap), ("total", \.total)]
+    }
+
+    /// Seconds per stage and slices per second, ours beside PyTorch's with the speed ratio
+    /// (> 1: mimood is faster).
+    private func printTable(ours: [(String, Double)], reference: Reference?) {
+        func cell(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
+        let width = max(16, (reference?.engine.count ?? 0) + 2)
+        var rows: [(name: String, ours: String, reference: String, ratio: Double)] = ours.map { name, seconds in
+            let theirs = reference?.stages.first { $0.0 == name }?.1 ?? .nan
+            return (name, String(format: "%.3f s", seconds), String(format: "%.3f s", theirs), theirs / seconds)
+        }
+        let rate = Double(batch) / (ours.last?.1 ?? .nan), referenceRate = reference?.slicesPerSecond ?? .nan
+        rows.append(("slices/s", String(format: "%.2f", rate), String(format: "%.2f", referenceRate), rate / referenceRate))
+        print("stage".padding(toLength: 12, withPad: " ", startingAt: 0) + cell("mimood", 10)
+              + (reference.map { cell($0.engine, width) + cell("speed ratio", 13) } ?? ""))
+        for row in rows {
+            print(row.name.padding(toLength: 12, withPad: " ", startingAt: 0) + cell(row.ours, 10)
+                  + (reference == nil ? "" : cell(row.reference, width) + cell(String(format: "%.2f", row.ratio), 13)))
+        }
     }
 
     /// The batch: slices of the .npy file, repeated in order to fill it.
@@ -108,7 +147,12 @@ struct Bench: ParsableCommand {
     private func pytorchReference(modelDirectory: String, input: String, threads: Int) throws -> Reference {
         let training = try RepositoryFiles.locate("Training/mimood_train", what: "the PyTorch reference")
         let repository = URL(fileURLWithPath: training).deletingLastPathComponent().deletingLastPathComponent()
-        let python = pytorch ?? repository.appendingPathComponent(".venv/bin/python").path
+        let python = pytorch ?? ProcessInfo.processInfo.environment["MIMOOD_PYTHON"]
+            ?? repository.appendingPathComponent(".venv/bin/python").path
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            throw CLIError("no Python at \(python) for the PyTorch reference: pass --pytorch PYTHON (one with torch), "
+                           + "set MIMOOD_PYTHON, or skip it with --no-pytorch")
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = ["-m", "mimood_train.bench", "--json", "--model", modelDirectory, "--input", input,
@@ -132,10 +176,6 @@ struct Bench: ParsableCommand {
         let order = ["tokenize", "restore", "decode", "anomaly_map", "total"]
         return Reference(engine: name, total: total, slicesPerSecond: rate,
                          stages: order.compactMap { key in seconds[key].map { (key, $0) } })
-    }
-
-    private func stageLine(_ name: String, _ seconds: Double) -> String {
-        "  " + name.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: "%9.3f s", seconds)
     }
 
     private static func seconds(_ duration: Duration) -> Double {

@@ -180,14 +180,36 @@ final class CLITests: XCTestCase {
         let model = try mimood(["detect", "--model", folder.appendingPathComponent("nowhere").path, "--out", out, slice])
         XCTAssertNotEqual(model.status, 0)
         XCTAssertTrue(model.errors.contains("cannot load the model"), model.errors)
+        let peak = try mimood(["bench", "--model", Self.checkpoint, "--no-pytorch", "--peak-gflops", "0"])
+        XCTAssertEqual(peak.status, 64)
+        XCTAssertTrue(peak.errors.contains("--peak-gflops must be a positive number"), peak.errors)
     }
 
     func testBenchReportsEveryStageAndTheTransformerRate() throws {
         let run = try mimood(["bench", "--model", Self.checkpoint, "--batch", "2", "--restorations", "2", "--steps", "2",
-                              "--repeats", "1", "--threads", "1", "--no-pytorch"])
+                              "--repeats", "1", "--threads", "1", "--no-pytorch", "--peak-gflops", "100"])
         XCTAssertEqual(run.status, 0, run.errors)
-        for stage in ["slices/s", "tokenize", "restore", "decode", "anomaly_map", "total", "GFLOP/s", "nominal peak"] {
+        for stage in ["slices/s", "tokenize", "restore", "decode", "anomaly_map", "total", "BLAS: ", "1 thread(s)",
+                      "Transformer passes: ", "GFLOP/s", "of the given peak 100", "of the nominal peak"] {
             XCTAssertTrue(run.output.contains(stage), "\(stage) missing in:\n\(run.output)")
+        }
+        XCTAssertFalse(run.output.contains("pytorch"), run.output)
+    }
+
+    /// The PyTorch side, with the Python that `mimood bench` finds itself: `$MIMOOD_PYTHON` or the
+    /// repository's `.venv` (scripts/test creates it); without one this test fails and says so.
+    func testBenchRunsThePyTorchReferenceSideBySide() throws {
+        let run = try mimood(["bench", "--model", Self.checkpoint, "--batch", "2", "--restorations", "1", "--steps", "1",
+                              "--repeats", "1", "--threads", "1"])
+        XCTAssertEqual(run.status, 0, run.errors)
+        let lines = run.output.split(separator: "\n").map(String.init)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("stage") && $0.contains("pytorch") && $0.hasSuffix("speed ratio") }, run.output)
+        for stage in ["tokenize", "restore", "decode", "anomaly_map", "total", "slices/s"] {
+            let row = lines.first { $0.hasPrefix(stage + " ") }?.split(separator: " ") ?? []
+            // name, ours (value [s]), PyTorch's (value [s]), ratio: every cell filled with a number.
+            let numbers = row.compactMap { Double($0) }
+            XCTAssertEqual(numbers.count, 3, "row \(stage) in:\n\(run.output)")
+            XCTAssertTrue(numbers.allSatisfy { $0 > 0 && $0.isFinite }, "row \(stage) in:\n\(run.output)")
         }
     }
 }
