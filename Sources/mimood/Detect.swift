@@ -7,7 +7,7 @@ import Models
 /// `mimood detect`: anomaly maps, token heatmaps and overlays for slices and volumes on disk.
 struct Detect: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write anomaly maps, token heatmaps and PNG overlays for .npy slices and NIfTI volumes.")
+        abstract: "Write anomaly maps, token heatmaps and PNG overlays for .npy and PNG slices, .npy and NIfTI volumes.")
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var inference: InferenceOptions
