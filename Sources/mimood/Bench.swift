@@ -53,9 +53,9 @@ struct Bench: ParsableCommand {
             let results = try engine.run([job], sampler: &sampler, timings: &timings)
             guard results.first?.stepsRun == steps else { throw CLIError("expected all \(steps) steps to run") }
             runs.append(timings)
-            printError("run \(run)/\(repeats): \(String(format: "%.3f", Bench.seconds(timings.total))) s")
+            printError("run \(run)/\(repeats): \(String(format: "%.3f", timings.total.inSeconds)) s")
         }
-        let median = { (stage: KeyPath<StageTimings, Duration>) in Bench.median(runs.map { Bench.seconds($0[keyPath: stage]) }) }
+        let median = { (stage: KeyPath<StageTimings, Duration>) in Bench.median(runs.map { $0[keyPath: stage].inSeconds }) }
         let ours = Bench.stages.map { (name, path) in (name, median(path)) }
 
         let threads = Threads.count
@@ -178,9 +178,6 @@ struct Bench: ParsableCommand {
                          stages: order.compactMap { key in seconds[key].map { (key, $0) } })
     }
 
-    private static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
 
     private static func median(_ values: [Double]) -> Double {
         let sorted = values.sorted()

@@ -136,7 +136,11 @@ func printError(_ message: String) {
 
 func format(_ value: Float) -> String { String(format: "%.4g", Double(value)) }
 
+extension Duration {
+    var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
 func seconds(since start: ContinuousClock.Instant) -> String {
     let elapsed = ContinuousClock.now - start
-    return String(format: "%.2f", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    return String(format: "%.2f", elapsed.inSeconds)
 }
