@@ -1,7 +1,8 @@
 // swift-tools-version: 6.0
 // MIM-OOD Server. One module per concern; dependencies point toward the kernels:
-//   mimood (CLI) → Models → Kernels;  mimood → Imaging → ZlibCodec;  HTTPServer → ZlibCodec;
-//   Models, HTTPServer → JSONText (string literals)
+//   mimood (CLI) → Service → HTTPServer → ZlibCodec
+//                  Service → Detection → Models → Kernels;  Detection → Imaging → ZlibCodec
+//   Models, HTTPServer, Service → JSONText (string literals);  HTTPServer, Service → Threading
 import PackageDescription
 
 let package = Package(
@@ -15,6 +16,7 @@ let package = Package(
         // SHA-256 of checkpoint files (Crypto).
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // zlib from the system (Debian: zlib1g-dev).
@@ -40,13 +42,26 @@ let package = Package(
         .target(name: "Models", dependencies: ["Kernels", "JSONText", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", .product(name: "Crypto", package: "swift-crypto")]),
         // HTTP/1.1 on POSIX sockets and Dispatch: a pure request parser and the socket server. Knows nothing of models.
-        .target(name: "HTTPServer", dependencies: ["ZlibCodec", "JSONText"]),
-        // JSON string literals, shared by the manifest writer and problem+json bodies.
+        .target(name: "HTTPServer", dependencies: ["ZlibCodec", "JSONText", "Threading"]),
+        // JSON string literals, shared by the manifest writer, problem+json bodies and the service's JSON.
         .target(name: "JSONText"),
+        // A lock Thread Sanitizer sees, and Duration conversions: shared by the server and the service.
+        .target(name: "Threading"),
+        // From image bytes to detection results on the input's grid: formats sniffed, preprocessing, one
+        // restoration job per slice, maps put back, outputs encoded. Shared by `mimood detect` and the service.
+        .target(name: "Detection", dependencies: ["Models", "Imaging"]),
+        // The detection service: POST /detect on a shared, dynamically batching inference queue; health,
+        // metrics, model facts; configuration; JSON logs (docs/service.md).
+        .target(name: "Service", dependencies: [
+            "HTTPServer", "Detection", "Models", "Imaging", "Kernels", "ZlibCodec", "JSONText", "Threading",
+            .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "Detection", "Imaging", "ZlibCodec", "TestSupport"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"]),
-        // The command line: `mimood detect` and `mimood bench` (docs/cli.md).
+        // The command line: `mimood detect`, `mimood bench` (docs/cli.md) and `mimood serve` (docs/service.md).
         .executableTarget(name: "mimood", dependencies: [
-            "Models", "Imaging", "Kernels", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Service", "Detection", "Models", "Imaging", "Kernels", "Threading",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "CLITests", dependencies: ["Imaging", "TestSupport"]),
         // Helpers shared by test targets (running a child process).

@@ -78,9 +78,13 @@ public struct RequestHead: Sendable, Equatable {
 public struct HTTPRequest: Sendable {
     public var head: RequestHead
     public var body: [UInt8]
-    public init(head: RequestHead, body: [UInt8]) {
+    /// What the route's admission check handed over (`Admission.admit(ticket:)`).
+    public var admissionTicket: (any Sendable)?
+
+    public init(head: RequestHead, body: [UInt8], admissionTicket: (any Sendable)? = nil) {
         self.head = head
         self.body = body
+        self.admissionTicket = admissionTicket
     }
 }
 

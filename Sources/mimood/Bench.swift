@@ -3,6 +3,7 @@ import Foundation
 import Imaging
 import Kernels
 import Models
+import Threading
 
 /// `mimood bench`: the restoration pipeline's speed on a batch, beside PyTorch's on the same weights.
 struct Bench: ParsableCommand {

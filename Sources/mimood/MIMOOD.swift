@@ -1,10 +1,10 @@
 import ArgumentParser
 
-/// `mimood`: anomaly detection in brain MRI with MIM-OOD, from the command line.
+/// `mimood`: anomaly detection in brain MRI with MIM-OOD, from the command line and as a service.
 @main
-struct MIMOOD: ParsableCommand {
+struct MIMOOD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mimood",
-        abstract: "Find anomalies in brain MRI slices and volumes with MIM-OOD (docs/cli.md).",
-        subcommands: [Detect.self, Bench.self])
+        abstract: "Find anomalies in brain MRI slices and volumes with MIM-OOD (docs/cli.md, docs/service.md).",
+        subcommands: [Detect.self, Bench.self, Serve.self])
 }

@@ -63,27 +63,6 @@ struct InferenceOptions: ParsableArguments {
     }
 }
 
-extension InferenceParameters {
-    /// The threshold the method compares its token scores with: λ (`mim-ood`), the critic threshold
-    /// (`mvtm-critic`), λ_NLL (`ar`).
-    var methodThreshold: Float {
-        get {
-            switch method {
-            case .mimOOD: lambda
-            case .mvtmCritic: criticThreshold
-            case .ar: lambdaNLL
-            }
-        }
-        set {
-            switch method {
-            case .mimOOD: lambda = newValue
-            case .mvtmCritic: criticThreshold = newValue
-            case .ar: lambdaNLL = newValue
-            }
-        }
-    }
-}
-
 /// A failure the user can act on; printed as it is, without a stack of wrappers.
 struct CLIError: Error, CustomStringConvertible {
     let description: String

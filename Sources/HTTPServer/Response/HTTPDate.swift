@@ -1,3 +1,4 @@
+import Threading
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

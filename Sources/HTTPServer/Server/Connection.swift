@@ -1,4 +1,5 @@
 import Dispatch
+import Threading
 
 /// One accepted socket: reads bytes into the parser, runs one handler at a time, writes responses in
 /// request order, and enforces the timeouts of `ServerConfiguration`.
@@ -29,6 +30,7 @@ final class Connection: @unchecked Sendable {
     private let router: Router
     private let encoder: ResponseEncoder
     private let onClose: @Sendable (Connection) -> Void
+    private let responseObserver: (@Sendable (ResponseRecord) -> Void)?
 
     private var parser: RequestParser
     private var phase = Phase.awaitingRequest
@@ -41,6 +43,19 @@ final class Connection: @unchecked Sendable {
     private var answeredRequests = 0
     private var draining = false
     private var isClosed = false
+    /// The admitted request's ticket, from its admission check until it goes to the handler with the request.
+    private var admissionTicket: (any Sendable)?
+    /// The running handler: cancelled when the peer goes away or the connection is closed.
+    private var handlerTask: Task<Void, Never>?
+    /// The request in progress, for the response observer: when its first byte came (or the accept, for
+    /// the first request), its head once parsed, its route, and its body's size.
+    private var requestStarted = ContinuousClock.now
+    private var currentHead: RequestHead?
+    private var currentRoute: String?
+    private var currentBodyBytes = 0
+    private var streamedBodyBytes = 0
+    private var streamedStatus = 0
+    private var streamedRequestID: String?
 
     private let readSource: DispatchSourceRead
     private let writeSource: DispatchSourceWrite
@@ -56,11 +71,12 @@ final class Connection: @unchecked Sendable {
     private var timerFireTime = DispatchTime.distantFuture
 
     init(descriptor: Int32, queue: DispatchQueue, configuration: ServerConfiguration, router: Router,
-         onClose: @escaping @Sendable (Connection) -> Void) {
+         responseObserver: (@Sendable (ResponseRecord) -> Void)?, onClose: @escaping @Sendable (Connection) -> Void) {
         self.descriptor = descriptor
         self.queue = queue
         self.configuration = configuration
         self.router = router
+        self.responseObserver = responseObserver
         self.onClose = onClose
         encoder = ResponseEncoder(serverName: configuration.serverName, gzipMinimumBytes: configuration.gzipMinimumBytes)
         parser = RequestParser(limits: configuration.limits)
@@ -105,7 +121,17 @@ final class Connection: @unchecked Sendable {
     private func readAvailable() {
         guard !isClosed else { return }
         switch phase {
-        case .handling, .streaming, .writing:
+        case .handling:
+            // A peer that closes (or resets) while its handler works will never read the answer: cancel the
+            // work. A client that half-closes after its request (shutdown(SHUT_WR)) looks the same and is
+            // treated as gone too; HTTP clients and proxies (curl, nginx) do not do that.
+            switch Socket.peek(descriptor) {
+            case .endOfStream, .failed: close()
+            case .transferred: pauseReading()  // a pipelined request: it waits in the socket, as below
+            case .wouldBlock: break
+            }
+            return
+        case .streaming, .writing:
             // One request at a time: what arrives now waits in the socket until the response is out. Pausing
             // only once bytes do arrive spares the common case a suspend and resume per request.
             pauseReading()
@@ -133,7 +159,10 @@ final class Connection: @unchecked Sendable {
         switch phase {
         case .awaitingRequest:
             phase = .readingHead
-            if answeredRequests > 0 { arm(configuration.headerTimeout) }
+            if answeredRequests > 0 {
+                requestStarted = .now
+                arm(configuration.headerTimeout)
+            }
         case .readingBody:
             arm(configuration.bodyTimeout)  // the body timeout bounds each wait, not the whole body
         default:
@@ -177,6 +206,8 @@ final class Connection: @unchecked Sendable {
 
     private func beginRequest(_ head: RequestHead) {
         let resolution = router.resolve(method: head.method, path: head.path)
+        currentHead = head
+        if case .route(let route) = resolution { currentRoute = route.path }
         // RFC 9110 §10.1.1: Expect from an HTTP/1.0 client is ignored.
         let expectation = head.version == .http1_1 ? head.headers["Expect"]?.lowercased() : nil
         let hasBody = parser.isChunked || (parser.expectedBodyLength ?? 0) > 0
@@ -184,6 +215,16 @@ final class Connection: @unchecked Sendable {
             respond(ProblemDetails.response(status: 417, detail: "only the 100-continue expectation is supported"),
                     to: head, close: true)
             return
+        }
+        if case .route(let route) = resolution, let admission = route.admission {
+            switch admission(head, parser.isChunked ? nil : parser.expectedBodyLength ?? 0) {
+            case .refuse(let response):
+                // Answered before the body is read, so the connection cannot carry another request.
+                respond(response, to: head, close: true)
+                return
+            case .admit(let ticket):
+                admissionTicket = ticket
+            }
         }
         if expectation != nil && hasBody {
             switch resolution {
@@ -206,25 +247,32 @@ final class Connection: @unchecked Sendable {
 
     private func finishRequest() {
         guard case .readingBody(let head, let resolution) = phase else { return }
-        let request = HTTPRequest(head: head, body: requestBody)
+        let request = HTTPRequest(head: head, body: requestBody, admissionTicket: admissionTicket)
+        currentBodyBytes = requestBody.count
         requestBody = []
+        admissionTicket = nil
         phase = .handling
         disarm()
         switch resolution {
         case .problem(let response):
             respond(response, to: head, close: false)
-        case .route(.complete(let handler)):
-            Task {
-                let response: HTTPResponse
-                do {
-                    response = try await handler(request)
-                } catch {
-                    response = Self.handlerFailure
+        case .route(let route):
+            // Reading goes on while the handler runs, to notice a peer that goes away (readAvailable).
+            resumeReading()
+            switch route.handler {
+            case .complete(let handler):
+                handlerTask = Task {
+                    let response: HTTPResponse
+                    do {
+                        response = try await handler(request)
+                    } catch {
+                        response = Self.handlerFailure
+                    }
+                    self.queue.async { self.respond(response, to: head, close: false) }
                 }
-                self.queue.async { self.respond(response, to: head, close: false) }
+            case .streaming(let handler):
+                handlerTask = Task { await self.stream(handler, for: request) }
             }
-        case .route(.streaming(let handler)):
-            Task { await self.stream(handler, for: request) }
         }
     }
 
@@ -255,6 +303,13 @@ final class Connection: @unchecked Sendable {
 
     private func respond(_ response: HTTPResponse, to head: RequestHead?, close mustClose: Bool) {
         guard !isClosed else { return }
+        handlerTask = nil
+        var response = response
+        // The request's id comes back on every answer, also on those the HTTP layer gives itself.
+        if let requestID = head?.headers["X-Request-ID"], response.headers["X-Request-ID"] == nil {
+            response.headers.add("X-Request-ID", requestID)
+        }
+        observe(status: response.status, responseBodyBytes: response.body.count, requestID: response.headers["X-Request-ID"])
         let keepAlive = !mustClose && !draining && head.map(Self.wantsKeepAlive) == true
             && response.headers["Connection"]?.lowercased() != "close"
         outbound.append(contentsOf: encoder.encode(response, for: head.map(ResponseEncoder.RequestContext.init),
@@ -273,6 +328,9 @@ final class Connection: @unchecked Sendable {
         outbound.append(contentsOf: encoder.encodeStreamingHead(status: response.status, headers: response.headers,
                                                                 keepAlive: keepAlive, requestVersion: head.version))
         let isHead = head.method == "HEAD"
+        (streamedStatus, streamedBodyBytes) = (response.status, 0)
+        streamedRequestID = response.headers["X-Request-ID"] ?? head.headers["X-Request-ID"]
+        if isHead { observe(status: response.status, responseBodyBytes: 0, requestID: streamedRequestID) }
         phase = isHead ? .writing(closeAfter: !keepAlive) : .streaming(closeAfter: !keepAlive, chunked: chunked)
         flush()
         return !isHead && !isClosed
@@ -284,6 +342,7 @@ final class Connection: @unchecked Sendable {
             continuation.resume(throwing: ConnectionClosedError())
             return
         }
+        streamedBodyBytes += bytes.count
         if chunked {
             outbound.append(contentsOf: "\(String(bytes.count, radix: 16))\r\n".utf8)
             outbound.append(contentsOf: bytes)
@@ -306,9 +365,21 @@ final class Connection: @unchecked Sendable {
 
     private func endStream() {
         guard !isClosed, case .streaming(let closeAfter, let chunked) = phase else { return }
+        handlerTask = nil
+        observe(status: streamedStatus, responseBodyBytes: streamedBodyBytes, requestID: streamedRequestID)
         if chunked { outbound.append(contentsOf: "0\r\n\r\n".utf8) }
         phase = .writing(closeAfter: closeAfter)
         flush()
+    }
+
+    /// Tells the response observer of a final response, and forgets the request it answered.
+    private func observe(status: Int, responseBodyBytes: Int, requestID: String?) {
+        if let responseObserver {
+            responseObserver(ResponseRecord(
+                method: currentHead?.method, route: currentRoute, status: status, duration: .now - requestStarted,
+                requestBodyBytes: currentBodyBytes, responseBodyBytes: responseBodyBytes, requestID: requestID))
+        }
+        (currentHead, currentRoute, currentBodyBytes) = (nil, nil, 0)
     }
 
     /// HTTP/1.1 keeps the connection unless "close" is listed; 1.0 closes unless "keep-alive" is (RFC 9112 §9.3).
@@ -447,6 +518,9 @@ final class Connection: @unchecked Sendable {
     private func close() {
         guard !isClosed else { return }
         isClosed = true
+        admissionTicket = nil
+        handlerTask?.cancel()
+        handlerTask = nil
         timer.cancel()
         // A suspended or never-activated source runs its cancel handler only once resumed.
         resumeReading()

@@ -1,4 +1,5 @@
 import Dispatch
+import Threading
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,13 +36,21 @@ public final class HTTPServer: Sendable {
 
     private let configuration: ServerConfiguration
     private let router: Router
+    private let onShutdownBegin: (@Sendable () -> Void)?
+    private let responseObserver: (@Sendable (ResponseRecord) -> Void)?
     private let acceptQueue = DispatchQueue(label: "HTTPServer.accept")
     private let ioQueues: [DispatchQueue]
     private let state = LockedValue(State())
 
-    public init(configuration: ServerConfiguration, router: Router) {
+    /// `onShutdownBegin` runs once, when graceful shutdown begins (a readiness check turns 503 then);
+    /// `responseObserver` sees every final response (metrics, access logs) on the connection's queue, so it
+    /// must be quick.
+    public init(configuration: ServerConfiguration, router: Router, onShutdownBegin: (@Sendable () -> Void)? = nil,
+                responseObserver: (@Sendable (ResponseRecord) -> Void)? = nil) {
         self.configuration = configuration
         self.router = router
+        self.onShutdownBegin = onShutdownBegin
+        self.responseObserver = responseObserver
         ioQueues = (0..<max(1, configuration.ioQueueCount)).map { DispatchQueue(label: "HTTPServer.io.\($0)") }
     }
 
@@ -75,9 +84,20 @@ public final class HTTPServer: Sendable {
         return port
     }
 
-    /// Starts, serves until SIGTERM or SIGINT, then shuts down gracefully and returns.
-    public func run() async throws {
-        try start()
+    /// True from the moment graceful shutdown begins.
+    public var isDraining: Bool {
+        state.withLock { state in
+            switch state.lifecycle {
+            case .draining, .stopped: true
+            case .notStarted, .running: false
+            }
+        }
+    }
+
+    /// Starts, calls `started` with the bound port, serves until SIGTERM or SIGINT, then shuts down
+    /// gracefully and returns.
+    public func run(started: (Int) -> Void = { _ in }) async throws {
+        started(try start())
         let signalSources = [SIGTERM, SIGINT].map { signalNumber in
             signal(signalNumber, SIG_IGN)  // delivered to the source instead of ending the process
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: acceptQueue)
@@ -111,6 +131,7 @@ public final class HTTPServer: Sendable {
             }
         }
         guard let drained else { return }
+        onShutdownBegin?()
         drained.listener?.source.cancel()
         for connection in drained.connections {
             connection.queue.async { connection.beginDrain() }
@@ -189,8 +210,8 @@ public final class HTTPServer: Sendable {
             guard state.connections.count < configuration.maxConnections else { return .overCapacity }
             let queue = ioQueues[state.acceptedCount % ioQueues.count]
             state.acceptedCount &+= 1
-            let connection = Connection(descriptor: client, queue: queue, configuration: configuration,
-                                        router: router) { self.connectionClosed($0) }
+            let connection = Connection(descriptor: client, queue: queue, configuration: configuration, router: router,
+                                        responseObserver: responseObserver) { self.connectionClosed($0) }
             state.connections[ObjectIdentifier(connection)] = connection
             return .admitted(connection)
         }
@@ -209,7 +230,27 @@ public final class HTTPServer: Sendable {
         let bytes = ResponseEncoder(serverName: configuration.serverName, gzipMinimumBytes: .max)
             .encode(response, for: nil, keepAlive: false, requestVersion: .http1_1)
         _ = bytes.withUnsafeBytes { Socket.send(client, $0) }
+        responseObserver?(ResponseRecord(method: nil, route: nil, status: response.status, duration: .zero,
+                                         requestBodyBytes: 0, responseBodyBytes: response.body.count, requestID: nil))
         Socket.shutdownWrites(client)
         Socket.close(client)
     }
+}
+
+/// One final response, as the server's response observer sees it.
+public struct ResponseRecord: Sendable {
+    /// The request's method, nil when its head could not be parsed.
+    public let method: String?
+    /// The registered path the request was routed to; nil otherwise (404, unparsable). Never the raw
+    /// target, so that metric labels stay a small, fixed set.
+    public let route: String?
+    public let status: Int
+    /// From the request's first byte (the accept, for a connection's first request) to the moment the
+    /// response is handed to the connection for writing (for a streamed response: its last piece).
+    public let duration: Duration
+    public let requestBodyBytes: Int
+    /// The body as the handler gave it, before any content coding.
+    public let responseBodyBytes: Int
+    /// The response's `X-Request-ID`, else the request's.
+    public let requestID: String?
 }

@@ -6,11 +6,31 @@ public typealias HTTPHandler = @Sendable (HTTPRequest) async throws -> HTTPRespo
 /// Answers one request with a body produced after the head is sent (see `StreamingResponse`).
 public typealias HTTPStreamingHandler = @Sendable (HTTPRequest) async throws -> StreamingResponse
 
+/// Decides from a request's head, before any body byte is read (and before `100 Continue`), whether the
+/// request may go on: `declaredBodyLength` is its Content-Length, nil for a chunked body. It runs on the
+/// connection's queue, so it must be quick.
+public typealias AdmissionCheck = @Sendable (RequestHead, _ declaredBodyLength: Int?) -> Admission
+
+public enum Admission: Sendable {
+    /// The body is read and the handler runs; `ticket` reaches it as `HTTPRequest.admissionTicket` and is
+    /// released with the request, also when the peer goes away before the body is complete.
+    case admit(ticket: (any Sendable)? = nil)
+    /// This response is sent at once and the connection closed; the body is never read.
+    case refuse(HTTPResponse)
+}
+
 /// Maps a method and an exact decoded path to a handler. Built before the server starts, then read-only.
 public struct Router: Sendable {
-    enum Route: Sendable {
+    enum Handler: Sendable {
         case complete(HTTPHandler)
         case streaming(HTTPStreamingHandler)
+    }
+
+    struct Route: Sendable {
+        /// The registered path: a metric label of bounded cardinality, unlike the request target.
+        let path: String
+        let handler: Handler
+        let admission: AdmissionCheck?
     }
 
     private var routesByPath: [String: [String: Route]] = [:]
@@ -19,13 +39,14 @@ public struct Router: Sendable {
 
     /// Registers `handler` for `method` (case-sensitive, e.g. "GET") on `path` (e.g. "/v1/detect"). A GET
     /// handler also answers HEAD, with the body left out, unless HEAD has a handler of its own.
-    public mutating func add(method: String, path: String, handler: @escaping HTTPHandler) {
-        routesByPath[path, default: [:]][method] = .complete(handler)
+    /// With `admission`, each request is first put to it (see `AdmissionCheck`).
+    public mutating func add(method: String, path: String, admission: AdmissionCheck? = nil, handler: @escaping HTTPHandler) {
+        routesByPath[path, default: [:]][method] = Route(path: path, handler: .complete(handler), admission: admission)
     }
 
     /// Registers a handler whose response body is streamed; otherwise as `add(method:path:handler:)`.
     public mutating func addStreaming(method: String, path: String, handler: @escaping HTTPStreamingHandler) {
-        routesByPath[path, default: [:]][method] = .streaming(handler)
+        routesByPath[path, default: [:]][method] = Route(path: path, handler: .streaming(handler), admission: nil)
     }
 
     enum Resolution {

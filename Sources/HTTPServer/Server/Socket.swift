@@ -97,6 +97,19 @@ enum Socket {
         }
     }
 
+    /// Whether input is waiting, without taking it: `.transferred(1)` when there is, `.endOfStream` when the
+    /// peer has closed its side, `.failed` after a reset.
+    static func peek(_ descriptor: Int32) -> IOResult {
+        var byte: UInt8 = 0
+        while true {
+            let count = recv(descriptor, &byte, 1, Int32(MSG_PEEK))
+            if count > 0 { return .transferred(count) }
+            if count == 0 { return .endOfStream }
+            if errno == EINTR { continue }
+            return errno == EAGAIN || errno == EWOULDBLOCK ? .wouldBlock : .failed
+        }
+    }
+
     /// MSG_NOSIGNAL: a peer gone away is an EPIPE to handle, not a SIGPIPE that ends the process.
     static func send(_ descriptor: Int32, _ bytes: UnsafeRawBufferPointer) -> IOResult {
         while true {

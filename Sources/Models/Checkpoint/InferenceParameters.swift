@@ -115,3 +115,24 @@ extension InferenceParameters {
         if let problem { throw ManifestProblem("inference: \(problem)") }
     }
 }
+
+extension InferenceParameters {
+    /// The threshold the method compares its token scores with: λ (`mim-ood`), the critic threshold
+    /// (`mvtm-critic`), λ_NLL (`ar`).
+    public var methodThreshold: Float {
+        get {
+            switch method {
+            case .mimOOD: lambda
+            case .mvtmCritic: criticThreshold
+            case .ar: lambdaNLL
+            }
+        }
+        set {
+            switch method {
+            case .mimOOD: lambda = newValue
+            case .mvtmCritic: criticThreshold = newValue
+            case .ar: lambdaNLL = newValue
+            }
+        }
+    }
+}

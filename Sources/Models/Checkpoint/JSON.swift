@@ -35,6 +35,11 @@ public struct JSONObject: Sendable, Equatable {
 
     public init() {}
 
+    /// An object of these members, in this order; a later member of the same name replaces an earlier one.
+    public init(_ members: KeyValuePairs<String, JSONValue>) {
+        for (key, value) in members { self[key] = value }
+    }
+
     public subscript(key: String) -> JSONValue? {
         get { members[key] }
         set {
@@ -293,8 +298,6 @@ extension JSONValue {
             out += "}"
         }
     }
-
-
 }
 
 // MARK: - Messages

@@ -1,0 +1,192 @@
+import Imaging
+import Kernels
+import Models
+
+/// Why an input image cannot be run, sorted by what the sender must change (the service maps each kind
+/// to an HTTP status; the CLI prints the message).
+public struct InputError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable {
+        /// Not one of the formats read here (.npy, PNG, NIfTI-1).
+        case unsupportedFormat
+        /// A known format, but broken: truncated, corrupt, an invalid header.
+        case malformed
+        /// More pixels, voxels or bytes than the limits allow.
+        case tooLarge
+        /// A valid file the model cannot take: the wrong shape or dtype, no brain, out-of-range values.
+        case unprocessable
+    }
+
+    public let kind: Kind
+    public let description: String
+
+    public init(_ kind: Kind, _ description: String) {
+        self.kind = kind
+        self.description = description
+    }
+}
+
+/// The image formats an input may come in, told apart by their first bytes.
+public enum InputFormat: String, Sendable {
+    case npy, png, nifti
+
+    /// The format of `bytes` by its magic bytes: .npy, PNG, or else NIfTI-1 (plain or gzip-compressed;
+    /// the NIfTI decoder checks its own header).
+    public static func sniff(_ bytes: [UInt8]) -> InputFormat {
+        if bytes.starts(with: [0x93] + Array("NUMPY".utf8)) { return .npy }
+        if bytes.starts(with: [0x89] + Array("PNG".utf8)) { return .png }
+        return .nifti
+    }
+}
+
+/// One input image made ready for the model: its 160×160 slices and what maps results back to it.
+public struct DetectionInput: Sendable {
+    public enum Kind: Sendable {
+        /// A 2-D image; results go back onto its pixel grid.
+        case image(SliceGeometry)
+        /// A volume; results go back onto its voxel grid, written with the input's header geometry.
+        case volume(SliceGeometry, NIfTIGeometry)
+        /// Slices the sender declared preprocessed; results keep the input's shape.
+        case slices(shape: [Int])
+    }
+
+    public let format: InputFormat
+    public let kind: Kind
+    public let sliceCount: Int
+    /// [sliceCount, 160, 160] in [0, 1], the model's frame (docs/preprocessing.md §7).
+    public let slices: [Float]
+    /// Brain pixels of the slices, same layout.
+    public let brain: [Bool]
+
+    /// Whether the input was a volume with a voxel grid (NIfTI, or a 3-D .npy taken as RAS at 1 mm).
+    public var isVolume: Bool {
+        if case .volume = kind { return true }
+        return false
+    }
+
+    /// Whether the input was 2-D, so that its token heatmap is [h, w] rather than [slices, h, w].
+    public var isTwoDimensional: Bool {
+        switch kind {
+        case .image: true
+        case .volume: false
+        case .slices(let shape): shape.count == 2
+        }
+    }
+
+    /// Caps on what an input may make the decoders and the preprocessing allocate.
+    public struct Limits: Sendable {
+        public var maximumElements = NPY.defaultMaximumElements
+        public var png = PNGLimits()
+        public var nifti = NIfTILimits()
+        public init() {}
+    }
+
+    /// Reads `.npy` (2-D slice or 3-D volume), PNG (2-D slice) or NIfTI-1 (`.nii`, `.nii.gz`), told apart
+    /// by their magic bytes, and preprocesses it as docs/preprocessing.md and docs/imaging.md say. With
+    /// `preprocessed`, `.npy` and PNG inputs are taken as 160×160 slices in [0, 1] and passed unchanged.
+    public init(bytes: [UInt8], preprocessed: Bool, limits: Limits = Limits()) throws(InputError) {
+        let format = InputFormat.sniff(bytes)
+        switch format {
+        case .npy:
+            let array: NPYArray
+            do { array = try NPY.decode(bytes, maximumElements: limits.maximumElements) } catch { throw Self.refusal(error) }
+            if preprocessed {
+                self = try Self.modelSlices(array, format: format)
+            } else if let image = array.image() {
+                self = try DetectionInput(image: image, format: format)
+            } else if let volume = array.volume() {
+                // A bare array has no geometry: voxel axes are taken as RAS at 1 mm (docs/imaging.md).
+                self = try DetectionInput(volume: volume, geometry: NIfTIGeometry(affine: .identity), format: format)
+            } else {
+                throw InputError(.unprocessable, "a .npy input must be a 2-D slice or a 3-D volume, got shape \(array.shape)"
+                                 + " (a stack of preprocessed slices must be declared preprocessed)")
+            }
+        case .png:
+            let image: GrayImage
+            do { image = try PNG.decode(bytes, limits: limits.png).grayscale() } catch { throw Self.refusal(error) }
+            self = preprocessed
+                ? try Self.modelSlices(NPYArray(shape: [image.height, image.width], values: image.pixels), format: format)
+                : try DetectionInput(image: image, format: format)
+        case .nifti:
+            let nifti: NIfTIImage
+            do {
+                nifti = try NIfTI.decode(bytes, limits: limits.nifti)
+            } catch .badHeaderSize {
+                // Neither magic matched and no NIfTI header either: say what is accepted, whatever the name claims.
+                throw InputError(.unsupportedFormat, "not a .npy, PNG or NIfTI-1 (.nii, .nii.gz) image: its first bytes match none of them")
+            } catch {
+                throw Self.refusal(error)
+            }
+            guard !preprocessed else {
+                throw InputError(.unprocessable, "only .npy and PNG slices can be declared preprocessed; "
+                                 + "a NIfTI volume is always preprocessed from its voxel grid")
+            }
+            let affine: Affine
+            do { affine = try nifti.geometry.affine() } catch { throw Self.refusal(error) }
+            self = try DetectionInput(volume: nifti.volume, geometry: nifti.geometry, affine: affine, format: format)
+        }
+    }
+
+    private init(format: InputFormat, kind: Kind, sliceCount: Int, slices: [Float], brain: [Bool]) {
+        (self.format, self.kind, self.sliceCount, self.slices, self.brain) = (format, kind, sliceCount, slices, brain)
+    }
+
+    private init(image: GrayImage, format: InputFormat) throws(InputError) {
+        let prepared: PreprocessedVolume
+        do { prepared = try Preprocessing.prepareImage(image) } catch { throw Self.refusal(error) }
+        self.init(format: format, kind: .image(prepared.geometry), sliceCount: 1, slices: prepared.slices, brain: prepared.brain)
+    }
+
+    private init(volume: Volume, geometry: NIfTIGeometry, affine: Affine = .identity, format: InputFormat) throws(InputError) {
+        let prepared: PreprocessedVolume
+        do { prepared = try Preprocessing.preprocess(volume, affine: affine) } catch { throw Self.refusal(error) }
+        self.init(format: format, kind: .volume(prepared.geometry, geometry), sliceCount: prepared.sliceCount,
+                  slices: prepared.slices, brain: prepared.brain)
+    }
+
+    /// Preprocessed slices: [160, 160], [N, 160, 160] or [N, 1, 160, 160], each checked by the 2-D rule for
+    /// a preprocessed 160×160 image (finite, in [0, 1]; brain = pixels > 0).
+    private static func modelSlices(_ array: NPYArray, format: InputFormat) throws(InputError) -> DetectionInput {
+        let size = Preprocessing.sliceSize, area = size * size
+        let accepted = [[size, size], [array.shape.first ?? 0, size, size], [array.shape.first ?? 0, 1, size, size]]
+        guard accepted.contains(array.shape), array.values.count >= area else {
+            throw InputError(.unprocessable, "preprocessed slices must be \(size)×\(size): shape [\(size), \(size)], "
+                             + "[N, \(size), \(size)] or [N, 1, \(size), \(size)], got \(array.shape)")
+        }
+        let count = array.values.count / area
+        var slices: [Float] = [], brain: [Bool] = []
+        for index in 0..<count {
+            let image = GrayImage(width: size, height: size, pixels: Array(array.values[index * area ..< (index + 1) * area]))
+            do {
+                let prepared = try Preprocessing.prepareImage(image)
+                slices += prepared.slices
+                brain += prepared.brain
+            } catch {
+                throw InputError(.unprocessable, "slice \(index): \(error)")
+            }
+        }
+        return DetectionInput(format: format, kind: .slices(shape: array.shape), sliceCount: count, slices: slices, brain: brain)
+    }
+
+    /// A decoder's or the preprocessing's error, sorted by kind.
+    private static func refusal(_ error: any Error) -> InputError {
+        let kind: InputError.Kind = switch error {
+        case NPYError.tooManyElements, NIfTIError.tooLarge, PNGError.tooLarge, PreprocessingError.tooLarge: .tooLarge
+        case NPYError.unsupportedDType, NIfTIError.unsupportedDataType, NIfTIError.nifti2NotSupported,
+             NIfTIError.pairNotSupported, PNGError.notGrayscale, is PreprocessingError: .unprocessable
+        default: .malformed
+        }
+        return InputError(kind, "\(error)")
+    }
+
+    /// One restoration job per slice, slice i seeded with `parameters.seed + i`: a slice's result depends on
+    /// its image, the parameters and that seed only, not on how slices are batched.
+    public func jobs(_ parameters: InferenceParameters, slices range: Range<Int>) -> [RestorationJob] {
+        let size = Preprocessing.sliceSize, area = size * size
+        return range.map { index in
+            var own = parameters
+            own.seed = parameters.seed &+ UInt64(index)
+            return RestorationJob(images: Tensor(shape: [1, 1, size, size], scalars: Array(slices[index * area ..< (index + 1) * area])),
+                                  parameters: own)
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import Imaging
+import Models
+
+/// An array of float32 values in C order with its shape: what `np.frombuffer(...).reshape(shape)` rebuilds.
+public struct FloatArray: Sendable, Equatable {
+    public let shape: [Int]
+    public let values: [Float]
+
+    public init(shape: [Int], values: [Float]) {
+        precondition(shape.reduce(1, *) == values.count, "the shape must hold every value")
+        (self.shape, self.values) = (shape, values)
+    }
+
+    public var npy: [UInt8] { NPY.encode(shape: shape, float32: values) }
+
+    /// The values as little-endian float32 bytes.
+    public var littleEndianBytes: [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(values.count * 4)
+        for value in values {
+            withUnsafeBytes(of: value.bitPattern.littleEndian) { bytes.append(contentsOf: $0) }
+        }
+        return bytes
+    }
+}
+
+/// What detection found in one input, on the input's own grid, from the engine's per-slice results.
+public struct DetectionResult: Sendable {
+    public let input: DetectionInput
+    public let parameters: InferenceParameters
+    /// [sliceCount, 160, 160] anomaly maps in the model's frame.
+    public let sliceMaps: [Float]
+    /// [sliceCount, h, w] token scores.
+    public let sliceTokenScores: [Float]
+    public let grid: Int
+    /// The most passes any slice's restoration ran.
+    public let stepsRun: Int
+
+    /// The training caches' rule for a slice worth learning from (Training/mimood_train/data.py): the
+    /// overlay shows only slices with at least this much brain.
+    public static let minimumBrainPixelsToShow = 1500
+
+    /// The results of `input.jobs(parameters, slices: 0..<sliceCount)`, in slice order.
+    public init(input: DetectionInput, parameters: InferenceParameters, results: [RestorationResult], grid: Int) {
+        precondition(results.count == input.sliceCount, "one result per slice")
+        self.input = input
+        self.parameters = parameters
+        self.grid = grid
+        sliceMaps = results.flatMap(\.anomalyMap.scalars)
+        sliceTokenScores = results.flatMap(\.tokenScores.scalars)
+        stepsRun = results.map(\.stepsRun).max() ?? 0
+    }
+
+    /// The anomaly map on the input's grid: the image's pixels, the volume's voxels, or the slices' shape.
+    public var anomalyMap: FloatArray {
+        switch input.kind {
+        case .image(let geometry):
+            let map = Preprocessing.sliceToImage(sliceMaps, geometry: geometry)
+            return FloatArray(shape: [map.height, map.width], values: map.pixels)
+        case .volume(let geometry, _):
+            let map = Preprocessing.slicesToVolume(sliceMaps, geometry: geometry)
+            return FloatArray(shape: map.shape, values: map.voxels)
+        case .slices(let shape):
+            return FloatArray(shape: shape, values: sliceMaps)
+        }
+    }
+
+    /// Token scores, [h, w] for a 2-D input and [slices, h, w] otherwise, in the model's slice frame.
+    public var tokenHeatmap: FloatArray {
+        FloatArray(shape: input.isTwoDimensional ? [grid, grid] : [input.sliceCount, grid, grid], values: sliceTokenScores)
+    }
+
+    /// Tokens scoring above the method's threshold: the ones the first pass resampled.
+    public var anomalousTokenCount: Int {
+        let threshold = parameters.methodThreshold
+        return sliceTokenScores.filter { $0 > threshold }.count
+    }
+
+    public var maximumScore: Float { sliceMaps.max() ?? 0 }
+
+    /// Mean over the model's slices (the frame the maps are computed in).
+    public var meanScore: Float { sliceMaps.reduce(0, +) / Float(max(sliceMaps.count, 1)) }
+
+    /// A `.nii.gz` of the anomaly map with the input's header geometry; nil unless the input was a volume.
+    public func niftiAnomalyMap() throws -> [UInt8]? {
+        guard case .volume(let geometry, let header) = input.kind else { return nil }
+        return try NIfTI.encode(Preprocessing.slicesToVolume(sliceMaps, geometry: geometry), geometry: header,
+                                description: "mimood anomaly map")
+    }
+
+    /// An `.npz` with `anomaly_map` and `token_heatmap`.
+    public func npz() throws -> [UInt8] {
+        try NPZ.encode([("anomaly_map", anomalyMap.npy), ("token_heatmap", tokenHeatmap.npy)])
+    }
+
+    /// The anomaly map over the slice with the highest in-brain score, in the model's 160×160 frame, as a
+    /// PNG for a person. Edge slices with a sliver of brain are out of distribution and light up whole,
+    /// so slices with less brain than the training slices had are passed over when others exist.
+    public func overlayPNG() throws -> [UInt8] {
+        let size = Preprocessing.sliceSize, area = size * size
+        let slices = 0..<input.sliceCount
+        let brainPixels = slices.map { z in input.brain[z * area ..< (z + 1) * area].filter { $0 }.count }
+        let candidates = slices.filter { brainPixels[$0] >= Self.minimumBrainPixelsToShow }
+        let inBrainMaximum = { (z: Int) in
+            (z * area ..< (z + 1) * area).reduce(Float(0)) { input.brain[$1] ? max($0, sliceMaps[$1]) : $0 }
+        }
+        let shown = (candidates.isEmpty ? Array(slices) : candidates).max { inBrainMaximum($0) < inBrainMaximum($1) } ?? 0
+        let window = shown * area ..< (shown + 1) * area
+        let image = GrayImage(width: size, height: size, pixels: Array(input.slices[window]))
+        let scores = GrayImage(width: size, height: size, pixels: Array(sliceMaps[window]))
+        return try PNG.encode(AnomalyOverlay.render(image: image, scores: scores))
+    }
+}

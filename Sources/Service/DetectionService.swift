@@ -1,0 +1,375 @@
+import Crypto
+import Detection
+import Dispatch
+import Foundation
+import HTTPServer
+import Imaging
+import Kernels
+import Logging
+import Models
+import Threading
+import ZlibCodec
+
+/// The detection service: its routes, the shared inference queue, metrics, readiness and logs
+/// (docs/service.md). `mimood serve` builds one, hands `router` to an `HTTPServer`, and calls `warmUp()`.
+public final class DetectionService: Sendable {
+    public let configuration: ServiceConfiguration
+    public let metrics = Metrics()
+    let engine: Engine
+    let queue: InferenceQueue
+    let logger: Logger
+    /// SHA-256 of the checkpoint's model.json, which names every weight file's SHA-256: the model's identity.
+    public let modelSHA256: String
+    private let openapiDocument: [UInt8]?
+    private let apiKeyDigest: [UInt8]?
+    private let lifecycle = LockedValue((isWarm: false, isDraining: false))
+
+    /// `modelJSON`: the bytes of the checkpoint's model.json; `openapiDocument`: what GET /openapi.yaml serves.
+    public init(configuration: ServiceConfiguration, engine: Engine, modelJSON: [UInt8], openapiDocument: [UInt8]?, logger: Logger) {
+        self.configuration = configuration
+        self.engine = engine
+        self.logger = logger
+        self.openapiDocument = openapiDocument
+        modelSHA256 = SHA256.hash(data: modelJSON).hexString
+        apiKeyDigest = configuration.apiKey.isEmpty ? nil : Array(SHA256.hash(data: Array(configuration.apiKey.utf8)))
+        let metrics = metrics
+        queue = InferenceQueue(limits: QueueLimits(
+            batchMaxSlices: configuration.batchMaxSlices, batchMaxCost: configuration.batchMaxCost,
+            batchMaxWait: .nanoseconds(Int64(configuration.batchMaxWaitMilliseconds * 1e6)),
+            maxQueuedSlices: configuration.queueMaxSlices, maxQueuedBytes: configuration.queueMaxBytes),
+            onBatch: { metrics.recordBatch($0) },
+            run: { try engine.run($0) })
+    }
+
+    /// Model loaded, warmed up, and not draining.
+    public var isReady: Bool { lifecycle.withLock { $0.isWarm && !$0.isDraining } }
+
+    /// Runs one slice through every stage once (first-touch page faults, lazy allocations), then turns ready.
+    public func warmUp() throws {
+        let size = engine.vqvae.config.resolution
+        let blank = Tensor(shape: [1, engine.vqvae.config.inChannels, size, size], scalars: .init(repeating: 0, count: size * size))
+        let started = ContinuousClock.now
+        _ = try engine.run([RestorationJob(images: blank, parameters: engine.defaults)])
+        lifecycle.withLock { $0.isWarm = true }
+        logger.info("warm", metadata: ["duration_ms": .stringConvertible(milliseconds(ContinuousClock.now - started))])
+    }
+
+    /// Graceful shutdown began: readiness turns 503 so that load balancers stop sending; work in progress goes on.
+    public func beginDrain() {
+        lifecycle.withLock { $0.isDraining = true }
+        logger.notice("draining")
+    }
+
+    /// The routes: POST /detect; GET /healthz, /readyz, /metrics, /v1/model, /openapi.yaml.
+    public var router: Router {
+        var router = Router()
+        router.add(method: "POST", path: "/detect", admission: { [self] head, length in admitDetection(head, declaredBodyLength: length) },
+                   handler: { [self] request in await detect(request) })
+        router.add(method: "GET", path: "/healthz") { _ in Self.json(200, JSONObject(["status": .string("alive")])) }
+        router.add(method: "GET", path: "/readyz") { [self] _ in
+            let (isWarm, isDraining) = lifecycle.withLock { ($0.isWarm, $0.isDraining) }
+            if isDraining { return ServiceProblem(503, "the server is draining", headers: retryAfter).response }
+            if !isWarm { return ServiceProblem(503, "the model is warming up", headers: retryAfter).response }
+            return Self.json(200, JSONObject(["status": .string("ready")]))
+        }
+        router.add(method: "GET", path: "/metrics") { [self] _ in
+            HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
+                         body: Array(metrics.exposition(depth: queue.depth, ready: isReady).utf8))
+        }
+        router.add(method: "GET", path: "/v1/model") { [self] request in
+            if let refusal = authorize(request.head) { return refusal.response }
+            return Self.json(200, modelFacts)
+        }
+        if let openapiDocument {
+            router.add(method: "GET", path: "/openapi.yaml") { _ in
+                HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/yaml")]), body: openapiDocument)
+            }
+        }
+        return router
+    }
+
+    /// Every answered request, from the HTTP layer: counted in the metrics and logged (metadata only).
+    public func observe(_ record: ResponseRecord) {
+        metrics.recordRequest(route: record.route ?? "other", method: record.method ?? "-", status: record.status,
+                              duration: record.duration)
+        var metadata: Logger.Metadata = [
+            "status": .stringConvertible(record.status), "route": .string(record.route ?? "other"),
+            "method": .string(record.method ?? "-"), "duration_ms": .stringConvertible(milliseconds(record.duration)),
+            "request_bytes": .stringConvertible(record.requestBodyBytes), "response_bytes": .stringConvertible(record.responseBodyBytes),
+        ]
+        if let requestID = record.requestID { metadata["request_id"] = .string(requestID) }
+        logger.log(level: record.status >= 500 ? .warning : .info, "request", metadata: metadata)
+    }
+
+    private var retryAfter: HTTPHeaders { HTTPHeaders([("Retry-After", String(configuration.retryAfterSeconds))]) }
+
+    // MARK: POST /detect
+
+    /// Decided from the head alone, before any body byte is read: readiness, the API key, the body's
+    /// Content-Type, the response format, the query, and room in the queue for the body.
+    private func admitDetection(_ head: RequestHead, declaredBodyLength: Int?) -> Admission {
+        let requestID = Self.requestID(head)
+        func refuse(_ problem: ServiceProblem, reason: String) -> Admission {
+            metrics.recordRefusal(reason)
+            var response = problem.response
+            response.headers.set("X-Request-ID", requestID)
+            return .refuse(response)
+        }
+        guard isReady else { return refuse(ServiceProblem(503, "the server is not ready (warming up or draining)", headers: retryAfter), reason: "not_ready") }
+        if let refusal = authorize(head) { return refuse(refusal, reason: "unauthorized") }
+        let request: DetectRequest
+        switch DetectRequest.read(head, defaults: engine.defaults, configuration: configuration, engine: engine) {
+        case .success(let read): request = read
+        case .failure(let problem): return refuse(problem, reason: "invalid_request")
+        }
+        // A chunked body's size is unknown until its end: it holds room for the largest body allowed.
+        guard let reservation = queue.reserve(bytes: declaredBodyLength ?? configuration.maxBodyBytes) else {
+            let depth = queue.depth
+            return refuse(ServiceProblem(503, "the inference queue is full (\(depth.slices) slices waiting, \(depth.reservedBytes) body "
+                                         + "bytes held); retry later", headers: retryAfter), reason: "queue_full")
+        }
+        return .admit(ticket: DetectTicket(request: request, reservation: reservation, requestID: requestID,
+                                           admitted: ContinuousClock.now))
+    }
+
+    private func detect(_ httpRequest: HTTPRequest) async -> HTTPResponse {
+        guard let ticket = httpRequest.admissionTicket as? DetectTicket else {
+            return ServiceProblem(500, "the request was not admitted").response
+        }
+        var response: HTTPResponse
+        do {
+            response = try await detect(httpRequest.body, ticket)
+        } catch let problem as ServiceProblem {
+            response = problem.response
+        } catch {
+            logger.error("detect failed", metadata: ["request_id": .string(ticket.requestID), "error": .string("\(error)")])
+            response = ServiceProblem(500, "the request could not be processed").response
+        }
+        response.headers.set("X-Request-ID", ticket.requestID)
+        return response
+    }
+
+    private func detect(_ body: [UInt8], _ ticket: DetectTicket) async throws -> HTTPResponse {
+        let request = ticket.request
+        let decodeStarted = ContinuousClock.now
+        let input = try await offload { [configuration] in try Self.decode(body, request, configuration) }
+        let decodeTime = ContinuousClock.now - decodeStarted
+        if request.responseFormat == .nifti && !input.isVolume {
+            throw ServiceProblem(406, "application/x-nifti is produced for volume inputs only; this \(input.format.rawValue) input is not a volume")
+        }
+        let report: QueueReport
+        do {
+            report = try await queue.submit(input.jobs(request.parameters, slices: 0..<input.sliceCount),
+                                            deadline: ticket.admitted + .seconds(configuration.requestTimeoutSeconds))
+        } catch let error as QueueError {
+            throw refusal(error)
+        }
+        metrics.recordQueueWait(report.queueWait)
+        let encodeStarted = ContinuousClock.now
+        let result = DetectionResult(input: input, parameters: request.parameters, results: report.results, grid: engine.vqvae.config.grid)
+        let timings = JSONObject([
+            "decode_ms": .number(milliseconds(decodeTime)), "queue_wait_ms": .number(milliseconds(report.queueWait)),
+            "inference_ms": .number(milliseconds(report.inference)),
+            "batch_slices": .array(report.batchSlices.map { .integer($0) }),
+            "batch_requests": .array(report.batchRequests.map { .integer($0) }),
+        ])
+        var response = try await offload { [self] in try encode(result, as: request, timings: timings, requestID: ticket.requestID) }
+        let serverTiming = [("decode", decodeTime), ("queue", report.queueWait), ("inference", report.inference),
+                            ("encode", ContinuousClock.now - encodeStarted), ("total", ContinuousClock.now - ticket.admitted)]
+        response.headers.set("Server-Timing", serverTiming.map { "\($0.0);dur=\(milliseconds($0.1))" }.joined(separator: ", "))
+        return response
+    }
+
+    /// The body as model slices, or the problem that refuses it.
+    private static func decode(_ body: [UInt8], _ request: DetectRequest, _ configuration: ServiceConfiguration) throws -> DetectionInput {
+        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG or NIfTI-1 image") }
+        let input: DetectionInput
+        do {
+            input = try DetectionInput(bytes: body, preprocessed: request.preprocessed)
+        } catch {
+            let status = switch error.kind {
+            // The sender named a format, so the body is a broken one of it rather than an unknown type.
+            case .unsupportedFormat: request.declaredFormat == nil ? 415 : 400
+            case .malformed: 400
+            case .tooLarge: 413
+            case .unprocessable: 422
+            }
+            throw ServiceProblem(status, error.description)
+        }
+        if let declared = request.declaredFormat, declared != input.format {
+            throw ServiceProblem(400, "Content-Type names a \(declared.rawValue) image, but the body is a \(input.format.rawValue) image")
+        }
+        guard input.sliceCount <= configuration.requestMaxSlices else {
+            throw ServiceProblem(413, "the input has \(input.sliceCount) slices after preprocessing; a request may bring at most "
+                                 + "\(configuration.requestMaxSlices) (request_max_slices)")
+        }
+        return input
+    }
+
+    private func refusal(_ error: QueueError) -> ServiceProblem {
+        switch error {
+        case .full(let detail):
+            metrics.recordRefusal("queue_full")
+            return ServiceProblem(503, "the inference queue is full: \(detail); retry later", headers: retryAfter)
+        case .deadlineExceeded:
+            metrics.recordRefusal("deadline")
+            return ServiceProblem(504, "the request was not answered within \(configuration.requestTimeoutSeconds) s (request_timeout_seconds)")
+        case .cancelled:
+            // The client is gone: nobody reads this answer.
+            metrics.recordRefusal("client_gone")
+            return ServiceProblem(499, "the client closed the connection")
+        case .stopped:
+            metrics.recordRefusal("not_ready")
+            return ServiceProblem(503, "the server is shutting down", headers: retryAfter)
+        case .engineFailed(let reason):
+            logger.error("inference failed", metadata: ["error": .string(reason)])
+            return ServiceProblem(500, "inference failed on this request's batch")
+        }
+    }
+
+    // MARK: Responses
+
+    private func encode(_ result: DetectionResult, as request: DetectRequest, timings: JSONObject, requestID: String) throws -> HTTPResponse {
+        switch request.responseFormat {
+        case .json:
+            return Self.json(200, try detectionJSON(result, preprocessed: request.preprocessed, timings: timings, requestID: requestID))
+        case .npz:
+            return HTTPResponse(status: 200, headers: download(request.responseFormat, "anomaly.npz"), body: try result.npz())
+        case .nifti:
+            guard let nifti = try result.niftiAnomalyMap() else { throw ServiceProblem(406, "application/x-nifti is produced for volume inputs only") }
+            return HTTPResponse(status: 200, headers: download(request.responseFormat, "anomaly.nii.gz"), body: nifti)
+        case .png:
+            return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "image/png")]), body: try result.overlayPNG())
+        }
+    }
+
+    private func download(_ format: ResponseFormat, _ fileName: String) -> HTTPHeaders {
+        HTTPHeaders([("Content-Type", format.rawValue), ("Content-Disposition", "attachment; filename=\"\(fileName)\"")])
+    }
+
+    private func detectionJSON(_ result: DetectionResult, preprocessed: Bool, timings: JSONObject, requestID: String) throws -> JSONObject {
+        let parameters = result.parameters
+        return JSONObject([
+            "request_id": .string(requestID),
+            "model": .object(JSONObject(["name": .string(engine.manifest.name), "sha256": .string(modelSHA256)])),
+            "input": .object(JSONObject(["format": .string(result.input.format.rawValue), "slices": .integer(result.input.sliceCount)])),
+            "parameters": .object(JSONObject([
+                "method": .string(parameters.method.rawValue), "restorations": .integer(parameters.restorations),
+                "steps": .integer(parameters.steps), "threshold": Self.number(parameters.methodThreshold),
+                "seed": .integer(Int(truncatingIfNeeded: parameters.seed)), "combine": .string(parameters.combine.rawValue),
+                "preprocessed": .bool(preprocessed),
+            ])),
+            "summary": .object(JSONObject([
+                "max_score": Self.number(result.maximumScore), "mean_score": Self.number(result.meanScore),
+                "anomalous_tokens": .integer(result.anomalousTokenCount), "tokens": .integer(result.sliceTokenScores.count),
+                "steps_run": .integer(result.stepsRun),
+            ])),
+            "anomaly_map": try Self.packed(result.anomalyMap),
+            "token_heatmap": try Self.packed(result.tokenHeatmap),
+            "timings": .object(timings),
+        ])
+    }
+
+    /// An array as its shape, dtype and gzip-compressed, base64-encoded little-endian float32 bytes:
+    /// `np.frombuffer(gzip.decompress(base64.b64decode(data)), "<f4").reshape(shape)`.
+    private static func packed(_ array: FloatArray) throws -> JSONValue {
+        let compressed = try Zlib.compress(array.littleEndianBytes, format: .gzip)
+        return .object(JSONObject([
+            "shape": .array(array.shape.map { .integer($0) }), "dtype": .string("float32"), "byte_order": .string("little"),
+            "encoding": .string("gzip+base64"), "data": .string(Data(compressed).base64EncodedString()),
+        ]))
+    }
+
+    // MARK: GET /v1/model
+
+    private var modelFacts: JSONObject {
+        let manifest = engine.manifest
+        var components = JSONObject()
+        for key in manifest.json["components"]?.objectValue?.keys ?? [] {
+            guard let entry = manifest.json["components"]?.objectValue?[key]?.objectValue else { continue }
+            components[key] = .object(JSONObject([
+                "sha256": entry["sha256"] ?? .null, "num_parameters": entry["num_parameters"] ?? .null,
+                "architecture": entry["architecture"] ?? .null,
+            ]))
+        }
+        let available = InferenceMethod.allCases.filter { method in
+            method.requiredComponents.allSatisfy { $0 == .vqvae || engine.network($0) != nil }
+        }
+        return JSONObject([
+            "name": .string(manifest.name), "created": .string(manifest.created), "sha256": .string(modelSHA256),
+            "components": .object(components),
+            "preprocessing": manifest.json["preprocessing"] ?? .null,
+            "inference_defaults": manifest.json["inference"] ?? .null,
+            "methods": .array(available.map { .string($0.rawValue) }),
+            "limits": .object(JSONObject([
+                "max_restorations": .integer(configuration.maxRestorations), "max_steps": .integer(configuration.maxSteps),
+                "request_max_slices": .integer(configuration.requestMaxSlices), "max_body_bytes": .integer(configuration.maxBodyBytes),
+                "request_timeout_seconds": .number(configuration.requestTimeoutSeconds),
+            ])),
+        ])
+    }
+
+    // MARK: Helpers
+
+    /// nil when the request may pass: no key is configured, or `Authorization: Bearer <key>` matches it.
+    /// Digests are compared in constant time, so neither the key's bytes nor its length leak through timing.
+    private func authorize(_ head: RequestHead) -> ServiceProblem? {
+        guard let apiKeyDigest else { return nil }
+        let challenge = HTTPHeaders([("WWW-Authenticate", "Bearer realm=\"mimood\"")])
+        guard let field = head.headers["Authorization"], field.count > 7, field.prefix(7).lowercased() == "bearer " else {
+            return ServiceProblem(401, "this server needs an API key: send 'Authorization: Bearer <key>'", headers: challenge)
+        }
+        let presented = Array(SHA256.hash(data: Array(field.dropFirst(7).utf8)))
+        let difference = zip(presented, apiKeyDigest).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) }
+        return difference == 0 ? nil : ServiceProblem(401, "the API key is not valid", headers: challenge)
+    }
+
+    /// The client's `X-Request-ID` when it is a sane token (1–128 of A–Z a–z 0–9 . _ : -), else a new random one.
+    static func requestID(_ head: RequestHead) -> String {
+        if let given = head.headers["X-Request-ID"], (1...128).contains(given.utf8.count),
+           given.utf8.allSatisfy({ $0 < 0x80 && (Character(Unicode.Scalar($0)).isLetter || Character(Unicode.Scalar($0)).isNumber
+                                                 || "._:-".utf8.contains($0)) }) {
+            return given
+        }
+        var generator = SystemRandomNumberGenerator()
+        return (0..<2).map { _ in String(generator.next() as UInt64, radix: 16).leftPadded(to: 16) }.joined()
+    }
+
+    static func json(_ status: Int, _ object: JSONObject) -> HTTPResponse {
+        HTTPResponse(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]),
+                     body: Array(JSONValue.object(object).jsonText.utf8))
+    }
+
+    /// A Float as the shortest decimal that reads back as the same Float (not its Double expansion).
+    static func number(_ value: Float) -> JSONValue { .number(Double("\(value)") ?? 0) }
+}
+
+/// What admission hands the handler: the parsed request, the queue's hold on its body bytes, its id.
+private final class DetectTicket: Sendable {
+    let request: DetectRequest
+    let reservation: Reservation
+    let requestID: String
+    let admitted: ContinuousClock.Instant
+
+    init(request: DetectRequest, reservation: Reservation, requestID: String, admitted: ContinuousClock.Instant) {
+        (self.request, self.reservation, self.requestID, self.admitted) = (request, reservation, requestID, admitted)
+    }
+}
+
+/// Runs CPU-heavy work (decoding, preprocessing, encoding) on a Dispatch thread, keeping it off the
+/// Swift concurrency pool that the HTTP handlers share.
+func offload<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) async throws -> Value {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+    }
+}
+
+func milliseconds(_ duration: Duration) -> Double { (duration.inSeconds * 1e6).rounded() / 1e3 }
+
+extension String {
+    func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
+}
+
+extension Sequence<UInt8> {
+    var hexString: String { map { String($0, radix: 16).leftPadded(to: 2) }.joined() }
+}

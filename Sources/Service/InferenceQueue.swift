@@ -1,0 +1,327 @@
+import Dispatch
+import Foundation
+import Models
+import Threading
+
+/// Bounds of the inference queue (docs/service.md, *The inference queue*).
+public struct QueueLimits: Sendable, Equatable {
+    /// Most slices in one batch; 1 turns batching off.
+    public var batchMaxSlices: Int
+    /// Most slices × restorations in one batch: what a batch costs. A single slice always runs.
+    public var batchMaxCost: Int
+    /// How long the oldest waiting slice waits for others before a batch that is not full runs.
+    public var batchMaxWait: Duration
+    /// Slices waiting (not yet in a batch); a request that would go beyond is refused.
+    public var maxQueuedSlices: Int
+    /// Request body bytes admitted and not yet answered (`Reservation`s alive).
+    public var maxQueuedBytes: Int
+
+    public init(batchMaxSlices: Int, batchMaxCost: Int, batchMaxWait: Duration, maxQueuedSlices: Int, maxQueuedBytes: Int) {
+        (self.batchMaxSlices, self.batchMaxCost, self.batchMaxWait) = (batchMaxSlices, batchMaxCost, batchMaxWait)
+        (self.maxQueuedSlices, self.maxQueuedBytes) = (maxQueuedSlices, maxQueuedBytes)
+    }
+}
+
+/// Why the queue did not produce a request's results.
+public enum QueueError: Error, Sendable, Equatable {
+    /// The queue holds too many slices to take this request's; the text says how many.
+    case full(String)
+    case deadlineExceeded
+    /// The caller's task was cancelled (its client went away).
+    case cancelled
+    case stopped
+    /// The engine failed on a batch holding this request's slices.
+    case engineFailed(String)
+}
+
+/// A request's trip through the queue, for its response's timings.
+public struct QueueReport: Sendable {
+    /// One result per job, in order.
+    public let results: [RestorationResult]
+    /// From `submit` to the start of the first batch that held one of its slices.
+    public let queueWait: Duration
+    /// From that start to the end of the last such batch.
+    public let inference: Duration
+    /// Slices in each batch the request rode in, and how many requests shared it.
+    public let batchSlices: [Int]
+    public let batchRequests: [Int]
+}
+
+/// What one batch was, for metrics and logs.
+public struct BatchRecord: Sendable {
+    public let slices: Int
+    public let requests: Int
+    /// Slices × restorations.
+    public let cost: Int
+    public let duration: Duration
+    public let failed: Bool
+}
+
+/// The queue's contents now, for metrics and admission.
+public struct QueueDepth: Sendable, Equatable {
+    public let requests: Int
+    public let slices: Int
+    public let reservedBytes: Int
+}
+
+/// The shared inference queue with dynamic batching. Slices of every request (one restoration job per
+/// slice) wait in arrival order; one worker thread forms a batch from the front (FIFO: it never skips
+/// ahead) up to `batchMaxSlices` and `batchMaxCost`, waiting at most `batchMaxWait` for a batch to fill,
+/// runs it through `run` (the engine: one batch at a time), and hands each request its results when its
+/// last slice is done. Requests cancelled, or past their deadline, leave the queue at once; their slices
+/// still waiting are never run.
+///
+/// `@unchecked Sendable`: every mutable property is guarded by `condition`.
+public final class InferenceQueue: @unchecked Sendable {
+    public typealias BatchRunner = @Sendable ([RestorationJob]) throws -> [RestorationResult]
+
+    /// Guarded by the queue's `condition`, like the queue itself.
+    private final class Request: @unchecked Sendable {
+        let jobs: [RestorationJob]
+        let submitted: ContinuousClock.Instant
+        var results: [RestorationResult?]
+        /// The first job not yet taken into a batch.
+        var nextJob = 0
+        var completedJobs = 0
+        var firstBatchStart: ContinuousClock.Instant?
+        var batchSlices: [Int] = []
+        var batchRequests: [Int] = []
+        var continuation: CheckedContinuation<QueueReport, any Error>?
+        /// Answered (results, error, cancellation or deadline): nothing more happens to it.
+        var isFinished = false
+        var outcome: Result<QueueReport, QueueError>?
+
+        init(jobs: [RestorationJob], submitted: ContinuousClock.Instant) {
+            self.jobs = jobs
+            self.submitted = submitted
+            results = Array(repeating: nil, count: jobs.count)
+        }
+
+        var waitingJobs: Int { jobs.count - nextJob }
+        /// Cost of one slice of this request.
+        var jobCost: Int { jobs.first?.parameters.restorations ?? 1 }
+    }
+
+    /// A slice range of one request, taken into a batch.
+    private typealias Portion = (request: Request, jobs: Range<Int>)
+
+    public let limits: QueueLimits
+    private let run: BatchRunner
+    private let onBatch: @Sendable (BatchRecord) -> Void
+    private let clock = ContinuousClock()
+    private let condition = NSCondition()
+    private var waiting: [Request] = []
+    private var waitingSlices = 0
+    private var waitingCost = 0
+    private var reservedBytes = 0
+    private var isStopping = false
+
+    public init(limits: QueueLimits, onBatch: @escaping @Sendable (BatchRecord) -> Void = { _ in },
+                run: @escaping BatchRunner) {
+        self.limits = limits
+        self.run = run
+        self.onBatch = onBatch
+        let worker = Thread { [self] in workLoop() }
+        worker.name = "InferenceQueue"
+        worker.start()
+    }
+
+    public var depth: QueueDepth {
+        locked { QueueDepth(requests: waiting.count, slices: waitingSlices, reservedBytes: reservedBytes) }
+    }
+
+    /// Stops the worker once the waiting slices are done; later submissions are refused.
+    public func stop() {
+        locked {
+            isStopping = true
+            condition.broadcast()
+        }
+    }
+
+    // MARK: Admission
+
+    /// Space for a request body of `bytes`, held until the returned reservation is released; nil when the
+    /// queue is already at its slice bound or the bytes would pass its byte bound.
+    public func reserve(bytes: Int) -> Reservation? {
+        locked {
+            guard !isStopping, waitingSlices < limits.maxQueuedSlices, reservedBytes + bytes <= limits.maxQueuedBytes else { return nil }
+            reservedBytes += bytes
+            return Reservation(queue: self, bytes: bytes)
+        }
+    }
+
+    fileprivate func release(bytes: Int) {
+        locked { reservedBytes -= bytes }
+    }
+
+    // MARK: Submitting
+
+    /// Queues one job per slice and returns their results once the last is done. Throws `QueueError`:
+    /// `.full` when the slices do not fit, `.deadlineExceeded` at `deadline`, `.cancelled` when the
+    /// calling task is cancelled — in each case the request's waiting slices leave the queue.
+    public func submit(_ jobs: [RestorationJob], deadline: ContinuousClock.Instant) async throws -> QueueReport {
+        let request = Request(jobs: jobs, submitted: clock.now)
+        let timer = DispatchSource.makeTimerSource(queue: .global())
+        timer.schedule(deadline: .now() + max(.zero, deadline - clock.now).dispatchInterval)
+        timer.setEventHandler { [weak self, weak request] in
+            if let self, let request { self.finish(request, .failure(.deadlineExceeded)) }
+        }
+        defer { timer.cancel() }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let refusal: QueueError? = locked {
+                    if case .failure(let error)? = request.outcome { return error }  // cancelled before this ran
+                    let refusal: QueueError? = if isStopping {
+                        .stopped
+                    } else if waitingSlices + jobs.count > limits.maxQueuedSlices {
+                        .full("\(waitingSlices) slices are waiting; \(jobs.count) more would pass the bound of \(limits.maxQueuedSlices)")
+                    } else {
+                        nil
+                    }
+                    if let refusal {
+                        request.isFinished = true
+                        return refusal
+                    }
+                    request.continuation = continuation
+                    waiting.append(request)
+                    waitingSlices += jobs.count
+                    waitingCost += jobs.count * request.jobCost
+                    condition.broadcast()
+                    return nil
+                }
+                if let refusal {
+                    continuation.resume(throwing: refusal)
+                } else {
+                    timer.activate()
+                }
+            }
+        } onCancel: {
+            finish(request, .failure(.cancelled))
+        }
+    }
+
+    /// Answers `request` unless it is answered already; its waiting slices leave the queue.
+    private func finish(_ request: Request, _ outcome: Result<QueueReport, QueueError>) {
+        let continuation: CheckedContinuation<QueueReport, any Error>? = locked {
+            guard !request.isFinished else { return nil }
+            request.isFinished = true
+            request.outcome = outcome
+            if let index = waiting.firstIndex(where: { $0 === request }) {
+                waiting.remove(at: index)
+                waitingSlices -= request.waitingJobs
+                waitingCost -= request.waitingJobs * request.jobCost
+            }
+            defer { request.continuation = nil }
+            return request.continuation
+        }
+        continuation?.resume(with: outcome.mapError { $0 as any Error })
+    }
+
+    // MARK: The worker
+
+    private func workLoop() {
+        while let batch = nextBatch() {
+            let jobs = batch.flatMap { portion in portion.jobs.map { portion.request.jobs[$0] } }
+            let started = clock.now
+            let outcome = Result { try run(jobs) }
+            let ended = clock.now
+            let record = BatchRecord(slices: jobs.count, requests: batch.count,
+                                     cost: batch.reduce(0) { $0 + $1.jobs.count * $1.request.jobCost },
+                                     duration: ended - started, failed: (try? outcome.get()) == nil)
+            deliver(outcome, to: batch, started: started, ended: ended)
+            onBatch(record)
+        }
+    }
+
+    /// Waits until a batch is due, then takes it from the front of the queue; nil once stopping and empty.
+    private func nextBatch() -> [Portion]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            guard let oldest = waiting.first else {
+                if isStopping { return nil }
+                condition.wait()
+                continue
+            }
+            let due = oldest.submitted + limits.batchMaxWait
+            let full = waitingSlices >= limits.batchMaxSlices || waitingCost >= limits.batchMaxCost
+            if full || isStopping || clock.now >= due { break }
+            _ = condition.wait(until: Date(timeIntervalSinceNow: (due - clock.now).inSeconds))
+        }
+        var batch: [Portion] = []
+        var slices = 0, cost = 0
+        while let request = waiting.first, slices < limits.batchMaxSlices {
+            let byCost = (limits.batchMaxCost - cost) / request.jobCost
+            // A slice always runs, however costly: the first of an empty batch is taken regardless.
+            let count = min(request.waitingJobs, limits.batchMaxSlices - slices, slices == 0 ? max(1, byCost) : byCost)
+            guard count > 0 else { break }
+            let range = request.nextJob ..< request.nextJob + count
+            request.nextJob += count
+            batch.append((request, range))
+            slices += count
+            cost += count * request.jobCost
+            waitingSlices -= count
+            waitingCost -= count * request.jobCost
+            if request.waitingJobs == 0 { waiting.removeFirst() }
+        }
+        return batch
+    }
+
+    private func deliver(_ outcome: Result<[RestorationResult], any Error>, to batch: [Portion],
+                         started: ContinuousClock.Instant, ended: ContinuousClock.Instant) {
+        let slices = batch.reduce(0) { $0 + $1.jobs.count }
+        var answers: [(Request, Result<QueueReport, QueueError>)] = []
+        locked {
+            var results = (try? outcome.get())?[...]
+            for (request, range) in batch {
+                let mine = results?.prefix(range.count)
+                results = results?.dropFirst(range.count)
+                guard !request.isFinished else { continue }
+                guard let mine, mine.count == range.count else {
+                    let reason = outcome.failureDescription ?? "the engine returned too few results"
+                    answers.append((request, .failure(.engineFailed(reason))))
+                    continue
+                }
+                request.firstBatchStart = request.firstBatchStart ?? started
+                request.batchSlices.append(slices)
+                request.batchRequests.append(batch.count)
+                for (index, result) in zip(range, mine) { request.results[index] = result }
+                request.completedJobs += range.count
+                if request.completedJobs == request.jobs.count {
+                    let first = request.firstBatchStart ?? started
+                    answers.append((request, .success(QueueReport(
+                        results: request.results.compactMap { $0 }, queueWait: first - request.submitted,
+                        inference: ended - first, batchSlices: request.batchSlices, batchRequests: request.batchRequests))))
+                }
+            }
+        }
+        for (request, answer) in answers { finish(request, answer) }
+    }
+
+    private func locked<Value>(_ body: () throws -> Value) rethrows -> Value {
+        condition.lock()
+        defer { condition.unlock() }
+        return try body()
+    }
+}
+
+/// Body bytes held in the queue's byte bound from admission until this is released (deinit), whatever
+/// becomes of the request: answered, refused later, or dropped with its connection.
+public final class Reservation: Sendable {
+    private let queue: InferenceQueue
+    public let bytes: Int
+
+    fileprivate init(queue: InferenceQueue, bytes: Int) {
+        self.queue = queue
+        self.bytes = bytes
+    }
+
+    deinit { queue.release(bytes: bytes) }
+}
+
+extension Result where Failure == any Error {
+    var failureDescription: String? {
+        if case .failure(let error) = self { return "\(error)" }
+        return nil
+    }
+}

@@ -1,0 +1,279 @@
+/// Every setting of `mimood serve`. Each one has a name (`batch_max_slices`), read from the configuration
+/// file (`Config/mimood.toml` documents them all with their defaults), then from the environment
+/// (`MIMOOD_BATCH_MAX_SLICES`), then from the command line (`--batch-max-slices`); later sources win.
+public struct ServiceConfiguration: Sendable, Equatable {
+    // Where to listen and what to serve.
+    public var host = "127.0.0.1"
+    public var port = 8080
+    /// The checkpoint directory; empty: `Models/default`, found from the working directory or the executable.
+    public var model = ""
+    /// The OpenAPI document served at /openapi.yaml; empty: `openapi.yaml`, found like the model.
+    public var openapiFile = ""
+    /// Threads of the numeric kernels; 0: one per online core.
+    public var threads = 0
+    public var logLevel = "info"
+    /// When set, /detect and /v1/model need `Authorization: Bearer <key>`.
+    public var apiKey = ""
+
+    // HTTP limits and timeouts.
+    public var maxBodyBytes = 256 * 1024 * 1024
+    public var maxConnections = 1024
+    public var headerTimeoutSeconds = 10.0
+    public var bodyTimeoutSeconds = 60.0
+    public var idleTimeoutSeconds = 75.0
+    public var writeTimeoutSeconds = 30.0
+    public var drainTimeoutSeconds = 60.0
+
+    // The inference queue.
+    public var batchMaxSlices = 16
+    public var batchMaxCost = 64
+    public var batchMaxWaitMilliseconds = 20.0
+    public var queueMaxSlices = 2048
+    public var queueMaxBytes = 1024 * 1024 * 1024
+    public var requestMaxSlices = 512
+    public var requestTimeoutSeconds = 300.0
+    public var retryAfterSeconds = 5
+
+    // Per-request parameter bounds (422 beyond them).
+    public var maxRestorations = 32
+    public var maxSteps = 64
+
+    public init() {}
+
+    /// Settings that only make sense together; the first conflict, naming both settings.
+    public var conflict: String? {
+        if requestMaxSlices > queueMaxSlices {
+            return "request_max_slices (\(requestMaxSlices)) exceeds queue_max_slices (\(queueMaxSlices)): "
+                + "a request that large could never be queued"
+        }
+        if maxBodyBytes > queueMaxBytes {
+            return "max_body_bytes (\(maxBodyBytes)) exceeds queue_max_bytes (\(queueMaxBytes)): "
+                + "a body that large could never be admitted"
+        }
+        return nil
+    }
+}
+
+/// A setting that could not be taken, naming it and where its value came from.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One setting: its name in the file, the environment and on the command line, and how its text becomes a value.
+public struct Setting: Sendable {
+    enum Kind: Sendable {
+        case text(WritableKeyPath<ServiceConfiguration, String> & Sendable, allowed: [String]?)
+        case integer(WritableKeyPath<ServiceConfiguration, Int> & Sendable, ClosedRange<Int>)
+        case number(WritableKeyPath<ServiceConfiguration, Double> & Sendable, ClosedRange<Double>)
+    }
+
+    public let name: String
+    public let help: String
+    let kind: Kind
+
+    public var environmentName: String { "MIMOOD_" + name.uppercased() }
+    public var flag: String { "--" + name.replacingOccurrences(of: "_", with: "-") }
+
+    /// What the setting takes, for help texts and messages.
+    public var valueDescription: String {
+        switch kind {
+        case .text(_, let allowed?): "one of \(allowed.joined(separator: ", "))"
+        case .text: "text"
+        case .integer(_, let range): "an integer in \(range.lowerBound)…\(range.upperBound)"
+        case .number(_, let range): "a number in \(format(range.lowerBound))…\(format(range.upperBound))"
+        }
+    }
+
+    public func value(in configuration: ServiceConfiguration) -> String {
+        switch kind {
+        case .text(let path, _): configuration[keyPath: path]
+        case .integer(let path, _): String(configuration[keyPath: path])
+        case .number(let path, _): format(configuration[keyPath: path])
+        }
+    }
+
+    /// Sets the value from `text` (the file's value with its quotes removed, an environment variable, a
+    /// flag's argument); `quoted` tells whether the file wrote it as a string.
+    func apply(_ text: String, quoted: Bool? = nil, source: String, to configuration: inout ServiceConfiguration) throws(ConfigurationError) {
+        func refuse() -> ConfigurationError {
+            ConfigurationError("setting \(name) from \(source): must be \(valueDescription), got '\(text)'")
+        }
+        switch kind {
+        case .text(let path, let allowed):
+            guard quoted != false, allowed?.contains(text) ?? true else { throw refuse() }
+            configuration[keyPath: path] = text
+        case .integer(let path, let range):
+            guard quoted != true, let value = Int(text.replacingOccurrences(of: "_", with: "")), range.contains(value) else { throw refuse() }
+            configuration[keyPath: path] = value
+        case .number(let path, let range):
+            guard quoted != true, let value = Double(text.replacingOccurrences(of: "_", with: "")), value.isFinite,
+                  range.contains(value) else { throw refuse() }
+            configuration[keyPath: path] = value
+        }
+    }
+}
+
+private func format(_ value: Double) -> String {
+    value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value)
+}
+
+extension ServiceConfiguration {
+    /// Every setting, in the order of `Config/mimood.toml`.
+    public static var settings: [Setting] {
+        let day = 86_400.0
+        return [
+            Setting(name: "host", help: "Numeric IPv4 or IPv6 address to listen on (0.0.0.0 or :: for every interface).",
+                    kind: .text(\.host, allowed: nil)),
+            Setting(name: "port", help: "TCP port to listen on (0: the system picks one).", kind: .integer(\.port, 0...65535)),
+            Setting(name: "model", help: "Checkpoint directory; empty: Models/default near the working directory or the executable.",
+                    kind: .text(\.model, allowed: nil)),
+            Setting(name: "openapi_file", help: "The OpenAPI document served at /openapi.yaml; empty: openapi.yaml, found like the model.",
+                    kind: .text(\.openapiFile, allowed: nil)),
+            Setting(name: "threads", help: "Threads of the numeric kernels; 0: one per online core.", kind: .integer(\.threads, 0...1024)),
+            Setting(name: "log_level", help: "Least severe log level written (JSON lines on standard output).",
+                    kind: .text(\.logLevel, allowed: ["trace", "debug", "info", "notice", "warning", "error", "critical"])),
+            Setting(name: "api_key", help: "When not empty, /detect and /v1/model need 'Authorization: Bearer <api_key>'.",
+                    kind: .text(\.apiKey, allowed: nil)),
+            Setting(name: "max_body_bytes", help: "Largest request body (413 beyond).", kind: .integer(\.maxBodyBytes, 1...(1 << 40))),
+            Setting(name: "max_connections", help: "Open connections; more are answered 503 and closed.",
+                    kind: .integer(\.maxConnections, 1...1_000_000)),
+            Setting(name: "header_timeout_seconds", help: "Time for a whole request head (408 beyond).",
+                    kind: .number(\.headerTimeoutSeconds, 0.001...day)),
+            Setting(name: "body_timeout_seconds", help: "Longest wait for the next piece of a body (408 beyond).",
+                    kind: .number(\.bodyTimeoutSeconds, 0.001...day)),
+            Setting(name: "idle_timeout_seconds", help: "An idle keep-alive connection is closed after this.",
+                    kind: .number(\.idleTimeoutSeconds, 0.001...day)),
+            Setting(name: "write_timeout_seconds", help: "A response that makes no progress for this long is abandoned.",
+                    kind: .number(\.writeTimeoutSeconds, 0.001...day)),
+            Setting(name: "drain_timeout_seconds", help: "On SIGTERM, how long requests in progress may still take.",
+                    kind: .number(\.drainTimeoutSeconds, 0...day)),
+            Setting(name: "batch_max_slices", help: "Most slices in one batch of the inference queue (1: no batching).",
+                    kind: .integer(\.batchMaxSlices, 1...4096)),
+            Setting(name: "batch_max_cost", help: "Most slices × restorations in one batch (a single slice always runs).",
+                    kind: .integer(\.batchMaxCost, 1...1_000_000)),
+            Setting(name: "batch_max_wait_ms", help: "How long the oldest queued slice waits for others to share its batch.",
+                    kind: .number(\.batchMaxWaitMilliseconds, 0...60_000)),
+            Setting(name: "queue_max_slices", help: "Slices waiting in the queue; requests beyond are answered 503.",
+                    kind: .integer(\.queueMaxSlices, 1...10_000_000)),
+            Setting(name: "queue_max_bytes", help: "Request body bytes admitted and not yet answered; requests beyond are answered 503.",
+                    kind: .integer(\.queueMaxBytes, 1...(1 << 44))),
+            Setting(name: "request_max_slices", help: "Most slices one request may bring (413 beyond).",
+                    kind: .integer(\.requestMaxSlices, 1...10_000_000)),
+            Setting(name: "request_timeout_seconds", help: "A request not answered this long after its head arrived is answered 504.",
+                    kind: .number(\.requestTimeoutSeconds, 0.001...day)),
+            Setting(name: "retry_after_seconds", help: "Retry-After of 503 answers.", kind: .integer(\.retryAfterSeconds, 0...86_400)),
+            Setting(name: "max_restorations", help: "Largest 'restorations' a request may ask for (422 beyond).",
+                    kind: .integer(\.maxRestorations, 1...1024)),
+            Setting(name: "max_steps", help: "Largest 'steps' a request may ask for (422 beyond).", kind: .integer(\.maxSteps, 1...1024)),
+        ]
+    }
+
+    public static func setting(named name: String) -> Setting? { settings.first { $0.name == name } }
+
+    /// The defaults, overridden by the configuration file's text (when given), then the environment, then
+    /// command-line flags (`--name value` or `--name=value`); validated as a whole.
+    public static func resolve(file: (path: String, text: String)?, environment: [String: String],
+                               flags: [String]) throws(ConfigurationError) -> ServiceConfiguration {
+        var configuration = ServiceConfiguration()
+        if let file {
+            for entry in try ConfigurationFile.entries(file.text, path: file.path) {
+                guard let setting = setting(named: entry.key) else {
+                    throw ConfigurationError("\(file.path):\(entry.line): unknown setting '\(entry.key)' (known: "
+                                             + settings.map(\.name).joined(separator: ", ") + ")")
+                }
+                try setting.apply(entry.value, quoted: entry.quoted, source: "\(file.path):\(entry.line)", to: &configuration)
+            }
+        }
+        for setting in settings {
+            if let value = environment[setting.environmentName] {
+                try setting.apply(value, source: "the environment variable \(setting.environmentName)", to: &configuration)
+            }
+        }
+        var remaining = flags[...]
+        while let argument = remaining.popFirst() {
+            let (flag, inline) = argument.firstIndex(of: "=").map { (String(argument[..<$0]), String(argument[argument.index(after: $0)...])) }
+                ?? (argument, nil)
+            guard let setting = settings.first(where: { $0.flag == flag }) else {
+                throw ConfigurationError("unknown option '\(flag)' (see mimood serve --help)")
+            }
+            guard let value = inline ?? remaining.popFirst() else { throw ConfigurationError("\(flag) needs a value") }
+            try setting.apply(value, source: "the option \(flag)", to: &configuration)
+        }
+        if let conflict = configuration.conflict { throw ConfigurationError(conflict) }
+        return configuration
+    }
+
+    /// Every setting with its flag, environment variable, what it takes and its default: `mimood serve --help`.
+    public static var helpText: String {
+        let defaults = ServiceConfiguration()
+        return settings.map { setting in
+            "\(setting.flag) (\(setting.environmentName), default '\(setting.value(in: defaults))'): \(setting.help) Takes \(setting.valueDescription)."
+        }.joined(separator: "\n\n")
+    }
+}
+
+/// The configuration file: a subset of TOML. `name = value` lines, where a value is a "string" (with \" and
+/// \\ escapes), an integer (`_` separators allowed) or a decimal number; `#` starts a comment; no tables.
+enum ConfigurationFile {
+    struct Entry: Equatable {
+        let key: String
+        let value: String
+        let quoted: Bool
+        let line: Int
+    }
+
+    static func entries(_ text: String, path: String) throws(ConfigurationError) -> [Entry] {
+        var entries: [Entry] = []
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = index + 1
+            func refuse(_ why: String) -> ConfigurationError { ConfigurationError("\(path):\(line): \(why)") }
+            let content = rawLine.trimmed(of: " \t\r")
+            if content.isEmpty || content.hasPrefix("#") { continue }
+            guard let equals = content.firstIndex(of: "=") else { throw refuse("expected 'name = value'") }
+            let key = content[..<equals].trimmed(of: " \t")
+            guard !key.isEmpty, key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
+                throw refuse("'\(key)' is not a setting name (letters, digits and '_')")
+            }
+            guard entries.allSatisfy({ $0.key != key }) else { throw refuse("\(key) is set twice") }
+            var rest = Substring(content[content.index(after: equals)...].trimmed(of: " \t"))
+            let value: String, quoted: Bool
+            if rest.hasPrefix("\"") {
+                rest.removeFirst()
+                var unescaped = "", closed = false
+                while let character = rest.popFirst() {
+                    if character == "\"" { closed = true; break }
+                    if character == "\\" {
+                        guard let escaped = rest.popFirst(), escaped == "\"" || escaped == "\\" else {
+                            throw refuse("only \\\" and \\\\ escapes are supported in strings")
+                        }
+                        unescaped.append(escaped)
+                    } else {
+                        unescaped.append(character)
+                    }
+                }
+                guard closed else { throw refuse("the string is not closed") }
+                (value, quoted) = (unescaped, true)
+            } else {
+                let end = rest.firstIndex(of: "#") ?? rest.endIndex
+                (value, quoted) = (rest[..<end].trimmed(of: " \t"), false)
+                rest = rest[end...]
+            }
+            let trailing = rest.trimmed(of: " \t")
+            guard trailing.isEmpty || trailing.hasPrefix("#") else { throw refuse("unexpected text after the value") }
+            guard quoted || !value.isEmpty else { throw refuse("\(key) has no value") }
+            entries.append(Entry(key: key, value: value, quoted: quoted, line: line))
+        }
+        return entries
+    }
+}
+
+extension StringProtocol {
+    /// Without the given characters at either end (Foundation-free).
+    func trimmed(of characters: String) -> String {
+        let set = Set(characters)
+        guard let first = firstIndex(where: { !set.contains($0) }) else { return "" }
+        let last = lastIndex { !set.contains($0) }!
+        return String(self[first...last])
+    }
+}

@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import HTTPServer
+import Kernels
+import Logging
+import Models
+import Service
+import Threading
+
+/// `mimood serve`: the detection service over HTTP (docs/service.md).
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve POST /detect (and /healthz, /readyz, /metrics, /v1/model, /openapi.yaml) over HTTP.",
+        discussion: """
+            Settings come from the built-in defaults, then the configuration file (--config, or $MIMOOD_CONFIG; \
+            Config/mimood.toml documents every setting), then the environment, then these options. Every setting:
+
+            """ + ServiceConfiguration.helpText)
+
+    @Option(help: "Configuration file: name = value lines, a TOML subset (default: none; $MIMOOD_CONFIG).")
+    var config: String?
+
+    @Argument(parsing: .allUnrecognized, help: "Settings as --name value or --name=value, e.g. --host 0.0.0.0 --port 8080 --model DIR.")
+    var settings: [String] = []
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let configuration: ServiceConfiguration
+        do {
+            configuration = try ServiceConfiguration.resolve(file: try configurationFile(environment), environment: environment, flags: settings)
+        } catch {
+            throw CLIError("configuration: \(error)")
+        }
+        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        LoggingSystem.bootstrap { JSONLogHandler(label: $0, level: level) }
+        let logger = Logger(label: "mimood")
+        if configuration.threads > 0 { Threads.count = configuration.threads }
+
+        let modelDirectory = configuration.model.isEmpty
+            ? try RepositoryFiles.locate("Models/default", what: "the default model (set --model DIR)") : configuration.model
+        let engine: Engine
+        do {
+            engine = try Engine(Checkpoint(directory: modelDirectory))
+        } catch {
+            throw CLIError("cannot load the model: \(error)")
+        }
+        let modelJSON = try readFile(modelDirectory + "/" + Manifest.fileName)
+        let openapiPath = configuration.openapiFile.isEmpty
+            ? try? RepositoryFiles.locate("openapi.yaml", what: "the OpenAPI document") : configuration.openapiFile
+        let openapi = try openapiPath.map(readFile)
+        if openapi == nil { logger.warning("no openapi.yaml found: GET /openapi.yaml answers 404") }
+
+        let service = DetectionService(configuration: configuration, engine: engine, modelJSON: modelJSON,
+                                       openapiDocument: openapi, logger: logger)
+        let server = HTTPServer(configuration: serverConfiguration(configuration), router: service.router,
+                                onShutdownBegin: { service.beginDrain() }, responseObserver: { service.observe($0) })
+        // Listening before the warm-up: /healthz answers at once, /readyz once the model is warm.
+        try await server.run { port in
+            logger.notice("listening", metadata: [
+                "host": .string(configuration.host), "port": .stringConvertible(port), "model": .string(engine.manifest.name),
+                "model_sha256": .string(service.modelSHA256), "threads": .stringConvertible(Threads.count),
+            ])
+            Thread.detachNewThread {
+                do { try service.warmUp() } catch { logger.critical("warm-up failed", metadata: ["error": .string("\(error)")]) }
+            }
+        }
+        logger.notice("stopped")
+    }
+
+    private func configurationFile(_ environment: [String: String]) throws -> (path: String, text: String)? {
+        guard let path = config ?? environment["MIMOOD_CONFIG"] else { return nil }
+        return (path, String(decoding: try readFile(path), as: UTF8.self))
+    }
+
+    private func readFile(_ path: String) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
+        return [UInt8](data)
+    }
+
+    private func serverConfiguration(_ configuration: ServiceConfiguration) -> ServerConfiguration {
+        var server = ServerConfiguration(host: configuration.host, port: configuration.port)
+        server.limits.maxBodyBytes = configuration.maxBodyBytes
+        server.maxConnections = configuration.maxConnections
+        server.headerTimeout = .seconds(configuration.headerTimeoutSeconds)
+        server.bodyTimeout = .seconds(configuration.bodyTimeoutSeconds)
+        server.idleTimeout = .seconds(configuration.idleTimeoutSeconds)
+        server.writeTimeout = .seconds(configuration.writeTimeoutSeconds)
+        server.drainTimeout = .seconds(configuration.drainTimeoutSeconds)
+        return server
+    }
+}

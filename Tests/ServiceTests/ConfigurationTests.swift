@@ -1,0 +1,88 @@
+import Foundation
+import XCTest
+@testable import Service
+
+final class ConfigurationTests: XCTestCase {
+    private static let repository = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    private func resolve(file: String? = nil, environment: [String: String] = [:], flags: [String] = []) throws -> ServiceConfiguration {
+        try ServiceConfiguration.resolve(file: file.map { ("test.toml", $0) }, environment: environment, flags: flags)
+    }
+
+    private func assertRefused(file: String? = nil, environment: [String: String] = [:], flags: [String] = [],
+                               mentioning fragments: [String], line: UInt = #line) {
+        XCTAssertThrowsError(try resolve(file: file, environment: environment, flags: flags), line: line) { error in
+            for fragment in fragments {
+                XCTAssertTrue("\(error)".contains(fragment), "'\(error)' does not mention '\(fragment)'", line: line)
+            }
+        }
+    }
+
+    /// The documented default file sets every setting, each to its built-in default.
+    func testTheShippedConfigurationFileDocumentsEverySettingWithItsDefault() throws {
+        let path = Self.repository.appendingPathComponent("Config/mimood.toml").path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let entries = try ConfigurationFile.entries(text, path: path)
+        XCTAssertEqual(entries.map(\.key), ServiceConfiguration.settings.map(\.name))
+        XCTAssertEqual(try resolve(file: text), ServiceConfiguration())
+        for entry in entries {
+            let before = text.components(separatedBy: "\n")[entry.line - 2]
+            XCTAssertTrue(before.hasPrefix("# "), "\(entry.key) has no comment above it")
+        }
+    }
+
+    func testLaterSourcesWinFileThenEnvironmentThenFlags() throws {
+        let file = "port = 9000\nbatch_max_slices = 4\nhost = \"0.0.0.0\"  # every interface\nrequest_timeout_seconds = 12.5\n"
+        let configuration = try resolve(file: file, environment: ["MIMOOD_PORT": "9100", "MIMOOD_BATCH_MAX_COST": "8"],
+                                        flags: ["--port", "9200", "--model=/models/x", "--batch-max-wait-ms", "0"])
+        XCTAssertEqual(configuration.port, 9200)
+        XCTAssertEqual(configuration.host, "0.0.0.0")
+        XCTAssertEqual(configuration.batchMaxSlices, 4)
+        XCTAssertEqual(configuration.batchMaxCost, 8)
+        XCTAssertEqual(configuration.model, "/models/x")
+        XCTAssertEqual(configuration.batchMaxWaitMilliseconds, 0)
+        XCTAssertEqual(configuration.requestTimeoutSeconds, 12.5)
+    }
+
+    func testBadValuesAreRefusedNamingTheSettingAndWhereItCameFrom() {
+        assertRefused(flags: ["--port", "70000"], mentioning: ["port", "--port", "0…65535", "70000"])
+        assertRefused(environment: ["MIMOOD_THREADS": "many"], mentioning: ["threads", "MIMOOD_THREADS", "many"])
+        assertRefused(file: "\n\nbatch_max_cost = 0\n", mentioning: ["test.toml:3", "batch_max_cost"])
+        assertRefused(file: "log_level = \"loud\"\n", mentioning: ["log_level", "one of trace"])
+        assertRefused(flags: ["--request-timeout-seconds", "nan"], mentioning: ["request_timeout_seconds"])
+        // Strings are quoted in the file, numbers are not.
+        assertRefused(file: "host = 0.0.0.0\n", mentioning: ["host", "test.toml:1"])
+        assertRefused(file: "port = \"8080\"\n", mentioning: ["port"])
+    }
+
+    func testUnknownSettingsAndMalformedLinesAreRefused() {
+        assertRefused(file: "prot = 8080\n", mentioning: ["test.toml:1", "unknown setting 'prot'"])
+        assertRefused(flags: ["--prot", "8080"], mentioning: ["unknown option '--prot'"])
+        assertRefused(flags: ["--port"], mentioning: ["--port needs a value"])
+        assertRefused(file: "port 8080\n", mentioning: ["expected 'name = value'"])
+        assertRefused(file: "port = 1\nport = 2\n", mentioning: ["test.toml:2", "set twice"])
+        assertRefused(file: "api_key = \"abc\n", mentioning: ["not closed"])
+        assertRefused(file: "port = 8080 8081\n", mentioning: ["after the value"])
+        assertRefused(file: "[server]\n", mentioning: ["expected 'name = value'"])
+    }
+
+    func testStringsKeepEscapesAndHashes() throws {
+        let configuration = try resolve(file: #"api_key = "a#b\"c\\d" # comment"# + "\n")
+        XCTAssertEqual(configuration.apiKey, #"a#b"c\d"#)
+    }
+
+    func testConflictingSettingsAreRefusedNamingBoth() {
+        assertRefused(flags: ["--request-max-slices", "100", "--queue-max-slices", "50"],
+                      mentioning: ["request_max_slices", "queue_max_slices"])
+        assertRefused(flags: ["--max-body-bytes", "2000", "--queue-max-bytes", "1000"], mentioning: ["max_body_bytes", "queue_max_bytes"])
+    }
+
+    func testHelpListsEverySettingWithFlagEnvironmentAndDefault() {
+        let help = ServiceConfiguration.helpText
+        for setting in ServiceConfiguration.settings {
+            XCTAssertTrue(help.contains(setting.flag) && help.contains(setting.environmentName), setting.name)
+        }
+        XCTAssertTrue(help.contains("--port (MIMOOD_PORT, default '8080')"), help)
+    }
+}

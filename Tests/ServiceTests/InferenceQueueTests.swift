@@ -1,0 +1,211 @@
+import Dispatch
+import Foundation
+import Imaging
+import Kernels
+import Models
+import Threading
+import XCTest
+@testable import Service
+
+/// The queue around the real engine (the parity checkpoint), with a runner that records each batch's
+/// jobs (told apart by their seeds) and can be held shut, so that slices pile up while a batch runs.
+final class InferenceQueueTests: XCTestCase {
+    static let repository = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let engine: Engine = {
+        try! Engine(Checkpoint(directory: repository.appendingPathComponent("Tests/Fixtures/parity/checkpoint").path))
+    }()
+    static let slice: Tensor = {
+        let stack = try! NPY.decode([UInt8](Data(contentsOf: repository.appendingPathComponent("Tests/Fixtures/parity/input.npy"))))
+        return Tensor(shape: [1, 1, 160, 160], scalars: Array(stack.values.prefix(160 * 160)))
+    }()
+
+    /// A batch runner that waits at `gate` before each batch and records the seeds of its jobs.
+    final class RecordingRunner: Sendable {
+        let batches = LockedValue<[[UInt64]]>([])
+        let gate = DispatchSemaphore(value: 0)
+        let started = DispatchSemaphore(value: 0)
+        let isGated: Bool
+
+        init(gated: Bool) { isGated = gated }
+
+        func run(_ jobs: [RestorationJob]) throws -> [RestorationResult] {
+            started.signal()
+            if isGated { gate.wait() }
+            batches.withLock { $0.append(jobs.map(\.parameters.seed)) }
+            return try InferenceQueueTests.engine.run(jobs)
+        }
+
+        func openAll() { for _ in 0..<100 { gate.signal() } }
+    }
+
+    private func makeQueue(_ runner: RecordingRunner, slices: Int = 16, cost: Int = 64, wait: Duration = .milliseconds(5),
+                           queued: Int = 100, bytes: Int = 1000) -> InferenceQueue {
+        let queue = InferenceQueue(limits: QueueLimits(batchMaxSlices: slices, batchMaxCost: cost, batchMaxWait: wait,
+                                                       maxQueuedSlices: queued, maxQueuedBytes: bytes)) { try runner.run($0) }
+        addTeardownBlock {
+            runner.openAll()
+            queue.stop()
+        }
+        return queue
+    }
+
+    /// `count` one-slice jobs with seeds first, first + 1, …, and `restorations` each (steps 1: quick).
+    private func jobs(_ count: Int, seed first: UInt64, restorations: Int = 1) -> [RestorationJob] {
+        (0..<count).map { index in
+            var parameters = Self.engine.defaults
+            parameters.seed = first + UInt64(index)
+            parameters.restorations = restorations
+            parameters.steps = 1
+            return RestorationJob(images: Self.slice, parameters: parameters)
+        }
+    }
+
+    private var later: ContinuousClock.Instant { .now + .seconds(60) }
+
+    func testRequestsArrivingWhileABatchRunsShareTheNextBatchAndGetTheirOwnResults() async throws {
+        let runner = RecordingRunner(gated: true)
+        let queue = makeQueue(runner)
+        async let first = queue.submit(jobs(1, seed: 100), deadline: later)
+        runner.started.wait()  // the first batch holds the worker
+        async let second = queue.submit(jobs(1, seed: 200, restorations: 2), deadline: later)
+        async let third = queue.submit(jobs(2, seed: 300), deadline: later)
+        try await waitUntil { queue.depth.slices == 3 }
+        runner.openAll()
+        let reports = try await [first, second, third]
+        XCTAssertEqual(runner.batches.withLock { $0 }, [[100], [200, 300, 301]])
+        XCTAssertEqual(reports[1].batchSlices, [3])
+        XCTAssertEqual(reports[1].batchRequests, [2])
+        XCTAssertEqual(reports[2].results.count, 2)
+        // Batching changes nothing: each request's results equal those of running it alone.
+        let alone = try Self.engine.run(jobs(1, seed: 200, restorations: 2))
+        XCTAssertEqual(reports[1].results[0].anomalyMap, alone[0].anomalyMap)
+        XCTAssertEqual(reports[1].results[0].parameters.restorations, 2)
+        XCTAssertEqual(queue.depth, QueueDepth(requests: 0, slices: 0, reservedBytes: 0))
+    }
+
+    func testBatchesAreTakenInArrivalOrderUpToTheSliceBound() async throws {
+        let runner = RecordingRunner(gated: true)
+        let queue = makeQueue(runner, slices: 2)
+        async let blocker = queue.submit(jobs(1, seed: 1), deadline: later)
+        runner.started.wait()
+        async let volume = queue.submit(jobs(5, seed: 10), deadline: later)
+        try await waitUntil { queue.depth.slices == 5 }
+        async let single = queue.submit(jobs(1, seed: 20), deadline: later)
+        try await waitUntil { queue.depth.slices == 6 }
+        runner.openAll()
+        _ = try await [blocker, volume, single]
+        XCTAssertEqual(runner.batches.withLock { $0 }, [[1], [10, 11], [12, 13], [14, 20]])
+    }
+
+    func testTheCostBoundCountsRestorationsAndAHeavySliceStillRunsAlone() async throws {
+        let runner = RecordingRunner(gated: true)
+        let queue = makeQueue(runner, cost: 4)
+        async let blocker = queue.submit(jobs(1, seed: 1), deadline: later)
+        runner.started.wait()
+        async let pairs = queue.submit(jobs(3, seed: 10, restorations: 2), deadline: later)
+        try await waitUntil { queue.depth.slices == 3 }
+        async let heavy = queue.submit(jobs(1, seed: 20, restorations: 8), deadline: later)
+        try await waitUntil { queue.depth.slices == 4 }
+        runner.openAll()
+        _ = try await [blocker, pairs, heavy]
+        XCTAssertEqual(runner.batches.withLock { $0 }, [[1], [10, 11], [12], [20]])
+    }
+
+    func testABatchThatIsNotFullWaitsAtMostTheMaximumWait() async throws {
+        let runner = RecordingRunner(gated: false)
+        let queue = makeQueue(runner, wait: .milliseconds(300))
+        let started = ContinuousClock.now
+        let report = try await queue.submit(jobs(1, seed: 1), deadline: later)
+        XCTAssertGreaterThanOrEqual(report.queueWait, .milliseconds(290))
+        XCTAssertGreaterThanOrEqual(ContinuousClock.now - started, .milliseconds(300))
+    }
+
+    func testAFullBatchDoesNotWait() async throws {
+        let runner = RecordingRunner(gated: false)
+        let queue = makeQueue(runner, slices: 2, wait: .seconds(30))
+        let report = try await queue.submit(jobs(2, seed: 1), deadline: later)
+        XCTAssertLessThan(report.queueWait, .seconds(5))
+    }
+
+    func testARequestPastItsDeadlineIsAnsweredThenAndItsSlicesNeverRun() async throws {
+        let runner = RecordingRunner(gated: true)
+        let queue = makeQueue(runner)
+        async let blocker = queue.submit(jobs(1, seed: 1), deadline: later)
+        runner.started.wait()
+        do {
+            _ = try await queue.submit(jobs(3, seed: 50), deadline: .now + .milliseconds(200))
+            XCTFail("the deadline passed while the worker was held")
+        } catch let error as QueueError {
+            XCTAssertEqual(error, .deadlineExceeded)
+        }
+        XCTAssertEqual(queue.depth.slices, 0)
+        runner.openAll()
+        _ = try await blocker
+        _ = try await queue.submit(jobs(1, seed: 60), deadline: later)
+        XCTAssertEqual(runner.batches.withLock { $0 }, [[1], [60]])
+    }
+
+    func testACancelledRequestLeavesTheQueueAtOnce() async throws {
+        let runner = RecordingRunner(gated: true)
+        let queue = makeQueue(runner)
+        async let blocker = queue.submit(jobs(1, seed: 1), deadline: later)
+        runner.started.wait()
+        let abandoned = Task { try await queue.submit(self.jobs(2, seed: 70), deadline: self.later) }
+        try await waitUntil { queue.depth.slices == 2 }
+        abandoned.cancel()
+        do {
+            _ = try await abandoned.value
+            XCTFail("a cancelled request has no results")
+        } catch let error as QueueError {
+            XCTAssertEqual(error, .cancelled)
+        }
+        XCTAssertEqual(queue.depth.slices, 0)
+        runner.openAll()
+        _ = try await blocker
+        _ = try await queue.submit(jobs(1, seed: 80), deadline: later)
+        XCTAssertEqual(runner.batches.withLock { $0 }, [[1], [80]])
+    }
+
+    func testTheSliceBoundRefusesWhatWouldPassIt() async throws {
+        let runner = RecordingRunner(gated: true)
+        let queue = makeQueue(runner, queued: 3)
+        async let blocker = queue.submit(jobs(1, seed: 1), deadline: later)
+        runner.started.wait()
+        async let waiting = queue.submit(jobs(2, seed: 10), deadline: later)
+        try await waitUntil { queue.depth.slices == 2 }
+        do {
+            _ = try await queue.submit(jobs(2, seed: 20), deadline: later)
+            XCTFail("4 slices would pass the bound of 3")
+        } catch QueueError.full(let detail) {
+            XCTAssertTrue(detail.contains("bound of 3"), detail)
+        }
+        runner.openAll()
+        _ = try await [blocker, waiting]
+    }
+
+    func testReservationsHoldBytesUntilReleased() {
+        let queue = makeQueue(RecordingRunner(gated: false), bytes: 1000)
+        var first = queue.reserve(bytes: 600)
+        XCTAssertNotNil(first)
+        XCTAssertNil(queue.reserve(bytes: 500), "600 + 500 bytes pass the bound of 1000")
+        XCTAssertNotNil(queue.reserve(bytes: 400))  // released again at once: nobody holds it
+        XCTAssertEqual(queue.depth.reservedBytes, 600)
+        first = nil
+        XCTAssertEqual(queue.depth.reservedBytes, 0)
+        XCTAssertNotNil(queue.reserve(bytes: 1000))
+    }
+
+    private struct Timeout: Error {}
+
+    private func waitUntil(_ condition: @Sendable () -> Bool, line: UInt = #line) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !condition() {
+            guard ContinuousClock.now < deadline else {
+                XCTFail("the queue did not reach the expected state in 10 s", line: line)
+                throw Timeout()
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+}
