@@ -57,7 +57,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Detection", "Imaging", "ZlibCodec", "TestSupport"]),
-        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"]),
+        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading"]),
         // The command line: `mimood detect`, `mimood bench` (docs/cli.md) and `mimood serve` (docs/service.md).
         .executableTarget(name: "mimood", dependencies: [
             "Service", "Detection", "Models", "Imaging", "Kernels", "Threading",

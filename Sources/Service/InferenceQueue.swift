@@ -166,6 +166,8 @@ public final class InferenceQueue: @unchecked Sendable {
         timer.setEventHandler { [weak self, weak request] in
             if let self, let request { self.finish(request, .failure(.deadlineExceeded)) }
         }
+        // Active before anything can release it: Dispatch traps when an inactive source is released.
+        timer.activate()
         defer { timer.cancel() }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
@@ -189,11 +191,7 @@ public final class InferenceQueue: @unchecked Sendable {
                     condition.broadcast()
                     return nil
                 }
-                if let refusal {
-                    continuation.resume(throwing: refusal)
-                } else {
-                    timer.activate()
-                }
+                if let refusal { continuation.resume(throwing: refusal) }
             }
         } onCancel: {
             finish(request, .failure(.cancelled))

@@ -255,8 +255,8 @@ enum ConfigurationFile {
                 guard closed else { throw refuse("the string is not closed") }
                 (value, quoted) = (unescaped, true)
             } else {
-                let end = rest.firstIndex(of: "#") ?? rest.endIndex
-                (value, quoted) = (rest[..<end].trimmed(of: " \t"), false)
+                let end = rest.firstIndex { $0 == "#" || $0 == " " || $0 == "\t" } ?? rest.endIndex
+                (value, quoted) = (String(rest[..<end]), false)
                 rest = rest[end...]
             }
             let trailing = rest.trimmed(of: " \t")

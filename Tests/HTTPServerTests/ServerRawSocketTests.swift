@@ -1,5 +1,6 @@
 import Foundation
-@testable import HTTPServer  // LockedValue: TSan does not see Synchronization.Mutex's locking on Linux
+@testable import HTTPServer
+import Threading  // LockedValue: TSan does not see Synchronization.Mutex's locking on Linux
 import XCTest
 
 /// Byte-exact requests over raw sockets: framing, errors, timeouts and shutdown.

@@ -51,7 +51,7 @@ final class InferenceQueueTests: XCTestCase {
     }
 
     /// `count` one-slice jobs with seeds first, first + 1, …, and `restorations` each (steps 1: quick).
-    private func jobs(_ count: Int, seed first: UInt64, restorations: Int = 1) -> [RestorationJob] {
+    private static func jobs(_ count: Int, seed first: UInt64, restorations: Int = 1) -> [RestorationJob] {
         (0..<count).map { index in
             var parameters = Self.engine.defaults
             parameters.seed = first + UInt64(index)
@@ -61,15 +61,15 @@ final class InferenceQueueTests: XCTestCase {
         }
     }
 
-    private var later: ContinuousClock.Instant { .now + .seconds(60) }
+    private static var later: ContinuousClock.Instant { .now + .seconds(60) }
 
     func testRequestsArrivingWhileABatchRunsShareTheNextBatchAndGetTheirOwnResults() async throws {
         let runner = RecordingRunner(gated: true)
         let queue = makeQueue(runner)
-        async let first = queue.submit(jobs(1, seed: 100), deadline: later)
+        async let first = queue.submit(Self.jobs(1, seed: 100), deadline: Self.later)
         runner.started.wait()  // the first batch holds the worker
-        async let second = queue.submit(jobs(1, seed: 200, restorations: 2), deadline: later)
-        async let third = queue.submit(jobs(2, seed: 300), deadline: later)
+        async let second = queue.submit(Self.jobs(1, seed: 200, restorations: 2), deadline: Self.later)
+        async let third = queue.submit(Self.jobs(2, seed: 300), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 3 }
         runner.openAll()
         let reports = try await [first, second, third]
@@ -78,7 +78,7 @@ final class InferenceQueueTests: XCTestCase {
         XCTAssertEqual(reports[1].batchRequests, [2])
         XCTAssertEqual(reports[2].results.count, 2)
         // Batching changes nothing: each request's results equal those of running it alone.
-        let alone = try Self.engine.run(jobs(1, seed: 200, restorations: 2))
+        let alone = try Self.engine.run(Self.jobs(1, seed: 200, restorations: 2))
         XCTAssertEqual(reports[1].results[0].anomalyMap, alone[0].anomalyMap)
         XCTAssertEqual(reports[1].results[0].parameters.restorations, 2)
         XCTAssertEqual(queue.depth, QueueDepth(requests: 0, slices: 0, reservedBytes: 0))
@@ -87,11 +87,11 @@ final class InferenceQueueTests: XCTestCase {
     func testBatchesAreTakenInArrivalOrderUpToTheSliceBound() async throws {
         let runner = RecordingRunner(gated: true)
         let queue = makeQueue(runner, slices: 2)
-        async let blocker = queue.submit(jobs(1, seed: 1), deadline: later)
+        async let blocker = queue.submit(Self.jobs(1, seed: 1), deadline: Self.later)
         runner.started.wait()
-        async let volume = queue.submit(jobs(5, seed: 10), deadline: later)
+        async let volume = queue.submit(Self.jobs(5, seed: 10), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 5 }
-        async let single = queue.submit(jobs(1, seed: 20), deadline: later)
+        async let single = queue.submit(Self.jobs(1, seed: 20), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 6 }
         runner.openAll()
         _ = try await [blocker, volume, single]
@@ -101,11 +101,11 @@ final class InferenceQueueTests: XCTestCase {
     func testTheCostBoundCountsRestorationsAndAHeavySliceStillRunsAlone() async throws {
         let runner = RecordingRunner(gated: true)
         let queue = makeQueue(runner, cost: 4)
-        async let blocker = queue.submit(jobs(1, seed: 1), deadline: later)
+        async let blocker = queue.submit(Self.jobs(1, seed: 1), deadline: Self.later)
         runner.started.wait()
-        async let pairs = queue.submit(jobs(3, seed: 10, restorations: 2), deadline: later)
+        async let pairs = queue.submit(Self.jobs(3, seed: 10, restorations: 2), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 3 }
-        async let heavy = queue.submit(jobs(1, seed: 20, restorations: 8), deadline: later)
+        async let heavy = queue.submit(Self.jobs(1, seed: 20, restorations: 8), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 4 }
         runner.openAll()
         _ = try await [blocker, pairs, heavy]
@@ -116,7 +116,7 @@ final class InferenceQueueTests: XCTestCase {
         let runner = RecordingRunner(gated: false)
         let queue = makeQueue(runner, wait: .milliseconds(300))
         let started = ContinuousClock.now
-        let report = try await queue.submit(jobs(1, seed: 1), deadline: later)
+        let report = try await queue.submit(Self.jobs(1, seed: 1), deadline: Self.later)
         XCTAssertGreaterThanOrEqual(report.queueWait, .milliseconds(290))
         XCTAssertGreaterThanOrEqual(ContinuousClock.now - started, .milliseconds(300))
     }
@@ -124,62 +124,53 @@ final class InferenceQueueTests: XCTestCase {
     func testAFullBatchDoesNotWait() async throws {
         let runner = RecordingRunner(gated: false)
         let queue = makeQueue(runner, slices: 2, wait: .seconds(30))
-        let report = try await queue.submit(jobs(2, seed: 1), deadline: later)
+        let report = try await queue.submit(Self.jobs(2, seed: 1), deadline: Self.later)
         XCTAssertLessThan(report.queueWait, .seconds(5))
     }
 
     func testARequestPastItsDeadlineIsAnsweredThenAndItsSlicesNeverRun() async throws {
         let runner = RecordingRunner(gated: true)
         let queue = makeQueue(runner)
-        async let blocker = queue.submit(jobs(1, seed: 1), deadline: later)
+        async let blocker = queue.submit(Self.jobs(1, seed: 1), deadline: Self.later)
         runner.started.wait()
-        do {
-            _ = try await queue.submit(jobs(3, seed: 50), deadline: .now + .milliseconds(200))
-            XCTFail("the deadline passed while the worker was held")
-        } catch let error as QueueError {
-            XCTAssertEqual(error, .deadlineExceeded)
-        }
+        let late = Self.submission(queue, Self.jobs(3, seed: 50), deadline: .now + .milliseconds(200))
+        let lateError = await Self.error(of: late)
+        XCTAssertEqual(lateError, .deadlineExceeded)
         XCTAssertEqual(queue.depth.slices, 0)
         runner.openAll()
         _ = try await blocker
-        _ = try await queue.submit(jobs(1, seed: 60), deadline: later)
+        _ = try await queue.submit(Self.jobs(1, seed: 60), deadline: Self.later)
         XCTAssertEqual(runner.batches.withLock { $0 }, [[1], [60]])
     }
 
     func testACancelledRequestLeavesTheQueueAtOnce() async throws {
         let runner = RecordingRunner(gated: true)
         let queue = makeQueue(runner)
-        async let blocker = queue.submit(jobs(1, seed: 1), deadline: later)
+        async let blocker = queue.submit(Self.jobs(1, seed: 1), deadline: Self.later)
         runner.started.wait()
-        let abandoned = Task { try await queue.submit(self.jobs(2, seed: 70), deadline: self.later) }
+        let abandoned = Self.submission(queue, Self.jobs(2, seed: 70), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 2 }
         abandoned.cancel()
-        do {
-            _ = try await abandoned.value
-            XCTFail("a cancelled request has no results")
-        } catch let error as QueueError {
-            XCTAssertEqual(error, .cancelled)
-        }
+        let abandonedError = await Self.error(of: abandoned)
+        XCTAssertEqual(abandonedError, .cancelled)
         XCTAssertEqual(queue.depth.slices, 0)
         runner.openAll()
         _ = try await blocker
-        _ = try await queue.submit(jobs(1, seed: 80), deadline: later)
+        _ = try await queue.submit(Self.jobs(1, seed: 80), deadline: Self.later)
         XCTAssertEqual(runner.batches.withLock { $0 }, [[1], [80]])
     }
 
     func testTheSliceBoundRefusesWhatWouldPassIt() async throws {
         let runner = RecordingRunner(gated: true)
         let queue = makeQueue(runner, queued: 3)
-        async let blocker = queue.submit(jobs(1, seed: 1), deadline: later)
+        async let blocker = queue.submit(Self.jobs(1, seed: 1), deadline: Self.later)
         runner.started.wait()
-        async let waiting = queue.submit(jobs(2, seed: 10), deadline: later)
+        async let waiting = queue.submit(Self.jobs(2, seed: 10), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 2 }
-        do {
-            _ = try await queue.submit(jobs(2, seed: 20), deadline: later)
-            XCTFail("4 slices would pass the bound of 3")
-        } catch QueueError.full(let detail) {
-            XCTAssertTrue(detail.contains("bound of 3"), detail)
-        }
+        let refused = Self.submission(queue, Self.jobs(2, seed: 20), deadline: Self.later)
+        let error = await Self.error(of: refused)
+        guard case .full(let detail)? = error else { return XCTFail("4 slices would pass the bound of 3, got \(String(describing: error))") }
+        XCTAssertTrue(detail.contains("bound of 3"), detail)
         runner.openAll()
         _ = try await [blocker, waiting]
     }
@@ -194,6 +185,17 @@ final class InferenceQueueTests: XCTestCase {
         first = nil
         XCTAssertEqual(queue.depth.reservedBytes, 0)
         XCTAssertNotNil(queue.reserve(bytes: 1000))
+    }
+
+    private static func submission(_ queue: InferenceQueue, _ jobs: [RestorationJob],
+                                   deadline: ContinuousClock.Instant) -> Task<QueueReport, any Error> {
+        Task { try await queue.submit(jobs, deadline: deadline) }
+    }
+
+    /// The queue error a submission ended with; nil when it gave results.
+    private static func error(of submission: Task<QueueReport, any Error>) async -> QueueError? {
+        if case .failure(let error) = await submission.result { return error as? QueueError }
+        return nil
     }
 
     private struct Timeout: Error {}
