@@ -56,7 +56,7 @@ let package = Package(
             "HTTPServer", "Detection", "Models", "Imaging", "Kernels", "ZlibCodec", "JSONText", "Threading",
             .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "ServiceTests", dependencies: ["Service", "Detection", "Imaging", "ZlibCodec", "TestSupport"]),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "Models", "Kernels", "Imaging", "Threading", "TestSupport"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading"]),
         // The command line: `mimood detect`, `mimood bench` (docs/cli.md) and `mimood serve` (docs/service.md).
         .executableTarget(name: "mimood", dependencies: [
