@@ -15,14 +15,25 @@ import Darwin
 #endif
 
 public enum Threads {
-    /// How many chunks the kernels split parallel work into; initially the number of online CPUs.
+    /// How many chunks the kernels split parallel work into; initially the number of online CPUs. Inside
+    /// `withCount` on the same thread, that call's count.
     public static var count: Int {
-        get { threadCount.load(ordering: .relaxed) }
+        get { localCount ?? threadCount.load(ordering: .relaxed) }
         set {
             precondition(newValue >= 1, "Threads.count must be at least 1, got \(newValue)")
             threadCount.store(newValue, ordering: .relaxed)
         }
     }
+
+    /// Runs `body` with the kernels it calls on this thread splitting their work into `count` chunks,
+    /// leaving the process-wide setting alone: several engine runs on separate threads, one core each.
+    public static func withCount<Result>(_ count: Int, _ body: () throws -> Result) rethrows -> Result {
+        precondition(count >= 1, "Threads.withCount needs at least 1, got \(count)")
+        return try $localCount.withValue(count, operation: body)
+    }
+
+    // A task-local read from synchronous code is bound to the calling thread.
+    @TaskLocal private static var localCount: Int?
 }
 
 private let threadCount = Atomic<Int>(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))

@@ -38,7 +38,9 @@ public final class DetectionService: Sendable {
             batchMaxWait: .nanoseconds(Int64(configuration.batchMaxWaitMilliseconds * 1e6)),
             maxQueuedSlices: configuration.queueMaxSlices, maxQueuedBytes: configuration.queueMaxBytes),
             onBatch: { metrics.recordBatch($0) },
-            run: { try engine.run($0) })
+            run: { [parallelism = BatchParallelism(rawValue: configuration.batchParallelism) ?? .slices] jobs in
+                try runBatch(jobs, on: engine, parallelism: parallelism)
+            })
     }
 
     /// Model loaded, warmed up, and not draining.

@@ -28,6 +28,7 @@ public struct ServiceConfiguration: Sendable, Equatable {
     public var batchMaxSlices = 16
     public var batchMaxCost = 64
     public var batchMaxWaitMilliseconds = 20.0
+    public var batchParallelism = BatchParallelism.slices.rawValue
     public var queueMaxSlices = 2048
     public var queueMaxBytes = 1024 * 1024 * 1024
     public var requestMaxSlices = 512
@@ -154,6 +155,9 @@ extension ServiceConfiguration {
                     kind: .integer(\.batchMaxCost, 1...1_000_000)),
             Setting(name: "batch_max_wait_ms", help: "How long the oldest queued slice waits for others to share its batch.",
                     kind: .number(\.batchMaxWaitMilliseconds, 0...60_000)),
+            Setting(name: "batch_parallelism", help: "How a batch uses the cores: 'slices' spreads its slices over them, one core each; "
+                    + "'kernels' runs it as one call whose every kernel uses all cores.",
+                    kind: .text(\.batchParallelism, allowed: BatchParallelism.allCases.map(\.rawValue))),
             Setting(name: "queue_max_slices", help: "Slices waiting in the queue; requests beyond are answered 503.",
                     kind: .integer(\.queueMaxSlices, 1...10_000_000)),
             Setting(name: "queue_max_bytes", help: "Request body bytes admitted and not yet answered; requests beyond are answered 503.",
