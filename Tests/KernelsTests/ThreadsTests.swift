@@ -7,7 +7,14 @@ final class ThreadsTests: XCTestCase {
         let global = Threads.count
         Threads.withCount(1) {
             XCTAssertEqual(Threads.count, 1)
-            let elsewhere = DispatchQueue(label: "elsewhere").sync { Threads.count }
+            // On another thread (sync could run the block on this one).
+            nonisolated(unsafe) var elsewhere = 0
+            let done = DispatchSemaphore(value: 0)
+            DispatchQueue.global().async {
+                elsewhere = Threads.count
+                done.signal()
+            }
+            done.wait()
             XCTAssertEqual(elsewhere, global)
             Threads.withCount(3) { XCTAssertEqual(Threads.count, 3) }
             XCTAssertEqual(Threads.count, 1)
