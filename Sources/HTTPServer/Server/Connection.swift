@@ -304,12 +304,15 @@ final class Connection: @unchecked Sendable {
     private func respond(_ response: HTTPResponse, to head: RequestHead?, close mustClose: Bool) {
         guard !isClosed else { return }
         handlerTask = nil
+        admissionTicket = nil  // the request is answered, whether or not its handler ever ran
         var response = response
-        // The request's id comes back on every answer, also on those the HTTP layer gives itself.
-        if let requestID = head?.headers["X-Request-ID"], response.headers["X-Request-ID"] == nil {
+        // The request's id comes back on every answer, also on those the HTTP layer gives itself (a 413 or
+        // 408 during the body is answered without the head, which is still known here).
+        if let requestID = (head ?? currentHead)?.headers["X-Request-ID"], response.headers["X-Request-ID"] == nil {
             response.headers.add("X-Request-ID", requestID)
         }
-        observe(status: response.status, responseBodyBytes: response.body.count, requestID: response.headers["X-Request-ID"])
+        observe(status: response.status, responseBodyBytes: head?.method == "HEAD" ? 0 : response.body.count,
+                requestID: response.headers["X-Request-ID"])
         let keepAlive = !mustClose && !draining && head.map(Self.wantsKeepAlive) == true
             && response.headers["Connection"]?.lowercased() != "close"
         outbound.append(contentsOf: encoder.encode(response, for: head.map(ResponseEncoder.RequestContext.init),

@@ -249,7 +249,7 @@ public struct ResponseRecord: Sendable {
     /// response is handed to the connection for writing (for a streamed response: its last piece).
     public let duration: Duration
     public let requestBodyBytes: Int
-    /// The body as the handler gave it, before any content coding.
+    /// The body as the handler gave it, before any content coding; none for HEAD.
     public let responseBodyBytes: Int
     /// The response's `X-Request-ID`, else the request's.
     public let requestID: String?
