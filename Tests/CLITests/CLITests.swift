@@ -112,7 +112,7 @@ final class CLITests: XCTestCase {
                               "--preprocessed", parityInput, slice, outOfRange, nifti])
         XCTAssertEqual(run.status, 1)
         XCTAssertTrue(run.errors.contains("scaled.npy: slice 1: a 160×160 image is taken as already preprocessed"), run.errors)
-        XCTAssertTrue(run.errors.contains("head.nii.gz: --preprocessed takes .npy or PNG slices"), run.errors)
+        XCTAssertTrue(run.errors.contains("head.nii.gz: only .npy and PNG slices can be declared preprocessed"), run.errors)
         XCTAssertTrue(run.errors.contains("2 of 4 inputs failed"), run.errors)
 
         let maps = try NPY.decode(read("input_anomaly.npy", in: out))
@@ -142,7 +142,7 @@ final class CLITests: XCTestCase {
                               corrupt, good, missing, line, truncated, directory.path, duplicate, text])
         XCTAssertEqual(run.status, 1)
         XCTAssertTrue(run.errors.contains("corrupt.npy: the .npy data is truncated"), run.errors)
-        XCTAssertTrue(run.errors.contains("text.npy: not a .npy, PNG or NIfTI-1 (.nii, .nii.gz) file"), run.errors)
+        XCTAssertTrue(run.errors.contains("text.npy: not a .npy, PNG or NIfTI-1 (.nii, .nii.gz) image"), run.errors)
         XCTAssertTrue(run.errors.contains("missing.nii.gz: no such file"), run.errors)
         XCTAssertTrue(run.errors.contains("line.npy: a .npy input must be a 2-D slice or a 3-D volume"), run.errors)
         XCTAssertTrue(run.errors.contains("truncated.nii: the NIfTI file is truncated"), run.errors)
