@@ -92,16 +92,23 @@ public final class DetectionService: Sendable {
 
     /// Every answered request, from the HTTP layer: counted in the metrics and logged (metadata only).
     public func observe(_ record: ResponseRecord) {
-        metrics.recordRequest(route: record.route ?? "other", method: record.method ?? "-", status: record.status,
-                              duration: record.duration)
+        // Label values from a closed set: a client may send any token as its method.
+        let method = record.method.map { Self.knownMethods.contains($0) ? $0 : "other" } ?? "-"
+        let route = record.route ?? "other"
+        metrics.recordRequest(route: route, method: method, status: record.status, duration: record.duration)
         var metadata: Logger.Metadata = [
-            "status": .stringConvertible(record.status), "route": .string(record.route ?? "other"),
-            "method": .string(record.method ?? "-"), "duration_ms": .stringConvertible(milliseconds(record.duration)),
+            "status": .stringConvertible(record.status), "route": .string(route), "method": .string(method),
+            "duration_ms": .stringConvertible(milliseconds(record.duration)),
             "request_bytes": .stringConvertible(record.requestBodyBytes), "response_bytes": .stringConvertible(record.responseBodyBytes),
         ]
         if let requestID = record.requestID { metadata["request_id"] = .string(requestID) }
-        logger.log(level: record.status >= 500 ? .warning : .info, "request", metadata: metadata)
+        // Probes and scrapes come every few seconds: they are logged at debug unless they fail.
+        let level: Logger.Level = record.status >= 500 ? .warning : Self.quietRoutes.contains(route) && record.status < 400 ? .debug : .info
+        logger.log(level: level, "request", metadata: metadata)
     }
+
+    private static let knownMethods: Set = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"]
+    private static let quietRoutes: Set = ["/healthz", "/readyz", "/metrics"]
 
     private var retryAfter: HTTPHeaders { HTTPHeaders([("Retry-After", String(configuration.retryAfterSeconds))]) }
 

@@ -61,7 +61,13 @@ struct Serve: AsyncParsableCommand {
                 "model_sha256": .string(service.modelSHA256), "threads": .stringConvertible(Threads.count),
             ])
             Thread.detachNewThread {
-                do { try service.warmUp() } catch { logger.critical("warm-up failed", metadata: ["error": .string("\(error)")]) }
+                do {
+                    try service.warmUp()
+                } catch {
+                    // A model that cannot run one slice will not run requests: stop, so that the orchestrator sees it.
+                    logger.critical("warm-up failed", metadata: ["error": .string("\(error)")])
+                    Foundation.exit(1)
+                }
             }
         }
         logger.notice("stopped")

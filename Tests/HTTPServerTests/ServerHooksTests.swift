@@ -225,7 +225,7 @@ final class ServerHooksTests: XCTestCase {
         try await assertEventually { records.withLock { $0.count } == 6 }
         let seen = records.withLock { $0 }
         XCTAssertEqual(seen.map(\.method), ["POST", "GET", "DELETE", "HEAD", "GET", nil])
-        XCTAssertEqual(seen.map(\.route), ["/echo", nil, nil, "/hello", "/stream", nil])
+        XCTAssertEqual(seen.map(\.route), ["/echo", nil, "/hello", "/hello", "/stream", nil])
         XCTAssertEqual(seen.map(\.status), [200, 404, 405, 200, 200, 413])
         XCTAssertEqual(seen.map(\.requestBodyBytes), [5, 0, 0, 0, 0, 0])
         XCTAssertEqual(seen[0].responseBodyBytes, 5)

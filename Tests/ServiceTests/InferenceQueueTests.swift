@@ -69,6 +69,7 @@ final class InferenceQueueTests: XCTestCase {
         async let first = queue.submit(Self.jobs(1, seed: 100), deadline: Self.later)
         runner.started.wait()  // the first batch holds the worker
         async let second = queue.submit(Self.jobs(1, seed: 200, restorations: 2), deadline: Self.later)
+        try await waitUntil { queue.depth.slices == 1 }  // in this order
         async let third = queue.submit(Self.jobs(2, seed: 300), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 3 }
         runner.openAll()

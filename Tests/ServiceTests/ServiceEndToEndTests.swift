@@ -244,17 +244,21 @@ final class ServiceEndToEndTests: XCTestCase {
         XCTAssertEqual(openapi.status, 200)
         XCTAssertTrue(openapi.text.hasPrefix("openapi: 3.1"), String(openapi.text.prefix(40)))
         _ = try Curl.run(["\(service.baseURL)/nowhere"])
+        _ = try Curl.run(["-X", "BREW", "\(service.baseURL)/healthz"])  // any token is a method: 405, labelled "other"
         let metrics = try Curl.run(["\(service.baseURL)/metrics"])
         XCTAssertEqual(metrics.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8")
         for line in ["mimood_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1",
-                     "mimood_http_requests_total{route=\"other\",method=\"GET\",status=\"404\"} 1", "mimood_ready 1",
+                     "mimood_http_requests_total{route=\"other\",method=\"GET\",status=\"404\"} 1",
+                     "mimood_http_requests_total{route=\"/healthz\",method=\"other\",status=\"405\"} 1", "mimood_ready 1",
                      "# TYPE mimood_batch_slices histogram", "mimood_queue_slices 0"] {
             XCTAssertTrue(metrics.text.contains(line), "no '\(line)' in\n\(metrics.text)")
         }
-        // Every request is logged as one JSON line with its id.
-        _ = try Curl.run(["-H", "X-Request-ID: trace-42", "\(service.baseURL)/healthz"])
+        // Every request is logged as one JSON line with its id (probes at debug level).
+        _ = try Curl.run(["-H", "X-Request-ID: trace-42", "\(service.baseURL)/v1/model"])
         let logged = try service.waitForLog("\"request_id\":\"trace-42\"")
-        XCTAssertTrue(logged.contains("\"status\":200") && logged.contains("\"route\":\"/healthz\""), logged)
+        XCTAssertTrue(logged.contains("\"status\":200") && logged.contains("\"route\":\"/v1/model\""), logged)
+        XCTAssertFalse(service.logLines.contains { $0.contains("\"route\":\"/healthz\"") && $0.contains("\"status\":200") },
+                       "probes that pass are logged at debug")
         XCTAssertNotNil(try JSONSerialization.jsonObject(with: Data(logged.utf8)) as? [String: Any])
         XCTAssertEqual(service.terminate(), 0)
     }
@@ -265,11 +269,17 @@ final class ServiceEndToEndTests: XCTestCase {
         let file = try sliceNPY()
         let clients = 4
         let collected = LockedValue([Curl.Response?](repeating: nil, count: clients))
-        DispatchQueue.concurrentPerform(iterations: clients) { client in
-            let response = try? Curl.detect(service, file: file, contentType: "application/x-npy",
-                                            query: "preprocessed=true&steps=1&restorations=1&seed=\(client)")
-            collected.withLock { $0[client] = response }
+        let finished = DispatchSemaphore(value: 0)
+        // A thread per client: all of them send at once, whatever the number of cores.
+        for client in 0..<clients {
+            Thread.detachNewThread {
+                let response = try? Curl.detect(service, file: file, contentType: "application/x-npy",
+                                                query: "preprocessed=true&steps=1&restorations=1&seed=\(client)")
+                collected.withLock { $0[client] = response }
+                finished.signal()
+            }
         }
+        for _ in 0..<clients { finished.wait() }
         let responses = collected.withLock { $0 }
         for response in responses {
             XCTAssertEqual(response?.status, 200, response?.text ?? "no response")

@@ -207,7 +207,7 @@ final class Connection: @unchecked Sendable {
     private func beginRequest(_ head: RequestHead) {
         let resolution = router.resolve(method: head.method, path: head.path)
         currentHead = head
-        if case .route(let route) = resolution { currentRoute = route.path }
+        currentRoute = router.registeredPath(head.path)
         // RFC 9110 §10.1.1: Expect from an HTTP/1.0 client is ignored.
         let expectation = head.version == .http1_1 ? head.headers["Expect"]?.lowercased() : nil
         let hasBody = parser.isChunked || (parser.expectedBodyLength ?? 0) > 0

@@ -241,8 +241,8 @@ public final class HTTPServer: Sendable {
 public struct ResponseRecord: Sendable {
     /// The request's method, nil when its head could not be parsed.
     public let method: String?
-    /// The registered path the request was routed to; nil otherwise (404, unparsable). Never the raw
-    /// target, so that metric labels stay a small, fixed set.
+    /// The registered path the request was aimed at, also when its method is not allowed there (405); nil
+    /// otherwise (404, unparsable). Never the raw target, so that metric labels stay a small, fixed set.
     public let route: String?
     public let status: Int
     /// From the request's first byte (the accept, for a connection's first request) to the moment the

@@ -27,8 +27,6 @@ public struct Router: Sendable {
     }
 
     struct Route: Sendable {
-        /// The registered path: a metric label of bounded cardinality, unlike the request target.
-        let path: String
         let handler: Handler
         let admission: AdmissionCheck?
     }
@@ -41,18 +39,23 @@ public struct Router: Sendable {
     /// handler also answers HEAD, with the body left out, unless HEAD has a handler of its own.
     /// With `admission`, each request is first put to it (see `AdmissionCheck`).
     public mutating func add(method: String, path: String, admission: AdmissionCheck? = nil, handler: @escaping HTTPHandler) {
-        routesByPath[path, default: [:]][method] = Route(path: path, handler: .complete(handler), admission: admission)
+        routesByPath[path, default: [:]][method] = Route(handler: .complete(handler), admission: admission)
     }
 
     /// Registers a handler whose response body is streamed; otherwise as `add(method:path:handler:)`.
     public mutating func addStreaming(method: String, path: String, handler: @escaping HTTPStreamingHandler) {
-        routesByPath[path, default: [:]][method] = Route(path: path, handler: .streaming(handler), admission: nil)
+        routesByPath[path, default: [:]][method] = Route(handler: .streaming(handler), admission: nil)
     }
 
     enum Resolution {
         case route(Route)
         /// An error the server answers itself, after reading the body if there is one.
         case problem(HTTPResponse)
+    }
+
+    /// `path` when some route is registered on it (whatever the method), else nil: a bounded metric label.
+    func registeredPath(_ path: String) -> String? {
+        routesByPath[path] == nil ? nil : path
     }
 
     func resolve(method: String, path: String) -> Resolution {
