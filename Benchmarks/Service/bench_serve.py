@@ -1,11 +1,14 @@
 """Throughput and latency of `mimood serve` (docs/service.md, "Performance").
 
-Single slices at concurrency 1, 4 and 16, with the inference queue batching (the shipped defaults) and
-without (batch_max_slices = 1), then the time for one volume of 160 axial slices. Each client thread
-keeps one HTTP/1.1 connection alive and sends its requests one after another; latency is measured at
-the client, from sending the request to reading the whole response.
+Single slices at concurrency 1, 4 and 16 on three servers started side by side: the shipped settings
+(batching, each batch's slices spread over the cores), batching with every kernel of a batch using all
+cores (batch_parallelism = kernels), and no batching (batch_max_slices = 1). The three are measured in
+turn, round after round, so that a change in the machine's load falls on all of them; each figure is the
+median over the rounds. Then the time for one volume of 160 axial slices on the shipped settings. Each
+client thread keeps one HTTP/1.1 connection alive and sends its requests one after another; latency is
+measured at the client, from sending the request to reading the whole response.
 
-Usage: scripts/bench-serve [--requests-per-client N] [--json FILE]   (builds the release binary first)
+Usage: scripts/bench-serve [--rounds N] [--requests-per-client N] [--json FILE]   (builds the release binary first)
 """
 from __future__ import annotations
 
@@ -106,6 +109,7 @@ def inputs(folder: Path) -> tuple[bytes, bytes, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2, help="Rounds over the three servers (default 2).")
     parser.add_argument("--requests-per-client", type=int, default=0,
                         help="Requests each client sends (default: 8 at concurrency 1, 4 at 4, 2 at 16).")
     parser.add_argument("--json", type=Path, help="Also write the results here.")
@@ -114,27 +118,35 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         slice_npy, volume_nii, volume_slices = inputs(Path(scratch))
-    results = {"machine": {"cpus": os.cpu_count(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "")},
-               "slice": [], "volume": None}
-    for batching, settings in (("on", []), ("off", ["--batch-max-slices", "1"])):
-        server = Server(arguments.binary, settings)
-        try:
-            for concurrency, default_requests in ((1, 8), (4, 4), (16, 2)):
-                row = run_clients(server.port, concurrency, arguments.requests_per_client or default_requests,
-                                  slice_npy, "application/x-npy")
-                row["batching"] = batching
+    modes = {"on (slices over cores)": [], "on (kernels over cores)": ["--batch-parallelism", "kernels"],
+             "off": ["--batch-max-slices", "1"]}
+    servers = {mode: Server(arguments.binary, settings) for mode, settings in modes.items()}
+    results = {"machine": {"cpus": os.cpu_count(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
+                           "load_average_before": os.getloadavg()},
+               "rounds": arguments.rounds, "slice": [], "volume": None}
+    try:
+        for concurrency, default_requests in ((1, 8), (4, 4), (16, 2)):
+            runs = {mode: [] for mode in modes}
+            for _ in range(arguments.rounds):
+                for mode, server in servers.items():
+                    runs[mode].append(run_clients(server.port, concurrency,
+                                                  arguments.requests_per_client or default_requests,
+                                                  slice_npy, "application/x-npy"))
+            for mode, rows in runs.items():
+                row = {key: float(np.median([r[key] for r in rows])) for key in ("throughput_per_s", "p50_s", "p99_s")}
+                row.update(batching=mode, concurrency=concurrency, requests=sum(r["requests"] for r in rows))
                 results["slice"].append(row)
-                print(f"batching {batching:3} concurrency {concurrency:2}: {row['throughput_per_s']:.2f} slices/s, "
+                print(f"batching {mode:24} concurrency {concurrency:2}: {row['throughput_per_s']:.2f} slices/s, "
                       f"p50 {row['p50_s']:.2f} s, p99 {row['p99_s']:.2f} s", file=sys.stderr)
-            if batching == "on":
-                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=3600)
-                seconds, payload = post(connection, volume_nii, "application/x-nifti")
-                model_slices = json.loads(payload)["input"]["slices"]
-                results["volume"] = {"axial_slices": volume_slices, "model_slices": model_slices, "seconds": seconds}
-                print(f"one volume of {volume_slices} axial slices ({model_slices} model slices): {seconds:.1f} s",
-                      file=sys.stderr)
-        finally:
+        connection = http.client.HTTPConnection("127.0.0.1", servers["on (slices over cores)"].port, timeout=3600)
+        seconds, payload = post(connection, volume_nii, "application/x-nifti")
+        model_slices = json.loads(payload)["input"]["slices"]
+        results["volume"] = {"axial_slices": volume_slices, "model_slices": model_slices, "seconds": seconds}
+        print(f"one volume of {volume_slices} axial slices ({model_slices} model slices): {seconds:.1f} s", file=sys.stderr)
+    finally:
+        for server in servers.values():
             server.stop()
+    results["machine"]["load_average_after"] = os.getloadavg()
 
     print("| batching | concurrency | requests | throughput (slices/s) | p50 latency (s) | p99 latency (s) |")
     print("|---|---|---|---|---|---|")
