@@ -343,6 +343,19 @@ final class ServiceEndToEndTests: XCTestCase {
         try service.waitForLog("\"message\":\"stopped\"")
     }
 
+    func testARequestPastItsDeadlineIsAnswered504AndItsSlicesDropped() throws {
+        let service = try serve(["--batch-max-slices", "1", "--request-timeout-seconds", "1"])
+        let started = Date()
+        let late = try Curl.detect(service, file: try volumeNIfTI(thickness: 6), contentType: "application/x-nifti",
+                                   query: "restorations=8&steps=8")
+        XCTAssertEqual(late.status, 504, late.text)
+        XCTAssertEqual(late.headers["content-type"], "application/problem+json")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "answered at the deadline, not when the work would have ended")
+        XCTAssertEqual(try service.metric("mimood_queue_slices"), 0)
+        XCTAssertEqual(try service.metric("mimood_requests_refused_total{reason=\"deadline\"}"), 1)
+        XCTAssertEqual(service.terminate(), 0)
+    }
+
     func testAClientThatGoesAwayHasItsWorkDropped() throws {
         let service = try serve(["--batch-max-slices", "1"])
         let volume = try volumeNIfTI(thickness: 6)
