@@ -53,7 +53,7 @@ let package = Package(
         // The detection service: POST /detect on a shared, dynamically batching inference queue; health,
         // metrics, model facts; configuration; JSON logs (docs/service.md).
         .target(name: "Service", dependencies: [
-            "HTTPServer", "Detection", "Models", "Imaging", "Kernels", "ZlibCodec", "JSONText", "Threading",
+            "HTTPServer", "Detection", "Models", "Kernels", "ZlibCodec", "JSONText", "Threading",
             .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Models", "Kernels", "Imaging", "Threading", "TestSupport"]),

@@ -3,7 +3,6 @@ import Detection
 import Dispatch
 import Foundation
 import HTTPServer
-import Imaging
 import Kernels
 import Logging
 import Models
