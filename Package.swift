@@ -46,13 +46,16 @@ let package = Package(
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer"]),
         // The command line: `mimood detect` and `mimood bench` (docs/cli.md).
         .executableTarget(name: "mimood", dependencies: [
-            "Models", "Imaging", "Kernels", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Models", "Imaging", "Kernels", "Evaluation", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "CLITests", dependencies: ["Imaging", "TestSupport"]),
         // Helpers shared by test targets (running a child process).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ZlibCodecTests", dependencies: ["ZlibCodec"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "ZlibCodec", "TestSupport"]),
+        // The paper's measures: precision–recall curve, AP, AUROC, best DICE, token ground truth (docs/results.md).
+        .target(name: "Evaluation"),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"]),
     ],
     swiftLanguageModes: [.v6]
 )
