@@ -102,7 +102,7 @@ struct PreparedInput {
     }
 
     /// The file's bytes, or an error saying why there are none.
-    private static func contents(of path: String) throws -> [UInt8] {
+    static func contents(of path: String) throws -> [UInt8] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw CLIError("no such file") }
         guard !isDirectory.boolValue else { throw CLIError("a directory, not an image file") }

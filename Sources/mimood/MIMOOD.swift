@@ -6,5 +6,5 @@ struct MIMOOD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mimood",
         abstract: "Find anomalies in brain MRI slices and volumes with MIM-OOD (docs/cli.md).",
-        subcommands: [Detect.self, Bench.self])
+        subcommands: [Detect.self, Bench.self, Eval.self])
 }

@@ -35,7 +35,7 @@ extension Engine {
                     logits = try model.step(input, cache: &cache)
                 case .fullPass:
                     let shifted = chunk.map { [startID] + tokens[$0.job][$0.row].dropLast() }
-                    logits = try rows(of: model.logits(shifted), at: position)
+                    logits = try row(at: position, of: model.logits(shifted))
                 }
                 let logProbabilities = logSoftmax(logits).scalars
                 let codes = logits.shape[1]
@@ -72,8 +72,12 @@ extension Engine {
 }
 
 /// x [S, N, K] → [S, K]: every sequence's row at `position`.
-private func rows(of x: Tensor, at position: Int) -> Tensor {
+private func row(at position: Int, of x: Tensor) -> Tensor {
     let (length, width) = (x.shape[1], x.shape[2])
-    let scalars = (0..<x.shape[0]).flatMap { s in x.scalars[(s * length + position) * width ..< (s * length + position + 1) * width] }
+    var scalars: [Float] = []
+    for s in 0..<x.shape[0] {
+        let start = (s * length + position) * width
+        scalars += x.scalars[start ..< start + width]
+    }
     return Tensor(shape: [x.shape[0], width], scalars: scalars)
 }

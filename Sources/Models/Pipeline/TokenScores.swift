@@ -11,7 +11,7 @@ public enum TokenScorer: String, Sendable, CaseIterable {
     /// The Token-Critic's probability that the token was not original.
     case critic
 
-    var component: Component {
+    public var component: Component {
         switch self {
         case .atd: .atd
         case .mvtm: .mvtm
