@@ -128,13 +128,13 @@ struct Eval: ParsableCommand {
 enum TableTwoRow: String, CaseIterable {
     case mimOODR4 = "mim-ood-r4", mimOODR8 = "mim-ood-r8", arR4 = "ar-r4", mvtmCriticR4 = "mvtm-critic-r4", vqvae
 
-    static let arFullPassTitle = "AR restoration R=4, full pass per position"
+    static let arFullPassTitle = "AR restoration R=4 (full pass per position)"
 
     var title: String {
         switch self {
         case .mimOODR4: "MIM-OOD R=4"
         case .mimOODR8: "MIM-OOD R=8"
-        case .arR4: "AR restoration R=4, KV cache"
+        case .arR4: "AR restoration R=4 (KV cache)"
         case .mvtmCriticR4: "MVTM + Token-Critic R=4"
         case .vqvae: "VQ-VAE reconstruction"
         }

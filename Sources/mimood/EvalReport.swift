@@ -87,7 +87,7 @@ struct EvalReport {
         let lambdaAxis = points.filter { $0.axis == "lambda" }
         let chosen = lambdaAxis.max { $0.measures.dice < $1.measures.dice }?.setting.parameters.lambda
         try write(csv, "sweep.csv")
-        try writeJSON(context.merging(["chosen_lambda": jsonValue(chosen.map(Double.init)),
+        try writeJSON(context.merging(["chosen_lambda": jsonValue(chosen.flatMap { Double("\($0)") }),   // 0.02, not 0.0199999995
                                        "points": points.map { ["axis": $0.axis, "restorations": $0.setting.parameters.restorations,
                                                                "steps": $0.setting.parameters.steps, "lambda": $0.setting.parameters.lambda,
                                                                "best_dice": $0.measures.dice, "mean_volume_dice": $0.measures.meanVolumeDice,
