@@ -116,16 +116,19 @@ struct EvalRun {
             let inside = TokenGrid.anyInPatch(volume.brain, size: Preprocessing.sliceSize, factor: factor)
             let lesion = TokenGrid.anyInPatch(volume.lesion, size: Preprocessing.sliceSize, factor: factor)
             labels += lesion.indices.filter { inside[$0] }.map { lesion[$0] }
-            var grids: [[Int]]?
+            var grids: [[Int]]?   // tokenised once, only when some scorer is not cached
             for (index, scorer) in scorers.enumerated() {
                 let folder = cache.appendingPathComponent("tokens-\(scorer.rawValue)")
-                var values = try cached(folder, volume)
-                if values == nil {
-                    grids = try grids ?? engine.tokens(of: tensor(of: volume, slices: 0 ..< volume.sliceCount))
-                    values = try engine.tokenScores(scorer, grids: grids!).flatMap { $0 }
-                    try store(values!, shape: [volume.sliceCount, grid, grid], folder, volume)
+                let values: [Float]
+                if let cached = try cached(folder, volume) {
+                    values = cached
+                } else {
+                    let tokens = try grids ?? engine.tokens(of: tensor(of: volume, slices: 0 ..< volume.sliceCount))
+                    grids = tokens
+                    values = try engine.tokenScores(scorer, grids: tokens).flatMap { $0 }
+                    try store(values, shape: [volume.sliceCount, grid, grid], folder, volume)
                 }
-                scores[index] += inside.indices.filter { inside[$0] }.map { values![$0] }
+                scores[index] += inside.indices.filter { inside[$0] }.map { values[$0] }
             }
             progress("token scores", number + 1, of: volumes.count, started: started)
         }
