@@ -36,7 +36,7 @@ struct EvalReport {
             table1CSV += "\(row.scorer.rawValue),\(names[row.scorer]!),\(row.averagePrecision),\(row.auroc),\(row.tokens),\(row.anomalous)\n"
         }
         markdown += "\n## Table 2: pixel-wise detection within the brain mask\n\n"
-            + "Seconds for one batch of \(timingSlices) slices (tokenise, restore, decode, anomaly map).\n\n"
+            + (timings.isEmpty ? "" : "IT: seconds for one batch of \(timingSlices) slices (tokenise, restore, decode, anomaly map).\n\n")
             + "| Method | Settings | [DICE] | mean volume DICE | AP | AUROC | IT (s) |\n|---|---|---|---|---|---|---|\n"
         var table2CSV = "row,name,method,restorations,steps,threshold,best_dice,dice_threshold,mean_volume_dice,ap,auroc,seconds_per_batch,batch_slices\n"
         var perVolume = "volume,slices,lesion_pixels," + table2.map(\.0.rawValue).joined(separator: ",") + "\n"
