@@ -74,13 +74,11 @@ struct Eval: ParsableCommand {
         let table2 = try settings.map { row, setting in (row, setting, try evaluation.pixelMeasures(setting)) }
         var timings: [(name: String, seconds: Double)] = []
         if timingBatch > 0 {
-            var timed = settings.map { row, setting in (row.title, setting) }
+            var timed = settings.map(\.1)
             if let ar = settings.first(where: { $0.0 == .arR4 })?.1 {
-                var fullPass = ar
-                fullPass.arDecoding = .fullPass
-                timed.insert((TableTwoRow.arFullPassTitle, fullPass), at: 0)
+                timed.insert(EvalSetting(name: TableTwoRow.arFullPassTitle, parameters: ar.parameters, arDecoding: .fullPass), at: 0)
             }
-            timings = try timed.map { name, setting in (name, try evaluation.timeBatch(setting, slices: timingBatch)) }
+            timings = try timed.map { setting in (setting.name, try evaluation.timeBatch(setting, slices: timingBatch)) }
         }
         try report.writeTables(table1: table1, table2: table2, timings: timings, timingSlices: min(timingBatch, volumes.map(\.sliceCount).reduce(0, +)))
         if figures > 0 {

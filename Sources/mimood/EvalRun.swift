@@ -7,7 +7,7 @@ import Models
 /// One evaluated configuration: a row of Table 2 or a point of the sweep.
 struct EvalSetting {
     let name: String
-    var parameters: InferenceParameters
+    let parameters: InferenceParameters
     var arDecoding = ARDecoding.kvCache
 
     /// Names the cache folder: every parameter the anomaly maps depend on.
