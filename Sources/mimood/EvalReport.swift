@@ -36,6 +36,7 @@ struct EvalReport {
             table1CSV += "\(row.scorer.rawValue),\(names[row.scorer]!),\(row.averagePrecision),\(row.auroc),\(row.tokens),\(row.anomalous)\n"
         }
         markdown += "\n## Table 2: pixel-wise detection within the brain mask\n\n"
+            + (table2.first.map { wholeBrainBaseline($0.2.prevalence) } ?? "")
             + (timings.isEmpty ? "" : "IT: seconds for one batch of \(timingSlices) slices (tokenise, restore, decode, anomaly map).\n\n")
             + "| Method | Settings | [DICE] | mean volume DICE | AP | AUROC | IT (s) |\n|---|---|---|---|---|---|---|\n"
         var table2CSV = "row,name,method,restorations,steps,threshold,best_dice,dice_threshold,mean_volume_dice,ap,auroc,seconds_per_batch,batch_slices\n"
@@ -51,7 +52,7 @@ struct EvalReport {
                 + "\(seconds[row.title].map { "\($0)" } ?? ""),\(timingSlices)\n"
             json.append(["row": row.rawValue, "name": row.title, "method": p.method.rawValue, "restorations": p.restorations,
                          "steps": p.steps, "threshold": p.methodThreshold, "best_dice": measures.dice,
-                         "dice_threshold": measures.threshold, "mean_volume_dice": measures.meanVolumeDice,
+                         "dice_threshold": measures.threshold, "mean_volume_dice": measures.meanVolumeDice, "prevalence": measures.prevalence,
                          "ap": measures.averagePrecision, "auroc": measures.auroc, "seconds_per_batch": jsonValue(seconds[row.title]),
                          "volume_dice": measures.volumeDice.map(jsonValue)])
         }
@@ -90,7 +91,7 @@ struct EvalReport {
         try writeJSON(context.merging(["chosen_lambda": jsonValue(chosen.flatMap { Double("\($0)") }),   // 0.02, not 0.0199999995
                                        "points": points.map { ["axis": $0.axis, "restorations": $0.setting.parameters.restorations,
                                                                "steps": $0.setting.parameters.steps, "lambda": $0.setting.parameters.lambda,
-                                                               "best_dice": $0.measures.dice, "mean_volume_dice": $0.measures.meanVolumeDice,
+                                                               "best_dice": $0.measures.dice, "mean_volume_dice": $0.measures.meanVolumeDice, "prevalence": $0.measures.prevalence,
                                                                "ap": $0.measures.averagePrecision, "auroc": $0.measures.auroc] }]) { a, _ in a },
                       "sweep.json")
         print("Sweep on \(subset)\n" + csv)
@@ -136,6 +137,11 @@ struct EvalReport {
     private func writeJSON(_ object: [String: Any], _ name: String) throws {
         try write(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self) + "\n", name)
     }
+}
+
+/// The prevalence of lesion pixels, and the DICE of marking the whole brain.
+private func wholeBrainBaseline(_ prevalence: Double) -> String {
+    "Lesion pixels: \(f3(100 * prevalence)) % of the brain pixels; marking all of them scores DICE \(f3(2 * prevalence / (1 + prevalence))).\n\n"
 }
 
 /// A JSON number, or null.

@@ -27,6 +27,8 @@ struct PixelMeasures {
     let auroc: Double
     /// DICE of each volume at `threshold`; nil for a volume without lesion in its evaluated slices.
     let volumeDice: [Double?]
+    /// Lesion pixels / brain pixels: marking every brain pixel scores DICE 2p / (1 + p), the floor to beat.
+    let prevalence: Double
 
     var meanVolumeDice: Double {
         let values = volumeDice.compactMap { $0 }
@@ -75,7 +77,7 @@ struct EvalRun {
             return dice(scores: inside.map { map[$0] }, labels: inside.map { volume.lesion[$0] }, threshold: best.threshold)
         }
         return PixelMeasures(dice: best.dice, threshold: best.threshold, averagePrecision: averagePrecision, auroc: auroc,
-                             volumeDice: volumeDice)
+                             volumeDice: volumeDice, prevalence: Double(curve.positives) / Double(scores.count))
     }
 
     /// [slices, 160, 160] anomaly maps of every volume, from the cache or the engine. One job per
