@@ -61,8 +61,9 @@ struct Eval: ParsableCommand {
             volumes.append(try LabelledVolume.load(t2: path, slicesPerVolume: slicesPerVolume))
             progress("loading volumes", number + 1, of: paths.count, started: started)
         }
-        let evaluation = EvalRun(engine: engine, volumes: volumes, batch: batch,
-                                    cache: URL(fileURLWithPath: out).appendingPathComponent("cache/\(slicesPerVolume == 0 ? "all" : "\(slicesPerVolume)")-slices"))
+        // The cache is per slice subset: another --slices-per-volume evaluates other slices.
+        let cache = URL(fileURLWithPath: out).appendingPathComponent("cache/\(slicesPerVolume == 0 ? "all" : "\(slicesPerVolume)")-slices")
+        let evaluation = EvalRun(engine: engine, volumes: volumes, batch: batch, cache: cache)
         let report = EvalReport(directory: URL(fileURLWithPath: out), model: "\(engine.manifest.name) (\(directory))",
                                 data: data, volumes: volumes, slicesPerVolume: slicesPerVolume, threads: Threads.count)
         if sweep {
