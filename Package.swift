@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading"]),
         // The command line: `mimood detect`, `mimood bench` (docs/cli.md) and `mimood serve` (docs/service.md).
         .executableTarget(name: "mimood", dependencies: [
-            "Service", "Detection", "Models", "Imaging", "Kernels", "Threading",
+            "Service", "Detection", "Evaluation", "Models", "Imaging", "Kernels", "Threading",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "CLITests", dependencies: ["Imaging", "TestSupport"]),
@@ -68,6 +68,9 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ZlibCodecTests", dependencies: ["ZlibCodec"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "ZlibCodec", "TestSupport"]),
+        // The paper's measures: precision–recall curve, AP, AUROC, best DICE, token ground truth (docs/results.md).
+        .target(name: "Evaluation"),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -55,7 +55,7 @@ struct Detect: ParsableCommand {
 
     private func detect(path: String, stem: String, engine: Engine, parameters: InferenceParameters) throws {
         let started = ContinuousClock.now
-        let input = try DetectionInput(bytes: contents(of: path), preprocessed: preprocessed)
+        let input = try DetectionInput(bytes: Detect.contents(of: path), preprocessed: preprocessed)
         var results: [RestorationResult] = []
         for start in stride(from: 0, to: input.sliceCount, by: batch) {
             let end = min(input.sliceCount, start + batch)
@@ -82,7 +82,7 @@ struct Detect: ParsableCommand {
     }
 
     /// The file's bytes, or an error saying why there are none.
-    private func contents(of path: String) throws -> [UInt8] {
+    static func contents(of path: String) throws -> [UInt8] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw CLIError("no such file") }
         guard !isDirectory.boolValue else { throw CLIError("a directory, not an image file") }

@@ -6,5 +6,5 @@ struct MIMOOD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mimood",
         abstract: "Find anomalies in brain MRI slices and volumes with MIM-OOD (docs/cli.md, docs/service.md).",
-        subcommands: [Detect.self, Bench.self, Serve.self])
+        subcommands: [Detect.self, Bench.self, Eval.self, Serve.self])
 }

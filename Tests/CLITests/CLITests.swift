@@ -212,4 +212,59 @@ final class CLITests: XCTestCase {
             XCTAssertTrue(numbers.allSatisfy { $0 > 0 && $0.isFinite }, "row \(stage) in:\n\(run.output)")
         }
     }
+
+    /// Two labelled volumes in the synthetic set's layout: {id}_t2, {id}_brainmask, {id}_seg.
+    private func labelledSet() throws -> String {
+        let (volume, geometry) = try volume()
+        let data = folder.appendingPathComponent("data")
+        try FileManager.default.createDirectory(at: data, withIntermediateDirectories: true)
+        var lesion = Volume(zeros: volume.shape)
+        for k in 0..<6 { for j in 60..<90 { for i in 60..<90 { lesion[i, j, k] = 1 } } }
+        let brain = Volume(shape: volume.shape, voxels: volume.voxels.map { $0 > 0 ? 1 : 0 })
+        for id in ["a", "b"] {
+            for (kind, content) in [("t2", volume), ("brainmask", brain), ("seg", lesion)] {
+                try Data(NIfTI.encode(content, geometry: geometry)).write(to: data.appendingPathComponent("\(id)_\(kind).nii.gz"))
+            }
+        }
+        return data.path
+    }
+
+    func testEvalWritesBothTablesAndResumesFromItsCache() throws {
+        let data = try labelledSet()
+        let out = folder.appendingPathComponent("eval").path
+        let arguments = ["eval", "--model", Self.checkpoint, "--data", data, "--out", out, "--slices-per-volume", "2",
+                         "--methods", "vqvae,ar-r4", "--threads", "1"]
+        let first = try mimood(arguments + ["--timing-batch", "1", "--figures", "1"])
+        XCTAssertEqual(first.status, 0, first.errors)
+        let table1 = String(decoding: try read("table1.csv", in: out), as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(table1.dropFirst().map { $0.prefix { $0 != "," } }, ["atd", "mvtm", "ar", "critic"])
+        let table2 = String(decoding: try read("table2.csv", in: out), as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(table2.dropFirst().map { $0.prefix { $0 != "," } }, ["vqvae", "ar-r4", "ar-r4-full-pass"])
+        XCTAssertTrue(first.output.contains("| AR restoration R=4 (full pass per position) |"), first.output)
+        XCTAssertEqual(String(decoding: try read("per_volume.csv", in: out), as: UTF8.self).split(separator: "\n").count, 3)
+        XCTAssertTrue(try read("figures/a.png", in: out).starts(with: [0x89, 0x50, 0x4E, 0x47]))
+
+        // A rerun reads every map from the cache: the files stay as they were, the results too.
+        let cached = URL(fileURLWithPath: out).appendingPathComponent("cache/2-slices")
+        let files = try FileManager.default.subpathsOfDirectory(atPath: cached.path).filter { $0.hasSuffix(".npy") }
+        XCTAssertEqual(files.count, 2 * (4 + 2), "two volumes × (four token scorers + two methods)")
+        let dates = try files.map { try FileManager.default.attributesOfItem(atPath: cached.appendingPathComponent($0).path)[.modificationDate] as? Date }
+        let before = try read("per_volume.csv", in: out)
+        let second = try mimood(arguments + ["--timing-batch", "0", "--figures", "0"])
+        XCTAssertEqual(second.status, 0, second.errors)
+        XCTAssertEqual(try read("per_volume.csv", in: out), before)
+        XCTAssertEqual(try files.map { try FileManager.default.attributesOfItem(atPath: cached.appendingPathComponent($0).path)[.modificationDate] as? Date }, dates)
+    }
+
+    func testEvalSweepWritesDiceAgainstEachAxisAndTheBestLambda() throws {
+        let data = try labelledSet()
+        let out = folder.appendingPathComponent("sweep").path
+        let run = try mimood(["eval", "--sweep", "--model", Self.checkpoint, "--data", data, "--out", out, "--slices-per-volume", "1",
+                              "--sweep-restorations", "1,2", "--sweep-steps", "1", "--sweep-lambdas", "0.5,0.9", "--threads", "1"])
+        XCTAssertEqual(run.status, 0, run.errors)
+        let rows = String(decoding: try read("sweep.csv", in: out), as: UTF8.self).split(separator: "\n").dropFirst()
+        XCTAssertEqual(rows.map { $0.prefix { $0 != "," } }, ["R", "R", "T", "lambda", "lambda"])
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try read("sweep.json", in: out))) as? [String: Any])
+        XCTAssertTrue([0.5, 0.9].contains(try XCTUnwrap(json["chosen_lambda"] as? Double)), "\(json)")
+    }
 }

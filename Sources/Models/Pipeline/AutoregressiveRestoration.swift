@@ -1,5 +1,14 @@
 import Kernels
 
+/// How the AR baseline computes the logits of raster position i.
+public enum ARDecoding: String, Sendable, CaseIterable {
+    /// One incremental step per position: position i's keys and values are kept, so it costs one token's work.
+    case kvCache = "kv-cache"
+    /// A full forward pass over the whole sequence per position, as the paper's baseline ran it
+    /// (h·w passes per restoration; the reference `restore_ar` in Training/mimood_train/pipeline.py).
+    case fullPass = "full-pass"
+}
+
 extension Engine {
     /// The AR baseline (Naval Marimont & Tarroni 2021) in raster order: at position i the AR model,
     /// fed [SOS] and the restored tokens before i, gives the NLL of the current token; above λ_NLL the
@@ -20,7 +29,14 @@ extension Engine {
             var input = [Int](repeating: startID, count: chunk.count)
             let length = tokens[chunk[0].job][chunk[0].row].count
             for position in 0..<length {
-                let logits = try model.step(input, cache: &cache)   // [S, K]: p(token at position | prefix)
+                let logits: Tensor   // [S, K]: p(token at position | prefix)
+                switch arDecoding {
+                case .kvCache:
+                    logits = try model.step(input, cache: &cache)
+                case .fullPass:
+                    let shifted = chunk.map { [startID] + tokens[$0.job][$0.row].dropLast() }
+                    logits = try row(at: position, of: model.logits(shifted))
+                }
                 let logProbabilities = logSoftmax(logits).scalars
                 let codes = logits.shape[1]
                 for (s, item) in chunk.enumerated() {
@@ -53,4 +69,15 @@ extension Engine {
                                steps: [RestorationStep(scores: nll[j], masked: resampled[j])])
         }
     }
+}
+
+/// x [S, N, K] → [S, K]: every sequence's row at `position`.
+private func row(at position: Int, of x: Tensor) -> Tensor {
+    let (length, width) = (x.shape[1], x.shape[2])
+    var scalars: [Float] = []
+    for s in 0..<x.shape[0] {
+        let start = (s * length + position) * width
+        scalars += x.scalars[start ..< start + width]
+    }
+    return Tensor(shape: [x.shape[0], width], scalars: scalars)
 }

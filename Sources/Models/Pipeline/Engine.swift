@@ -64,6 +64,9 @@ public struct Engine: Sendable {
     /// results do not depend on them.
     public var maxImagesPerPass = 8
     public var maxSequencesPerPass = 64
+    /// How the AR baseline computes each raster position's logits. Results do not depend on it
+    /// beyond float rounding; only the time does.
+    public var arDecoding = ARDecoding.kvCache
 
     /// The checkpoint's `inference` settings: copy and override per job.
     public var defaults: InferenceParameters { manifest.inference }
