@@ -1,7 +1,7 @@
 # Shared set-up steps for scripts/test and scripts/serve: install only what is missing.
 
 # Debian packages the build and the tests need.
-SYSTEM_PACKAGES=(zlib1g-dev libopenblas-pthread-dev pkg-config curl wrk)
+SYSTEM_PACKAGES=(zlib1g-dev libopenblas-pthread-dev pkg-config curl wrk nginx)
 
 ensure_system_packages() {
     local missing=()
