@@ -17,10 +17,11 @@ FROM debian:bookworm-slim
 RUN --mount=type=bind,source=scripts,target=/tmp/scripts \
     /tmp/scripts/container/install-runtime-packages && rm -rf /var/lib/apt/lists/*
 # Files stay root's: the service only reads them.
-RUN useradd --system --uid 10001 --no-create-home --home-dir /app --shell /usr/sbin/nologin mimood
+RUN groupadd --system --gid 10001 mimood && \
+    useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /app --shell /usr/sbin/nologin mimood
 COPY --from=build /staging/ /app/
 WORKDIR /app
-USER 10001
+USER 10001:10001
 
 ENV MIMOOD_HOST=0.0.0.0 \
     MIMOOD_PORT=8080
