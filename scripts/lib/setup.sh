@@ -1,17 +1,22 @@
 # Shared set-up steps for scripts/test and scripts/serve: install only what is missing.
 
-# Debian packages the build and the tests need.
-SYSTEM_PACKAGES=(zlib1g-dev libopenblas-pthread-dev pkg-config curl wrk nginx)
+# Debian packages the build needs (also the container's build stage: scripts/container/install-build-packages).
+BUILD_PACKAGES=(zlib1g-dev libopenblas-pthread-dev pkg-config)
+# ... and those the tests add.
+SYSTEM_PACKAGES=("${BUILD_PACKAGES[@]}" curl wrk nginx)
 
-ensure_system_packages() {
+ensure_system_packages() { ensure_packages "${SYSTEM_PACKAGES[@]}"; }
+
+# Installs those of the named Debian packages that are missing (none: no apt-get at all).
+ensure_packages() {
     local missing=()
-    for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
     if ((${#missing[@]})); then
         echo "== Installing Debian packages: ${missing[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     fi
 }
 
