@@ -85,8 +85,8 @@ def test_a_large_volume_goes_through_and_comes_back_on_its_grid(nginx, tmp_path)
     port, _ = nginx
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     affine[:3, 3] = [-80, -80, -30]
-    # 60 slices at 1 mm with noise (so that gzip cannot shrink it): a body of several megabytes.
-    path = write_volume(tmp_path / "large.nii", 60, affine)
+    # 60 slices at 1 mm with noise (so that gzip cannot shrink it): a .nii.gz of several megabytes.
+    path = write_volume(tmp_path / "large.nii.gz", 60, affine)
     image = nib.load(path)
     noisy = image.get_fdata().astype(np.float32) + np.random.default_rng(0).normal(0, 5, image.shape).astype(np.float32)
     nib.save(nib.Nifti1Image(noisy, affine), path)

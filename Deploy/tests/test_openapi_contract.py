@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import socket
 import threading
 import time
 
@@ -99,6 +100,14 @@ def test_every_error_answers_as_the_contract_says(serve, slice_npy):
     ]
     for body, headers, query, expected in cases:
         assert call(service, "POST", "/detect", body, headers, query)[0] == expected, (headers, query)
+    # 408: a body that stops coming (a raw socket: no client library sends half a body).
+    slow = serve("--body-timeout-seconds", "0.3")
+    with socket.create_connection(("127.0.0.1", slow.port)) as raw:
+        raw.sendall(b"POST /detect HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-npy\r\nContent-Length: 100\r\n\r\n\x93NUMPY")
+        answer = http.client.HTTPResponse(raw)
+        answer.begin()
+        check("POST", "/detect", answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
+        assert answer.status == 408
     guarded = serve("--api-key", "contract-key")
     assert call(guarded, "POST", "/detect", slice_npy, npy, "?preprocessed=true")[0] == 401
     assert call(guarded, "GET", "/v1/model")[0] == 401
