@@ -55,7 +55,7 @@ struct Detect: ParsableCommand {
 
     private func detect(path: String, stem: String, engine: Engine, parameters: InferenceParameters) throws {
         let started = ContinuousClock.now
-        let input = try DetectionInput(bytes: Detect.contents(of: path), preprocessed: preprocessed)
+        let input = try DetectionInput(bytes: fileContents(path), preprocessed: preprocessed)
         var results: [RestorationResult] = []
         for start in stride(from: 0, to: input.sliceCount, by: batch) {
             let end = min(input.sliceCount, start + batch)
@@ -79,15 +79,6 @@ struct Detect: ParsableCommand {
         if let nifti = try result.niftiAnomalyMap() { try save(nifti, "\(stem)_anomaly.nii.gz") }
         try save(result.tokenHeatmap.npy, "\(stem)_tokens.npy")
         try save(result.overlayPNG(), "\(stem)_overlay.png")
-    }
-
-    /// The file's bytes, or an error saying why there are none.
-    static func contents(of path: String) throws -> [UInt8] {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw CLIError("no such file") }
-        guard !isDirectory.boolValue else { throw CLIError("a directory, not an image file") }
-        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("the file cannot be read (permissions?)") }
-        return [UInt8](data)
     }
 
     /// The file name without its image extension: `sub-01_T2w.nii.gz` → `sub-01_T2w`.

@@ -22,7 +22,7 @@ struct LabelledVolume {
     static func load(t2 path: String, slicesPerVolume: Int) throws -> LabelledVolume {
         let id = idOf(t2: path)
         func read(_ file: String) throws -> NIfTIImage {
-            do { return try NIfTI.decode(Detect.contents(of: file)) } catch { throw CLIError("\(file): \(error)") }
+            do { return try NIfTI.decode(fileContents(file)) } catch { throw CLIError("\(file): \(error)") }
         }
         let image = try read(path)
         let prefix = String(path.dropLast(path.hasSuffix(".gz") ? "_t2.nii.gz".count : "_t2.nii".count))

@@ -69,6 +69,15 @@ struct CLIError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// The bytes of the file at `path`, or an error saying why there are none (the caller names the file).
+func fileContents(_ path: String) throws -> [UInt8] {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw CLIError("no such file") }
+    guard !isDirectory.boolValue else { throw CLIError("a directory, not a file") }
+    guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("the file cannot be read (permissions?)") }
+    return [UInt8](data)
+}
+
 /// Files that ship with the repository (the default model, the parity input), found from the current
 /// directory or from the executable's location, walking up: the executable lives in .build/<config>/.
 enum RepositoryFiles {

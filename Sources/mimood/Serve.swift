@@ -79,8 +79,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     private func readFile(_ path: String) throws -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
-        return [UInt8](data)
+        do { return try fileContents(path) } catch { throw CLIError("\(path): \(error)") }
     }
 
     private func serverConfiguration(_ configuration: ServiceConfiguration) -> ServerConfiguration {
