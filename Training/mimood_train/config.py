@@ -72,6 +72,9 @@ class TrainConfig:
     token_views: int = 8                # dihedral views tokenised per slice (1: identity only)
     label_smoothing: float = 0.1        # MVTM cross-entropy
     brush: BrushConfig = field(default_factory=BrushConfig)
+    # ATD proxy anomalies, family -> weight (proxies.py); {"random": 1} is the paper's task
+    proxies: dict[str, float] = field(default_factory=lambda: {"random": 1.0})
+    validate_every: int = 0             # steps between Task.validation_metrics (0: never)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from torch import nn
 
 from .config import COMPONENTS, CONFIGS, ConfigBundle, TrainConfig, TransformerConfig, VQVAEConfig
 from .masks import brush_masks
+from .proxies import IMAGE_FAMILIES, moved_codes, mvtm_codes, parse_weights, random_codes
 from .models import VQVAE, TokenTransformer, codebook_stats, shift_right
 
 
@@ -101,6 +102,10 @@ class Task:
     def after_step(self, step: int, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         return {}
 
+    def validation_metrics(self) -> dict[str, float]:
+        """Held-out measures logged every `validate_every` steps (none by default)."""
+        return {}
+
     def extra_state(self) -> dict:
         return {}
 
@@ -170,20 +175,81 @@ class LatentTask(Task):
 
 
 class ATDTask(LatentTask):
-    """Tokens under a brush mask are replaced by uniformly random codes; BCE over all tokens with
-    the mask as target (the paper's Eq. 2; a random code equals the original with prob. 1/K)."""
+    """Tokens are corrupted by proxy anomalies drawn from `train_cfg.proxies` (family -> weight;
+    proxies.py has the families); BCE over all tokens, the target being the tokens whose code changed.
+    With only `random` this is the paper's task (Eq. 2). Image-space families read their corrupted
+    grids from `image_proxies` (proxies.build_image_proxies), whose far-flipped codes weigh 0."""
     component = "atd"
+
+    def __init__(self, cfg, train_cfg, tokens, n_codes, image_proxies: dict | None = None,
+                 mvtm: TokenTransformer | None = None, validation: dict | None = None):
+        super().__init__(cfg, train_cfg, tokens, n_codes)
+        self.families = list(train_cfg.proxies)
+        weights = np.array([train_cfg.proxies[f] for f in self.families], dtype=np.float64)
+        self.probabilities = weights / weights.sum()
+        self.mvtm = mvtm.eval().requires_grad_(False) if mvtm is not None else None
+        if "mvtm" in self.families and self.mvtm is None:
+            raise ValueError("the mvtm proxy family needs an MVTM (--mvtm)")
+        self.image_rows = {}
+        for family in set(self.families) & set(IMAGE_FAMILIES):
+            if image_proxies is None:
+                raise ValueError(f"the {family} proxy family needs an image-proxy cache (--image-proxies)")
+            index = list(image_proxies["families"]).index(family)
+            self.image_rows[family] = np.flatnonzero(image_proxies["family"] == index)
+        if image_proxies is not None:
+            self.image_tokens = torch.from_numpy(image_proxies["tokens"].astype(np.int64)).flatten(1)
+            self.image_label = torch.from_numpy(image_proxies["label"]).flatten(1)
+            self.image_weight = torch.from_numpy(~image_proxies["ignore"]).flatten(1).float()
+        self.validation = validation
+
+    def to(self, device):
+        super().to(device)
+        if self.mvtm is not None:
+            self.mvtm.to(device)
+
+    def replacement_codes(self, family: str, tokens, mask, rng) -> torch.Tensor:
+        if family == "random":
+            return random_codes(tokens, rng, self.n_codes)
+        if family == "cross_subject":
+            return self.draw_tokens(rng, len(tokens))
+        if family == "moved":
+            return moved_codes(tokens, rng, self.grid)
+        return mvtm_codes(tokens.to(self.device), mask.to(self.device), self.mvtm, rng, self.n_codes).cpu()
 
     def batch(self, rng, batch_size):
         tokens, mask = self.draw_tokens(rng, batch_size), self.draw_mask(rng, batch_size)
-        random_codes = torch.from_numpy(rng.integers(0, self.n_codes, tokens.shape))
-        return {"input": torch.where(mask, random_codes, tokens), "target": mask.float()}
+        drawn = rng.choice(len(self.families), batch_size, p=self.probabilities)
+        inputs, weight = tokens.clone(), torch.ones(tokens.shape)
+        target = torch.zeros(tokens.shape, dtype=torch.bool)
+        for index, family in enumerate(self.families):
+            rows = torch.from_numpy(np.flatnonzero(drawn == index))
+            if len(rows) == 0:
+                continue
+            if family in IMAGE_FAMILIES:
+                picks = torch.from_numpy(rng.choice(self.image_rows[family], len(rows)))
+                inputs[rows], target[rows] = self.image_tokens[picks], self.image_label[picks]
+                weight[rows] = self.image_weight[picks]
+            else:
+                replaced = torch.where(mask[rows], self.replacement_codes(family, tokens[rows], mask[rows], rng),
+                                       tokens[rows])
+                inputs[rows], target[rows] = replaced, replaced != tokens[rows]
+        return {"input": inputs, "target": target.float(), "weight": weight}
 
     def loss(self, batch):
         logits = self.model(batch["input"]).squeeze(-1)
-        loss = F.binary_cross_entropy_with_logits(logits, batch["target"])
+        weight = batch.get("weight")
+        loss = F.binary_cross_entropy_with_logits(logits, batch["target"], weight=weight)
         accuracy = ((logits > 0).float() == batch["target"]).float().mean()
         return loss, {"accuracy": accuracy.item()}
+
+    @torch.no_grad()
+    def validation_metrics(self) -> dict[str, float]:
+        """Token AP/AUROC on the fixed validation set (diagnosis.token_set), the curve that matters."""
+        if self.validation is None:
+            return {}
+        from .diagnosis import score_token_set   # diagnosis.py imports this module
+        metrics = score_token_set(self.model, self.validation, self.device)
+        return {"val_ap": metrics["ap"], "val_auroc": metrics["auroc"]}
 
 
 class MVTMTask(LatentTask):
@@ -217,7 +283,7 @@ class ARTask(LatentTask):
         return loss, {"accuracy": (logits.argmax(-1) == batch["target"]).float().mean().item()}
 
 
-class CriticTask(ATDTask):
+class CriticTask(LatentTask):
     """Token-Critic (Lezama et al.): brush-masked positions are re-sampled (temperature 1) from a
     frozen MVTM; BCE over all tokens, target = the mask (sampled positions)."""
     component = "critic"
@@ -232,13 +298,10 @@ class CriticTask(ATDTask):
 
     def batch(self, rng, batch_size):
         tokens, mask = self.draw_tokens(rng, batch_size), self.draw_mask(rng, batch_size)
-        masked = torch.where(mask, torch.full_like(tokens, self.n_codes), tokens).to(self.device)
-        with torch.no_grad():
-            probs = torch.softmax(self.mvtm(masked).float(), -1).cpu()
-        # Inverse-CDF sampling from the batch RNG keeps the sample reproducible on resume.
-        uniform = torch.from_numpy(rng.random(tokens.shape)).to(probs.dtype)
-        sampled = torch.searchsorted(probs.cumsum(-1), uniform.unsqueeze(-1)).squeeze(-1).clamp(max=self.n_codes - 1)
+        sampled = mvtm_codes(tokens.to(self.device), mask.to(self.device), self.mvtm, rng, self.n_codes).cpu()
         return {"input": torch.where(mask, sampled, tokens), "target": mask.float()}
+
+    loss = ATDTask.loss
 
 
 # ---------------------------------------------------------------- loop, checkpoints, log
@@ -345,6 +408,11 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | Non
             scheduler.step()
             step += 1
             metrics.update(task.after_step(step, batch))
+            validate = cfg.validate_every > 0 and (step % cfg.validate_every == 0 or step == last)
+            if validate:
+                model.eval()
+                metrics.update(task.validation_metrics())
+                model.train()
             if time_budget is not None and step - first_step == BUDGET_WARMUP_STEPS:
                 timer = time.time()
             elif timer is not None and step - first_step == BUDGET_WARMUP_STEPS + BUDGET_TIMED_STEPS:
@@ -356,7 +424,7 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | Non
                 write_config()
                 print(f"[{task.component}] {seconds_per_step * 1000:.1f} ms/step: {total} steps fit the "
                       f"{time_budget:.0f} s budget", flush=True)
-            if step % cfg.log_every == 0 or step == last:
+            if step % cfg.log_every == 0 or step == last or validate:
                 record = {"step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
                           "grad_norm": float(grad_norm), "time": round(time.time() - started, 2), **metrics}
                 log.write(json.dumps(record) + "\n")
@@ -375,8 +443,12 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | Non
 # ---------------------------------------------------------------- command line
 
 def load_model(path: str | Path, expected: str) -> nn.Module:
-    """A trained model from a run directory (its model.pt, else its latest state.pt) or a model.pt."""
+    """A trained model from a run directory (its model.pt, else its latest state.pt), a model.pt, or an
+    exported checkpoint directory (its model.json)."""
     path = Path(path)
+    if (path / "model.json").is_file():
+        from .checkpoint import load_checkpoint   # checkpoint.py imports this module
+        return load_checkpoint(path, [expected]).models[expected]
     if path.is_dir():
         path = path / "model.pt" if (path / "model.pt").exists() else path / "state.pt"
     saved = torch.load(path, weights_only=False, map_location="cpu")
@@ -406,14 +478,17 @@ def load_or_build_tokens(vqvae_path: str, data_path: str, data: SliceSource, vie
 
 
 def build_task(component: str, bundle: ConfigBundle, train_cfg: TrainConfig, data: SliceSource,
-               tokens: np.ndarray | None = None, mvtm: TokenTransformer | None = None) -> Task:
+               tokens: np.ndarray | None = None, mvtm: TokenTransformer | None = None, **atd_inputs) -> Task:
+    """`atd_inputs`: ATDTask's image_proxies and validation."""
     if component == "vqvae":
         return VQVAETask(bundle.vqvae, train_cfg, data)
     n_codes = bundle.vqvae.n_embed
     model_cfg = getattr(bundle, component)
     if component == "critic":
         return CriticTask(model_cfg, train_cfg, tokens, n_codes, mvtm)
-    return {"atd": ATDTask, "mvtm": MVTMTask, "ar": ARTask}[component](model_cfg, train_cfg, tokens, n_codes)
+    if component == "atd":
+        return ATDTask(model_cfg, train_cfg, tokens, n_codes, mvtm=mvtm, **atd_inputs)
+    return {"mvtm": MVTMTask, "ar": ARTask}[component](model_cfg, train_cfg, tokens, n_codes)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -428,6 +503,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vqvae", help="VQ-VAE run dir or model.pt (latent models)")
     parser.add_argument("--mvtm", help="MVTM run dir or model.pt (critic)")
     parser.add_argument("--tokens", help="token cache path (default: next to the VQ-VAE)")
+    parser.add_argument("--proxies", help="ATD proxy families and weights, e.g. random=1,moved=1 "
+                                          "(default: from the config; proxies.py lists them)")
+    parser.add_argument("--image-proxies", help="ATD: corrupted, re-tokenised slices (python -m mimood_train.proxies)")
+    parser.add_argument("--validation", help="ATD: token set for the validation curve (python -m mimood_train.diagnosis token-set)")
+    parser.add_argument("--validate-every", type=int, help="steps between validation measures (0: never)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: from the config)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -443,7 +523,8 @@ def main(argv: list[str] | None = None) -> None:
     bundle = CONFIGS[args.config]
     train_cfg = bundle.train[args.component]
     overrides = {"seed": args.seed, "batch_size": args.batch_size, "token_views": args.token_views,
-                 "lr": args.lr, "warmup_steps": args.warmup_steps}
+                 "lr": args.lr, "warmup_steps": args.warmup_steps, "validate_every": args.validate_every,
+                 "proxies": parse_weights(args.proxies) if args.proxies else None}
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in overrides.items() if v is not None})
     torch.set_num_threads(args.threads or train_cfg.num_threads)
     from .data import SliceDataset   # provided by the data module
@@ -453,12 +534,16 @@ def main(argv: list[str] | None = None) -> None:
         if not args.vqvae:
             parser.error("latent models need --vqvae")
         tokens = load_or_build_tokens(args.vqvae, args.data, data, train_cfg.token_views, args.tokens, args.device)
-    if args.component == "critic":
-        if not args.mvtm:
-            parser.error("the critic needs --mvtm")
+    if args.component == "critic" and not args.mvtm:
+        parser.error("the critic needs --mvtm")
+    if args.mvtm:
         mvtm = load_model(args.mvtm, "mvtm")
+    extras = {}
+    if args.component == "atd":
+        extras = {"image_proxies": dict(np.load(args.image_proxies)) if args.image_proxies else None,
+                  "validation": dict(np.load(args.validation)) if args.validation else None}
     torch.manual_seed(train_cfg.seed)   # model initialisation
-    task = build_task(args.component, bundle, train_cfg, data, tokens, mvtm)
+    task = build_task(args.component, bundle, train_cfg, data, tokens, mvtm, **extras)
     train(task, train_cfg, args.out, steps=args.steps, stop_at=args.stop_at, resume=args.resume,
           device=args.device, precision=args.precision, time_budget=args.time_budget)
 
