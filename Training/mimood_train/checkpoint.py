@@ -32,7 +32,7 @@ from torch import nn
 
 from .config import COMPONENTS, TransformerConfig, VQVAEConfig
 from .models import VQVAE, TokenTransformer
-from .train import load_model
+from .loading import load_model
 
 FORMAT = "mimood-checkpoint"
 FORMAT_VERSION = 1

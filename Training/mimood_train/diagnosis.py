@@ -24,17 +24,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import SliceDataset
 from .evaluate import every_kth, patch_any, pooled_metrics
 from .masks import BrushConfig, brush_masks
 from .pipeline import token_probabilities
 from .proxies import PATCH, blob, moved_codes, random_codes, token_region
-from .train import load_model
+from .loading import load_model
 
 
 @torch.no_grad()
 def tokenize_images(vqvae: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    out = [vqvae.tokenize(torch.from_numpy(images[i:i + batch_size]).float().unsqueeze(1)).numpy()
+    device = next(vqvae.parameters()).device
+    out = [vqvae.tokenize(torch.from_numpy(images[i:i + batch_size]).float().unsqueeze(1).to(device)).cpu().numpy()
            for i in range(0, len(images), batch_size)]
     return np.concatenate(out).astype(np.int16)
 
@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--out", required=True, type=Path)
         command.add_argument("--max-slices", type=int, default=800)
         command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--device", default="cpu", help="torch device of the VQ-VAE, e.g. cuda")
     atd = commands.add_parser("atd")
     atd.add_argument("--atd", required=True, nargs="+", help="NAME=PATH detectors (run dir, model.pt or checkpoint)")
     atd.add_argument("--sets", required=True, nargs="+", type=Path, help="token sets (.npz)")
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         return 0
-    vqvae = load_model(args.vqvae, "vqvae")
+    vqvae = load_model(args.vqvae, "vqvae").to(args.device)
     if args.command == "token-set":
         _save_set(lesion_token_set(vqvae, args.data, args.max_slices), args.out)
     elif args.command == "corruption-sets":

@@ -60,10 +60,9 @@ from .checkpoint import DEFAULT_INFERENCE, REQUIRED_COMPONENTS
 from .config import COMPONENTS
 from .data import SliceDataset
 from .masks import BrushConfig, brush_masks
-from .models import codebook_stats, shift_right
-from .pipeline import (anomaly_map, decode, restore_ar, restore_mim_ood, restore_mvtm_critic,
-                       token_probabilities, tokenize)
-from .train import load_model, load_or_build_tokens, tokenize_dataset
+from .models import codebook_stats
+from .loading import load_model, load_or_build_tokens, tokenize_dataset
+from .pipeline import TOKEN_SCORES, anomaly_map, decode, restore_ar, restore_mim_ood, restore_mvtm_critic, tokenize
 
 PIECES = ("vqvae", "mvtm", "tokens", "calibrate", "pixels")
 METHODS = ("mim-ood", "mvtm-critic", "ar")
@@ -215,42 +214,6 @@ def subject_dice(scores: np.ndarray, labels: np.ndarray, subjects: np.ndarray, t
 def choose_best(rows: list[dict], key: str = "dice") -> int:
     """Index of the row with the largest `key` (the first on ties, i.e. the smallest setting tried first)."""
     return max(range(len(rows)), key=lambda i: rows[i][key])
-
-
-# ---------------------------------------------------------------- token scores
-
-@torch.no_grad()
-def mvtm_token_nll(mvtm: nn.Module, grids: torch.Tensor) -> torch.Tensor:
-    """−log p(token) [B, N] of every token of grids [B, h, w], each predicted while masked. Masking in
-    4 interleaved groups (row % 2, col % 2) leaves every masked token's 8 neighbours visible."""
-    batch, h, w = grids.shape
-    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    group = (2 * (rows % 2) + cols % 2).reshape(-1).to(grids.device)
-    sequences = grids.reshape(batch, h * w)
-    nll = torch.empty(sequences.shape, device=grids.device)
-    for g in range(4):
-        masked = group == g
-        logits = mvtm(sequences.masked_fill(masked, mvtm.cfg.vocab_size - 1))
-        token_nll = -torch.log_softmax(logits.float(), dim=-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
-        nll[:, masked] = token_nll[:, masked]
-    return nll
-
-
-@torch.no_grad()
-def ar_token_nll(ar: nn.Module, grids: torch.Tensor) -> torch.Tensor:
-    """Teacher-forced −log p(t_i | t_<i) [B, N] in raster order ([SOS] = K in front, shifted right)."""
-    sequences = grids.reshape(grids.shape[0], -1)
-    logits = ar(shift_right(sequences, ar.cfg.vocab_size - 1))
-    return -torch.log_softmax(logits.float(), dim=-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
-
-
-@torch.no_grad()
-def detector_probability(detector: nn.Module, grids: torch.Tensor) -> torch.Tensor:
-    return token_probabilities(detector, grids.reshape(grids.shape[0], -1))
-
-
-TOKEN_SCORES = {"atd": detector_probability, "mvtm": mvtm_token_nll, "ar": ar_token_nll,
-                "critic": detector_probability}
 
 
 # ---------------------------------------------------------------- pieces 1-3: networks on their own

@@ -156,6 +156,42 @@ def restore_ar(ar: nn.Module, tokens: torch.Tensor, *, lambda_nll: float, restor
     return current.reshape(shape), resampled.reshape(shape)
 
 
+# Token scores of the input's own tokens, as the restorations above use them (Table 1).
+
+@torch.no_grad()
+def mvtm_token_nll(mvtm: nn.Module, grids: torch.Tensor) -> torch.Tensor:
+    """−log p(token) [B, N] of every token of grids [B, h, w], each predicted while masked. Masking in
+    4 interleaved groups (row % 2, col % 2) leaves every masked token's 8 neighbours visible."""
+    batch, h, w = grids.shape
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    group = (2 * (rows % 2) + cols % 2).reshape(-1).to(grids.device)
+    sequences = grids.reshape(batch, h * w)
+    nll = torch.empty(sequences.shape, device=grids.device)
+    for g in range(4):
+        masked = group == g
+        logits = mvtm(sequences.masked_fill(masked, mvtm.cfg.vocab_size - 1))
+        token_nll = -torch.log_softmax(logits.float(), dim=-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
+        nll[:, masked] = token_nll[:, masked]
+    return nll
+
+
+@torch.no_grad()
+def ar_token_nll(ar: nn.Module, grids: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced −log p(t_i | t_<i) [B, N] in raster order ([SOS] = K in front, shifted right)."""
+    sequences = grids.reshape(grids.shape[0], -1)
+    logits = ar(shift_right(sequences, ar.cfg.vocab_size - 1))
+    return -torch.log_softmax(logits.float(), dim=-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def detector_probability(detector: nn.Module, grids: torch.Tensor) -> torch.Tensor:
+    return token_probabilities(detector, grids.reshape(grids.shape[0], -1))
+
+
+TOKEN_SCORES = {"atd": detector_probability, "mvtm": mvtm_token_nll, "ar": ar_token_nll,
+                "critic": detector_probability}
+
+
 def min_pool(x: torch.Tensor, size: int) -> torch.Tensor:
     """size×size minimum, stride 1, same size; the border is padded with +inf so it never wins."""
     return -F.max_pool2d(-x, size, stride=1, padding=size // 2)

@@ -30,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
+
+from .data import SliceDataset
+from .loading import load_model, load_or_build_tokens
 
 TOKEN_FAMILIES = ("random", "cross_subject", "moved", "mvtm")
 IMAGE_FAMILIES = ("blob", "patch", "deform")
@@ -208,9 +210,6 @@ def build_image_proxies(vqvae: torch.nn.Module, slices: np.ndarray, clean_tokens
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import SliceDataset
-    from .train import load_model, load_or_build_tokens   # train.py imports this module
-
     parser = argparse.ArgumentParser(prog="python -m mimood_train.proxies", description=__doc__.split("\n")[0])
     parser.add_argument("--vqvae", required=True, help="VQ-VAE run dir, model.pt or checkpoint dir")
     parser.add_argument("--data", required=True, help="the training slice cache (.npz)")
@@ -219,11 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=6000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="torch device of the VQ-VAE, e.g. cuda")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = SliceDataset(args.data)
-    clean = load_or_build_tokens(args.vqvae, args.data, data, 1, args.tokens)[:, 0]
-    arrays = build_image_proxies(load_model(args.vqvae, "vqvae"), data.slices.numpy(), clean, args.count, args.seed)
+    clean = load_or_build_tokens(args.vqvae, args.data, data, 1, args.tokens, args.device)[:, 0]
+    arrays = build_image_proxies(load_model(args.vqvae, "vqvae").to(args.device), data.slices.numpy(), clean,
+                                 args.count, args.seed, batch_size=32 if args.device == "cpu" else 256)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)

@@ -29,8 +29,8 @@ from matplotlib.figure import Figure
 
 from .checkpoint import REQUIRED_COMPONENTS
 from .config import COMPONENTS
-from .evaluate import Split, detector_probability, load_runs, load_split, method_setting, run_method
-from .pipeline import tokenize
+from .evaluate import Split, load_runs, load_split, method_setting, run_method
+from .pipeline import detector_probability, tokenize
 
 # Logged metrics plotted next to the loss (train.py's log.jsonl keys).
 MAIN_METRICS = {"vqvae": ["mae", "code_usage"], "atd": ["accuracy"], "mvtm": ["masked_accuracy"],

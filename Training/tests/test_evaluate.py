@@ -6,11 +6,12 @@ import torch
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 from torch import nn
 
-from mimood_train import evaluate
+from mimood_train import evaluate, pipeline
 from mimood_train.config import COMPONENTS, ConfigBundle, TrainConfig, TransformerConfig, VQVAEConfig
 from mimood_train.masks import BrushConfig
 from mimood_train.models import shift_right
-from mimood_train.train import build_task, train
+from mimood_train.objectives import build_task
+from mimood_train.train import train
 
 SIZE, GRID, K = 64, 8, 32   # 64 px slices, f = 8
 
@@ -157,7 +158,7 @@ class MaskSpy(nn.Module):
 def test_mvtm_scores_every_token_once_with_its_neighbours_visible():
     spy = MaskSpy()
     grids = torch.randint(0, K, (2, GRID, GRID))
-    nll = evaluate.mvtm_token_nll(spy, grids)
+    nll = pipeline.mvtm_token_nll(spy, grids)
     assert torch.allclose(nll, torch.full((2, GRID * GRID), float(np.log(K))))
     passes = torch.stack(spy.masked).reshape(4, 2, GRID, GRID)
     assert torch.equal(passes.sum(0), torch.ones(2, GRID, GRID, dtype=torch.long))   # each token masked once
@@ -171,7 +172,7 @@ def test_ar_nll_depends_only_on_the_prefix(runs_dir):
     grids = torch.randint(0, K, (1, GRID, GRID))
     changed = grids.clone()
     changed[0, 3, 5] = (grids[0, 3, 5] + 1) % K                 # position 29 in raster order
-    before, after = evaluate.ar_token_nll(ar, grids), evaluate.ar_token_nll(ar, changed)
+    before, after = pipeline.ar_token_nll(ar, grids), pipeline.ar_token_nll(ar, changed)
     assert torch.equal(before[:, :29], after[:, :29])
     assert not torch.allclose(before[:, 29:], after[:, 29:])
     with torch.no_grad():

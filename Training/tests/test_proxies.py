@@ -7,7 +7,8 @@ import torch
 from mimood_train.models import VQVAE, TokenTransformer
 from mimood_train.proxies import (IMAGE_FAMILIES, blob, build_image_proxies, deform, moved_codes, parse_weights,
                                   patch, token_region)
-from mimood_train.train import build_task, train
+from mimood_train.objectives import build_task
+from mimood_train.train import train
 
 from test_train import GRID, slices, tiny_bundle, tokens
 

@@ -10,7 +10,9 @@ from mimood_train import train as train_module
 from mimood_train.config import CONFIGS, ConfigBundle, TrainConfig, TransformerConfig, VQVAEConfig
 from mimood_train.masks import BrushConfig
 from mimood_train.models import TokenTransformer
-from mimood_train.train import build_task, dihedral, load_model, tokenize_dataset, train
+from mimood_train.loading import dihedral, load_model, tokenize_dataset
+from mimood_train.objectives import build_task
+from mimood_train.train import train
 
 GRID = 8   # 64 px images, f = 8
 
