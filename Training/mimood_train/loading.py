@@ -74,6 +74,7 @@ def load_or_build_tokens(vqvae_path: str, data_path: str, data: SliceSource, vie
     print(f"tokenising {len(data)} slices x {views} views -> {path}", flush=True)
     tokens = tokenize_dataset(load_model(vqvae_path, "vqvae").to(device), data, views,
                               batch_size=256 if device != "cpu" else 32)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, tokens=tokens)
     os.replace(tmp, path)

@@ -10,7 +10,7 @@ from mimood_train import train as train_module
 from mimood_train.config import CONFIGS, ConfigBundle, TrainConfig, TransformerConfig, VQVAEConfig
 from mimood_train.masks import BrushConfig
 from mimood_train.models import TokenTransformer
-from mimood_train.loading import dihedral, load_model, tokenize_dataset
+from mimood_train.loading import dihedral, load_model, load_or_build_tokens, tokenize_dataset
 from mimood_train.objectives import build_task
 from mimood_train.train import train
 
@@ -127,6 +127,14 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
         saved = torch.load(tmp_path / run / "model.pt", weights_only=False)
         assert set(saved) == {"component", "config", "state_dict"}
     assert "[critic] step 2/2" in capsys.readouterr().out
+
+
+def test_token_cache_is_written_into_a_new_folder(tmp_path):
+    vqvae = make_task("vqvae")
+    train(vqvae, tiny_bundle().train["vqvae"], tmp_path / "vq", steps=1, progress=False)
+    path = tmp_path / "not" / "yet" / "tokens.npz"
+    grids = load_or_build_tokens(str(tmp_path / "vq"), "cache.npz", slices(3), 1, str(path))
+    assert path.exists() and np.array_equal(np.load(path)["tokens"], grids)
 
 
 def test_load_model_from_unfinished_run(tmp_path):
