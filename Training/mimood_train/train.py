@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vqvae", help="VQ-VAE run dir or model.pt (latent models)")
     parser.add_argument("--mvtm", help="MVTM run dir or model.pt (critic)")
     parser.add_argument("--tokens", help="token cache path (default: next to the VQ-VAE)")
+    parser.add_argument("--init", help="start from these weights (run dir, model.pt or checkpoint dir) instead "
+                                       "of a random initialisation, e.g. to fine-tune a trained ATD on new proxies")
     parser.add_argument("--proxies", help="ATD proxy families and weights, e.g. random=1,moved=1 "
                                           "(default: from the config; proxies.py lists them)")
     parser.add_argument("--image-proxies", help="ATD: corrupted, re-tokenised slices (python -m mimood_train.proxies)")
@@ -215,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
                   "validation": dict(np.load(args.validation)) if args.validation else None}
     torch.manual_seed(train_cfg.seed)   # model initialisation
     task = build_task(args.component, bundle, train_cfg, data, tokens, mvtm, **extras)
+    if args.init:
+        task.model.load_state_dict(load_model(args.init, args.component).state_dict())
     train(task, train_cfg, args.out, steps=args.steps, stop_at=args.stop_at, resume=args.resume,
           device=args.device, precision=args.precision, time_budget=args.time_budget)
 

@@ -127,6 +127,10 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
         saved = torch.load(tmp_path / run / "model.pt", weights_only=False)
         assert set(saved) == {"component", "config", "state_dict"}
     assert "[critic] step 2/2" in capsys.readouterr().out
+    # --init starts from trained weights: with a zero learning rate they come out unchanged.
+    train_module.main(["atd", "--out", str(tmp_path / "atd-ft"), "--vqvae", str(tmp_path / "vq"), "--init",
+                       str(tmp_path / "atd"), "--lr", "0", *common])
+    assert _same_weights(load_model(tmp_path / "atd-ft", "atd").state_dict(), load_model(tmp_path / "atd", "atd").state_dict())
 
 
 def test_token_cache_is_written_into_a_new_folder(tmp_path):
