@@ -92,7 +92,8 @@ def train(task: Task, cfg: TrainConfig, out_dir: str | Path, *, steps: int | Non
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        scheduler.load_state_dict(state["scheduler"])   # restores the schedule object's fields too:
+        schedule.total_steps = total                    # a --steps override must still lengthen it
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = state["numpy_rng"]
         task.load_extra_state(state["extra"])

@@ -133,6 +133,14 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert _same_weights(load_model(tmp_path / "atd-ft", "atd").state_dict(), load_model(tmp_path / "atd", "atd").state_dict())
 
 
+def test_resume_with_more_steps_lengthens_the_schedule(tmp_path):
+    cfg = tiny_bundle().train["mvtm"]
+    train(make_task("mvtm"), cfg, tmp_path, steps=4, stop_at=2, progress=False)
+    train(make_task("mvtm"), cfg, tmp_path, steps=8, stop_at=4, resume=True, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 4 and log[-1]["lr"] > 0   # a 4-step schedule would have decayed to 0 here
+
+
 def test_token_cache_is_written_into_a_new_folder(tmp_path):
     vqvae = make_task("vqvae")
     train(vqvae, tiny_bundle().train["vqvae"], tmp_path / "vq", steps=1, progress=False)
