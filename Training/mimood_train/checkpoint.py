@@ -292,8 +292,8 @@ def _load_component(directory: Path, component: str, entry: dict) -> nn.Module:
 
     model = build_model(entry["architecture"], where)
     if (component == "prior") != isinstance(model, TokenPrior):
-        kind = "token_prior" if component == "prior" else "a network's"
-        raise CheckpointError(f"{where}: component {component!r} needs kind {kind}, not {entry['architecture']['kind']!r}")
+        needed = "'token_prior'" if component == "prior" else "'vqvae' or 'token_transformer'"
+        raise CheckpointError(f"{where}: component {component!r} needs kind {needed}, not {entry['architecture']['kind']!r}")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(arrays))
     unexpected = sorted(set(arrays) - set(expected))

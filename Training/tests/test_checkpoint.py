@@ -415,9 +415,15 @@ def test_prior_that_does_not_fit_the_vqvae_is_refused(models, tmp_path):
 def test_prior_kind_must_match_its_component(models, tmp_path):
     out = export_checkpoint(tmp_path / "ckpt", {**models, "prior": tiny_prior()}, name="x")
     manifest = read_manifest(out)
+    prior_architecture = manifest["components"]["prior"]["architecture"]
     manifest["components"]["prior"]["architecture"] = manifest["components"]["atd"]["architecture"]
     write_manifest(out, manifest)
-    with pytest.raises(CheckpointError, match="component 'prior' needs kind token_prior, not 'token_transformer'"):
+    with pytest.raises(CheckpointError, match="component 'prior' needs kind 'token_prior', not 'token_transformer'"):
+        verify_checkpoint(out)
+    manifest["components"]["prior"]["architecture"] = prior_architecture
+    manifest["components"]["atd"]["architecture"] = prior_architecture
+    write_manifest(out, manifest)
+    with pytest.raises(CheckpointError, match="component 'atd' needs kind 'vqvae' or 'token_transformer', not 'token_prior'"):
         verify_checkpoint(out)
 
 
