@@ -115,7 +115,7 @@ struct EvalReport {
     private func perKind(table1: [TokenRow], table2: [PixelRow]) -> String {
         let kinds = groups.dropFirst()
         guard !kinds.isEmpty else { return "" }
-        let header = kinds.map { "\($0.name) (\($0.members.count) volumes)" }
+        let header = kinds.map { "\($0.name) (\($0.members.count) volume\($0.members.count == 1 ? "" : "s"))" }
         var text = "\n## Per lesion kind\n\nFrom dataset.json. “–”: the kind's evaluated slices hold no lesion.\n\n"
             + "Table 1, AP / AUROC:\n\n| Method | " + header.joined(separator: " | ") + " |\n|---|" + kinds.map { _ in "---|" }.joined() + "\n"
         for row in table1 {

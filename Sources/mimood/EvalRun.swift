@@ -86,7 +86,7 @@ enum TableOneRow: Hashable {
         case .scorer(.mvtm): "MVTM (NLL)"
         case .scorer(.ar): "AR (NLL)"
         case .scorer(.critic): "MVTM + Token-Critic"
-        case .scorer(.codeFrequency): "Code frequency −log p(code | position)"
+        case .scorer(.codeFrequency): "Code frequency (−log p of the code at its position)"
         case .intensity: "Intensity (patch maximum)"
         case .vqvaeResidual: "VQ-VAE residual (patch mean)"
         }
