@@ -33,8 +33,10 @@ public struct DetectionResult: Sendable {
     /// [sliceCount, h, w] token scores.
     public let sliceTokenScores: [Float]
     public let grid: Int
+    /// The passes each slice's restoration ran (early exit: fewer than T when nothing is left to resample).
+    public let sliceStepsRun: [Int]
     /// The most passes any slice's restoration ran.
-    public let stepsRun: Int
+    public var stepsRun: Int { sliceStepsRun.max() ?? 0 }
 
     /// The training caches' rule for a slice worth learning from (Training/mimood_train/data.py): the
     /// overlay shows only slices with at least this much brain.
@@ -48,7 +50,7 @@ public struct DetectionResult: Sendable {
         self.grid = grid
         sliceMaps = results.flatMap(\.anomalyMap.scalars)
         sliceTokenScores = results.flatMap(\.tokenScores.scalars)
-        stepsRun = results.map(\.stepsRun).max() ?? 0
+        sliceStepsRun = results.map(\.stepsRun)
     }
 
     /// The anomaly map on the input's grid: the image's pixels, the volume's voxels, or the slices' shape.
@@ -71,9 +73,14 @@ public struct DetectionResult: Sendable {
     }
 
     /// Tokens scoring above the method's threshold: the ones the first pass resampled.
-    public var anomalousTokenCount: Int {
-        let threshold = parameters.methodThreshold
-        return sliceTokenScores.filter { $0 > threshold }.count
+    public var anomalousTokenCount: Int { sliceAnomalousTokenCounts.reduce(0, +) }
+
+    /// `anomalousTokenCount` of each slice.
+    public var sliceAnomalousTokenCounts: [Int] {
+        let (threshold, tokens) = (parameters.methodThreshold, grid * grid)
+        return (0..<input.sliceCount).map { slice in
+            sliceTokenScores[slice * tokens ..< (slice + 1) * tokens].lazy.filter { $0 > threshold }.count
+        }
     }
 
     public var maximumScore: Float { sliceMaps.max() ?? 0 }

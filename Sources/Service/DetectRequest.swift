@@ -130,7 +130,7 @@ struct DetectRequest: Sendable {
         }
         // After the method: it picks which threshold the value sets.
         if let threshold { request.parameters.methodThreshold = threshold }
-        let lacking = request.parameters.method.requiredComponents.filter { $0 != .vqvae && engine.network($0) == nil }
+        let lacking = request.parameters.method.requiredComponents.filter { !engine.has($0) }
         if !lacking.isEmpty {
             return .failure(ServiceProblem(422, "method '\(request.parameters.method.rawValue)' needs "
                                            + lacking.map(\.rawValue).joined(separator: ", ") + ", which this model does not have"))

@@ -301,7 +301,7 @@ public final class DetectionService: Sendable {
             ]))
         }
         let available = InferenceMethod.allCases.filter { method in
-            method.requiredComponents.allSatisfy { $0 == .vqvae || engine.network($0) != nil }
+            method.requiredComponents.allSatisfy(engine.has)
         }
         return JSONObject([
             "name": .string(manifest.name), "created": .string(manifest.created), "sha256": .string(modelSHA256),

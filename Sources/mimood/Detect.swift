@@ -56,20 +56,28 @@ struct Detect: ParsableCommand {
     private func detect(path: String, stem: String, engine: Engine, parameters: InferenceParameters) throws {
         let started = ContinuousClock.now
         let input = try DetectionInput(bytes: fileContents(path), preprocessed: preprocessed)
-        var results: [RestorationResult] = []
-        for start in stride(from: 0, to: input.sliceCount, by: batch) {
-            let end = min(input.sliceCount, start + batch)
-            results += try engine.run(input.jobs(parameters, slices: start..<end))
-            if input.sliceCount > batch {
-                printError("\(stem): \(end)/\(input.sliceCount) slices, \(seconds(since: started)) s")
-            }
-        }
-        let result = DetectionResult(input: input, parameters: parameters, results: results, grid: engine.vqvae.config.grid)
+        let result = try Detect.run(input, engine: engine, parameters: parameters, batch: batch, name: stem)
         try write(result, stem: stem)
         let tokens = result.sliceTokenScores.count
         print("\(path): \(input.sliceCount) slice(s), max \(format(result.maximumScore)), mean \(format(result.meanScore)), "
               + "\(result.anomalousTokenCount) of \(tokens) tokens above \(format(parameters.methodThreshold)) "
               + "(\(result.grid)×\(result.grid) per slice), steps run \(result.stepsRun), \(seconds(since: started)) s")
+    }
+
+    /// Every slice of `input` through the engine, `batch` slices per call, as the service runs it: one job
+    /// per slice, slice i seeded with the parameters' seed + i. Progress on stderr for inputs over one batch.
+    static func run(_ input: DetectionInput, engine: Engine, parameters: InferenceParameters, batch: Int,
+                    name: String) throws -> DetectionResult {
+        let started = ContinuousClock.now
+        var results: [RestorationResult] = []
+        for start in stride(from: 0, to: input.sliceCount, by: batch) {
+            let end = min(input.sliceCount, start + batch)
+            results += try engine.run(input.jobs(parameters, slices: start..<end))
+            if input.sliceCount > batch {
+                printError("\(name): \(end)/\(input.sliceCount) slices, \(seconds(since: started)) s")
+            }
+        }
+        return DetectionResult(input: input, parameters: parameters, results: results, grid: engine.vqvae.config.grid)
     }
 
     /// `<stem>_anomaly.npy` and `<stem>_tokens.npy` (and for volumes `<stem>_anomaly.nii.gz`) on the input's

@@ -12,8 +12,10 @@ struct Eval: ParsableCommand {
         abstract: "Token- and pixel-level AP, AUROC and best DICE, and time per batch, for MIM-OOD and its baselines on labelled volumes.")
 
     @OptionGroup var modelOptions: ModelOptions
-    @Option(help: "Folder of {id}_t2.nii[.gz] volumes with {id}_brainmask and {id}_seg beside them (sub-folders too).")
+    @Option(help: "Folder of {id}_t2.nii[.gz] volumes with {id}_brainmask and {id}_seg beside them (sub-folders too). A dataset.json in it or beside it that gives each subject's lesion_kind adds per-kind rows.")
     var data: String
+    @Option(help: "Folder of healthy {id}_t2.nii[.gz] volumes: triage (every volume run whole, healthy against --data) and the healthy slices' early exit.")
+    var healthy: String?
     @Option(help: "Output directory: results, figures, and the per-volume cache a rerun resumes from.") var out: String
     @Option(help: "Evaluate the first N volumes (sorted by name) only.") var maxVolumes: Int?
     @Option(help: "Evenly spaced slices per volume among those with ≥ 1500 brain pixels; 0 = all of them.")
@@ -61,18 +63,39 @@ struct Eval: ParsableCommand {
             volumes.append(try LabelledVolume.load(t2: path, slicesPerVolume: slicesPerVolume))
             progress("loading volumes", number + 1, of: paths.count, started: started)
         }
+        let groups = VolumeGroup.groups(of: volumes, kinds: try lesionKinds(besideDataFolder: data))
         // The cache is per slice subset: another --slices-per-volume evaluates other slices.
-        let cache = URL(fileURLWithPath: out).appendingPathComponent("cache/\(slicesPerVolume == 0 ? "all" : "\(slicesPerVolume)")-slices")
-        let evaluation = EvalRun(engine: engine, volumes: volumes, batch: batch, cache: cache)
+        let cacheRoot = URL(fileURLWithPath: out).appendingPathComponent("cache")
+        let cache = cacheRoot.appendingPathComponent("\(slicesPerVolume == 0 ? "all" : "\(slicesPerVolume)")-slices")
+        let evaluation = EvalRun(engine: engine, volumes: volumes, groups: groups, batch: batch, cache: cache)
         let report = EvalReport(directory: URL(fileURLWithPath: out), model: "\(engine.manifest.name) (\(directory))",
-                                data: data, volumes: volumes, slicesPerVolume: slicesPerVolume, threads: Threads.count)
+                                data: data, volumes: volumes, groups: groups, slicesPerVolume: slicesPerVolume, threads: Threads.count)
         if sweep {
             try report.writeSweep(sweepSettings(base).map { axis, setting in (axis, setting, try evaluation.pixelMeasures(setting)) })
             return
         }
-        let table1 = try evaluation.tokenMeasures()
         let settings = try rows().map { ($0, $0.setting(base)) }
-        let table2 = try settings.map { row, setting in (row, setting, try evaluation.pixelMeasures(setting)) }
+        // The VQ-VAE residual baseline of Table 1 reduces Table 2's `vqvae` maps (cached: computed once for both).
+        let vqvae = TableTwoRow.vqvae.setting(base)
+        let vqvaeMaps = vqvae.parameters.method.requiredComponents.allSatisfy(engine.has) ? try evaluation.anomalyMaps(vqvae) : nil
+        let tokenScores = try evaluation.tokenScores(vqvaeMaps: vqvaeMaps)
+        let tableOneRows = TokenScorer.allCases.map(TableOneRow.scorer) + [.intensity, .vqvaeResidual]
+        let table1 = try tableOneRows.compactMap { row in try tokenScores[row].map { try evaluation.tokenRow(row, scores: $0) } }
+        let table2 = try settings.map { row, setting in
+            try evaluation.pixelRow(key: row.rawValue, title: row.title, setting: setting, maps: evaluation.anomalyMaps(setting))
+        } + PixelBaseline.allCases.compactMap { baseline in
+            try evaluation.baselineMaps(baseline, tokenScores: tokenScores).map { maps in
+                try evaluation.pixelRow(key: baseline.rawValue, title: baseline.title, setting: nil, maps: maps)
+            }
+        }
+        let triage = try healthy.map { folder in
+            try Triage(engine: engine, setting: EvalSetting(name: "the service (\(base.method.rawValue))", parameters: base), batch: batch,
+                       cache: cacheRoot.appendingPathComponent("volumes"),
+                       lesion: volumes.enumerated().map { index, volume in
+                           (volume.id, volume.t2Path, groups.dropFirst().first { $0.members.contains(index) }?.name ?? VolumeGroup.allName)
+                       },
+                       healthy: try LabelledVolume.find(in: folder), groups: groups)
+        }
         var timings: [(name: String, seconds: Double)] = []
         if timingBatch > 0 {
             var timed = settings.map(\.1)
@@ -81,7 +104,8 @@ struct Eval: ParsableCommand {
             }
             timings = try timed.map { setting in (setting.name, try evaluation.timeBatch(setting, slices: timingBatch)) }
         }
-        try report.writeTables(table1: table1, table2: table2, timings: timings, timingSlices: min(timingBatch, volumes.map(\.sliceCount).reduce(0, +)))
+        try report.writeTables(table1: table1, table2: table2, timings: timings, timingSlices: min(timingBatch, volumes.map(\.sliceCount).reduce(0, +)),
+                               triage: triage)
         if figures > 0 {
             try report.writeFigures(try volumes.prefix(figures).map { volume in
                 (volume, try settings.map { row, setting in (row.title, try evaluation.restoreWorstSlice(of: volume, setting)) })

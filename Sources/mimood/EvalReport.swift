@@ -10,6 +10,7 @@ struct EvalReport {
     let model: String
     let data: String
     let volumes: [LabelledVolume]
+    let groups: [VolumeGroup]
     let slicesPerVolume: Int
     let threads: Int
 
@@ -24,59 +25,138 @@ struct EvalReport {
          "slices": volumes.map(\.sliceCount).reduce(0, +), "threads": threads]
     }
 
-    func writeTables(table1: [TokenMeasures], table2: [(TableTwoRow, EvalSetting, PixelMeasures)],
-                     timings: [(name: String, seconds: Double)], timingSlices: Int) throws {
-        let names: [TokenScorer: String] = [.atd: "MIM-OOD (ATD)", .mvtm: "MVTM (NLL)", .ar: "AR (NLL)", .critic: "MVTM + Token-Critic"]
+    func writeTables(table1: [TokenRow], table2: [PixelRow], timings: [(name: String, seconds: Double)], timingSlices: Int,
+                     triage: Triage?) throws {
         let seconds = Dictionary(timings, uniquingKeysWith: { first, _ in first })
+        let first = table1.first?.all
         var markdown = "# mimood eval\n\nModel: \(model). Data: \(subset). Threads: \(threads).\n\n"
-        markdown += "## Table 1: anomalous-token identification\n\nTokens whose 8×8 patch touches the brain: \(table1.first?.tokens ?? 0), "
-            + "of which \(table1.first?.anomalous ?? 0) hold lesion.\n\n| Method | AP | AUROC |\n|---|---|---|\n"
-        var table1CSV = "scorer,name,ap,auroc,tokens,anomalous_tokens\n"
+        markdown += "## Table 1: anomalous-token identification\n\nTokens whose 8×8 patch touches the brain: \(first?.tokens ?? 0), "
+            + "of which \(first?.anomalous ?? 0) hold lesion.\n\n| Method | AP | AUROC |\n|---|---|---|\n"
+        var table1CSV = "scorer,name,group,ap,auroc,tokens,anomalous_tokens\n"
         for row in table1 {
-            markdown += "| \(names[row.scorer]!) | \(f3(row.averagePrecision)) | \(f3(row.auroc)) |\n"
-            table1CSV += "\(row.scorer.rawValue),\(names[row.scorer]!),\(row.averagePrecision),\(row.auroc),\(row.tokens),\(row.anomalous)\n"
+            markdown += "| \(row.row.title) | \(f3(row.all.averagePrecision)) | \(f3(row.all.auroc)) |\n"
+            for (group, measures) in zip(groups.map(\.name), [row.all] + row.perKind) {
+                table1CSV += "\(row.row.key),\(row.row.title),\(group),\(measures.map { "\($0.averagePrecision),\($0.auroc),\($0.tokens),\($0.anomalous)" } ?? ",,,")\n"
+            }
         }
         markdown += "\n## Table 2: pixel-wise detection within the brain mask\n\n"
-            + (table2.first.map { wholeBrainBaseline($0.2.prevalence) } ?? "")
+            + (table2.first.map { wholeBrainBaseline($0.all.prevalence) } ?? "")
             + (timings.isEmpty ? "" : "IT: seconds for one batch of \(timingSlices) slices (tokenise, restore, decode, anomaly map).\n\n")
             + "| Method | Settings | [DICE] | mean volume DICE | AP | AUROC | IT (s) |\n|---|---|---|---|---|---|---|\n"
-        var table2CSV = "row,name,method,restorations,steps,threshold,best_dice,dice_threshold,mean_volume_dice,ap,auroc,seconds_per_batch,batch_slices\n"
-        var perVolume = "volume,slices,lesion_pixels," + table2.map(\.0.rawValue).joined(separator: ",") + "\n"
+        var table2CSV = "row,name,group,method,restorations,steps,threshold,best_dice,dice_threshold,mean_volume_dice,ap,auroc,seconds_per_batch,batch_slices\n"
+        var perVolume = "volume,slices,lesion_pixels," + table2.map(\.key).joined(separator: ",") + "\n"
         var json: [[String: Any]] = []
-        for (row, setting, measures) in table2 {
-            let p = setting.parameters
-            let settings = row == .vqvae ? "R=1, nothing resampled" : "R=\(p.restorations), \(p.method == .ar ? "" : "T=\(p.steps), ")threshold \(format(p.methodThreshold))"
-            markdown += "| \(row.title) | \(settings) | \(f3(measures.dice)) | \(f3(measures.meanVolumeDice)) | \(f3(measures.averagePrecision)) "
-                + "| \(f3(measures.auroc)) | \(seconds[row.title].map(f1) ?? "–") |\n"
-            table2CSV += "\(row.rawValue),\(row.title),\(p.method.rawValue),\(p.restorations),\(p.steps),\(p.methodThreshold),\(measures.dice),"
-                + "\(measures.threshold),\(measures.meanVolumeDice),\(measures.averagePrecision),\(measures.auroc),"
-                + "\(seconds[row.title].map { "\($0)" } ?? ""),\(timingSlices)\n"
-            json.append(["row": row.rawValue, "name": row.title, "method": p.method.rawValue, "restorations": p.restorations,
-                         "steps": p.steps, "threshold": p.methodThreshold, "best_dice": measures.dice,
-                         "dice_threshold": measures.threshold, "mean_volume_dice": measures.meanVolumeDice, "prevalence": measures.prevalence,
-                         "ap": measures.averagePrecision, "auroc": measures.auroc, "seconds_per_batch": jsonValue(seconds[row.title]),
-                         "volume_dice": measures.volumeDice.map(jsonValue)])
+        for row in table2 {
+            let p = row.setting?.parameters
+            let settings = p.map { p in
+                row.key == TableTwoRow.vqvae.rawValue ? "R=1, nothing resampled"
+                    : "R=\(p.restorations), \(p.method == .ar ? "" : "T=\(p.steps), ")threshold \(format(p.methodThreshold))"
+            } ?? "baseline"
+            let time = row.setting.flatMap { seconds[$0.name] }
+            markdown += "| \(row.title) | \(settings) | \(f3(row.all.dice)) | \(f3(row.all.meanVolumeDice)) | \(f3(row.all.averagePrecision)) "
+                + "| \(f3(row.all.auroc)) | \(time.map(f1) ?? "–") |\n"
+            let settingColumns = p.map { "\($0.method.rawValue),\($0.restorations),\($0.steps),\($0.methodThreshold)" } ?? ",,,"
+            for (group, measures) in zip(groups.map(\.name), [row.all] + row.perKind) {
+                table2CSV += "\(row.key),\(row.title),\(group),\(settingColumns),"
+                    + (measures.map { "\($0.dice),\($0.threshold),\($0.meanVolumeDice),\($0.averagePrecision),\($0.auroc)" } ?? ",,,,")
+                    + ",\(time.map { "\($0)" } ?? ""),\(timingSlices)\n"
+            }
+            json.append(["row": row.key, "name": row.title, "method": jsonValue(p?.method.rawValue), "restorations": jsonValue(p?.restorations),
+                         "steps": jsonValue(p?.steps), "threshold": jsonValue(p.map { Double($0.methodThreshold) }),
+                         "seconds_per_batch": jsonValue(time), "volume_dice": row.all.volumeDice.map(jsonValue),
+                         "groups": Dictionary(uniqueKeysWithValues: zip(groups.map(\.name), [row.all] + row.perKind).map { group, m in
+                             (group, m.map { m -> Any in ["best_dice": m.dice, "dice_threshold": m.threshold, "mean_volume_dice": m.meanVolumeDice,
+                                                          "prevalence": m.prevalence, "ap": m.averagePrecision, "auroc": m.auroc] } ?? NSNull())
+                         })]
+                .merging(["best_dice": row.all.dice, "dice_threshold": row.all.threshold, "mean_volume_dice": row.all.meanVolumeDice,
+                          "prevalence": row.all.prevalence, "ap": row.all.averagePrecision, "auroc": row.all.auroc]) { a, _ in a })
         }
         if let fullPass = seconds[TableTwoRow.arFullPassTitle] {
             markdown += "| \(TableTwoRow.arFullPassTitle) | as the KV-cache row: the same restoration | | | | | \(f1(fullPass)) |\n"
-            table2CSV += "ar-r4-full-pass,\(TableTwoRow.arFullPassTitle),ar,4,,,,,,,,\(fullPass),\(timingSlices)\n"
+            table2CSV += "ar-r4-full-pass,\(TableTwoRow.arFullPassTitle),\(VolumeGroup.allName),ar,4,,,,,,,,\(fullPass),\(timingSlices)\n"
         }
         for (number, volume) in volumes.enumerated() {
             let lesion = volume.lesion.indices.filter { volume.lesion[$0] && volume.brain[$0] }.count
-            perVolume += "\(volume.id),\(volume.sliceCount),\(lesion)," + table2.map { $0.2.volumeDice[number].map { "\($0)" } ?? "" }.joined(separator: ",") + "\n"
+            perVolume += "\(volume.id),\(volume.sliceCount),\(lesion)," + table2.map { $0.all.volumeDice[number].map { "\($0)" } ?? "" }.joined(separator: ",") + "\n"
         }
         markdown += "\n[DICE]: the best achievable DICE, one threshold for all pixels, exact maximum F1 over the precision–recall curve; "
             + "mean volume DICE: the mean over volumes with lesion of their DICE at that threshold (per_volume.csv).\n"
+        markdown += perKind(table1: table1, table2: table2)
+        var results: [String: Any] = ["table1": table1.map { row in
+                                          ["scorer": row.row.key, "name": row.row.title, "ap": row.all.averagePrecision, "auroc": row.all.auroc,
+                                           "tokens": row.all.tokens, "anomalous_tokens": row.all.anomalous,
+                                           "groups": Dictionary(uniqueKeysWithValues: zip(groups.map(\.name), [row.all] + row.perKind).map { group, m in
+                                               (group, m.map { m -> Any in ["ap": m.averagePrecision, "auroc": m.auroc, "tokens": m.tokens,
+                                                                            "anomalous_tokens": m.anomalous] } ?? NSNull())
+                                           })] as [String: Any]
+                                      },
+                                      "table2": json, "timing_batch_slices": timingSlices,
+                                      "seconds_per_batch": Dictionary(uniqueKeysWithValues: timings.map { ($0.name, $0.seconds) }),
+                                      "groups": groups.map { ["name": $0.name, "volumes": $0.members.map { volumes[$0].id }] }]
+        if let triage {
+            markdown += triageSection(triage)
+            try write(triageCSV(triage), "triage.csv")
+            results["triage"] = ["setting": triage.setting.key,
+                                 "rows": triage.rows.map { ["name": $0.name, "auroc": $0.all,
+                                                            "auroc_per_kind": Dictionary(uniqueKeysWithValues: zip(groups.dropFirst().map(\.name), $0.perKind))] },
+                                 "healthy_slices": [triage.healthyAllSlices, triage.healthyBrainSlices].map {
+                                     ["slices": $0.slices, "flagged_token_fraction": $0.flaggedFraction, "mean_steps_run": $0.meanStepsRun]
+                                 }]
+        }
         try write(markdown, "results.md")
         try write(table1CSV, "table1.csv")
         try write(table2CSV, "table2.csv")
         try write(perVolume, "per_volume.csv")
-        try writeJSON(context.merging(["table1": table1.map { ["scorer": $0.scorer.rawValue, "name": names[$0.scorer]!, "ap": $0.averagePrecision,
-                                                                   "auroc": $0.auroc, "tokens": $0.tokens, "anomalous_tokens": $0.anomalous] },
-                                       "table2": json, "timing_batch_slices": timingSlices,
-                                       "seconds_per_batch": Dictionary(uniqueKeysWithValues: timings.map { ($0.name, $0.seconds) })]) { a, _ in a },
-                      "results.json")
+        try writeJSON(context.merging(results) { a, _ in a }, "results.json")
         print(markdown)
+    }
+
+    /// Both tables again, one column pair per lesion kind; empty without kinds.
+    private func perKind(table1: [TokenRow], table2: [PixelRow]) -> String {
+        let kinds = groups.dropFirst()
+        guard !kinds.isEmpty else { return "" }
+        let header = kinds.map { "\($0.name) (\($0.members.count) volume\($0.members.count == 1 ? "" : "s"))" }
+        var text = "\n## Per lesion kind\n\nFrom dataset.json. “–”: the kind's evaluated slices hold no lesion.\n\n"
+            + "Table 1, AP / AUROC:\n\n| Method | " + header.joined(separator: " | ") + " |\n|---|" + kinds.map { _ in "---|" }.joined() + "\n"
+        for row in table1 {
+            text += "| \(row.row.title) | " + row.perKind.map { $0.map { "\(f3($0.averagePrecision)) / \(f3($0.auroc))" } ?? "–" }.joined(separator: " | ") + " |\n"
+        }
+        text += "\nTable 2, [DICE] / AP / AUROC (one threshold per kind):\n\n| Method | " + header.joined(separator: " | ") + " |\n|---|"
+            + kinds.map { _ in "---|" }.joined() + "\n"
+        for row in table2 {
+            text += "| \(row.title) | " + row.perKind.map { $0.map { "\(f3($0.dice)) / \(f3($0.averagePrecision)) / \(f3($0.auroc))" } ?? "–" }
+                .joined(separator: " | ") + " |\n"
+        }
+        return text
+    }
+
+    private func triageSection(_ triage: Triage) -> String {
+        let lesion = triage.volumes.filter { $0.group != nil }.count
+        let kinds = groups.dropFirst()
+        var text = "\n## Triage: healthy volumes against volumes with lesion\n\n"
+            + "Every volume run whole, every slice, as POST /detect runs it (\(triage.setting.key)): \(lesion) volumes with lesion, "
+            + "\(triage.volumes.count - lesion) healthy. Per-volume AUROC (triage.csv has the scores):\n\n"
+            + "| Volume score | all | " + kinds.map(\.name).joined(separator: " | ") + (kinds.isEmpty ? "" : " |") + "\n|---|---|"
+            + kinds.map { _ in "---|" }.joined() + "\n"
+        for row in triage.rows {
+            text += "| \(row.name) | \(f3(row.all)) | " + row.perKind.map(f3).joined(separator: " | ") + (kinds.isEmpty ? "" : " |") + "\n"
+        }
+        text += "\nHealthy slices at the evaluated threshold (\(format(triage.setting.parameters.methodThreshold))): "
+            + "the share of tokens the first pass flags, and the passes run (of T = \(triage.setting.parameters.steps)).\n\n"
+            + "| Slices | count | tokens flagged | mean steps run |\n|---|---|---|---|\n"
+        for (name, activity) in [("every slice", triage.healthyAllSlices),
+                                 ("≥ \(DetectionResult.minimumBrainPixelsToShow) brain pixels", triage.healthyBrainSlices)] {
+            text += "| \(name) | \(activity.slices) | \(f3(100 * activity.flaggedFraction)) % | \(f3(activity.meanStepsRun)) |\n"
+        }
+        return text
+    }
+
+    private func triageCSV(_ triage: Triage) -> String {
+        triage.volumes.reduce("volume,group,max_score,mean_score,intensity_score,slices,mean_steps_run\n") { csv, volume in
+            let steps = volume.detection.sliceStepsRun
+            return csv + "\(volume.id),\(volume.group ?? "healthy"),\(volume.detection.maximumScore),\(volume.detection.meanScore),"
+                + "\(volume.intensityScore),\(steps.count),\(Double(steps.reduce(0, +)) / Double(max(steps.count, 1)))\n"
+        }
     }
 
     /// sweep.csv and sweep.json; the λ with the best DICE on the λ axis is the one to use on the test set.
@@ -145,8 +225,8 @@ private func wholeBrainBaseline(_ prevalence: Double) -> String {
     "Lesion pixels: \(f3(100 * prevalence)) % of the brain pixels; marking all of them scores DICE \(f3(2 * prevalence / (1 + prevalence))).\n\n"
 }
 
-/// A JSON number, or null.
-private func jsonValue(_ value: Double?) -> Any { value ?? NSNull() }
+/// A JSON value, or null.
+private func jsonValue(_ value: (some Any)?) -> Any { value ?? NSNull() }
 
 private func f3(_ value: Double) -> String { String(format: "%.3f", value) }
 private func f1(_ value: Double) -> String { String(format: "%.1f", value) }

@@ -6,6 +6,8 @@ import Imaging
 /// its brain and lesion masks, reduced to the slices that are evaluated.
 struct LabelledVolume {
     let id: String
+    /// The `{id}_t2.nii[.gz]` file, which the triage runs whole, as the service would.
+    let t2Path: String
     /// Indices of the evaluated slices in the preprocessed stack (inferior to superior).
     let sliceIndices: [Int]
     /// [slices, 160, 160] in [0, 1], and the masks in the same layout.
@@ -42,7 +44,7 @@ struct LabelledVolume {
         let chosen = evenlySpaced(candidates, count: slicesPerVolume)
         let lesion = prepared.lesion ?? []
         func pick<T>(_ values: [T]) -> [T] { chosen.flatMap { values[$0 * area ..< ($0 + 1) * area] } }
-        return LabelledVolume(id: id, sliceIndices: chosen, slices: pick(prepared.slices), brain: pick(prepared.brain),
+        return LabelledVolume(id: id, t2Path: path, sliceIndices: chosen, slices: pick(prepared.slices), brain: pick(prepared.brain),
                               lesion: pick(lesion))
     }
 
@@ -63,4 +65,43 @@ struct LabelledVolume {
         guard count > 0, count < items.count else { return items }
         return (0..<count).map { items[(2 * $0 + 1) * items.count / (2 * count)] }
     }
+}
+
+/// Volumes reported together: all of them, or those of one lesion kind.
+struct VolumeGroup {
+    let name: String
+    /// Indices into the evaluated volumes.
+    let members: [Int]
+
+    static let allName = "all"
+
+    /// All volumes, then one group per lesion kind (in order of first appearance) when `kinds` names the
+    /// kind of every volume and there is more than one kind.
+    static func groups(of volumes: [LabelledVolume], kinds: [String: String]) -> [VolumeGroup] {
+        let all = VolumeGroup(name: allName, members: Array(volumes.indices))
+        let perVolume = volumes.compactMap { kinds[$0.id] }
+        guard perVolume.count == volumes.count else { return [all] }
+        var names: [String] = []
+        for kind in perVolume where !names.contains(kind) { names.append(kind) }
+        guard names.count > 1 else { return [all] }
+        return [all] + names.map { name in VolumeGroup(name: name, members: volumes.indices.filter { perVolume[$0] == name }) }
+    }
+}
+
+/// Each subject's lesion kind from the generator's `dataset.json` (docs/synthetic-data.md), in the data
+/// folder or beside it (`DIR/../dataset.json`, where the synthetic generator writes it): id → kind.
+/// Empty when there is no such file or it gives no kinds.
+func lesionKinds(besideDataFolder data: String) throws -> [String: String] {
+    let folder = URL(fileURLWithPath: data)
+    let candidates = [folder.appendingPathComponent("dataset.json"), folder.deletingLastPathComponent().appendingPathComponent("dataset.json")]
+    guard let file = candidates.first(where: { FileManager.default.fileExists(atPath: $0.path) }) else { return [:] }
+    guard let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any] else {
+        throw CLIError("\(file.path): not a JSON object")
+    }
+    let splits = manifest["subjects"] as? [String: [[String: Any]]] ?? [:]
+    var kinds: [String: String] = [:]
+    for record in splits.values.joined() {
+        if let id = record["id"] as? String, let kind = record["lesion_kind"] as? String { kinds[id] = kind }
+    }
+    return kinds
 }

@@ -237,9 +237,10 @@ final class CLITests: XCTestCase {
         let first = try mimood(arguments + ["--timing-batch", "1", "--figures", "1"])
         XCTAssertEqual(first.status, 0, first.errors)
         let table1 = String(decoding: try read("table1.csv", in: out), as: UTF8.self).split(separator: "\n")
-        XCTAssertEqual(table1.dropFirst().map { $0.prefix { $0 != "," } }, ["atd", "mvtm", "ar", "critic"])
+        // No lesion kinds, no prior: one group, the four networks' scorers and two baselines.
+        XCTAssertEqual(table1.dropFirst().map { $0.prefix { $0 != "," } }, ["atd", "mvtm", "ar", "critic", "intensity", "vqvae-residual"])
         let table2 = String(decoding: try read("table2.csv", in: out), as: UTF8.self).split(separator: "\n")
-        XCTAssertEqual(table2.dropFirst().map { $0.prefix { $0 != "," } }, ["vqvae", "ar-r4", "ar-r4-full-pass"])
+        XCTAssertEqual(table2.dropFirst().map { $0.prefix { $0 != "," } }, ["vqvae", "ar-r4", "intensity", "ar-r4-full-pass"])
         XCTAssertTrue(first.output.contains("| AR restoration R=4 (full pass per position) |"), first.output)
         XCTAssertEqual(String(decoding: try read("per_volume.csv", in: out), as: UTF8.self).split(separator: "\n").count, 3)
         XCTAssertTrue(try read("figures/a.png", in: out).starts(with: [0x89, 0x50, 0x4E, 0x47]))
@@ -266,5 +267,110 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(rows.map { $0.prefix { $0 != "," } }, ["R", "R", "T", "lambda", "lambda"])
         let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try read("sweep.json", in: out))) as? [String: Any])
         XCTAssertTrue([0.5, 0.9].contains(try XCTUnwrap(json["chosen_lambda"] as? Double)), "\(json)")
+    }
+
+    // MARK: - Baselines, lesion kinds and triage
+
+    /// The parity slice as a 1 mm volume of 6 slices 2 mm apart (resampling keeps every value: the
+    /// slices are equal), its voxel values × `gain`, and the 30×30 square at rows and columns 60–89
+    /// set to `lesion` where there is brain. Returns the image and the square's brain voxels as a mask.
+    private func squareLesionVolume(lesion value: Float?, gain: Float = 1000) throws -> (Volume, Volume, NIfTIGeometry) {
+        let slice = try paritySlice().values
+        var volume = Volume(zeros: [160, 160, 6])
+        var lesion = Volume(zeros: volume.shape)
+        for k in 0..<6 {
+            for j in 0..<160 {
+                for i in 0..<160 where slice[j * 160 + i] > 0 {
+                    let inSquare = (60..<90).contains(i) && (60..<90).contains(j)
+                    volume[i, j, k] = inSquare ? value ?? slice[j * 160 + i] * gain : slice[j * 160 + i] * gain
+                    if inSquare && value != nil { lesion[i, j, k] = 1 }
+                }
+            }
+        }
+        return (volume, lesion, NIfTIGeometry(affine: Affine(rows: [[1, 0, 0, -80], [0, 1, 0, -80], [0, 0, 2, -6], [0, 0, 0, 1]])))
+    }
+
+    /// The parity checkpoint with a uniform `prior` (every code equally likely everywhere) added.
+    private func checkpointWithUniformPrior() throws -> String {
+        let directory = folder.appendingPathComponent("checkpoint")
+        try FileManager.default.copyItem(at: URL(fileURLWithPath: Self.checkpoint), to: directory)
+        let (positions, codes) = (400, 64)
+        let header = Array(#"{"log_prob":{"dtype":"F32","shape":[400,64],"data_offsets":[0,\#(4 * positions * codes)]}}"#.utf8)
+        var bytes = withUnsafeBytes(of: UInt64(header.count).littleEndian, Array.init) + header
+        for _ in 0..<(positions * codes) { bytes += withUnsafeBytes(of: logf(1 / Float(codes)).bitPattern.littleEndian, Array.init) }
+        let file = directory.appendingPathComponent("prior.safetensors")
+        try Data(bytes).write(to: file)
+        let digest = try runProcess("/usr/bin/env", ["sha256sum", file.path]).output.prefix(64)
+        let manifestURL = directory.appendingPathComponent("model.json")
+        var manifest = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: manifestURL)) as? [String: Any])
+        var components = try XCTUnwrap(manifest["components"] as? [String: Any])
+        components["prior"] = ["file": "prior.safetensors", "sha256": String(digest), "num_parameters": positions * codes,
+                               "architecture": ["kind": "token_prior", "n_positions": positions, "n_codes": codes, "alpha": 1.0, "sigma": 0.0],
+                               "tensors": ["log_prob": ["dtype": "F32", "shape": [positions, codes]]]]
+        manifest["components"] = components
+        try JSONSerialization.data(withJSONObject: manifest).write(to: manifestURL)
+        return directory.path
+    }
+
+    func testEvalBaselinesPerLesionKindAndTriage() throws {
+        // Two lesion kinds as the synthetic generator records them: a square brighter than anything else, a dark one.
+        let data = folder.appendingPathComponent("set/test_anomalous"), healthy = folder.appendingPathComponent("set/test")
+        for directory in [data, healthy] { try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true) }
+        let subjects: [(id: String, kind: String, value: Float)] = [("bright_0", "bright", 2000), ("dark_0", "dark", 20)]
+        for subject in subjects {
+            let (volume, lesion, geometry) = try squareLesionVolume(lesion: subject.value)
+            let brain = Volume(shape: volume.shape, voxels: volume.voxels.map { $0 > 0 ? 1 : 0 })
+            for (suffix, content) in [("t2", volume), ("brainmask", brain), ("seg", lesion)] {
+                try Data(NIfTI.encode(content, geometry: geometry)).write(to: data.appendingPathComponent("\(subject.id)_\(suffix).nii.gz"))
+            }
+        }
+        for (id, gain) in [("healthy_0", Float(1000)), ("healthy_1", 800)] {
+            let (volume, _, geometry) = try squareLesionVolume(lesion: nil, gain: gain)
+            try Data(NIfTI.encode(volume, geometry: geometry)).write(to: healthy.appendingPathComponent("\(id)_t2.nii.gz"))
+        }
+        let records = subjects.map { ["id": $0.id, "lesion_kind": $0.kind] }
+        try JSONSerialization.data(withJSONObject: ["subjects": ["test_anomalous": records]])
+            .write(to: folder.appendingPathComponent("set/dataset.json"))
+
+        let out = folder.appendingPathComponent("eval").path
+        let run = try mimood(["eval", "--model", try checkpointWithUniformPrior(), "--data", data.path, "--healthy", healthy.path,
+                              "--out", out, "--slices-per-volume", "2", "--methods", "mim-ood-r4", "--timing-batch", "0",
+                              "--figures", "0", "--threads", "1"])
+        XCTAssertEqual(run.status, 0, run.errors)
+
+        func rows(_ name: String) throws -> [String: [Substring]] {
+            let lines = String(decoding: try read(name, in: out), as: UTF8.self).split(separator: "\n").dropFirst()
+            return Dictionary(lines.map { line in
+                let cells = line.split(separator: ",", omittingEmptySubsequences: false)
+                return ("\(cells[0])/\(cells[2])", cells)
+            }, uniquingKeysWith: { first, _ in first })
+        }
+        let table1 = try rows("table1.csv"), table2 = try rows("table2.csv")
+        XCTAssertEqual(Set(table1.keys.map { $0.split(separator: "/")[0] }),
+                       ["atd", "mvtm", "ar", "critic", "code-frequency", "intensity", "vqvae-residual"])
+        XCTAssertEqual(Set(table1.keys.map { $0.split(separator: "/")[1] }), ["all", "bright", "dark"])
+        // table1.csv: scorer, name, group, ap, auroc, …; table2.csv: row, name, group, method, R, T, threshold, dice, dice threshold, mean volume dice, ap, auroc, …
+        let tokenIntensity = try XCTUnwrap(table1["intensity/bright"])
+        XCTAssertEqual(Double(tokenIntensity[3]), 1, "the brightest patches are the lesion's: AP 1")
+        XCTAssertEqual(Double(tokenIntensity[4]), 1)
+        let pixelIntensity = try XCTUnwrap(table2["intensity/bright"])
+        XCTAssertEqual([7, 10, 11].map { Double(pixelIntensity[$0]) }, [1, 1, 1], "best DICE, AP and AUROC of the brightest region")
+        XCTAssertLessThan(try XCTUnwrap(Double(try XCTUnwrap(table2["intensity/dark"])[11])), 0.5, "a dark lesion ranks low")
+        // A uniform prior scores every token alike: AUROC one half, at both levels.
+        XCTAssertEqual(Double(try XCTUnwrap(table1["code-frequency/all"])[4]), 0.5)
+        XCTAssertEqual(Double(try XCTUnwrap(table2["code-frequency/all"])[11]), 0.5)
+
+        let triage = String(decoding: try read("triage.csv", in: out), as: UTF8.self).split(separator: "\n")
+        XCTAssertEqual(triage.dropFirst().map { $0.prefix { $0 != "," } }, ["bright_0", "dark_0", "healthy_0", "healthy_1"])
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try read("results.json", in: out))) as? [String: Any])
+        let triageRows = try XCTUnwrap((json["triage"] as? [String: Any])?["rows"] as? [[String: Any]])
+        XCTAssertEqual(triageRows.count, 3, "max_score, mean_score and the intensity score")
+        let intensityRow = try XCTUnwrap(triageRows.last)
+        XCTAssertEqual((intensityRow["auroc_per_kind"] as? [String: Double])?["bright"], 1, "\(intensityRow)")
+        XCTAssertTrue(run.output.contains("## Triage: healthy volumes against volumes with lesion"), run.output)
+        XCTAssertTrue(run.output.contains("## Per lesion kind"), run.output)
+        let healthySlices = try XCTUnwrap((json["triage"] as? [String: Any])?["healthy_slices"] as? [[String: Double]])
+        XCTAssertEqual(healthySlices.first?["slices"], 22, "two healthy volumes of 11 slices at 1 mm")
+        XCTAssertTrue((0...8).contains(try XCTUnwrap(healthySlices.first?["mean_steps_run"])))
     }
 }

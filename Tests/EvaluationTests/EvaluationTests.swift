@@ -101,4 +101,20 @@ final class TokenGridTests: XCTestCase {
         XCTAssertEqual(TokenGrid.anyInPatch(mask + [Bool](repeating: false, count: 16), size: 4, factor: 2).suffix(4),
                        [false, false, false, false])
     }
+
+    func testPatchReductionsTakeOnlyThePixelsInsideTheMask() {
+        // One 4×4 slice, pixel value = its index; the mask leaves out the first row and the last column.
+        let scores = (0..<16).map(Float.init)
+        let mask = (0..<16).map { $0 / 4 > 0 && $0 % 4 < 3 }
+        // Token (0, 0): pixels 4, 5 inside; (0, 1): 6; (1, 0): 8, 9, 12, 13; (1, 1): 10, 14.
+        XCTAssertEqual(TokenGrid.reduce(scores, inside: mask, size: 4, factor: 2, .mean), [4.5, 6, 10.5, 12])
+        XCTAssertEqual(TokenGrid.reduce(scores, inside: mask, size: 4, factor: 2, .maximum), [5, 6, 13, 14])
+        // A patch without a pixel inside scores 0.
+        XCTAssertEqual(TokenGrid.reduce(scores, inside: [Bool](repeating: false, count: 16), size: 4, factor: 2, .maximum), [0, 0, 0, 0])
+    }
+
+    func testUpsamplingGivesEachPixelItsPatchsScore() {
+        XCTAssertEqual(TokenGrid.upsample([1, 2, 3, 4], size: 4, factor: 2),
+                       [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4])
+    }
 }

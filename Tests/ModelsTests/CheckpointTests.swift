@@ -8,7 +8,8 @@ final class CheckpointTests: XCTestCase {
 
     func testLoadsEveryComponentOfTheParityCheckpoint() throws {
         let checkpoint = try Checkpoint(directory: Fixtures.checkpoint.path)
-        XCTAssertEqual(Set(checkpoint.components.keys), Set(Component.allCases))
+        // Every network; the prior is optional and the parity checkpoint has none.
+        XCTAssertEqual(Set(checkpoint.components.keys), Set(Component.allCases).subtracting([.prior]))
         let manifest = checkpoint.manifest
         XCTAssertEqual(manifest.name, "parity-fixture")
         XCTAssertEqual(manifest.created, "2024-09-17T00:00:00Z")
@@ -316,5 +317,72 @@ final class CheckpointTests: XCTestCase {
         }
         XCTAssertEqual(checkpoint.components[.atd]?.architecture.expectedTensors.first?.name, "pos_emb")
         XCTAssertEqual(checkpoint.components[.vqvae]?.architecture.expectedTensors.last?.name, "quantize.embedding.weight")
+    }
+
+    // MARK: - The optional prior
+
+    /// Adds a `prior` component holding `table` [positions, codes], with its manifest entry.
+    private func addPrior(to copy: CheckpointCopy, table: Tensor, architecture: JSONObject? = nil) throws {
+        let bytes = safetensors(tensors: [("log_prob", table)])
+        try Data(bytes).write(to: copy.file("prior.safetensors"))
+        var fields = JSONObject()
+        fields["kind"] = .string("token_prior")
+        fields["n_positions"] = .integer(table.shape[0])
+        fields["n_codes"] = .integer(table.shape[1])
+        fields["alpha"] = .number(1)
+        fields["sigma"] = .number(1)
+        var description = JSONObject()
+        description["dtype"] = .string("F32")
+        description["shape"] = .array(table.shape.map { .integer($0) })
+        var listed = JSONObject()
+        listed["log_prob"] = .object(description)
+        var entry = JSONObject()
+        entry["file"] = .string("prior.safetensors")
+        entry["sha256"] = .string(sha256Hex(bytes))
+        entry["architecture"] = .object(architecture ?? fields)
+        entry["num_parameters"] = .integer(table.count)
+        entry["tensors"] = .object(listed)
+        try copy.editManifest { manifest in
+            var components = manifest["components"]?.objectValue ?? JSONObject()
+            components["prior"] = .object(entry)
+            manifest["components"] = .object(components)
+        }
+    }
+
+    func testAPriorIsLoadedAndScoresTokensByMinusLogProbability() throws {
+        let copy = try CheckpointCopy(testCase: self)
+        let codes = 64, positions = 400
+        // log p(code | position) = −(code + position) / 1000: known values to read back.
+        let table = Tensor(shape: [positions, codes], scalars: (0..<positions * codes).map { -Float($0 / codes + $0 % codes) / 1000 })
+        try addPrior(to: copy, table: table)
+        let engine = try Engine(Checkpoint(directory: copy.path))
+        XCTAssertTrue(engine.has(.prior))
+        let grid = (0..<positions).map { $0 % codes }
+        let scores = try engine.tokenScores(.codeFrequency, grids: [grid])
+        XCTAssertEqual(scores, [(0..<positions).map { Float($0 + $0 % codes) / 1000 }])
+    }
+
+    func testWithoutAPriorTheEngineRunsAndCodeFrequencyIsRefused() throws {
+        let engine = try Engine(Checkpoint(directory: Fixtures.checkpoint.path))
+        XCTAssertFalse(engine.has(.prior))
+        XCTAssertThrowsError(try engine.tokenScores(.codeFrequency, grids: [[0]])) { error in
+            XCTAssertTrue("\(error)".contains("token scorer 'code-frequency' needs component 'prior'"), "\(error)")
+        }
+    }
+
+    func testPriorRefusals() throws {
+        let copy = try CheckpointCopy(testCase: self)
+        try addPrior(to: copy, table: Tensor(zeros: [400, 32]))
+        XCTAssertThrowsError(try Engine(Checkpoint(directory: copy.path))) { error in
+            XCTAssertTrue("\(error)".contains("'prior' has n_positions 400 and n_codes 32; the VQ-VAE (K = 64, 400 tokens) needs 400 and 64"), "\(error)")
+        }
+        let atd = try copy.manifest["components"]!.objectValue!["atd"]!.objectValue!["architecture"]!.objectValue!
+        try addPrior(to: copy, table: Tensor(zeros: [400, 64]), architecture: atd)
+        assertRefused(copy.path, ["component 'prior'", "needs kind 'token_prior', not 'token_transformer'"])
+        var wrongShape = JSONObject()
+        for (key, value) in [("kind", JSONValue.string("token_prior")), ("n_positions", .integer(400)), ("n_codes", .integer(63)),
+                             ("alpha", .number(1)), ("sigma", .number(0))] { wrongShape[key] = value }
+        try addPrior(to: copy, table: Tensor(zeros: [400, 64]), architecture: wrongShape)
+        assertRefused(copy.path, ["tensor 'log_prob': shape [400, 64], architecture expects [400, 63]"])
     }
 }

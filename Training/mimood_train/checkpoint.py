@@ -5,7 +5,7 @@ this module parses the safetensors container itself (rather than trusting the li
 anything the specification does not allow, with a message naming the component, file and tensor.
 
     python -m mimood_train.checkpoint export --out DIR --name NAME --component vqvae=RUN_DIR \
-        --component atd=RUN_DIR ... [--inference '{"lambda": 0.3}'] [--provenance FILE.json]
+        --component atd=RUN_DIR ... [--component prior=PRIOR.pt] [--inference '{"lambda": 0.3}'] [--provenance FILE.json]
     python -m mimood_train.checkpoint verify DIR
 """
 from __future__ import annotations
@@ -33,10 +33,13 @@ from torch import nn
 from .config import COMPONENTS, TransformerConfig, VQVAEConfig
 from .models import VQVAE, TokenTransformer
 from .loading import load_model
+from .token_prior import TokenPrior, TokenPriorConfig, load_prior
 
 FORMAT = "mimood-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST = "model.json"
+# The five networks, then the optional positional code-frequency prior (a baseline token scorer, no network).
+CHECKPOINT_COMPONENTS = (*COMPONENTS, "prior")
 
 # Components an inference method cannot run without.
 REQUIRED_COMPONENTS = {
@@ -49,6 +52,7 @@ REQUIRED_COMPONENTS = {
 ARCHITECTURES = {
     "vqvae": (VQVAEConfig, VQVAE),
     "token_transformer": (TransformerConfig, TokenTransformer),
+    "token_prior": (TokenPriorConfig, TokenPrior),
 }
 
 DEFAULT_PREPROCESSING = {
@@ -192,9 +196,9 @@ def export_checkpoint(out_dir: str | Path, components: dict[str, nn.Module], *, 
     into place, so a reader never sees a half-written checkpoint; an existing one is replaced.
     `created` defaults to the current UTC time (fix it for reproducible output)."""
     out = Path(out_dir)
-    unknown = set(components) - set(COMPONENTS)
+    unknown = set(components) - set(CHECKPOINT_COMPONENTS)
     if unknown or not components:
-        raise CheckpointError(f"components must be a non-empty subset of {COMPONENTS}, got {sorted(components)}")
+        raise CheckpointError(f"components must be a non-empty subset of {CHECKPOINT_COMPONENTS}, got {sorted(components)}")
     inference = {**DEFAULT_INFERENCE, **(inference or {})}
     _check_method(inference.get("method"), components, where=str(out))   # refuse what verify would refuse
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +206,7 @@ def export_checkpoint(out_dir: str | Path, components: dict[str, nn.Module], *, 
     staging.chmod(0o755)   # mkdtemp makes it owner-only; the server may run as another user
     try:
         manifest_components = {}
-        for component in COMPONENTS:   # fixed order keeps model.json stable
+        for component in CHECKPOINT_COMPONENTS:   # fixed order keeps model.json stable
             if component not in components:
                 continue
             module = components[component]
@@ -263,8 +267,8 @@ def read_manifest(directory: Path) -> dict:
     if not isinstance(declared, dict) or not declared:
         raise CheckpointError(f"{path}: 'components' must be a non-empty object")
     for component in declared:
-        if component not in COMPONENTS:
-            raise CheckpointError(f"{path}: unknown component {component!r} (known: {COMPONENTS})")
+        if component not in CHECKPOINT_COMPONENTS:
+            raise CheckpointError(f"{path}: unknown component {component!r} (known: {CHECKPOINT_COMPONENTS})")
     return manifest
 
 
@@ -287,6 +291,9 @@ def _load_component(directory: Path, component: str, entry: dict) -> nn.Module:
     arrays = parse_safetensors(data, where)
 
     model = build_model(entry["architecture"], where)
+    if (component == "prior") != isinstance(model, TokenPrior):
+        needed = "'token_prior'" if component == "prior" else "'vqvae' or 'token_transformer'"
+        raise CheckpointError(f"{where}: component {component!r} needs kind {needed}, not {entry['architecture']['kind']!r}")
     expected = model.state_dict()
     missing = sorted(set(expected) - set(arrays))
     unexpected = sorted(set(arrays) - set(expected))
@@ -326,7 +333,19 @@ def verify_checkpoint(directory: str | Path) -> LoadedCheckpoint:
     loaded = load_checkpoint(directory)
     inference = loaded.manifest.get("inference")
     _check_method(inference.get("method") if isinstance(inference, dict) else None, loaded.models, where=str(directory))
+    _check_prior_fits(loaded.models, where=str(directory))
     return loaded
+
+
+def _check_prior_fits(components, where: str) -> None:
+    """The prior scores the VQ-VAE's tokens: one row per grid position, one column per code."""
+    if "prior" not in components or "vqvae" not in components:
+        return
+    prior, vqvae = components["prior"].cfg, components["vqvae"].cfg
+    grid = vqvae.resolution // 2 ** (len(vqvae.ch_mult) - 1)
+    if (prior.n_positions, prior.n_codes) != (grid * grid, vqvae.n_embed):
+        raise CheckpointError(f"{where}: component 'prior' has n_positions {prior.n_positions} and n_codes {prior.n_codes}; "
+                              f"the VQ-VAE ({grid}×{grid} tokens, K = {vqvae.n_embed}) needs {grid * grid} and {vqvae.n_embed}")
 
 
 def _check_method(method, components, where: str) -> None:
@@ -378,14 +397,20 @@ def git_commit() -> str | None:
 
 def export_from_runs(out: Path, name: str, runs: dict[str, Path], inference: dict | None = None,
                      provenance: dict | None = None) -> LoadedCheckpoint:
-    """Loads each component's run (train.load_model), exports the checkpoint and verifies it."""
-    models = {}
+    """Loads each component's run (train.load_model; the prior from token_prior's file), exports the
+    checkpoint and verifies it."""
+    models, collected = {}, {"runs": {}}
     for component, path in runs.items():
         try:
-            models[component] = load_model(path, component)
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
-            raise CheckpointError(f"component {component!r}: cannot load run {path}: {error}") from None
-    collected = {"runs": {component: run_provenance(path) for component, path in runs.items()}}
+            if component == "prior":
+                models[component], source = load_prior(path)
+                collected["runs"][component] = {"file": str(path.resolve()), **source}
+            else:
+                models[component] = load_model(path, component)
+                collected["runs"][component] = run_provenance(path)
+        except (OSError, ValueError, KeyError, RuntimeError, TypeError) as error:
+            what = "the prior" if component == "prior" else "run"
+            raise CheckpointError(f"component {component!r}: cannot load {what} {path}: {error}") from None
     commit = git_commit()
     if commit:
         collected["git_commit"] = commit
@@ -417,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--out", required=True, help="checkpoint directory (replaced if it exists)")
     export.add_argument("--name", required=True)
     export.add_argument("--component", action="append", required=True, metavar="COMPONENT=RUN_DIR",
-                        help=f"a trained run (directory or model.pt); repeat per component {COMPONENTS}")
+                        help=f"a trained run (directory or model.pt), or prior=PRIOR.pt (mimood_train.token_prior); "
+                             f"repeat per component {CHECKPOINT_COMPONENTS}")
     export.add_argument("--inference", help="JSON object overriding inference defaults")
     export.add_argument("--provenance", help="JSON file merged into the collected provenance")
     verify = commands.add_parser("verify", help="check a checkpoint directory against the format")
@@ -431,8 +457,8 @@ def main(argv: list[str] | None = None) -> int:
             runs = {}
             for item in args.component:
                 component, sep, path = item.partition("=")
-                if not sep or not path or component not in COMPONENTS or component in runs:
-                    parser.error(f"--component {item!r}: expected COMPONENT=RUN_DIR, each of {COMPONENTS} at most once")
+                if not sep or not path or component not in CHECKPOINT_COMPONENTS or component in runs:
+                    parser.error(f"--component {item!r}: expected COMPONENT=RUN_DIR, each of {CHECKPOINT_COMPONENTS} at most once")
                 runs[component] = Path(path)
             inference = _json_object(args.inference, "--inference", parser) if args.inference else None
             provenance = None

@@ -1,9 +1,10 @@
 """Synthetic T2-weighted brain MRI from the MNI ICBM152 2009a templates that nilearn ships, with
-BraTS-like gliomas in the anomalous splits. The generative model and every parameter range are in
+BraTS-like gliomas in the anomalous splits and, in the test split, lesion kinds no proxy task mimics
+(small hyperintense foci, hypointense lesions). The generative model and every parameter range are in
 docs/synthetic-data.md.
 
     python -m mimood_train.synthetic --out data/synthetic --train 300 --val 30 \
-        --val-anomalous 30 --test-anomalous 60 --seed 0 --workers 2
+        --val-anomalous 30 --test-anomalous 60 --test 30 --seed 0 --workers 2
 """
 from __future__ import annotations
 
@@ -20,9 +21,16 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-GENERATOR_VERSION = 1
-SPLITS = ("train", "val", "val_anomalous", "test_anomalous")
+# 2: the healthy `test` split, and lesion kinds drawn per test_anomalous subject. Subjects of the
+# other splits, and glioma subjects of test_anomalous, are byte-identical to version 1's.
+GENERATOR_VERSION = 2
+# A subject's seed holds its split's index here: new splits go at the end, so no existing subject changes.
+SPLITS = ("train", "val", "val_anomalous", "test_anomalous", "test")
 ANOMALOUS_SPLITS = ("val_anomalous", "test_anomalous")
+LESION_KINDS = ("glioma", "foci", "hypointense")
+# Appended to a subject's seed entropy for the draw of its lesion kind: a stream of its own leaves the
+# subject's draws (and so every glioma subject) as they were before kinds existed.
+KIND_STREAM = 1
 # Voxels of margin kept around the template's brain when cropping it (the subjects are smaller).
 TEMPLATE_MARGIN = 8
 
@@ -149,6 +157,48 @@ def draw_glioma(rng: np.random.Generator, template: Template) -> GliomaParameter
         mass_effect_mm=float(mass), subtle=subtle, visibility=float(visibility))
 
 
+@dataclass
+class FociParameters:
+    """Small hyperintense white-matter foci, as MS plaques or small-vessel lesions look on T2."""
+    centres_vox: list[list[int]]   # template voxels
+    diameters_mm: list[float]
+    contrasts: list[float]         # × WM
+
+
+@dataclass
+class HypointenseParameters:
+    """One lesion darker than every tissue, as haemorrhage or calcification looks on T2."""
+    centre_vox: list[int]
+    diameter_mm: float
+    contrast: float                # × WM
+
+
+def draw_foci(rng: np.random.Generator, template: Template) -> FociParameters:
+    count = int(rng.integers(3, 11))
+    diameters = rng.uniform(2, 6, size=count)
+    centres = []
+    for diameter in diameters:
+        candidates = np.argwhere((template.wm > 0.5) & (template.edge_distance > diameter / 2 + 3))
+        centres.append([int(c) for c in candidates[rng.integers(len(candidates))]])
+    return FociParameters(centres_vox=centres, diameters_mm=[float(d) for d in diameters],
+                          contrasts=[float(c) for c in rng.uniform(1.6, 2.2, size=count)])
+
+
+def draw_hypointense(rng: np.random.Generator, template: Template) -> HypointenseParameters:
+    diameter = rng.uniform(5, 20)
+    # In grey or white matter, not in CSF, where a dark lesion would have no tissue to stand out from.
+    candidates = np.argwhere((template.wm + template.gm > 0.8) & (template.edge_distance > diameter / 2 + 4))
+    centre = candidates[rng.integers(len(candidates))]
+    return HypointenseParameters(centre_vox=[int(c) for c in centre], diameter_mm=float(diameter),
+                                 contrast=float(rng.uniform(0.3, 0.6)))
+
+
+def lesion_kind_of(seed: int, split: str, index: int, kinds: tuple[str, ...]) -> str:
+    """The lesion kind of an anomalous subject, drawn uniformly from `kinds` on its own stream."""
+    rng = np.random.default_rng(np.random.SeedSequence([*subject_seed(seed, split, index), KIND_STREAM]))
+    return kinds[int(rng.integers(len(kinds)))]
+
+
 def soft_step(signed_distance_mm: np.ndarray, width_mm: float) -> np.ndarray:
     """1 inside (positive distance), 0 outside, with a logistic edge about `width_mm` wide."""
     return (1 / (1 + np.exp(np.clip(-signed_distance_mm / width_mm, -50, 50)))).astype(np.float32)
@@ -157,6 +207,29 @@ def soft_step(signed_distance_mm: np.ndarray, width_mm: float) -> np.ndarray:
 def anatomy_image(template: Template, subject: SubjectParameters, box=np.s_[:, :, :]) -> np.ndarray:
     c = subject.contrast
     return (template.wm[box] * c["wm"] + template.gm[box] * c["gm"] + template.csf[box] * c["csf"]).astype(np.float32)
+
+
+@dataclass
+class LocalGrid:
+    """The template voxels within `reach_mm` of a centre: their box, offsets (mm) and distance (mm)."""
+    box: tuple[slice, ...]
+    low: np.ndarray
+    offsets: np.ndarray      # [3, *shape]
+    radius: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.radius.shape
+
+
+def local_grid(template: Template, centre_vox: list[int], reach_mm: float) -> LocalGrid:
+    voxel_mm = abs(float(template.affine[0, 0]))
+    reach = int(math.ceil(reach_mm / voxel_mm))
+    centre = np.array(centre_vox)
+    low, high = np.maximum(centre - reach, 0), np.minimum(centre + reach + 1, template.brain.shape)
+    offsets = np.stack(np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(low, high, centre)],
+                                   indexing="ij")).astype(np.float32) * voxel_mm
+    return LocalGrid(tuple(slice(a, b) for a, b in zip(low, high)), low, offsets, np.sqrt((offsets ** 2).sum(0)) + 1e-6)
 
 
 def paint_glioma(template: Template, subject: SubjectParameters, glioma: GliomaParameters,
@@ -168,14 +241,9 @@ def paint_glioma(template: Template, subject: SubjectParameters, glioma: GliomaP
     weight = np.zeros_like(image)
     # Far enough for the oedema and for the mass effect to fall below ~1 mm.
     reach_mm = max(glioma.core_radius_mm + glioma.oedema_extent_mm + 8, 3 * glioma.core_radius_mm) + 4
-    reach = int(math.ceil(reach_mm / voxel_mm))
-    centre = np.array(glioma.centre_vox)
-    low, high = np.maximum(centre - reach, 0), np.minimum(centre + reach + 1, image.shape)
-    box = tuple(slice(a, b) for a, b in zip(low, high))
-    shape = tuple(high - low)
-    offsets = np.stack(np.meshgrid(*[np.arange(a, b) - c for a, b, c in zip(low, high, centre)],
-                                   indexing="ij")).astype(np.float32) * voxel_mm
-    radius = np.sqrt((offsets ** 2).sum(0)) + 1e-6
+    grid = local_grid(template, glioma.centre_vox, reach_mm)
+    box, shape, offsets, radius = grid.box, grid.shape, grid.offsets, grid.radius
+    centre, low = np.array(glioma.centre_vox), grid.low
 
     # Mass effect: displacement m at the core surface, compressing the inside, decaying as (R/r)² outside.
     core_r, mass = glioma.core_radius_mm, glioma.mass_effect_mm
@@ -209,6 +277,35 @@ def paint_glioma(template: Template, subject: SubjectParameters, glioma: GliomaP
     return image, weight
 
 
+def paint_foci(template: Template, subject: SubjectParameters, foci: FociParameters) -> tuple[np.ndarray, np.ndarray]:
+    """Template-space T2 image (WM = 1) with each focus a sphere of its contrast (0.5 mm soft edge), and the
+    foci's weight in [0, 1]."""
+    image = anatomy_image(template, subject)
+    weight = np.zeros_like(image)
+    for centre, diameter, contrast in zip(foci.centres_vox, foci.diameters_mm, foci.contrasts):
+        grid = local_grid(template, centre, diameter / 2 + 3)
+        focus = soft_step(diameter / 2 - grid.radius, 0.5) * template.brain[grid.box]
+        image[grid.box] += focus * (contrast - image[grid.box])
+        weight[grid.box] = np.maximum(weight[grid.box], focus)
+    return image, weight
+
+
+def paint_hypointense(template: Template, subject: SubjectParameters, lesion: HypointenseParameters,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Template-space T2 image (WM = 1) with a dark lesion: an irregular ball (radius modulated ±15 % by a
+    smooth field, 1 mm soft edge), textured ±8 %, and its weight in [0, 1]."""
+    image = anatomy_image(template, subject)
+    weight = np.zeros_like(image)
+    radius_mm = lesion.diameter_mm / 2
+    grid = local_grid(template, lesion.centre_vox, 1.3 * radius_mm + 4)
+    edge = radius_mm * (1 + 0.15 * np.clip(smooth_noise(rng, grid.shape, 4), -2, 2))
+    inside = soft_step(edge - grid.radius, 1.0) * template.brain[grid.box]
+    texture = 1 + 0.08 * smooth_noise(rng, grid.shape, 6)
+    image[grid.box] += inside * (lesion.contrast * texture - image[grid.box])
+    weight[grid.box] = inside
+    return image, weight
+
+
 def subject_warp_coordinates(template: Template, subject: SubjectParameters,
                              rng: np.random.Generator) -> np.ndarray:
     """For each voxel of the output grid, where to sample the template: a random affine about the brain's
@@ -236,16 +333,26 @@ def subject_warp_coordinates(template: Template, subject: SubjectParameters,
 
 
 def generate_subject(template: Template, seed: tuple[int, int, int], anomalous: bool,
-                     with_tissue_labels: bool = False) -> dict:
-    """One pseudo-subject: raw-intensity T2 (int16), brain mask, and for anomalous subjects the glioma mask;
-    `with_tissue_labels` adds the dominant tissue per voxel (0 outside, 1 CSF, 2 GM, 3 WM) for checks."""
+                     with_tissue_labels: bool = False, lesion_kind: str = "glioma") -> dict:
+    """One pseudo-subject: raw-intensity T2 (int16), brain mask, and for anomalous subjects a lesion of
+    `lesion_kind` (LESION_KINDS) and its mask; `with_tissue_labels` adds the dominant tissue per voxel
+    (0 outside, 1 CSF, 2 GM, 3 WM) for checks."""
     rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
     subject = draw_subject(rng)
-    glioma = draw_glioma(rng, template) if anomalous else None
-    if glioma is not None:
-        image, weight = paint_glioma(template, subject, glioma, rng)
-    else:
+    lesion = None
+    if not anomalous:
         image, weight = anatomy_image(template, subject), None
+    elif lesion_kind == "glioma":
+        lesion = draw_glioma(rng, template)
+        image, weight = paint_glioma(template, subject, lesion, rng)
+    elif lesion_kind == "foci":
+        lesion = draw_foci(rng, template)
+        image, weight = paint_foci(template, subject, lesion)
+    elif lesion_kind == "hypointense":
+        lesion = draw_hypointense(rng, template)
+        image, weight = paint_hypointense(template, subject, lesion, rng)
+    else:
+        raise ValueError(f"unknown lesion kind {lesion_kind!r} (known: {LESION_KINDS})")
 
     source = subject_warp_coordinates(template, subject, rng)
     brain = ndimage.map_coordinates(template.brain, source, order=1) >= 0.5
@@ -266,11 +373,12 @@ def generate_subject(template: Template, seed: tuple[int, int, int], anomalous: 
     if with_tissue_labels:
         dominant = np.argmax(np.stack([template.csf, template.gm, template.wm]), axis=0).astype(np.float32) + 1
         result["tissue"] = (ndimage.map_coordinates(dominant, source, order=0) * brain).astype(np.uint8)
-    if glioma is not None:
-        lesion = (ndimage.map_coordinates(weight, source, order=1) >= 0.5) & brain
-        result["seg"] = lesion.astype(np.uint8)
-        result["glioma"] = asdict(glioma)
-        result["lesion_volume_ml"] = float(lesion.sum() * abs(np.linalg.det(template.affine[:3, :3])) / 1000)
+    if lesion is not None:
+        seg = (ndimage.map_coordinates(weight, source, order=1) >= 0.5) & brain
+        result["seg"] = seg.astype(np.uint8)
+        result["lesion_kind"] = lesion_kind
+        result[lesion_kind] = asdict(lesion)
+        result["lesion_volume_ml"] = float(seg.sum() * abs(np.linalg.det(template.affine[:3, :3])) / 1000)
     return result
 
 
@@ -294,20 +402,29 @@ def subject_seed(seed: int, split: str, index: int) -> tuple[int, int, int]:
     return seed, SPLITS.index(split), index
 
 
-def _generate_job(job: tuple[str, int, int, float]) -> tuple[str, int, dict]:
-    split, index, seed, zoom = job
+def check_test_kinds(kinds: tuple[str, ...]) -> None:
+    if not kinds or not set(kinds) <= set(LESION_KINDS):
+        raise ValueError(f"lesion kinds must be a non-empty subset of {LESION_KINDS}, got {list(kinds)}")
+
+
+def _generate_job(job: tuple[str, int, int, float, tuple[str, ...]]) -> tuple[str, int, dict]:
+    split, index, seed, zoom, test_kinds = job
     template = load_template(zoom)
-    subject = generate_subject(template, subject_seed(seed, split, index), split in ANOMALOUS_SPLITS)
+    # val_anomalous stays gliomas only: λ is calibrated on it, and the other kinds are for testing alone.
+    kind = lesion_kind_of(seed, split, index, test_kinds) if split == "test_anomalous" else "glioma"
+    subject = generate_subject(template, subject_seed(seed, split, index), split in ANOMALOUS_SPLITS, lesion_kind=kind)
     return split, index, subject
 
 
 def generate_dataset(out_dir: Path, counts: dict[str, int], seed: int, workers: int = 1,
-                     zoom: float = 1.0, progress: bool = True) -> dict:
-    """Writes every split as NIfTI files plus `dataset.json`; identical for the same seed and counts."""
+                     zoom: float = 1.0, progress: bool = True, test_kinds: tuple[str, ...] = LESION_KINDS) -> dict:
+    """Writes every split as NIfTI files plus `dataset.json`; identical for the same seed, counts and kinds.
+    Each test_anomalous subject's lesion kind is drawn from `test_kinds`."""
+    check_test_kinds(test_kinds)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     template = load_template(zoom)
-    jobs = [(split, i, seed, zoom) for split in SPLITS for i in range(counts.get(split, 0))]
+    jobs = [(split, i, seed, zoom, tuple(test_kinds)) for split in SPLITS for i in range(counts.get(split, 0))]
     records: dict[str, list] = {split: [] for split in SPLITS}
     context = multiprocessing.get_context("fork")
     with context.Pool(workers) if workers > 1 else _InlinePool() as pool:
@@ -316,8 +433,9 @@ def generate_dataset(out_dir: Path, counts: dict[str, int], seed: int, workers: 
             write_subject(out_dir, split, index, subject, template.affine)
             record = {"id": subject_id(split, index), "seed": list(subject_seed(seed, split, index)),
                       "subject": subject["subject"]}
-            if "glioma" in subject:
-                record.update(glioma=subject["glioma"], lesion_volume_ml=subject["lesion_volume_ml"])
+            if "lesion_kind" in subject:
+                kind = subject["lesion_kind"]
+                record.update({"lesion_kind": kind, kind: subject[kind], "lesion_volume_ml": subject["lesion_volume_ml"]})
             records[split].append(record)
     manifest = {
         "generator": "mimood_train.synthetic", "generator_version": GENERATOR_VERSION, "seed": seed,
@@ -325,6 +443,7 @@ def generate_dataset(out_dir: Path, counts: dict[str, int], seed: int, workers: 
         "splits": list(SPLITS),
         "template": "MNI ICBM152 2009a (nilearn)", "template_zoom": zoom,
         "tissue_contrast": tissue_contrast(), "counts": {s: counts.get(s, 0) for s in SPLITS},
+        "test_lesion_kinds": list(test_kinds),
         "files": "{split}/{id}_t2.nii.gz, {id}_brainmask.nii.gz, {id}_seg.nii.gz (anomalous splits)",
         "subjects": records,
     }
@@ -353,13 +472,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val", type=int, default=30)
     parser.add_argument("--val-anomalous", type=int, default=30)
     parser.add_argument("--test-anomalous", type=int, default=60)
+    parser.add_argument("--test", type=int, default=30, help="healthy test subjects (the triage's negatives)")
+    parser.add_argument("--test-kinds", default=",".join(LESION_KINDS),
+                        help=f"lesion kinds drawn per test_anomalous subject, comma-separated, of {','.join(LESION_KINDS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--zoom", type=float, default=1.0, help="template grid zoom (< 1: coarser, for tests)")
     args = parser.parse_args(argv)
     counts = {"train": args.train, "val": args.val, "val_anomalous": args.val_anomalous,
-              "test_anomalous": args.test_anomalous}
-    generate_dataset(args.out, counts, args.seed, args.workers, args.zoom)
+              "test_anomalous": args.test_anomalous, "test": args.test}
+    kinds = tuple(kind.strip() for kind in args.test_kinds.split(","))
+    try:
+        check_test_kinds(kinds)
+    except ValueError as error:
+        parser.error(f"--test-kinds: {error}")
+    generate_dataset(args.out, counts, args.seed, args.workers, args.zoom, test_kinds=kinds)
     return 0
 
 

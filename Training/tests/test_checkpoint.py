@@ -6,6 +6,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -14,6 +15,7 @@ from mimood_train import checkpoint
 from mimood_train.checkpoint import CheckpointError, export_checkpoint, load_checkpoint, main, verify_checkpoint
 from mimood_train.config import COMPONENTS, TransformerConfig, VQVAEConfig
 from mimood_train.models import VQVAE, TokenTransformer
+from mimood_train.token_prior import TokenPrior, build_prior, save_prior
 
 # 32 px images, f = 8: a 4x4 token grid keeps every forward pass in milliseconds.
 VQVAE_CONFIG = VQVAEConfig(ch=32, ch_mult=[1, 1, 2, 2], num_res_blocks=1, attn_resolutions=[4], resolution=32,
@@ -381,3 +383,62 @@ def test_export_cli_refuses_bad_arguments(models, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", "--out", out, "--name", "x", "--component", f"ar={ar_run}", "--inference", "[1]"])
     assert not (tmp_path / "ckpt").exists()
+
+
+# ---------------------------------------------------------------- the optional prior component
+
+def tiny_prior() -> TokenPrior:
+    grids = np.random.default_rng(0).integers(0, VQVAE_CONFIG.n_embed, size=(20, 4, 4))
+    return build_prior(grids, n_codes=VQVAE_CONFIG.n_embed, alpha=0.5, sigma=1.0)
+
+
+def test_prior_is_exported_as_an_optional_component(models, tmp_path):
+    prior = tiny_prior()
+    out = export_checkpoint(tmp_path / "ckpt", {**models, "prior": prior}, name="with-prior", created="2024-01-01T00:00:00Z")
+    manifest = read_manifest(out)
+    assert list(manifest["components"]) == [*COMPONENTS, "prior"]
+    entry = manifest["components"]["prior"]
+    assert entry["file"] == "prior.safetensors"
+    assert entry["architecture"] == {"kind": "token_prior", "n_positions": 16, "n_codes": 16, "alpha": 0.5, "sigma": 1.0}
+    assert entry["tensors"] == {"log_prob": {"dtype": "F32", "shape": [16, 16]}} and entry["num_parameters"] == 256
+    loaded = verify_checkpoint(out)
+    assert torch.equal(loaded.models["prior"].log_prob, prior.log_prob)
+
+
+def test_prior_that_does_not_fit_the_vqvae_is_refused(models, tmp_path):
+    grids = np.zeros((2, 4, 4), dtype=np.int16)
+    out = export_checkpoint(tmp_path / "ckpt", {**models, "prior": build_prior(grids, n_codes=8)}, name="x")
+    with pytest.raises(CheckpointError, match=r"'prior' has n_positions 16 and n_codes 8; the VQ-VAE \(4×4 tokens, K = 16\) needs 16 and 16"):
+        verify_checkpoint(out)
+
+
+def test_prior_kind_must_match_its_component(models, tmp_path):
+    out = export_checkpoint(tmp_path / "ckpt", {**models, "prior": tiny_prior()}, name="x")
+    manifest = read_manifest(out)
+    prior_architecture = manifest["components"]["prior"]["architecture"]
+    manifest["components"]["prior"]["architecture"] = manifest["components"]["atd"]["architecture"]
+    write_manifest(out, manifest)
+    with pytest.raises(CheckpointError, match="component 'prior' needs kind 'token_prior', not 'token_transformer'"):
+        verify_checkpoint(out)
+    manifest["components"]["prior"]["architecture"] = prior_architecture
+    manifest["components"]["atd"]["architecture"] = prior_architecture
+    write_manifest(out, manifest)
+    with pytest.raises(CheckpointError, match="component 'atd' needs kind 'vqvae' or 'token_transformer', not 'token_prior'"):
+        verify_checkpoint(out)
+
+
+def test_export_cli_takes_the_prior_file(models, tmp_path, capsys):
+    vqvae_run = save_run(tmp_path / "vqvae_run", "vqvae", models["vqvae"], [])
+    ar_run = save_run(tmp_path / "ar_run", "ar", models["ar"], [])
+    save_prior(tiny_prior(), tmp_path / "prior.pt", {"tokens": "tokens.npy", "grids": 20})
+    out = tmp_path / "ckpt"
+    assert main(["export", "--out", str(out), "--name", "cli", "--component", f"vqvae={vqvae_run}",
+                 "--component", f"ar={ar_run}", "--component", f"prior={tmp_path / 'prior.pt'}",
+                 "--inference", '{"method": "ar"}']) == 0
+    assert "prior" in capsys.readouterr().out
+    manifest = read_manifest(out)
+    assert manifest["provenance"]["runs"]["prior"] == {"file": str((tmp_path / "prior.pt").resolve()), "tokens": "tokens.npy", "grids": 20}
+    # A network's run given as the prior is refused with the path named.
+    assert main(["export", "--out", str(tmp_path / "bad"), "--name", "x", "--component", f"ar={ar_run}",
+                 "--component", f"prior={ar_run / 'model.pt'}", "--inference", '{"method": "ar"}']) == 1
+    assert "export failed: component 'prior': cannot load the prior" in capsys.readouterr().err

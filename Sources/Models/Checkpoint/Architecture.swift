@@ -1,6 +1,7 @@
-/// The five networks a checkpoint can hold (docs/checkpoint-format.md §1).
+/// The five networks a checkpoint can hold, and the optional positional code-frequency prior, a
+/// baseline token scorer no inference method needs (docs/checkpoint-format.md §1).
 public enum Component: String, CaseIterable, Sendable, Hashable {
-    case vqvae, atd, mvtm, ar, critic
+    case vqvae, atd, mvtm, ar, critic, prior
 }
 
 /// `architecture` with `"kind": "vqvae"` — the Taming VQ-VAE (`VQVAEConfig` of the training side).
@@ -53,11 +54,22 @@ public struct TransformerConfig: Sendable, Equatable {
     public var outputWidth: Int { head == .atd || head == .critic ? 1 : vocabSize - 1 }
 }
 
+/// `architecture` with `"kind": "token_prior"` (`TokenPriorConfig` of the training side): log p(code | grid
+/// position) counted on healthy training tokens, one tensor `log_prob` [nPositions, nCodes].
+public struct TokenPriorConfig: Sendable, Equatable {
+    public let nPositions: Int
+    public let nCodes: Int
+    /// How the table was smoothed: for the record only.
+    public let alpha: Double
+    public let sigma: Double
+}
+
 public enum Architecture: Sendable, Equatable {
     case vqvae(VQVAEConfig)
     case tokenTransformer(TransformerConfig)
+    case tokenPrior(TokenPriorConfig)
 
-    static let kinds = ["token_transformer", "vqvae"]
+    static let kinds = ["token_prior", "token_transformer", "vqvae"]
 }
 
 /// Why an architecture is refused; the message is the reference reader's.
@@ -74,8 +86,11 @@ extension Architecture {
             throw ArchitectureProblem(message: "unknown architecture kind \((kind ?? .null).pythonDescription) "
                                       + "(known: \(JSONValue.array(kinds.map { .string($0) }).pythonDescription))")
         }
-        let configName = kindName == "vqvae" ? "VQVAEConfig" : "TransformerConfig"
-        let expected = kindName == "vqvae" ? VQVAEConfig.fieldNames : TransformerConfig.fieldNames
+        let (configName, expected) = switch kindName {
+        case "vqvae": ("VQVAEConfig", VQVAEConfig.fieldNames)
+        case "token_prior": ("TokenPriorConfig", TokenPriorConfig.fieldNames)
+        default: ("TransformerConfig", TransformerConfig.fieldNames)
+        }
         let given = Set(object.keys).subtracting(["kind"])
         guard given == expected else {
             let missing = expected.subtracting(given).sorted().map { JSONValue.string($0) }
@@ -84,18 +99,24 @@ extension Architecture {
                                       + "\(JSONValue.array(missing).pythonDescription), unknown \(JSONValue.array(unknown).pythonDescription)")
         }
         let fields = FieldReader(object: object, configName: configName)
-        let architecture: Architecture
-        if kindName == "vqvae" {
-            architecture = .vqvae(try VQVAEConfig(fields))
-        } else {
-            architecture = .tokenTransformer(try TransformerConfig(fields))
+        let architecture: Architecture = switch kindName {
+        case "vqvae": .vqvae(try VQVAEConfig(fields))
+        case "token_prior": .tokenPrior(try TokenPriorConfig(fields))
+        default: .tokenTransformer(try TransformerConfig(fields))
         }
         try architecture.check(fits: component)
         return architecture
     }
 
     private func check(fits component: Component) throws(ArchitectureProblem) {
+        let isPrior = if case .tokenPrior = self { true } else { false }
+        guard isPrior == (component == .prior) else {
+            throw ArchitectureProblem(message: "component '\(component.rawValue)' needs kind "
+                                      + (isPrior ? "'vqvae' or 'token_transformer', not 'token_prior'" : "'token_prior', not '\(kindName)'"))
+        }
         switch self {
+        case .tokenPrior:
+            return
         case .vqvae:
             guard component == .vqvae else {
                 throw ArchitectureProblem(message: "component '\(component.rawValue)' needs kind 'token_transformer', not 'vqvae'")
@@ -322,11 +343,32 @@ extension TransformerConfig {
     }
 }
 
+extension TokenPriorConfig {
+    static let fieldNames: Set<String> = ["n_positions", "n_codes", "alpha", "sigma"]
+
+    fileprivate init(_ fields: FieldReader) throws(ArchitectureProblem) {
+        nPositions = try fields.integer("n_positions", minimum: 1)
+        nCodes = try fields.integer("n_codes", minimum: 2)
+        alpha = try fields.number("alpha", in: Double.leastNonzeroMagnitude...Double.greatestFiniteMagnitude)
+        sigma = try fields.number("sigma", in: 0...Double.greatestFiniteMagnitude)
+    }
+}
+
 extension Architecture {
     var expectedTensors: [(name: String, shape: [Int])] {
         switch self {
         case .vqvae(let config): config.expectedTensors
         case .tokenTransformer(let config): config.expectedTensors
+        case .tokenPrior(let config): [("log_prob", [config.nPositions, config.nCodes])]
+        }
+    }
+
+    /// The `kind` the manifest gives.
+    var kindName: String {
+        switch self {
+        case .vqvae: "vqvae"
+        case .tokenTransformer: "token_transformer"
+        case .tokenPrior: "token_prior"
         }
     }
 }

@@ -54,7 +54,8 @@ extension Manifest {
         var entries: [(Component, JSONValue)] = []
         for key in declared.keys {
             guard let component = Component(rawValue: key) else {
-                throw ManifestProblem("unknown component \(pythonRepr(key)) (known: ('vqvae', 'atd', 'mvtm', 'ar', 'critic'))")
+                let known = Component.allCases.map { pythonRepr($0.rawValue) }.joined(separator: ", ")
+                throw ManifestProblem("unknown component \(pythonRepr(key)) (known: (\(known)))")
             }
             entries.append((component, declared[key] ?? .null))
         }

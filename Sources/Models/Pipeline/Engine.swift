@@ -60,6 +60,8 @@ public struct Engine: Sendable {
     public let mvtm: TokenTransformer?
     public let ar: TokenTransformer?
     public let critic: TokenTransformer?
+    /// The baseline token scorer `code-frequency`, when the checkpoint has one.
+    public let prior: CodeFrequencyPrior?
     /// Most images per VQ-VAE pass and sequences per Transformer pass. They bound memory only:
     /// results do not depend on them.
     public var maxImagesPerPass = 8
@@ -93,6 +95,11 @@ public struct Engine: Sendable {
         mvtm = try transformer(.mvtm, vocabulary: codes + 1)   // + [MASK]
         ar = try transformer(.ar, vocabulary: codes + 1)       // + [SOS]
         critic = try transformer(.critic, vocabulary: codes)
+        prior = try checkpoint.components[.prior].map(CodeFrequencyPrior.init)
+        if let prior, prior.config.nPositions != positions || prior.config.nCodes != codes {
+            throw InferenceError("\(checkpoint.directory): 'prior' has n_positions \(prior.config.nPositions) and n_codes "
+                                 + "\(prior.config.nCodes); the VQ-VAE (K = \(codes), \(positions) tokens) needs \(positions) and \(codes)")
+        }
     }
 
     /// The token Transformer of a component, when the checkpoint has it.
@@ -102,14 +109,23 @@ public struct Engine: Sendable {
         case .mvtm: mvtm
         case .ar: ar
         case .critic: critic
-        case .vqvae: nil
+        case .vqvae, .prior: nil
+        }
+    }
+
+    /// Whether the checkpoint has the component (every engine has its VQ-VAE).
+    public func has(_ component: Component) -> Bool {
+        switch component {
+        case .vqvae: true
+        case .prior: prior != nil
+        case .atd, .mvtm, .ar, .critic: network(component) != nil
         }
     }
 
     /// Checks a job before it is queued: parameters, the method's components, image shape and values.
     public func validate(_ job: RestorationJob) throws {
         if let problem = job.parameters.problem { throw InferenceError(problem) }
-        for component in job.parameters.method.requiredComponents where component != .vqvae && network(component) == nil {
+        for component in job.parameters.method.requiredComponents where !has(component) {
             throw InferenceError("method '\(job.parameters.method.rawValue)' needs component '\(component.rawValue)', "
                                  + "which this checkpoint does not have")
         }

@@ -10,6 +10,8 @@ public enum TokenScorer: String, Sendable, CaseIterable {
     case ar
     /// The Token-Critic's probability that the token was not original.
     case critic
+    /// −log p(code | position) under the positional code-frequency prior: a non-learned baseline.
+    case codeFrequency = "code-frequency"
 
     public var component: Component {
         switch self {
@@ -17,6 +19,7 @@ public enum TokenScorer: String, Sendable, CaseIterable {
         case .mvtm: .mvtm
         case .ar: .ar
         case .critic: .critic
+        case .codeFrequency: .prior
         }
     }
 }
@@ -30,16 +33,19 @@ extension Engine {
     /// The scorer's score of every token of every grid, one row per grid, at most
     /// `maxSequencesPerPass` grids per pass (reference: Training/mimood_train/evaluate.py).
     public func tokenScores(_ scorer: TokenScorer, grids: [[Int]]) throws -> [[Float]] {
-        guard let network = network(scorer.component) else {
-            throw InferenceError("token scorer '\(scorer.rawValue)' needs component '\(scorer.component.rawValue)', which this checkpoint does not have")
+        let lacking = InferenceError("token scorer '\(scorer.rawValue)' needs component '\(scorer.component.rawValue)', which this checkpoint does not have")
+        if scorer == .codeFrequency {
+            guard let prior else { throw lacking }
+            return prior.scores(grids)
         }
+        guard let network = network(scorer.component) else { throw lacking }
         var scores: [[Float]] = []
         for start in stride(from: 0, to: grids.count, by: maxSequencesPerPass) {
             let chunk = Array(grids[start ..< min(grids.count, start + maxSequencesPerPass)])
             switch scorer {
-            case .atd, .critic: scores += try network.probabilities(chunk)
             case .mvtm: scores += try maskedNLL(network, chunk)
             case .ar: scores += try teacherForcedNLL(network, chunk)
+            default: scores += try network.probabilities(chunk)   // the ATD and the critic
             }
         }
         return scores
