@@ -14,20 +14,22 @@ from mimood_train.synthetic import generate_subject, load_template, subject_seed
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / "Models" / "default"
 REPORT_DATA = json.loads((REPO / "docs" / "training-report-data" / "evaluation-small.json").read_text())
+# λ of the shipped ATD (fine-tuned on the proxy mix), from Training/tools/pixel_calibration.py
+CALIBRATION = json.loads((REPO / "docs" / "training-report-data" / "calibration-v2.json").read_text())
 
 
 def test_default_model_verifies_with_every_component():
     loaded = verify_checkpoint(DEFAULT_MODEL)   # hashes, headers, names, shapes, method components
-    assert set(loaded.models) == {"vqvae", "atd", "mvtm", "ar", "critic"}
+    assert set(loaded.models) == {"vqvae", "atd", "mvtm", "ar", "critic", "prior"}
     assert loaded.manifest["inference"]["method"] == "mim-ood"
     assert sum(path.stat().st_size for path in DEFAULT_MODEL.iterdir()) < 30 * 2**20
 
 
 def test_lambda_is_the_one_calibrated_on_the_glioma_validation_set():
-    calibration = REPORT_DATA["calibrate"]["mim-ood"]
-    assert calibration["split"] == "val_anomalous"
+    assert CALIBRATION["split"] == "val_anomalous"
+    best = max(CALIBRATION["rows"], key=lambda row: row["input"]["dice"])
     manifest = json.loads((DEFAULT_MODEL / "model.json").read_text())
-    assert manifest["inference"]["lambda"] == calibration["chosen"]
+    assert manifest["inference"]["lambda"] == CALIBRATION["chosen"] == best["lambda"]
 
 
 @torch.no_grad()
