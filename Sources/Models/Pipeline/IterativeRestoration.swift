@@ -20,7 +20,7 @@ extension Engine {
         }
         var running = Set(jobs.indices)
         for step in 0..<(jobs.map(\.parameters.steps).max() ?? 0) {
-            running = running.filter { step < jobs[$0].parameters.steps }
+            running = running.filter { step < jobs[$0].parameters.steps && !jobs[$0].isAbandoned() }
             if running.isEmpty { break }
             let order = running.sorted()
 
