@@ -78,6 +78,14 @@ public struct DetectionInput: Sendable {
         public var png = PNGLimits()
         public var nifti = NIfTILimits()
         public init() {}
+
+        /// Limits under which no image decodes to more than `bytes` bytes, nor to more pixels or voxels
+        /// than `bytes / 4` (their Float32 size).
+        public init(maximumDecodedBytes bytes: Int) {
+            maximumElements = bytes / 4
+            png = PNGLimits(maximumPixels: bytes / 4)
+            nifti = NIfTILimits(maximumVoxels: bytes / 4, maximumBytes: bytes)
+        }
     }
 
     /// Reads `.npy` (2-D slice or 3-D volume), PNG (2-D slice) or NIfTI-1 (`.nii`, `.nii.gz`), told apart

@@ -16,6 +16,10 @@ public final class DetectionService: Sendable {
     public let metrics = Metrics()
     let engine: Engine
     let queue: InferenceQueue
+    /// `memory_budget_bytes`: every request's body, decode, queued work and response reserve from it.
+    let memory: ResourcePool
+    /// `decode_max_concurrent` slots: decodes wait for one.
+    let decodeSlots: ResourcePool
     let logger: Logger
     /// SHA-256 of the checkpoint's model.json, which names every weight file's SHA-256: the model's identity.
     public let modelSHA256: String
@@ -32,10 +36,12 @@ public final class DetectionService: Sendable {
         modelSHA256 = SHA256.hash(data: modelJSON).hexString
         apiKeyDigest = configuration.apiKey.isEmpty ? nil : Array(SHA256.hash(data: Array(configuration.apiKey.utf8)))
         let metrics = metrics
+        memory = ResourcePool(capacity: configuration.memoryBudgetBytes)
+        decodeSlots = ResourcePool(capacity: configuration.decodeMaxConcurrent)
         queue = InferenceQueue(limits: QueueLimits(
             batchMaxSlices: configuration.batchMaxSlices, batchMaxCost: configuration.batchMaxCost,
             batchMaxWait: .nanoseconds(Int64(configuration.batchMaxWaitMilliseconds * 1e6)),
-            maxQueuedSlices: configuration.queueMaxSlices, maxQueuedBytes: configuration.queueMaxBytes),
+            maxQueuedSlices: configuration.queueMaxSlices, order: QueueOrder(rawValue: configuration.queueOrder) ?? .roundRobin),
             onBatch: { metrics.recordBatch($0) },
             run: { [parallelism = BatchParallelism(rawValue: configuration.batchParallelism) ?? .slices] jobs in
                 try runBatch(jobs, on: engine, parallelism: parallelism)
@@ -75,7 +81,7 @@ public final class DetectionService: Sendable {
         }
         router.add(method: "GET", path: "/metrics") { [self] _ in
             HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
-                         body: Array(metrics.exposition(depth: queue.depth, ready: isReady).utf8))
+                         body: Array(metrics.exposition(depth: queue.depth, memoryReservedBytes: memory.held, ready: isReady).utf8))
         }
         router.add(method: "GET", path: "/v1/model") { [self] request in
             if let refusal = authorize(request.head) { return refusal.response }
@@ -114,7 +120,8 @@ public final class DetectionService: Sendable {
     // MARK: POST /detect
 
     /// Decided from the head alone, before any body byte is read: readiness, the API key, the body's
-    /// Content-Type, the response format, the query, and room in the queue for the body.
+    /// Content-Type, the response format, the query, one slice's cost, and room in the memory budget for
+    /// the body's first bytes (the rest is reserved as it arrives, see `BodyReservation`).
     private func admitDetection(_ head: RequestHead, declaredBodyLength: Int?) -> Admission {
         let requestID = Self.requestID(head)
         func refuse(_ problem: ServiceProblem, reason: String) -> Admission {
@@ -130,14 +137,40 @@ public final class DetectionService: Sendable {
         case .success(let read): request = read
         case .failure(let problem): return refuse(problem, reason: "invalid_request")
         }
-        // A chunked body's size is unknown until its end: it holds room for the largest body allowed.
-        guard let reservation = queue.reserve(bytes: declaredBodyLength ?? configuration.maxBodyBytes) else {
-            let depth = queue.depth
-            return refuse(ServiceProblem(503, "the inference queue is full (\(depth.slices) slices waiting, \(depth.reservedBytes) body "
-                                         + "bytes held); retry later", headers: retryAfter), reason: "queue_full")
+        guard queue.depth.slices < configuration.queueMaxSlices else {
+            return refuse(ServiceProblem(503, "the inference queue is full (\(queue.depth.slices) slices waiting); retry later",
+                                         headers: retryAfter), reason: "queue_full")
         }
-        return .admit(ticket: DetectTicket(request: request, reservation: reservation, requestID: requestID,
-                                           admitted: ContinuousClock.now))
+        let firstBytes = nextBodyAllowance(needed: 0, granted: 0, declaredLength: declaredBodyLength,
+                                           maxBodyBytes: configuration.maxBodyBytes)
+        guard let reservation = memory.reserve(firstBytes) else { return refuse(overBudget(), reason: "memory") }
+        let body = BodyReservation(reservation, refusal: { [self] in
+            metrics.recordRefusal("memory")
+            var response = overBudget().response
+            response.headers.set("X-Request-ID", requestID)
+            return response
+        })
+        return .admit(ticket: DetectTicket(request: request, body: body, requestID: requestID, admitted: ContinuousClock.now),
+                      bodyAllowance: body)
+    }
+
+    private func overBudget() -> ServiceProblem {
+        ServiceProblem(503, "the server's memory budget is taken by requests in progress (\(memory.held) of "
+                       + "\(configuration.memoryBudgetBytes) bytes, memory_budget_bytes); retry later", headers: retryAfter)
+    }
+
+    /// Holds `bytes` of the memory budget from now until the request is answered, waiting for them at most
+    /// until `deadline`; 413 for what could never fit.
+    private func reserveMemory(_ bytes: Int, for stage: String, deadline: ContinuousClock.Instant) async throws -> PoolReservation {
+        guard bytes <= configuration.memoryBudgetBytes else {
+            throw ServiceProblem(413, "\(stage) would take about \(bytes) bytes of memory, more than memory_budget_bytes "
+                                 + "(\(configuration.memoryBudgetBytes)) allows; send a smaller image or fewer restorations")
+        }
+        do {
+            return try await memory.reserve(bytes, waitingUntil: deadline)
+        } catch let error as QueueError {
+            throw refusal(error)
+        }
     }
 
     private func detect(_ httpRequest: HTTPRequest) async -> HTTPResponse {
@@ -159,16 +192,24 @@ public final class DetectionService: Sendable {
 
     private func detect(_ body: [UInt8], _ ticket: DetectTicket) async throws -> HTTPResponse {
         let request = ticket.request
+        let deadline = ticket.admitted + .seconds(configuration.requestTimeoutSeconds)
         let decodeStarted = ContinuousClock.now
-        let input = try await offload { [configuration] in try Self.decode(body, request, configuration) }
+        let input = try await decode(body, request, deadline: deadline)
         let decodeTime = ContinuousClock.now - decodeStarted
         if request.responseFormat == .nifti && !input.isVolume {
             throw ServiceProblem(406, "application/x-nifti is produced for volume inputs only; this \(input.format.rawValue) input is not a volume")
         }
+        let cost = input.sliceCount * request.parameters.sliceCost
+        guard cost <= configuration.requestMaxCost else {
+            throw ServiceProblem(422, "the request would cost \(cost) (\(input.sliceCount) slices × \(request.parameters.sliceCost) per slice: "
+                                 + "restorations × steps); a request may cost at most \(configuration.requestMaxCost) (request_max_cost): "
+                                 + "send fewer slices, restorations or steps")
+        }
+        ticket.hold(try await reserveMemory(RequestMemory.inFlight(input, request.parameters, tokensPerSlice: engine.vqvae.config.grid * engine.vqvae.config.grid),
+                                            for: "answering this request", deadline: deadline))
         let report: QueueReport
         do {
-            report = try await queue.submit(input.jobs(request.parameters, slices: 0..<input.sliceCount),
-                                            deadline: ticket.admitted + .seconds(configuration.requestTimeoutSeconds))
+            report = try await queue.submit(input.jobs(request.parameters, slices: 0..<input.sliceCount), deadline: deadline)
         } catch let error as QueueError {
             throw refusal(error)
         }
@@ -188,12 +229,25 @@ public final class DetectionService: Sendable {
         return response
     }
 
+    /// The body as model slices, decoded once a decode slot and the decode's memory are free.
+    private func decode(_ body: [UInt8], _ request: DetectRequest, deadline: ContinuousClock.Instant) async throws -> DetectionInput {
+        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG or NIfTI-1 image") }
+        let slot: PoolReservation
+        do {
+            slot = try await decodeSlots.reserve(1, waitingUntil: deadline)
+        } catch let error as QueueError {
+            throw refusal(error)
+        }
+        let decodeMemory = try await reserveMemory(RequestMemory.decoding(body, configuration), for: "decoding this image", deadline: deadline)
+        defer { withExtendedLifetime((slot, decodeMemory)) {} }
+        return try await offload { [configuration] in try Self.decode(body, request, configuration) }
+    }
+
     /// The body as model slices, or the problem that refuses it.
     private static func decode(_ body: [UInt8], _ request: DetectRequest, _ configuration: ServiceConfiguration) throws -> DetectionInput {
-        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG or NIfTI-1 image") }
         let input: DetectionInput
         do {
-            input = try DetectionInput(bytes: body, preprocessed: request.preprocessed)
+            input = try DetectionInput(bytes: body, preprocessed: request.preprocessed, limits: RequestMemory.decodeLimits(configuration))
         } catch {
             let status = switch error.kind {
             // The sender named a format, so the body is a broken one of it rather than an unknown type.
@@ -202,7 +256,8 @@ public final class DetectionService: Sendable {
             case .tooLarge: 413
             case .unprocessable: 422
             }
-            throw ServiceProblem(status, error.description)
+            let setting = error.kind == .tooLarge ? " (decode_max_bytes: \(configuration.decodeMaxBytes) bytes, or that many / 4 pixels or voxels)" : ""
+            throw ServiceProblem(status, error.description + setting)
         }
         if let declared = request.declaredFormat, declared != input.format {
             throw ServiceProblem(400, "Content-Type names a \(declared.rawValue) image, but the body is a \(input.format.rawValue) image")
@@ -352,16 +407,33 @@ public final class DetectionService: Sendable {
     static func number(_ value: Float) -> JSONValue { .number(Double("\(value)") ?? 0) }
 }
 
-/// What admission hands the handler: the parsed request, the queue's hold on its body bytes, its id.
+/// What admission hands the handler: the parsed request, its body's memory, its id, and the memory it
+/// holds until answered. Released with the request, whatever becomes of it.
 private final class DetectTicket: Sendable {
     let request: DetectRequest
-    let reservation: Reservation
+    let body: BodyReservation
     let requestID: String
     let admitted: ContinuousClock.Instant
+    private let held = LockedValue<[PoolReservation]>([])
 
-    init(request: DetectRequest, reservation: Reservation, requestID: String, admitted: ContinuousClock.Instant) {
-        (self.request, self.reservation, self.requestID, self.admitted) = (request, reservation, requestID, admitted)
+    init(request: DetectRequest, body: BodyReservation, requestID: String, admitted: ContinuousClock.Instant) {
+        (self.request, self.body, self.requestID, self.admitted) = (request, body, requestID, admitted)
     }
+
+    /// Keeps `reservation` until the request is answered.
+    func hold(_ reservation: PoolReservation) { held.withLock { $0.append(reservation) } }
+}
+
+/// A body's share of the memory budget, grown by the HTTP layer as its bytes arrive.
+private final class BodyReservation: BodyAllowance {
+    private let reservation: PoolReservation
+    private let refusal: @Sendable () -> HTTPResponse
+
+    init(_ reservation: PoolReservation, refusal: @escaping @Sendable () -> HTTPResponse) {
+        (self.reservation, self.refusal) = (reservation, refusal)
+    }
+
+    func extend(to bytes: Int) -> HTTPResponse? { reservation.grow(to: bytes) ? nil : refusal() }
 }
 
 /// Runs CPU-heavy work (decoding, preprocessing, encoding) on a Dispatch thread, keeping it off the

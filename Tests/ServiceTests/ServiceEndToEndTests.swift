@@ -154,7 +154,7 @@ final class ServiceEndToEndTests: XCTestCase {
     // MARK: Errors
 
     func testEveryMalformedInputGetsItsProblemStatusAndTheServerKeepsServing() throws {
-        let service = try serve(["--max-body-bytes", "2000000", "--queue-max-bytes", "2000000", "--request-max-slices", "4"])
+        let service = try serve(["--max-body-bytes", "2000000", "--request-max-slices", "4"])
         let npy = try NPY.encode(shape: [160, 160], float32: paritySlice())
         let png = try PNG.encode(PNGImage(gray: GrayImage(width: 40, height: 30, pixels: [Float](repeating: 0.5, count: 1200))))
         let nifti = [UInt8](try Data(contentsOf: URL(fileURLWithPath: try volumeNIfTI())))
