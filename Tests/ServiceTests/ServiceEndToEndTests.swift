@@ -158,7 +158,8 @@ final class ServiceEndToEndTests: XCTestCase {
         let service = try serve(["--max-body-bytes", "2000000", "--queue-max-bytes", "2000000", "--request-max-slices", "4"])
         let npy = try NPY.encode(shape: [160, 160], float32: paritySlice())
         let png = try PNG.encode(PNGImage(gray: GrayImage(width: 40, height: 30, pixels: [Float](repeating: 0.5, count: 1200))))
-        let nifti = [UInt8](try Data(contentsOf: URL(fileURLWithPath: try volumeNIfTI())))
+        // Two slices 2 mm apart: three at 1 mm, within request_max_slices (a volume over it is refused from its header).
+        let nifti = [UInt8](try Data(contentsOf: URL(fileURLWithPath: try volumeNIfTI(thickness: 2))))
         var corruptPNG = png
         corruptPNG[40] ^= 0xFF
         var badMagic = try NIfTI.encode(Volume(zeros: [4, 4, 4]), geometry: NIfTIGeometry(affine: .identity), compressed: false)
