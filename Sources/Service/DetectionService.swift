@@ -216,7 +216,7 @@ public final class DetectionService: Sendable {
         case .tooLarge:
             let setting = switch error.limit {
             case .slices: "setting request_max_slices"
-            case .resampledVoxels, .decoder, nil: "a fixed limit of the decoders (docs/imaging.md)"
+            case .resampledVoxels, .decoder, nil: "a fixed limit; docs/imaging.md lists them"
             }
             return ServiceProblem(413, "\(error.description) (\(setting))")
         }
@@ -273,7 +273,8 @@ public final class DetectionService: Sendable {
                 "method": .string(parameters.method.rawValue), "restorations": .integer(parameters.restorations),
                 "steps": .integer(parameters.steps), "threshold": Self.number(parameters.methodThreshold),
                 // The same kind of JSON value a parser reads back: Int while it fits.
-                "seed": Int(exactly: parameters.seed).map { .integer($0) } ?? .unsignedInteger(parameters.seed), "combine": .string(parameters.combine.rawValue),
+                "seed": Int(exactly: parameters.seed).map { .integer($0) } ?? .unsignedInteger(parameters.seed),
+                "combine": .string(parameters.combine.rawValue),
                 "preprocessed": .bool(preprocessed),
             ])),
             "summary": .object(JSONObject([
