@@ -72,25 +72,25 @@ public final class DetectionService: Sendable {
         var router = Router()
         router.add(method: "POST", path: "/detect", admission: { [self] head, length in admitDetection(head, declaredBodyLength: length) },
                    handler: { [self] request in await detect(request) })
-        router.add(method: "GET", path: "/healthz") { _ in Self.json(200, JSONObject(["status": .string("alive")])) }
-        router.add(method: "GET", path: "/readyz") { [self] _ in
+        router.add(method: "GET", path: "/healthz", handler: identified { _ in Self.json(200, JSONObject(["status": .string("alive")])) })
+        router.add(method: "GET", path: "/readyz", handler: identified { [self] _ in
             let (isWarm, isDraining) = lifecycle.withLock { ($0.isWarm, $0.isDraining) }
             if isDraining { return ServiceProblem(503, "the server is draining", headers: retryAfter).response }
             if !isWarm { return ServiceProblem(503, "the model is warming up", headers: retryAfter).response }
             return Self.json(200, JSONObject(["status": .string("ready")]))
-        }
-        router.add(method: "GET", path: "/metrics") { [self] _ in
+        })
+        router.add(method: "GET", path: "/metrics", handler: identified { [self] _ in
             HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
                          body: Array(metrics.exposition(depth: queue.depth, memoryReservedBytes: memory.held, ready: isReady).utf8))
-        }
-        router.add(method: "GET", path: "/v1/model") { [self] request in
+        })
+        router.add(method: "GET", path: "/v1/model", handler: identified { [self] request in
             if let refusal = authorize(request.head) { return refusal.response }
             return Self.json(200, modelFacts)
-        }
+        })
         if let openapiDocument {
-            router.add(method: "GET", path: "/openapi.yaml") { _ in
+            router.add(method: "GET", path: "/openapi.yaml", handler: identified { _ in
                 HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/yaml")]), body: openapiDocument)
-            }
+            })
         }
         return router
     }
@@ -106,7 +106,8 @@ public final class DetectionService: Sendable {
             "duration_ms": .stringConvertible(milliseconds(record.duration)),
             "request_bytes": .stringConvertible(record.requestBodyBytes), "response_bytes": .stringConvertible(record.responseBodyBytes),
         ]
-        if let requestID = record.requestID { metadata["request_id"] = .string(requestID) }
+        // Answers the HTTP layer gives itself (404, 405, 408, 413) carry the client's id unchecked: logged only when sane.
+        if let requestID = record.requestID, Self.isSaneRequestID(requestID) { metadata["request_id"] = .string(requestID) }
         // Probes and scrapes come every few seconds: they are logged at debug unless they fail.
         let level: Logger.Level = record.status >= 500 ? .warning : Self.quietRoutes.contains(route) && record.status < 400 ? .debug : .info
         logger.log(level: level, "request", metadata: metadata)
@@ -196,15 +197,6 @@ public final class DetectionService: Sendable {
         let decodeStarted = ContinuousClock.now
         let input = try await decode(body, request, deadline: deadline)
         let decodeTime = ContinuousClock.now - decodeStarted
-        if request.responseFormat == .nifti && !input.isVolume {
-            throw ServiceProblem(406, "application/x-nifti is produced for volume inputs only; this \(input.format.rawValue) input is not a volume")
-        }
-        let cost = input.sliceCount * request.parameters.sliceCost
-        guard cost <= configuration.requestMaxCost else {
-            throw ServiceProblem(422, "the request would cost \(cost) (\(input.sliceCount) slices × \(request.parameters.sliceCost) per slice: "
-                                 + "restorations × steps); a request may cost at most \(configuration.requestMaxCost) (request_max_cost): "
-                                 + "send fewer slices, restorations or steps")
-        }
         ticket.hold(try await reserveMemory(RequestMemory.inFlight(input, request.parameters, tokensPerSlice: engine.vqvae.config.grid * engine.vqvae.config.grid),
                                             for: "answering this request", deadline: deadline))
         let report: QueueReport
@@ -229,44 +221,70 @@ public final class DetectionService: Sendable {
         return response
     }
 
-    /// The body as model slices, decoded once a decode slot and the decode's memory are free.
+    /// The body as model slices. Everything that refuses it is found from its header first (`cost`); then
+    /// it waits for a decode slot and for the memory the header says the decode will take, and is decoded.
     private func decode(_ body: [UInt8], _ request: DetectRequest, deadline: ContinuousClock.Instant) async throws -> DetectionInput {
-        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG or NIfTI-1 image") }
+        let limits = configuration.inputLimits
+        let cost = try Self.cost(body, request, limits: limits, configuration)
         let slot: PoolReservation
         do {
             slot = try await decodeSlots.reserve(1, waitingUntil: deadline)
         } catch let error as QueueError {
             throw refusal(error)
         }
-        let decodeMemory = try await reserveMemory(RequestMemory.decoding(body, configuration), for: "decoding this image", deadline: deadline)
+        let decodeMemory = try await reserveMemory(RequestMemory.decoding(cost), for: "decoding this image", deadline: deadline)
         defer { withExtendedLifetime((slot, decodeMemory)) {} }
-        return try await offload { [configuration] in try Self.decode(body, request, configuration) }
+        return try await offload { [configuration] in
+            do {
+                return try DetectionInput(bytes: body, preprocessed: request.preprocessed, limits: limits)
+            } catch let error as InputError {
+                throw Self.problem(error, declaredFormat: request.declaredFormat, configuration)
+            }
+        }
     }
 
-    /// The body as model slices, or the problem that refuses it.
-    private static func decode(_ body: [UInt8], _ request: DetectRequest, _ configuration: ServiceConfiguration) throws -> DetectionInput {
-        let input: DetectionInput
+    /// What decoding `body` will cost, from its header alone, or the problem that refuses it: a limit, a
+    /// format other than the declared one, an answer that cannot be produced, or more work than
+    /// `request_max_cost`.
+    private static func cost(_ body: [UInt8], _ request: DetectRequest, limits: DetectionInput.Limits,
+                             _ configuration: ServiceConfiguration) throws -> InputCost {
+        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG or NIfTI-1 image") }
+        let cost: InputCost
         do {
-            input = try DetectionInput(bytes: body, preprocessed: request.preprocessed, limits: RequestMemory.decodeLimits(configuration))
+            cost = try InputCost(bytes: body, preprocessed: request.preprocessed, limits: limits)
         } catch {
-            let status = switch error.kind {
-            // The sender named a format, so the body is a broken one of it rather than an unknown type.
-            case .unsupportedFormat: request.declaredFormat == nil ? 415 : 400
-            case .malformed: 400
-            case .tooLarge: 413
-            case .unprocessable: 422
+            throw problem(error, declaredFormat: request.declaredFormat, configuration)
+        }
+        if let declared = request.declaredFormat, declared != cost.format {
+            throw ServiceProblem(400, "Content-Type names a \(declared.rawValue) image, but the body is a \(cost.format.rawValue) image")
+        }
+        if request.responseFormat == .nifti, let reason = cost.niftiOutputRefusal {
+            throw ServiceProblem(406, "application/x-nifti cannot be produced: \(reason); ask for application/json or application/x-npz")
+        }
+        let work = cost.outputSlices * request.parameters.sliceCost
+        guard work <= configuration.requestMaxCost else {
+            throw ServiceProblem(422, "the request would cost \(work) (\(cost.outputSlices) slices × \(request.parameters.sliceCost) per slice: "
+                                 + "restorations × steps); a request may cost at most \(configuration.requestMaxCost) (request_max_cost): "
+                                 + "send fewer slices, restorations or steps")
+        }
+        return cost
+    }
+
+    /// An input's refusal as its status, naming the limit's setting where one sets it.
+    private static func problem(_ error: InputError, declaredFormat: InputFormat?, _ configuration: ServiceConfiguration) -> ServiceProblem {
+        switch error.kind {
+        // The sender named a format, so the body is a broken one of it rather than an unknown type.
+        case .unsupportedFormat: return ServiceProblem(declaredFormat == nil ? 415 : 400, error.description)
+        case .malformed: return ServiceProblem(400, error.description)
+        case .unprocessable: return ServiceProblem(422, error.description)
+        case .tooLarge:
+            let setting = switch error.limit {
+            case .slices: "request_max_slices: \(configuration.requestMaxSlices)"
+            case .resampledVoxels, .decoder, nil:
+                "decode_max_bytes: \(configuration.decodeMaxBytes) bytes decoded, \(configuration.decodeMaxBytes / 4) pixels or voxels"
             }
-            let setting = error.kind == .tooLarge ? " (decode_max_bytes: \(configuration.decodeMaxBytes) bytes, or that many / 4 pixels or voxels)" : ""
-            throw ServiceProblem(status, error.description + setting)
+            return ServiceProblem(413, "\(error.description) (\(setting))")
         }
-        if let declared = request.declaredFormat, declared != input.format {
-            throw ServiceProblem(400, "Content-Type names a \(declared.rawValue) image, but the body is a \(input.format.rawValue) image")
-        }
-        guard input.sliceCount <= configuration.requestMaxSlices else {
-            throw ServiceProblem(413, "the input has \(input.sliceCount) slices after preprocessing; a request may bring at most "
-                                 + "\(configuration.requestMaxSlices) (request_max_slices)")
-        }
-        return input
     }
 
     private func refusal(_ error: QueueError) -> ServiceProblem {
@@ -319,7 +337,9 @@ public final class DetectionService: Sendable {
             "parameters": .object(JSONObject([
                 "method": .string(parameters.method.rawValue), "restorations": .integer(parameters.restorations),
                 "steps": .integer(parameters.steps), "threshold": Self.number(parameters.methodThreshold),
-                "seed": .integer(Int(truncatingIfNeeded: parameters.seed)), "combine": .string(parameters.combine.rawValue),
+                // The same kind of JSON value a parser reads back: Int while it fits.
+                "seed": Int(exactly: parameters.seed).map { .integer($0) } ?? .unsignedInteger(parameters.seed),
+                "combine": .string(parameters.combine.rawValue),
                 "preprocessed": .bool(preprocessed),
             ])),
             "summary": .object(JSONObject([
@@ -387,13 +407,26 @@ public final class DetectionService: Sendable {
         return difference == 0 ? nil : ServiceProblem(401, "the API key is not valid", headers: challenge)
     }
 
-    /// The client's `X-Request-ID` when it is a sane token (1–128 of A–Z a–z 0–9 . _ : -), else a new random one.
-    static func requestID(_ head: RequestHead) -> String {
-        if let given = head.headers["X-Request-ID"], (1...128).contains(given.utf8.count),
-           given.utf8.allSatisfy({ $0 < 0x80 && (Character(Unicode.Scalar($0)).isLetter || Character(Unicode.Scalar($0)).isNumber
-                                                 || "._:-".utf8.contains($0)) }) {
-            return given
+    /// 1–128 of A–Z a–z 0–9 . _ : - (what may be echoed and logged).
+    static func isSaneRequestID(_ id: String) -> Bool {
+        (1...128).contains(id.utf8.count)
+            && id.utf8.allSatisfy({ $0 < 0x80 && (Character(Unicode.Scalar($0)).isLetter || Character(Unicode.Scalar($0)).isNumber
+                                                  || "._:-".utf8.contains($0)) })
+    }
+
+    /// `handler` under the X-Request-ID rule of /detect: an id the client sent comes back when sane, and
+    /// is replaced by a new one (answered and logged) when not — never echoed raw by the HTTP layer.
+    private func identified(_ handler: @escaping HTTPHandler) -> HTTPHandler {
+        { request in
+            var response = try await handler(request)
+            if request.head.headers["X-Request-ID"] != nil { response.headers.set("X-Request-ID", Self.requestID(request.head)) }
+            return response
         }
+    }
+
+    /// The client's `X-Request-ID` when it is sane, else a new random one.
+    static func requestID(_ head: RequestHead) -> String {
+        if let given = head.headers["X-Request-ID"], isSaneRequestID(given) { return given }
         var generator = SystemRandomNumberGenerator()
         return (0..<2).map { _ in String(generator.next() as UInt64, radix: 16).leftPadded(to: 16) }.joined()
     }

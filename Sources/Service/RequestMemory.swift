@@ -4,37 +4,15 @@ import Models
 /// What a request takes from the memory budget at each stage, reserved before the stage runs
 /// (docs/service.md, *Memory*). Each is an upper estimate from the sizes known at that point.
 enum RequestMemory {
-    /// The decoders' limits: no image decodes to more than `decode_max_bytes`, nor to more pixels or
-    /// voxels than fit in it as Float32.
-    static func decodeLimits(_ configuration: ServiceConfiguration) -> DetectionInput.Limits {
-        DetectionInput.Limits(maximumDecodedBytes: configuration.decodeMaxBytes)
+    /// Peak bytes that decoding and preprocessing an input take besides its body: what its header says
+    /// (`InputCost.peakBytes`), known before anything is inflated or allocated.
+    static func decoding(_ cost: InputCost) -> Int {
+        cost.peakBytes
     }
 
-    /// Peak bytes that decoding and preprocessing `body` may take besides the body itself.
-    ///
-    /// Until the decoders can tell an image's size from its header alone (issue 14, part A; then this
-    /// calls that estimate), the bound comes from the body's size and the limits: a compressed body
-    /// (gzip, PNG) may inflate to `decode_max_bytes`; an uncompressed one holds at least a byte per value.
-    static func decoding(_ body: [UInt8], _ configuration: ServiceConfiguration) -> Int {
-        let compressed = body.starts(with: [0x1F, 0x8B]) || InputFormat.sniff(body) == .png
-        return decodingPeak(values: compressed ? .max : body.count, compressed: compressed, configuration)
-    }
-
-    /// The most any decode may reserve: a compressed body inflating to the limit.
+    /// The most any decode may reserve: the largest input `decode_max_bytes` and `request_max_slices` let through.
     static func decodingPeakBound(_ configuration: ServiceConfiguration) -> Int {
-        decodingPeak(values: .max, compressed: true, configuration)
-    }
-
-    private static func decodingPeak(values: Int, compressed: Bool, _ configuration: ServiceConfiguration) -> Int {
-        let values = min(values, configuration.decodeMaxBytes / 4)
-        // The inflate buffer and its trimmed copy.
-        let inflated = compressed ? 2 * configuration.decodeMaxBytes : 0
-        // Float32 volumes alive at once while preprocessing: decoded, made finite, reoriented and
-        // resampled, brain mask and scaled copy, the values of the percentile.
-        let volumes = 6 * 4 * values
-        // The model slices and their brain masks (Float32 + Bool).
-        let slices = configuration.requestMaxSlices * modelSliceValues * 5
-        return inflated + volumes + slices
+        InputCost.largestPeakBytes(configuration.inputLimits)
     }
 
     /// Bytes a request holds from its decoded input until it is answered: its slices and their jobs, the
@@ -59,4 +37,15 @@ enum RequestMemory {
 
     /// Values of one 160×160 model slice (docs/preprocessing.md §7).
     static let modelSliceValues = 160 * 160
+}
+
+extension ServiceConfiguration {
+    /// What an input may make the decoders and the preprocessing allocate, every limit from a setting:
+    /// `decode_max_bytes` (decoded bytes; pixels, voxels and resampled voxels as Float32) and
+    /// `request_max_slices`. All are checked from the input's header (`InputCost`) before it is decoded.
+    var inputLimits: DetectionInput.Limits {
+        var limits = DetectionInput.Limits(maximumDecodedBytes: decodeMaxBytes)
+        limits.maximumSlices = requestMaxSlices
+        return limits
+    }
 }

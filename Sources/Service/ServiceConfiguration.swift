@@ -65,7 +65,7 @@ public struct ServiceConfiguration: Sendable, Equatable {
         let decodePeak = RequestMemory.decodingPeakBound(self)
         if decodePeak > memoryBudgetBytes {
             return "decode_max_bytes (\(decodeMaxBytes)) needs up to \(decodePeak) bytes per decode, more than "
-                + "memory_budget_bytes (\(memoryBudgetBytes)): a compressed image could never be decoded"
+                + "memory_budget_bytes (\(memoryBudgetBytes)): an image at that limit could never be decoded"
         }
         return nil
     }
@@ -174,7 +174,7 @@ extension ServiceConfiguration {
                     kind: .integer(\.memoryBudgetBytes, (1 << 20)...(1 << 44))),
             Setting(name: "decode_max_concurrent", help: "Images decoded and preprocessed at once; more wait their turn.",
                     kind: .integer(\.decodeMaxConcurrent, 1...1024)),
-            Setting(name: "decode_max_bytes", help: "Most bytes an image may decode to, and most pixels or voxels × 4 (413 beyond).",
+            Setting(name: "decode_max_bytes", help: "Most bytes an image may decode to; its pixels, voxels and preprocessing grids at most this / 4 (their Float32 size). Checked from its header (413 beyond).",
                     kind: .integer(\.decodeMaxBytes, (1 << 16)...(1 << 40))),
             Setting(name: "batch_max_slices", help: "Most slices in one batch of the inference queue (1: no batching).",
                     kind: .integer(\.batchMaxSlices, 1...4096)),

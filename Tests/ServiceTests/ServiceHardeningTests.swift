@@ -110,7 +110,8 @@ final class ServiceHardeningTests: XCTestCase {
     func testATakenMemoryBudgetIs503WithRetryAfterAndFreedWhenItsHoldersLeave() throws {
         let megabyte = 1 << 20
         let service = try serve(["--memory-budget-bytes", String(2 * megabyte), "--max-body-bytes", String(megabyte),
-                                 "--decode-max-bytes", "131072", "--request-max-slices", "1", "--retry-after-seconds", "3"])
+                                 "--decode-max-bytes", "102400", "--request-max-slices", "1", "--retry-after-seconds", "3"])
+        // decode_max_bytes: one 160×160 slice, and the largest decode it allows fits in the budget (else no start).
         // Two bodies of 1 MiB but their last byte hold the whole budget.
         let holders = try (0..<2).map { _ in
             let client = try RawClient(port: service.port)
