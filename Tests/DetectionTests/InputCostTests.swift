@@ -127,4 +127,35 @@ final class InputCostTests: XCTestCase {
             }
         }
     }
+    /// Headers at the limits one size sets (the service's `decode_max_bytes`): each is let through, and
+    /// none may cost more than `largestPeakBytes`, what a memory budget must hold for one decode.
+    func testNoInputUnderTheLimitsCostsMoreThanTheLargestPeak() throws {
+        var limits = DetectionInput.Limits(maximumDecodedBytes: 1 << 22)
+        limits.maximumSlices = 512
+        let values = (1 << 22) / 4
+        XCTAssertEqual([limits.maximumElements, limits.png.maximumPixels, limits.nifti.maximumVoxels, limits.maximumResampledVoxels],
+                       [values, values, values, values])
+        func png(width: Int, height: Int, depth: UInt8, color: UInt8, interlace: UInt8) -> [UInt8] {
+            func bigEndian(_ value: UInt32) -> [UInt8] { withUnsafeBytes(of: value.bigEndian, Array.init) }
+            let body = Array("IHDR".utf8) + bigEndian(UInt32(width)) + bigEndian(UInt32(height)) + [depth, color, 0, 0, interlace]
+            return [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + bigEndian(13) + body + bigEndian(Zlib.crc32(body))
+        }
+        // Its stream (vox_offset + voxels) within the 4 MiB.
+        var niftiHeader = try nifti([128, 128, 63])
+        niftiHeader.removeSubrange(400...)
+        let inputs: [(name: String, bytes: [UInt8], preprocessed: Bool)] = [
+            ("16-bit RGBA PNG, interlaced", png(width: 2048, height: 512, depth: 16, color: 6, interlace: 1), false),
+            ("wide 16-bit RGBA PNG", png(width: 16384, height: values / 16384, depth: 16, color: 6, interlace: 0), false),
+            (".npy volume", npyHeader([256, 128, 32]), false),
+            ("float32 NIfTI header", niftiHeader, false),
+            ("preprocessed slices", npyHeader([40, 160, 160]), true),
+        ]
+        let largest = InputCost.largestPeakBytes(limits)
+        for (name, bytes, preprocessed) in inputs {
+            let cost = try InputCost(bytes: bytes, preprocessed: preprocessed, limits: limits)
+            XCTAssertLessThanOrEqual(cost.peakBytes, largest, name)
+        }
+        // One value more than the limit is refused, from the header.
+        XCTAssertThrowsError(try InputCost(bytes: npyHeader([values + 1]), preprocessed: false, limits: limits))
+    }
 }
