@@ -10,6 +10,10 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
+        // For the decoder fuzzers (Fuzz/).
+        .library(name: "Detection", targets: ["Detection"]),
+        .library(name: "Imaging", targets: ["Imaging"]),
+        .library(name: "ZlibCodec", targets: ["ZlibCodec"]),
         .executable(name: "mimood", targets: ["mimood"]),
     ],
     dependencies: [
@@ -50,13 +54,14 @@ let package = Package(
         // From image bytes to detection results on the input's grid: formats sniffed, preprocessing, one
         // restoration job per slice, maps put back, outputs encoded. Shared by `mimood detect` and the service.
         .target(name: "Detection", dependencies: ["Models", "Imaging"]),
+        .testTarget(name: "DetectionTests", dependencies: ["Detection", "Imaging"]),
         // The detection service: POST /detect on a shared, dynamically batching inference queue; health,
         // metrics, model facts; configuration; JSON logs (docs/service.md).
         .target(name: "Service", dependencies: [
             "HTTPServer", "Detection", "Models", "Kernels", "ZlibCodec", "JSONText", "Threading",
             .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "ServiceTests", dependencies: ["Service", "Models", "Kernels", "Imaging", "Threading", "TestSupport"]),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "Models", "Kernels", "Imaging", "ZlibCodec", "Threading", "TestSupport"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading"]),
         // The command line: `mimood detect`, `mimood bench` (docs/cli.md) and `mimood serve` (docs/service.md).
         .executableTarget(name: "mimood", dependencies: [

@@ -1,16 +1,29 @@
 // swift-tools-version: 6.0
-// The libFuzzer target for the HTTP request parser. A package of its own because the fuzzer only links
-// with -sanitize=fuzzer (it calls libFuzzer's driver), which would break a plain `swift build` of the root
-// package. Build and run it with scripts/fuzz-parser.
+// The libFuzzer targets: the HTTP request parser, and the image decoders every request body goes through
+// (NIfTI plain and gzip, NPY, NPZ, PNG). A package of its own because a fuzzer only links with
+// -sanitize=fuzzer (it calls libFuzzer's driver), which would break a plain `swift build` of the root
+// package. Build and run them with scripts/fuzz-parser and scripts/fuzz-decoders.
 import PackageDescription
 
+let decoders = ["NIfTIFuzz", "NIfTIGzipFuzz", "NPYFuzz", "NPZFuzz", "PNGFuzz"]
+
 let package = Package(
-    name: "HTTPParserFuzz",
+    name: "MIMOODFuzz",
     dependencies: [.package(name: "MIMOOD", path: "..")],
     targets: [
         .target(name: "CFuzzerDriver"),
         .executableTarget(name: "HTTPParserFuzz",
                           dependencies: ["CFuzzerDriver", .product(name: "HTTPServer", package: "MIMOOD")]),
-    ],
+        // What the decoder targets share: small limits, the driver, the checks against InputCost.
+        .target(name: "DecoderFuzzing", dependencies: [
+            "CFuzzerDriver", .product(name: "Detection", package: "MIMOOD"), .product(name: "Imaging", package: "MIMOOD"),
+            .product(name: "ZlibCodec", package: "MIMOOD"),
+        ]),
+    ] + decoders.map { name in
+        .executableTarget(name: name, dependencies: [
+            "DecoderFuzzing", .product(name: "Detection", package: "MIMOOD"), .product(name: "Imaging", package: "MIMOOD"),
+            .product(name: "ZlibCodec", package: "MIMOOD"),
+        ])
+    },
     swiftLanguageModes: [.v6]
 )

@@ -87,7 +87,7 @@ def test_every_endpoint_answers_as_the_contract_says(serve, slice_npy, tmp_path)
 
 
 def test_every_error_answers_as_the_contract_says(serve, slice_npy):
-    service = serve("--max-body-bytes", "200000", "--queue-max-bytes", "200000")
+    service = serve("--max-body-bytes", "200000")
     npy = {"Content-Type": "application/x-npy"}
     cases = [
         (b"\x93NUMPY broken", npy, "", 400),

@@ -16,12 +16,38 @@ public struct InputError: Error, Sendable, CustomStringConvertible {
         case unprocessable
     }
 
+    /// The `DetectionInput.Limits` member a `.tooLarge` input exceeds, for a caller that names its setting.
+    public enum Limit: Sendable {
+        /// `maximumSlices`.
+        case slices
+        /// `maximumResampledVoxels`.
+        case resampledVoxels
+        /// One of the decoders' limits (`maximumElements`, `png`, `nifti`).
+        case decoder
+    }
+
     public let kind: Kind
     public let description: String
+    /// Set for `.tooLarge`.
+    public let limit: Limit?
 
-    public init(_ kind: Kind, _ description: String) {
-        self.kind = kind
-        self.description = description
+    public init(_ kind: Kind, _ description: String, limit: Limit? = nil) {
+        (self.kind, self.description, self.limit) = (kind, description, limit)
+    }
+
+    /// A decoder's or the preprocessing's error, sorted by kind.
+    static func refusal(_ error: any Error) -> InputError {
+        switch error {
+        case NPYError.tooManyElements, NIfTIError.tooLarge, PNGError.tooLarge:
+            return InputError(.tooLarge, "\(error)", limit: .decoder)
+        case PreprocessingError.tooLarge:
+            return InputError(.tooLarge, "\(error)", limit: .resampledVoxels)
+        case NPYError.unsupportedDType, NIfTIError.unsupportedDataType, NIfTIError.nifti2NotSupported,
+             NIfTIError.pairNotSupported, PNGError.notGrayscale, is PreprocessingError:
+            return InputError(.unprocessable, "\(error)")
+        default:
+            return InputError(.malformed, "\(error)")
+        }
     }
 }
 
@@ -72,57 +98,62 @@ public struct DetectionInput: Sendable {
         }
     }
 
-    /// Caps on what an input may make the decoders and the preprocessing allocate.
+    /// Caps on what an input may make the decoders and the preprocessing allocate, all checked from its
+    /// header (`InputCost`) before anything is.
     public struct Limits: Sendable {
         public var maximumElements = NPY.defaultMaximumElements
         public var png = PNGLimits()
         public var nifti = NIfTILimits()
+        /// The preprocessing's largest grid (its RAS copy, or a pass of the resampling to 1 mm).
+        public var maximumResampledVoxels = Preprocessing.defaultMaximumResampledVoxels
+        /// 160×160 slices after preprocessing (the service sets `request_max_slices`).
+        public var maximumSlices = 2048
         public init() {}
+
+        /// Limits from one size (the service's `decode_max_bytes`): no image decodes to more than `bytes`
+        /// bytes, and neither it nor a grid of its preprocessing has more pixels or voxels than `bytes / 4`
+        /// (their Float32 size).
+        public init(maximumDecodedBytes bytes: Int) {
+            maximumElements = bytes / 4
+            png = PNGLimits(maximumPixels: bytes / 4)
+            nifti = NIfTILimits(maximumVoxels: bytes / 4, maximumBytes: bytes)
+            maximumResampledVoxels = bytes / 4
+        }
     }
 
     /// Reads `.npy` (2-D slice or 3-D volume), PNG (2-D slice) or NIfTI-1 (`.nii`, `.nii.gz`), told apart
     /// by their magic bytes, and preprocesses it as docs/preprocessing.md and docs/imaging.md say. With
     /// `preprocessed`, `.npy` and PNG inputs are taken as 160×160 slices in [0, 1] and passed unchanged.
+    /// Its `InputCost` is found first, so an input over `limits` is refused from its header.
     public init(bytes: [UInt8], preprocessed: Bool, limits: Limits = Limits()) throws(InputError) {
-        let format = InputFormat.sniff(bytes)
+        let cost = try InputCost(bytes: bytes, preprocessed: preprocessed, limits: limits)
+        let format = cost.format
         switch format {
         case .npy:
             let array: NPYArray
-            do { array = try NPY.decode(bytes, maximumElements: limits.maximumElements) } catch { throw Self.refusal(error) }
+            do { array = try NPY.decode(bytes, maximumElements: limits.maximumElements) } catch { throw .refusal(error) }
             if preprocessed {
                 self = try Self.modelSlices(array, format: format)
             } else if let image = array.image() {
                 self = try DetectionInput(image: image, format: format)
             } else if let volume = array.volume() {
                 // A bare array has no geometry: voxel axes are taken as RAS at 1 mm (docs/imaging.md).
-                self = try DetectionInput(volume: volume, geometry: NIfTIGeometry(affine: .identity), format: format)
+                self = try DetectionInput(volume: volume, geometry: NIfTIGeometry(affine: .identity), limits: limits, format: format)
             } else {
-                throw InputError(.unprocessable, "a .npy input must be a 2-D slice or a 3-D volume, got shape \(array.shape)"
-                                 + " (a stack of preprocessed slices must be declared preprocessed)")
+                throw InputError(.unprocessable, "a .npy input must be a 2-D slice or a 3-D volume (checked from its header)")
             }
         case .png:
             let image: GrayImage
-            do { image = try PNG.decode(bytes, limits: limits.png).grayscale() } catch { throw Self.refusal(error) }
+            do { image = try PNG.decode(bytes, limits: limits.png).grayscale() } catch { throw .refusal(error) }
             self = preprocessed
                 ? try Self.modelSlices(NPYArray(shape: [image.height, image.width], values: image.pixels), format: format)
                 : try DetectionInput(image: image, format: format)
         case .nifti:
             let nifti: NIfTIImage
-            do {
-                nifti = try NIfTI.decode(bytes, limits: limits.nifti)
-            } catch .badHeaderSize {
-                // Neither magic matched and no NIfTI header either: say what is accepted, whatever the name claims.
-                throw InputError(.unsupportedFormat, "not a .npy, PNG or NIfTI-1 (.nii, .nii.gz) image: its first bytes match none of them")
-            } catch {
-                throw Self.refusal(error)
-            }
-            guard !preprocessed else {
-                throw InputError(.unprocessable, "only .npy and PNG slices can be declared preprocessed; "
-                                 + "a NIfTI volume is always preprocessed from its voxel grid")
-            }
+            do { nifti = try NIfTI.decode(bytes, limits: limits.nifti) } catch { throw .refusal(error) }
             let affine: Affine
-            do { affine = try nifti.geometry.affine() } catch { throw Self.refusal(error) }
-            self = try DetectionInput(volume: nifti.volume, geometry: nifti.geometry, affine: affine, format: format)
+            do { affine = try nifti.geometry.affine() } catch { throw .refusal(error) }
+            self = try DetectionInput(volume: nifti.volume, geometry: nifti.geometry, affine: affine, limits: limits, format: format)
         }
     }
 
@@ -132,26 +163,23 @@ public struct DetectionInput: Sendable {
 
     private init(image: GrayImage, format: InputFormat) throws(InputError) {
         let prepared: PreprocessedVolume
-        do { prepared = try Preprocessing.prepareImage(image) } catch { throw Self.refusal(error) }
+        do { prepared = try Preprocessing.prepareImage(image) } catch { throw .refusal(error) }
         self.init(format: format, kind: .image(prepared.geometry), sliceCount: 1, slices: prepared.slices, brain: prepared.brain)
     }
 
-    private init(volume: Volume, geometry: NIfTIGeometry, affine: Affine = .identity, format: InputFormat) throws(InputError) {
+    private init(volume: Volume, geometry: NIfTIGeometry, affine: Affine = .identity, limits: Limits,
+                 format: InputFormat) throws(InputError) {
         let prepared: PreprocessedVolume
-        do { prepared = try Preprocessing.preprocess(volume, affine: affine) } catch { throw Self.refusal(error) }
+        do { prepared = try Preprocessing.preprocess(volume, affine: affine, maximumResampledVoxels: limits.maximumResampledVoxels) }
+        catch { throw .refusal(error) }
         self.init(format: format, kind: .volume(prepared.geometry, geometry), sliceCount: prepared.sliceCount,
                   slices: prepared.slices, brain: prepared.brain)
     }
 
-    /// Preprocessed slices: [160, 160], [N, 160, 160] or [N, 1, 160, 160], each checked by the 2-D rule for
-    /// a preprocessed 160×160 image (finite, in [0, 1]; brain = pixels > 0).
+    /// Preprocessed slices of a shape `InputCost` accepted ([160, 160], [N, 160, 160] or [N, 1, 160, 160]),
+    /// each checked by the 2-D rule for a preprocessed 160×160 image (finite, in [0, 1]; brain = pixels > 0).
     private static func modelSlices(_ array: NPYArray, format: InputFormat) throws(InputError) -> DetectionInput {
         let size = Preprocessing.sliceSize, area = size * size
-        let accepted = [[size, size], [array.shape.first ?? 0, size, size], [array.shape.first ?? 0, 1, size, size]]
-        guard accepted.contains(array.shape), array.values.count >= area else {
-            throw InputError(.unprocessable, "preprocessed slices must be \(size)×\(size): shape [\(size), \(size)], "
-                             + "[N, \(size), \(size)] or [N, 1, \(size), \(size)], got \(array.shape)")
-        }
         let count = array.values.count / area
         var slices: [Float] = [], brain: [Bool] = []
         for index in 0..<count {
@@ -165,17 +193,6 @@ public struct DetectionInput: Sendable {
             }
         }
         return DetectionInput(format: format, kind: .slices(shape: array.shape), sliceCount: count, slices: slices, brain: brain)
-    }
-
-    /// A decoder's or the preprocessing's error, sorted by kind.
-    private static func refusal(_ error: any Error) -> InputError {
-        let kind: InputError.Kind = switch error {
-        case NPYError.tooManyElements, NIfTIError.tooLarge, PNGError.tooLarge, PreprocessingError.tooLarge: .tooLarge
-        case NPYError.unsupportedDType, NIfTIError.unsupportedDataType, NIfTIError.nifti2NotSupported,
-             NIfTIError.pairNotSupported, PNGError.notGrayscale, is PreprocessingError: .unprocessable
-        default: .malformed
-        }
-        return InputError(kind, "\(error)")
     }
 
     /// One restoration job per slice, slice i seeded with `parameters.seed + i`: a slice's result depends on

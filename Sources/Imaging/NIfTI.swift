@@ -27,7 +27,7 @@ public enum NIfTIError: Error, Equatable, CustomStringConvertible {
         case .badMagic(let magic): "not a NIfTI-1 file: the magic is '\(magic)', not 'n+1'"
         case .pairNotSupported: "a .hdr/.img pair cannot be sent as one file: convert it to a single .nii or .nii.gz"
         case .badDimensions(let reason): "the NIfTI dimensions are invalid: \(reason)"
-        case .badVoxOffset(let offset): "the NIfTI vox_offset \(offset) is not a usable data offset"
+        case .badVoxOffset(let offset): "the NIfTI vox_offset \(offset) is not a usable data offset (a byte count from 0 up to the file size limit)"
         case .unsupportedDataType(let code, let name): "NIfTI datatype \(code) (\(name)) is not supported: send a scalar grayscale image (integers or float32/float64)"
         case .tooLarge(let reason): "the NIfTI image is too large: \(reason)"
         case .badScaling(let reason): "the NIfTI intensity scaling is invalid: \(reason)"
@@ -156,6 +156,25 @@ public struct NIfTIImage: Sendable, Equatable {
     public var datatypeCode: Int16
 }
 
+/// What a NIfTI-1 header says, before any voxel is read.
+public struct NIfTIHeader: Sendable, Equatable {
+    /// `[nx, ny, nz]`; a 2-D image has `nz = 1`.
+    public let shape: [Int]
+    /// 2 or 3, as in `NIfTIImage`.
+    public let dimensionCount: Int
+    public let datatypeCode: Int16
+    public let geometry: NIfTIGeometry
+    /// Where the voxels start in the `.nii` stream (after gunzip for `.nii.gz`).
+    public let dataOffset: Int
+    /// The bytes of the stream up to the last voxel: what decoding keeps of it.
+    public let byteCount: Int
+    let type: ScalarType
+    let order: ByteOrder
+    let scaling: LinearScaling?
+
+    public var voxelCount: Int { shape.reduce(1, *) }
+}
+
 /// NIfTI-1 single files (`.nii`, and `.nii.gz` recognised by its gzip magic) — reading any scalar
 /// datatype, writing float32.
 public enum NIfTI {
@@ -163,11 +182,16 @@ public enum NIfTI {
     /// Header plus the 4-byte extension flag: where a writer puts the data.
     static let dataOffset = 352
 
-    public static func decode(_ input: [UInt8], limits: NIfTILimits = NIfTILimits()) throws(NIfTIError) -> NIfTIImage {
+    /// NIfTI-1 stores each size as an int16: no axis holds more voxels than this.
+    public static let maximumAxisSize = Int(Int16.max)
+
+    /// The header of a `.nii` or `.nii.gz` (told apart by the gzip magic), read from its first 348 bytes
+    /// — for `.nii.gz` only those are inflated — and checked against `limits`: what decoding will cost
+    /// is known before a voxel is read.
+    public static func header(_ input: [UInt8], limits: NIfTILimits = NIfTILimits()) throws(NIfTIError) -> NIfTIHeader {
         let bytes: [UInt8]
-        if input.starts(with: [0x1F, 0x8B]) {
-            do throws(ZlibError) { bytes = try Zlib.decompress(input, format: .gzip, maximumOutputBytes: limits.maximumBytes) }
-            catch .outputLimitExceeded { throw .tooLarge("it decompresses to more than \(limits.maximumBytes) bytes") }
+        if isCompressed(input) {
+            do throws(ZlibError) { bytes = try Zlib.decompressedPrefix(input, format: .gzip, count: headerSize) }
             catch { throw .compression(error) }
         } else {
             guard input.count <= limits.maximumBytes else { throw .tooLarge("\(input.count) bytes, more than \(limits.maximumBytes)") }
@@ -191,31 +215,59 @@ public enum NIfTI {
         let datatypeCode = header.integer(at: 70, as: Int16.self)
         let type = try scalarType(datatypeCode)
 
-        // NIfTI-1: a single file's data starts at vox_offset, at least 352 (smaller values mean 352).
+        // NIfTI-1: a single file's data starts at vox_offset, at least 352 (smaller values mean 352). The
+        // float becomes an Int only when it is one: Int(exactly:) is nil for NaN, ±∞ and ±1e20 alike.
         let voxOffset = header.float(at: 108)
-        guard voxOffset.isFinite, voxOffset < Float(limits.maximumBytes) else { throw .badVoxOffset(voxOffset) }
-        let dataStart = max(Int(voxOffset), dataOffset)
-        let needed = dataStart + voxelCount * type.byteCount
-        guard bytes.count >= needed else { throw .truncated(expected: needed, actual: bytes.count) }
-
-        let voxels = decodeScalars(bytes, offset: dataStart, count: voxelCount, type: type, order: order,
-                                   scaling: try scaling(slope: header.float(at: 112), intercept: header.float(at: 116)))
+        guard voxOffset >= 0, let offset = Int(exactly: voxOffset.rounded(.down)), offset <= limits.maximumBytes else {
+            throw .badVoxOffset(voxOffset)
+        }
+        let dataStart = max(offset, dataOffset)
+        // At most (2^15)^3 voxels of 8 bytes after an offset within the byte limit: no overflow.
+        let byteCount = dataStart + voxelCount * type.byteCount
+        guard byteCount <= limits.maximumBytes else {
+            throw .tooLarge("the header asks for \(byteCount) bytes, more than \(limits.maximumBytes)")
+        }
         let geometry = NIfTIGeometry(
             pixdim: header.floats(at: 76, count: 8), xyztUnits: bytes[123],
             qformCode: header.integer(at: 252, as: Int16.self), sformCode: header.integer(at: 254, as: Int16.self),
             quaternion: header.floats(at: 256, count: 3), qoffset: header.floats(at: 268, count: 3),
             srow: (0..<3).map { header.floats(at: 280 + 16 * $0, count: 4) })
-        return NIfTIImage(volume: Volume(shape: shape, voxels: voxels), dimensionCount: dimensionCount,
-                          geometry: geometry, datatypeCode: datatypeCode)
+        return NIfTIHeader(shape: shape, dimensionCount: dimensionCount, datatypeCode: datatypeCode, geometry: geometry,
+                           dataOffset: dataStart, byteCount: byteCount, type: type, order: order,
+                           scaling: try scaling(slope: header.float(at: 112), intercept: header.float(at: 116)))
     }
+
+    /// The image of a `.nii` or `.nii.gz`. Of a `.nii.gz`, the bytes the header says the image needs are
+    /// kept; the rest of the stream is inflated only to check it (its CRC-32, and `maximumBytes` in all).
+    public static func decode(_ input: [UInt8], limits: NIfTILimits = NIfTILimits()) throws(NIfTIError) -> NIfTIImage {
+        let header = try header(input, limits: limits)
+        let bytes: [UInt8]
+        if isCompressed(input) {
+            do throws(ZlibError) {
+                bytes = try Zlib.decompress(input, format: .gzip, maximumOutputBytes: limits.maximumBytes, keepingFirst: header.byteCount)
+            }
+            catch .outputLimitExceeded { throw .tooLarge("it decompresses to more than \(limits.maximumBytes) bytes") }
+            catch { throw .compression(error) }
+        } else {
+            bytes = input
+        }
+        guard bytes.count >= header.byteCount else { throw .truncated(expected: header.byteCount, actual: bytes.count) }
+        let voxels = decodeScalars(bytes, offset: header.dataOffset, count: header.voxelCount, type: header.type,
+                                   order: header.order, scaling: header.scaling)
+        return NIfTIImage(volume: Volume(shape: header.shape, voxels: voxels), dimensionCount: header.dimensionCount,
+                          geometry: header.geometry, datatypeCode: header.datatypeCode)
+    }
+
+    /// `.nii.gz` is told by gzip's magic bytes, never by a name.
+    private static func isCompressed(_ input: [UInt8]) -> Bool { input.starts(with: [0x1F, 0x8B]) }
 
     /// A little-endian float32 `.nii` (gzip-compressed unless `compressed` is false) of `volume` with
     /// `geometry` copied into the header. `dimensionCount` 2 writes a one-slice volume as a 2-D image.
     public static func encode(_ volume: Volume, geometry: NIfTIGeometry, dimensionCount: Int = 3,
                               description: String = "", compressed: Bool = true) throws -> [UInt8] {
         precondition(dimensionCount == 3 || (dimensionCount == 2 && volume.shape[2] == 1), "a 2-D image has one slice")
-        guard volume.shape.allSatisfy({ $0 <= Int(Int16.max) }) else {
-            throw NIfTIError.tooLarge("NIfTI-1 sizes stop at 32767 voxels per axis, got \(volume.shape)")
+        guard volume.shape.allSatisfy({ $0 <= maximumAxisSize }) else {
+            throw NIfTIError.tooLarge("NIfTI-1 sizes stop at \(maximumAxisSize) voxels per axis, got \(volume.shape)")
         }
         var writer = ByteWriter(order: .little, capacity: dataOffset + 4 * volume.voxels.count)
         writer.append(Int32(headerSize))

@@ -57,6 +57,20 @@ public struct NPYArray: Sendable, Equatable {
     }
 }
 
+/// What a `.npy` header says, before any element is read.
+public struct NPYHeader: Sendable, Equatable {
+    /// NumPy's shape; `[]` is a scalar.
+    public let shape: [Int]
+    public let fortranOrder: Bool
+    /// The product of the shape, within the limit it was read with.
+    public let elementCount: Int
+    /// Where the elements start, and how many bytes they take.
+    public let dataOffset: Int
+    public let dataBytes: Int
+    let type: ScalarType
+    let order: ByteOrder
+}
+
 /// NumPy's `.npy` format (numpy.lib.format): a magic string, a version, a Python dict literal describing
 /// dtype, order and shape, then the raw elements.
 public enum NPY {
@@ -65,7 +79,9 @@ public enum NPY {
 
     private static let magic: [UInt8] = [0x93] + Array("NUMPY".utf8)
 
-    public static func decode(_ bytes: [UInt8], maximumElements: Int = defaultMaximumElements) throws(NPYError) -> NPYArray {
+    /// The header of a `.npy`, read from its first bytes (the data may be absent): shape, dtype and order,
+    /// the element count checked against `maximumElements` before anything is allocated for it.
+    public static func header(_ bytes: [UInt8], maximumElements: Int = defaultMaximumElements) throws(NPYError) -> NPYHeader {
         guard !bytes.isEmpty, bytes.starts(with: magic.prefix(bytes.count)) || bytes.starts(with: magic) else { throw .badMagic }
         guard bytes.count >= 8 else { throw .truncatedHeader }
         let (major, minor) = (bytes[6], bytes[7])
@@ -82,16 +98,21 @@ public enum NPY {
         let headerStart = 8 + lengthFieldSize
         guard bytes.count >= headerStart + headerLength else { throw .truncatedHeader }
         // v1/v2 headers are latin-1, v3 UTF-8; every key and value we accept is ASCII either way.
-        let header = try HeaderDictionary.parse(bytes[headerStart ..< headerStart + headerLength])
-
-        let elementCount = try checkedElementCount(header.shape, limit: maximumElements)
-        let (expected, overflow) = elementCount.multipliedReportingOverflow(by: header.type.byteCount)
+        let dictionary = try HeaderDictionary.parse(bytes[headerStart ..< headerStart + headerLength])
+        let elementCount = try checkedElementCount(dictionary.shape, limit: maximumElements)
+        let (dataBytes, overflow) = elementCount.multipliedReportingOverflow(by: dictionary.type.byteCount)
         guard !overflow else { throw .tooManyElements(count: elementCount, limit: maximumElements) }
-        let dataStart = headerStart + headerLength
-        let actual = bytes.count - dataStart
-        if actual < expected { throw .truncatedData(expected: expected, actual: actual) }
-        if actual > expected { throw .sizeMismatch(expected: expected, actual: actual) }
-        let stored = decodeScalars(bytes, offset: dataStart, count: elementCount, type: header.type, order: header.order)
+        return NPYHeader(shape: dictionary.shape, fortranOrder: dictionary.fortranOrder, elementCount: elementCount,
+                         dataOffset: headerStart + headerLength, dataBytes: dataBytes,
+                         type: dictionary.type, order: dictionary.order)
+    }
+
+    public static func decode(_ bytes: [UInt8], maximumElements: Int = defaultMaximumElements) throws(NPYError) -> NPYArray {
+        let header = try header(bytes, maximumElements: maximumElements)
+        let actual = bytes.count - header.dataOffset
+        if actual < header.dataBytes { throw .truncatedData(expected: header.dataBytes, actual: actual) }
+        if actual > header.dataBytes { throw .sizeMismatch(expected: header.dataBytes, actual: actual) }
+        let stored = decodeScalars(bytes, offset: header.dataOffset, count: header.elementCount, type: header.type, order: header.order)
         let values = header.fortranOrder ? reversedAxisOrder(stored, fileShape: header.shape) : stored
         return NPYArray(shape: header.shape, values: values)
     }
@@ -198,7 +219,7 @@ private struct HeaderDictionary {
             if scanner.consume("}") { break }
             guard case .string(let key) = try scanner.value() else { throw .badHeader("a key is not a string") }
             try scanner.expect(":")
-            guard entries.updateValue(try scanner.value(), forKey: key) == nil else { throw .badHeader("key '\(key)' appears twice") }
+            guard entries.updateValue(try scanner.value(), forKey: key) == nil else { throw .badHeader("key '\(quoted(key))' appears twice") }
             scanner.skipSpaces()
             if scanner.consume("}") { break }
             try scanner.expect(",")
@@ -206,7 +227,7 @@ private struct HeaderDictionary {
         scanner.skipSpaces()
         guard scanner.atEnd else { throw .badHeader("text after the closing brace") }
         guard Set(entries.keys) == ["descr", "fortran_order", "shape"] else {
-            throw .badHeader("expected the keys 'descr', 'fortran_order' and 'shape', found \(entries.keys.sorted())")
+            throw .badHeader("expected the keys 'descr', 'fortran_order' and 'shape', found " + quoted("\(entries.keys.sorted())"))
         }
         guard case .bool(let fortranOrder) = entries["fortran_order"] else { throw .badHeader("'fortran_order' is not True or False") }
         guard case .tuple(let shape) = entries["shape"] else { throw .badHeader("'shape' is not a tuple of integers") }
@@ -242,7 +263,7 @@ private struct HeaderDictionary {
         case "f8": .float64
         default: nil
         }
-        guard let type else { throw .unsupportedDType(descr) }
+        guard let type else { throw .unsupportedDType(quoted(descr)) }
         return (type, order)
     }
 

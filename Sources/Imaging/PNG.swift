@@ -123,6 +123,43 @@ public struct PNGImage: Sendable, Equatable {
     }
 }
 
+/// IHDR's contents: what a PNG will cost to decode, known before any image data is read.
+public struct PNGHeader: Sendable, Equatable {
+    public let width: Int
+    public let height: Int
+    public let bitDepth: Int
+    /// PNG's colour type code: 0 gray, 2 RGB, 3 palette, 4 gray + alpha, 6 RGBA.
+    public let colorType: UInt8
+    public let interlaced: Bool
+
+    /// Samples per pixel as stored (a palette index is one).
+    public var channels: Int {
+        switch colorType {
+        case 0, 3: 1
+        case 4: 2
+        case 2: 3
+        default: 4
+        }
+    }
+
+    /// Bytes the IDAT stream inflates to: each pass's rows, with their filter bytes.
+    public var inflatedByteCount: Int { passes.reduce(0) { $0 + $1.height * (1 + rowBytes($1.width)) } }
+
+    /// Bytes of one filtered row of `width` pixels, without its filter byte.
+    func rowBytes(_ width: Int) -> Int { (width * channels * bitDepth + 7) / 8 }
+
+    /// The passes as (first column, first row, steps, size in pixels): one for a plain image, Adam7's
+    /// non-empty ones for an interlaced image.
+    var passes: [(x: Int, y: Int, dx: Int, dy: Int, width: Int, height: Int)] {
+        guard interlaced else { return [(0, 0, 1, 1, width, height)] }
+        return PNG.adam7.compactMap { pass in
+            let passWidth = (width - pass.x + pass.dx - 1) / pass.dx
+            let passHeight = (height - pass.y + pass.dy - 1) / pass.dy
+            return passWidth > 0 && passHeight > 0 ? (pass.x, pass.y, pass.dx, pass.dy, passWidth, passHeight) : nil
+        }
+    }
+}
+
 /// PNG (ISO/IEC 15948): every colour type and bit depth, all five filters, Adam7 interlacing, CRC checks.
 public enum PNG {
     static let signature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
@@ -132,73 +169,31 @@ public enum PNG {
         (0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2),
     ]
 
-    /// IHDR's contents.
-    struct Header {
-        var width: Int
-        var height: Int
-        var bitDepth: Int
-        var colorType: UInt8
-        var interlaced: Bool
-
-        /// Samples per pixel as stored (a palette index is one).
-        var channels: Int {
-            switch colorType {
-            case 0, 3: 1
-            case 4: 2
-            case 2: 3
-            default: 4
-            }
-        }
-
-        /// Bytes of one filtered row of `width` pixels, without its filter byte.
-        func rowBytes(_ width: Int) -> Int { (width * channels * bitDepth + 7) / 8 }
-
-        /// The passes as (first column, first row, steps, size in pixels): one for a plain image, Adam7's
-        /// non-empty ones for an interlaced image.
-        var passes: [(x: Int, y: Int, dx: Int, dy: Int, width: Int, height: Int)] {
-            guard interlaced else { return [(0, 0, 1, 1, width, height)] }
-            return PNG.adam7.compactMap { pass in
-                let passWidth = (width - pass.x + pass.dx - 1) / pass.dx
-                let passHeight = (height - pass.y + pass.dy - 1) / pass.dy
-                return passWidth > 0 && passHeight > 0 ? (pass.x, pass.y, pass.dx, pass.dy, passWidth, passHeight) : nil
-            }
-        }
+    /// IHDR, the first chunk, checked against `limits`: the image's size before any of it is inflated.
+    public static func header(_ bytes: [UInt8], limits: PNGLimits = PNGLimits()) throws(PNGError) -> PNGHeader {
+        guard bytes.starts(with: signature) else { throw .badSignature }
+        let first = try chunk(in: bytes, at: signature.count, missing: "no IHDR chunk")
+        guard first.type == "IHDR" else { throw .badChunk("the first chunk is \(first.type), not IHDR") }
+        return try parseHeader(first.data, limits: limits)
     }
 
     public static func decode(_ bytes: [UInt8], limits: PNGLimits = PNGLimits()) throws(PNGError) -> PNGImage {
-        guard bytes.starts(with: signature) else { throw .badSignature }
-        let reader = ByteReader(bytes: bytes, order: .big)
-        var header: Header?
+        let header = try header(bytes, limits: limits)
         var palette: [UInt8]?
         var transparency: [UInt8]?
         var compressed: [UInt8] = []
         var idatEnded = false
-        var position = signature.count
+        // After IHDR: its 13 bytes of data, with length, name and CRC.
+        var position = signature.count + 25
         while true {
-            guard position + 8 <= bytes.count else {
-                throw .truncated(header == nil ? "no IHDR chunk" : "no IEND chunk")
-            }
-            let length = Int(reader.integer(at: position, as: UInt32.self))
-            let typeBytes = Array(bytes[position + 4 ..< position + 8])
-            let type = String(decoding: typeBytes, as: UTF8.self)
-            guard typeBytes.allSatisfy({ (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }) else {
-                throw .badChunk("a chunk name is not four letters (at byte \(position))")
-            }
-            guard length <= Int(Int32.max) else { throw .badChunk("chunk \(type) claims \(length) bytes") }
-            guard position + 12 + length <= bytes.count else { throw .truncated("inside chunk \(type)") }
-            let data = Array(bytes[position + 8 ..< position + 8 + length])
-            let storedCRC = reader.integer(at: position + 8 + length, as: UInt32.self)
-            guard Zlib.crc32(bytes[position + 4 ..< position + 8 + length]) == storedCRC else { throw .crcMismatch(chunk: type) }
-            position += 12 + length
-
-            if header == nil && type != "IHDR" { throw .badChunk("the first chunk is \(type), not IHDR") }
+            let (type, data, next) = try chunk(in: bytes, at: position, missing: "no IEND chunk")
+            position = next
             if !compressed.isEmpty && type != "IDAT" { idatEnded = true }
             switch type {
             case "IHDR":
-                guard header == nil else { throw .badChunk("a second IHDR chunk") }
-                header = try parseHeader(data, limits: limits)
+                throw .badChunk("a second IHDR chunk")
             case "PLTE":
-                guard let header, header.colorType != 0, header.colorType != 4 else { throw .badChunk("a PLTE chunk in a grayscale image") }
+                guard header.colorType != 0, header.colorType != 4 else { throw .badChunk("a PLTE chunk in a grayscale image") }
                 guard palette == nil, compressed.isEmpty else { throw .badChunk("PLTE must come once, before the image data") }
                 let entries = data.count / 3
                 guard data.count % 3 == 0, entries >= 1, entries <= 256, header.colorType != 3 || entries <= 1 << header.bitDepth else {
@@ -206,7 +201,7 @@ public enum PNG {
                 }
                 palette = data
             case "tRNS":
-                guard let header, compressed.isEmpty, transparency == nil else { throw .badChunk("tRNS must come once, before the image data") }
+                guard compressed.isEmpty, transparency == nil else { throw .badChunk("tRNS must come once, before the image data") }
                 switch header.colorType {
                 case 0 where data.count == 2, 2 where data.count == 6: break
                 case 3:
@@ -219,20 +214,36 @@ public enum PNG {
                 guard !idatEnded else { throw .badChunk("IDAT chunks are not consecutive") }
                 compressed += data
             case "IEND":
-                guard let header else { throw .missingChunk("IHDR") }
                 guard !compressed.isEmpty else { throw .missingChunk("IDAT") }
                 if header.colorType == 3 && palette == nil { throw .missingChunk("PLTE") }
                 let raw = try inflateImageData(compressed, header: header)
                 let samples = try unfilter(raw, header: header)
                 return try expanded(samples, header: header, palette: palette, transparency: transparency)
             default:
-                // Bit 5 of the first letter clear (upper case) marks a chunk a decoder must understand.
-                if typeBytes[0] & 0x20 == 0 { throw .badChunk("unknown critical chunk \(type)") }
+                // An upper-case first letter (bit 5 clear) marks a chunk a decoder must understand.
+                if type.first?.isUppercase == true { throw .badChunk("unknown critical chunk \(type)") }
             }
         }
     }
 
-    private static func parseHeader(_ data: [UInt8], limits: PNGLimits) throws(PNGError) -> Header {
+    /// The chunk at `position`: its name, its data, and where the next one starts; its CRC checked.
+    /// `missing` says what is lacking when the file ends before a chunk.
+    private static func chunk(in bytes: [UInt8], at position: Int, missing: String) throws(PNGError) -> (type: String, data: [UInt8], next: Int) {
+        guard position + 8 <= bytes.count else { throw .truncated(missing) }
+        let length = Int(ByteReader(bytes: bytes, order: .big).integer(at: position, as: UInt32.self))
+        let typeBytes = Array(bytes[position + 4 ..< position + 8])
+        let type = String(decoding: typeBytes, as: UTF8.self)
+        guard typeBytes.allSatisfy({ (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) }) else {
+            throw .badChunk("a chunk name is not four letters (at byte \(position))")
+        }
+        guard length <= Int(Int32.max) else { throw .badChunk("chunk \(type) claims \(length) bytes") }
+        guard position + 12 + length <= bytes.count else { throw .truncated("inside chunk \(type)") }
+        let storedCRC = ByteReader(bytes: bytes, order: .big).integer(at: position + 8 + length, as: UInt32.self)
+        guard Zlib.crc32(bytes[position + 4 ..< position + 8 + length]) == storedCRC else { throw .crcMismatch(chunk: type) }
+        return (type, Array(bytes[position + 8 ..< position + 8 + length]), position + 12 + length)
+    }
+
+    private static func parseHeader(_ data: [UInt8], limits: PNGLimits) throws(PNGError) -> PNGHeader {
         guard data.count == 13 else { throw .badHeader("IHDR has \(data.count) bytes, not 13") }
         let reader = ByteReader(bytes: data, order: .big)
         let width = Int(reader.integer(at: 0, as: UInt32.self)), height = Int(reader.integer(at: 4, as: UInt32.self))
@@ -254,12 +265,12 @@ public enum PNG {
         guard width <= limits.maximumWidth, height <= limits.maximumHeight, width * height <= limits.maximumPixels else {
             throw .tooLarge("\(width)×\(height) pixels exceed the limits (\(limits.maximumWidth)×\(limits.maximumHeight), \(limits.maximumPixels) pixels)")
         }
-        return Header(width: width, height: height, bitDepth: bitDepth, colorType: colorType, interlaced: data[12] == 1)
+        return PNGHeader(width: width, height: height, bitDepth: bitDepth, colorType: colorType, interlaced: data[12] == 1)
     }
 
     /// The zlib stream of the IDAT chunks, inflated to exactly the size the header implies.
-    private static func inflateImageData(_ compressed: [UInt8], header: Header) throws(PNGError) -> [UInt8] {
-        let expected = header.passes.reduce(0) { $0 + $1.height * (1 + header.rowBytes($1.width)) }
+    private static func inflateImageData(_ compressed: [UInt8], header: PNGHeader) throws(PNGError) -> [UInt8] {
+        let expected = header.inflatedByteCount
         let raw: [UInt8]
         do throws(ZlibError) { raw = try Zlib.decompress(compressed, format: .zlib, maximumOutputBytes: expected) }
         catch .outputLimitExceeded { throw .badImageData("it inflates to more than the \(expected) bytes the header implies") }
@@ -269,7 +280,7 @@ public enum PNG {
     }
 
     /// Undoes each row's filter and unpacks the samples into image order (de-interlacing Adam7).
-    private static func unfilter(_ raw: [UInt8], header: Header) throws(PNGError) -> [UInt16] {
+    private static func unfilter(_ raw: [UInt8], header: PNGHeader) throws(PNGError) -> [UInt16] {
         let channels = header.channels
         let bytesPerPixel = max(1, channels * header.bitDepth / 8)
         var samples = [UInt16](repeating: 0, count: header.width * header.height * channels)
@@ -326,7 +337,7 @@ public enum PNG {
     }
 
     /// Palette lookup, and tRNS turned into an alpha channel.
-    private static func expanded(_ samples: [UInt16], header: Header, palette: [UInt8]?,
+    private static func expanded(_ samples: [UInt16], header: PNGHeader, palette: [UInt8]?,
                                  transparency: [UInt8]?) throws(PNGError) -> PNGImage {
         let (width, height, depth) = (header.width, header.height, header.bitDepth)
         switch (header.colorType, palette, transparency) {
@@ -388,7 +399,7 @@ public enum PNG {
     /// A non-interlaced PNG of `image`. Each row gets the filter with the smallest sum of absolute
     /// filtered bytes (the usual heuristic, and what keeps smooth MRI slices small).
     public static func encode(_ image: PNGImage) throws -> [UInt8] {
-        let header = Header(width: image.width, height: image.height, bitDepth: image.bitDepth,
+        let header = PNGHeader(width: image.width, height: image.height, bitDepth: image.bitDepth,
                             colorType: image.color.code, interlaced: false)
         let rowBytes = header.rowBytes(image.width)
         let bytesPerPixel = max(1, image.color.channels * image.bitDepth / 8)

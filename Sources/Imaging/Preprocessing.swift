@@ -67,6 +67,17 @@ public struct PreprocessedVolume: Sendable, Equatable {
     public let clipValue: Float
 }
 
+/// What the preprocessing of a volume will build, known before it runs (`Preprocessing.resampledGrid`).
+public struct ResampledGrid: Sendable, Equatable {
+    public let orientation: Orientation
+    /// Voxel spacing in mm, in RAS axis order.
+    public let spacing: [Double]
+    /// Axial slices after resampling to 1 mm: the 160×160 slices the model sees.
+    public let sliceCount: Int
+    /// Voxels of the largest grid held: the RAS copy, or a pass of the resampling.
+    public let largestVoxelCount: Int
+}
+
 /// The paper's preprocessing, a faithful port of `Training/mimood_train/preprocessing.py` as specified in
 /// `docs/preprocessing.md`: reorient to RAS → resample to 1 mm → brain mask → clip at the 98th percentile
 /// and scale to [0, 1] → 160×160 window on the brain → axial slices in radiological display order. Voxel
@@ -87,10 +98,12 @@ public enum Preprocessing {
                 throw .maskShapeMismatch(mask: name, maskShape: mask.shape, imageShape: volume.shape)
             }
         }
-        let orientation = try orientationOf(affine)
-        let spacing = orientation.axes.map { affine.columnNorm($0) }
-        let rasShape = orientation.axes.map { volume.shape[$0] }
-        try checkResampledSize(rasShape, spacing: spacing, limit: maximumResampledVoxels)
+        let grid = try resampledGrid(shape: volume.shape, affine: affine)
+        let (orientation, spacing) = (grid.orientation, grid.spacing)
+        guard grid.largestVoxelCount <= maximumResampledVoxels else {
+            throw .tooLarge("\(volume.shape) voxels of \(grid.spacing) mm would make a grid of \(grid.largestVoxelCount) voxels, "
+                            + "more than \(maximumResampledVoxels)")
+        }
 
         func resampled(_ input: Volume) -> Volume {
             resampledTo1mm(toRAS(input, orientation), spacing: spacing)
@@ -204,21 +217,32 @@ public enum Preprocessing {
         return Orientation(axes: axes, flips: flips)
     }
 
-    /// `floor((n − 1)·s + 1e-6) + 1` samples 1 mm apart from the first voxel centre.
-    static func resampledLength(_ count: Int, spacing: Double) -> Int {
-        Int(((Double(count - 1) * spacing) + 1e-6).rounded(.down)) + 1
+    /// `floor((n − 1)·s + 1e-6) + 1` samples 1 mm apart from the first voxel centre, in float64: a bogus
+    /// spacing makes it far larger than any Int.
+    static func resampledLength(_ count: Double, spacing: Double) -> Double {
+        ((count - 1) * spacing + 1e-6).rounded(.down) + 1
     }
 
-    /// Refuses a resampling whose output (or an intermediate pass) would exceed `limit` voxels.
-    private static func checkResampledSize(_ shape: [Int], spacing: [Double], limit: Int) throws(PreprocessingError) {
-        var current = shape.map(Double.init)
+    /// The grids `preprocess` would build for a volume of `shape` on `affine`, from these two alone (a
+    /// header holds both): the slices it makes, and the largest grid it holds, its RAS copy or a pass of
+    /// the resampling to 1 mm. Sizes past `Int.max` count as `Int.max`.
+    public static func resampledGrid(shape: [Int], affine: Affine) throws(PreprocessingError) -> ResampledGrid {
+        precondition(shape.count == 3 && shape.allSatisfy { $0 > 0 }, "a volume has three positive sizes")
+        let orientation = try orientationOf(affine)
+        let spacing = orientation.axes.map { affine.columnNorm($0) }
+        // In float64: a bogus spacing (1e30 mm) gives sizes far past Int's range.
+        var sizes = orientation.axes.map { Double(shape[$0]) }
+        var largest = sizes.reduce(1, *)
         for axis in 0..<3 where abs(spacing[axis] - 1) >= 1e-6 {
-            current[axis] = (Double(shape[axis] - 1) * spacing[axis] + 1e-6).rounded(.down) + 1
-            let voxels = current.reduce(1, *)
-            guard voxels <= Double(limit) else {
-                throw .tooLarge("\(shape) voxels of \(spacing) mm would become about \(Int(min(voxels, 1e18))) voxels, more than \(limit)")
-            }
+            sizes[axis] = resampledLength(sizes[axis], spacing: spacing[axis])
+            largest = max(largest, sizes.reduce(1, *))
         }
+        return ResampledGrid(orientation: orientation, spacing: spacing, sliceCount: saturatingInt(sizes[2]), largestVoxelCount: saturatingInt(largest))
+    }
+
+    /// `value` (finite, non-negative) as an Int, `Int.max` where it does not fit.
+    private static func saturatingInt(_ value: Double) -> Int {
+        value < Double(Int.max) ? Int(value) : .max
     }
 
     private static func binary(_ mask: Volume) -> Volume {
@@ -282,7 +306,7 @@ public enum Preprocessing {
     static func resampledTo1mm(_ volume: Volume, spacing: [Double]) -> Volume {
         var out = volume
         for axis in 0..<3 where abs(spacing[axis] - 1) >= 1e-6 {
-            let count = resampledLength(out.shape[axis], spacing: spacing[axis])
+            let count = Int(resampledLength(Double(out.shape[axis]), spacing: spacing[axis]))
             out = resampledAxis(out, axis: axis, positions: (0..<count).map { Double($0) / spacing[axis] })
         }
         return out

@@ -124,3 +124,13 @@ struct ByteReader {
 
     func floats(at offset: Int, count: Int) -> [Float] { (0..<count).map { float(at: offset + 4 * $0) } }
 }
+
+/// The most characters of file text an error message quotes.
+let quotedTextLimit = 200
+
+/// File text as an error message may quote it: at most `quotedTextLimit` characters, the rest counted, so
+/// that a megabyte header makes a short message (and a short problem response), not a megabyte one.
+func quoted(_ text: some StringProtocol) -> String {
+    guard text.count > quotedTextLimit else { return String(text) }
+    return text.prefix(quotedTextLimit) + "… (\(text.count) characters)"
+}

@@ -136,6 +136,11 @@ struct DetectRequest: Sendable {
                                            + lacking.map(\.rawValue).joined(separator: ", ") + ", which this model does not have"))
         }
         if let problem = request.parameters.problem { return .failure(ServiceProblem(422, problem)) }
+        // Every input has a slice: one alone over the cap is refused before its body is read.
+        if request.parameters.sliceCost > configuration.requestMaxCost {
+            return .failure(ServiceProblem(422, "one slice would cost \(request.parameters.sliceCost) (restorations × steps); a request "
+                                           + "may cost at most \(configuration.requestMaxCost) (request_max_cost)"))
+        }
         return .success(request)
     }
 }

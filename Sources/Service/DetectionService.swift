@@ -16,6 +16,10 @@ public final class DetectionService: Sendable {
     public let metrics = Metrics()
     let engine: Engine
     let queue: InferenceQueue
+    /// `memory_budget_bytes`: every request's body, decode, queued work and response reserve from it.
+    let memory: ResourcePool
+    /// `decode_max_concurrent` slots: decodes wait for one.
+    let decodeSlots: ResourcePool
     let logger: Logger
     /// SHA-256 of the checkpoint's model.json, which names every weight file's SHA-256: the model's identity.
     public let modelSHA256: String
@@ -32,10 +36,12 @@ public final class DetectionService: Sendable {
         modelSHA256 = SHA256.hash(data: modelJSON).hexString
         apiKeyDigest = configuration.apiKey.isEmpty ? nil : Array(SHA256.hash(data: Array(configuration.apiKey.utf8)))
         let metrics = metrics
+        memory = ResourcePool(capacity: configuration.memoryBudgetBytes)
+        decodeSlots = ResourcePool(capacity: configuration.decodeMaxConcurrent)
         queue = InferenceQueue(limits: QueueLimits(
             batchMaxSlices: configuration.batchMaxSlices, batchMaxCost: configuration.batchMaxCost,
             batchMaxWait: .nanoseconds(Int64(configuration.batchMaxWaitMilliseconds * 1e6)),
-            maxQueuedSlices: configuration.queueMaxSlices, maxQueuedBytes: configuration.queueMaxBytes),
+            maxQueuedSlices: configuration.queueMaxSlices, order: QueueOrder(rawValue: configuration.queueOrder) ?? .roundRobin),
             onBatch: { metrics.recordBatch($0) },
             run: { [parallelism = BatchParallelism(rawValue: configuration.batchParallelism) ?? .slices] jobs in
                 try runBatch(jobs, on: engine, parallelism: parallelism)
@@ -66,25 +72,25 @@ public final class DetectionService: Sendable {
         var router = Router()
         router.add(method: "POST", path: "/detect", admission: { [self] head, length in admitDetection(head, declaredBodyLength: length) },
                    handler: { [self] request in await detect(request) })
-        router.add(method: "GET", path: "/healthz") { _ in Self.json(200, JSONObject(["status": .string("alive")])) }
-        router.add(method: "GET", path: "/readyz") { [self] _ in
+        router.add(method: "GET", path: "/healthz", handler: identified { _ in Self.json(200, JSONObject(["status": .string("alive")])) })
+        router.add(method: "GET", path: "/readyz", handler: identified { [self] _ in
             let (isWarm, isDraining) = lifecycle.withLock { ($0.isWarm, $0.isDraining) }
             if isDraining { return ServiceProblem(503, "the server is draining", headers: retryAfter).response }
             if !isWarm { return ServiceProblem(503, "the model is warming up", headers: retryAfter).response }
             return Self.json(200, JSONObject(["status": .string("ready")]))
-        }
-        router.add(method: "GET", path: "/metrics") { [self] _ in
+        })
+        router.add(method: "GET", path: "/metrics", handler: identified { [self] _ in
             HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
-                         body: Array(metrics.exposition(depth: queue.depth, ready: isReady).utf8))
-        }
-        router.add(method: "GET", path: "/v1/model") { [self] request in
+                         body: Array(metrics.exposition(depth: queue.depth, memoryReservedBytes: memory.held, ready: isReady).utf8))
+        })
+        router.add(method: "GET", path: "/v1/model", handler: identified { [self] request in
             if let refusal = authorize(request.head) { return refusal.response }
             return Self.json(200, modelFacts)
-        }
+        })
         if let openapiDocument {
-            router.add(method: "GET", path: "/openapi.yaml") { _ in
+            router.add(method: "GET", path: "/openapi.yaml", handler: identified { _ in
                 HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/yaml")]), body: openapiDocument)
-            }
+            })
         }
         return router
     }
@@ -100,7 +106,8 @@ public final class DetectionService: Sendable {
             "duration_ms": .stringConvertible(milliseconds(record.duration)),
             "request_bytes": .stringConvertible(record.requestBodyBytes), "response_bytes": .stringConvertible(record.responseBodyBytes),
         ]
-        if let requestID = record.requestID { metadata["request_id"] = .string(requestID) }
+        // Answers the HTTP layer gives itself (404, 405, 408, 413) carry the client's id unchecked: logged only when sane.
+        if let requestID = record.requestID, Self.isSaneRequestID(requestID) { metadata["request_id"] = .string(requestID) }
         // Probes and scrapes come every few seconds: they are logged at debug unless they fail.
         let level: Logger.Level = record.status >= 500 ? .warning : Self.quietRoutes.contains(route) && record.status < 400 ? .debug : .info
         logger.log(level: level, "request", metadata: metadata)
@@ -114,7 +121,8 @@ public final class DetectionService: Sendable {
     // MARK: POST /detect
 
     /// Decided from the head alone, before any body byte is read: readiness, the API key, the body's
-    /// Content-Type, the response format, the query, and room in the queue for the body.
+    /// Content-Type, the response format, the query, one slice's cost, and room in the memory budget for
+    /// the body's first bytes (the rest is reserved as it arrives, see `BodyReservation`).
     private func admitDetection(_ head: RequestHead, declaredBodyLength: Int?) -> Admission {
         let requestID = Self.requestID(head)
         func refuse(_ problem: ServiceProblem, reason: String) -> Admission {
@@ -130,14 +138,40 @@ public final class DetectionService: Sendable {
         case .success(let read): request = read
         case .failure(let problem): return refuse(problem, reason: "invalid_request")
         }
-        // A chunked body's size is unknown until its end: it holds room for the largest body allowed.
-        guard let reservation = queue.reserve(bytes: declaredBodyLength ?? configuration.maxBodyBytes) else {
-            let depth = queue.depth
-            return refuse(ServiceProblem(503, "the inference queue is full (\(depth.slices) slices waiting, \(depth.reservedBytes) body "
-                                         + "bytes held); retry later", headers: retryAfter), reason: "queue_full")
+        guard queue.depth.slices < configuration.queueMaxSlices else {
+            return refuse(ServiceProblem(503, "the inference queue is full (\(queue.depth.slices) slices waiting); retry later",
+                                         headers: retryAfter), reason: "queue_full")
         }
-        return .admit(ticket: DetectTicket(request: request, reservation: reservation, requestID: requestID,
-                                           admitted: ContinuousClock.now))
+        let firstBytes = nextBodyAllowance(needed: 0, granted: 0, declaredLength: declaredBodyLength,
+                                           maxBodyBytes: configuration.maxBodyBytes)
+        guard let reservation = memory.reserve(firstBytes) else { return refuse(overBudget(), reason: "memory") }
+        let body = BodyReservation(reservation, refusal: { [self] in
+            metrics.recordRefusal("memory")
+            var response = overBudget().response
+            response.headers.set("X-Request-ID", requestID)
+            return response
+        })
+        return .admit(ticket: DetectTicket(request: request, body: body, requestID: requestID, admitted: ContinuousClock.now),
+                      bodyAllowance: body)
+    }
+
+    private func overBudget() -> ServiceProblem {
+        ServiceProblem(503, "the server's memory budget is taken by requests in progress (\(memory.held) of "
+                       + "\(configuration.memoryBudgetBytes) bytes, memory_budget_bytes); retry later", headers: retryAfter)
+    }
+
+    /// Holds `bytes` of the memory budget from now until the request is answered, waiting for them at most
+    /// until `deadline`; 413 for what could never fit.
+    private func reserveMemory(_ bytes: Int, for stage: String, deadline: ContinuousClock.Instant) async throws -> PoolReservation {
+        guard bytes <= configuration.memoryBudgetBytes else {
+            throw ServiceProblem(413, "\(stage) would take about \(bytes) bytes of memory, more than memory_budget_bytes "
+                                 + "(\(configuration.memoryBudgetBytes)) allows; send a smaller image or fewer restorations")
+        }
+        do {
+            return try await memory.reserve(bytes, waitingUntil: deadline)
+        } catch let error as QueueError {
+            throw refusal(error)
+        }
     }
 
     private func detect(_ httpRequest: HTTPRequest) async -> HTTPResponse {
@@ -159,16 +193,15 @@ public final class DetectionService: Sendable {
 
     private func detect(_ body: [UInt8], _ ticket: DetectTicket) async throws -> HTTPResponse {
         let request = ticket.request
+        let deadline = ticket.admitted + .seconds(configuration.requestTimeoutSeconds)
         let decodeStarted = ContinuousClock.now
-        let input = try await offload { [configuration] in try Self.decode(body, request, configuration) }
+        let input = try await decode(body, request, deadline: deadline)
         let decodeTime = ContinuousClock.now - decodeStarted
-        if request.responseFormat == .nifti && !input.isVolume {
-            throw ServiceProblem(406, "application/x-nifti is produced for volume inputs only; this \(input.format.rawValue) input is not a volume")
-        }
+        ticket.hold(try await reserveMemory(RequestMemory.inFlight(input, request.parameters, tokensPerSlice: engine.vqvae.config.grid * engine.vqvae.config.grid),
+                                            for: "answering this request", deadline: deadline))
         let report: QueueReport
         do {
-            report = try await queue.submit(input.jobs(request.parameters, slices: 0..<input.sliceCount),
-                                            deadline: ticket.admitted + .seconds(configuration.requestTimeoutSeconds))
+            report = try await queue.submit(input.jobs(request.parameters, slices: 0..<input.sliceCount), deadline: deadline)
         } catch let error as QueueError {
             throw refusal(error)
         }
@@ -188,30 +221,70 @@ public final class DetectionService: Sendable {
         return response
     }
 
-    /// The body as model slices, or the problem that refuses it.
-    private static func decode(_ body: [UInt8], _ request: DetectRequest, _ configuration: ServiceConfiguration) throws -> DetectionInput {
-        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG or NIfTI-1 image") }
-        let input: DetectionInput
+    /// The body as model slices. Everything that refuses it is found from its header first (`cost`); then
+    /// it waits for a decode slot and for the memory the header says the decode will take, and is decoded.
+    private func decode(_ body: [UInt8], _ request: DetectRequest, deadline: ContinuousClock.Instant) async throws -> DetectionInput {
+        let limits = configuration.inputLimits
+        let cost = try Self.cost(body, request, limits: limits, configuration)
+        let slot: PoolReservation
         do {
-            input = try DetectionInput(bytes: body, preprocessed: request.preprocessed)
-        } catch {
-            let status = switch error.kind {
-            // The sender named a format, so the body is a broken one of it rather than an unknown type.
-            case .unsupportedFormat: request.declaredFormat == nil ? 415 : 400
-            case .malformed: 400
-            case .tooLarge: 413
-            case .unprocessable: 422
+            slot = try await decodeSlots.reserve(1, waitingUntil: deadline)
+        } catch let error as QueueError {
+            throw refusal(error)
+        }
+        let decodeMemory = try await reserveMemory(RequestMemory.decoding(cost), for: "decoding this image", deadline: deadline)
+        defer { withExtendedLifetime((slot, decodeMemory)) {} }
+        return try await offload { [configuration] in
+            do {
+                return try DetectionInput(bytes: body, preprocessed: request.preprocessed, limits: limits)
+            } catch let error as InputError {
+                throw Self.problem(error, declaredFormat: request.declaredFormat, configuration)
             }
-            throw ServiceProblem(status, error.description)
         }
-        if let declared = request.declaredFormat, declared != input.format {
-            throw ServiceProblem(400, "Content-Type names a \(declared.rawValue) image, but the body is a \(input.format.rawValue) image")
+    }
+
+    /// What decoding `body` will cost, from its header alone, or the problem that refuses it: a limit, a
+    /// format other than the declared one, an answer that cannot be produced, or more work than
+    /// `request_max_cost`.
+    private static func cost(_ body: [UInt8], _ request: DetectRequest, limits: DetectionInput.Limits,
+                             _ configuration: ServiceConfiguration) throws -> InputCost {
+        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG or NIfTI-1 image") }
+        let cost: InputCost
+        do {
+            cost = try InputCost(bytes: body, preprocessed: request.preprocessed, limits: limits)
+        } catch {
+            throw problem(error, declaredFormat: request.declaredFormat, configuration)
         }
-        guard input.sliceCount <= configuration.requestMaxSlices else {
-            throw ServiceProblem(413, "the input has \(input.sliceCount) slices after preprocessing; a request may bring at most "
-                                 + "\(configuration.requestMaxSlices) (request_max_slices)")
+        if let declared = request.declaredFormat, declared != cost.format {
+            throw ServiceProblem(400, "Content-Type names a \(declared.rawValue) image, but the body is a \(cost.format.rawValue) image")
         }
-        return input
+        if request.responseFormat == .nifti, let reason = cost.niftiOutputRefusal {
+            throw ServiceProblem(406, "application/x-nifti cannot be produced: \(reason); ask for application/json or application/x-npz")
+        }
+        let work = cost.outputSlices * request.parameters.sliceCost
+        guard work <= configuration.requestMaxCost else {
+            throw ServiceProblem(422, "the request would cost \(work) (\(cost.outputSlices) slices × \(request.parameters.sliceCost) per slice: "
+                                 + "restorations × steps); a request may cost at most \(configuration.requestMaxCost) (request_max_cost): "
+                                 + "send fewer slices, restorations or steps")
+        }
+        return cost
+    }
+
+    /// An input's refusal as its status, naming the limit's setting where one sets it.
+    private static func problem(_ error: InputError, declaredFormat: InputFormat?, _ configuration: ServiceConfiguration) -> ServiceProblem {
+        switch error.kind {
+        // The sender named a format, so the body is a broken one of it rather than an unknown type.
+        case .unsupportedFormat: return ServiceProblem(declaredFormat == nil ? 415 : 400, error.description)
+        case .malformed: return ServiceProblem(400, error.description)
+        case .unprocessable: return ServiceProblem(422, error.description)
+        case .tooLarge:
+            let setting = switch error.limit {
+            case .slices: "request_max_slices: \(configuration.requestMaxSlices)"
+            case .resampledVoxels, .decoder, nil:
+                "decode_max_bytes: \(configuration.decodeMaxBytes) bytes decoded, \(configuration.decodeMaxBytes / 4) pixels or voxels"
+            }
+            return ServiceProblem(413, "\(error.description) (\(setting))")
+        }
     }
 
     private func refusal(_ error: QueueError) -> ServiceProblem {
@@ -264,7 +337,9 @@ public final class DetectionService: Sendable {
             "parameters": .object(JSONObject([
                 "method": .string(parameters.method.rawValue), "restorations": .integer(parameters.restorations),
                 "steps": .integer(parameters.steps), "threshold": Self.number(parameters.methodThreshold),
-                "seed": .integer(Int(truncatingIfNeeded: parameters.seed)), "combine": .string(parameters.combine.rawValue),
+                // The same kind of JSON value a parser reads back: Int while it fits.
+                "seed": Int(exactly: parameters.seed).map { .integer($0) } ?? .unsignedInteger(parameters.seed),
+                "combine": .string(parameters.combine.rawValue),
                 "preprocessed": .bool(preprocessed),
             ])),
             "summary": .object(JSONObject([
@@ -332,13 +407,26 @@ public final class DetectionService: Sendable {
         return difference == 0 ? nil : ServiceProblem(401, "the API key is not valid", headers: challenge)
     }
 
-    /// The client's `X-Request-ID` when it is a sane token (1–128 of A–Z a–z 0–9 . _ : -), else a new random one.
-    static func requestID(_ head: RequestHead) -> String {
-        if let given = head.headers["X-Request-ID"], (1...128).contains(given.utf8.count),
-           given.utf8.allSatisfy({ $0 < 0x80 && (Character(Unicode.Scalar($0)).isLetter || Character(Unicode.Scalar($0)).isNumber
-                                                 || "._:-".utf8.contains($0)) }) {
-            return given
+    /// 1–128 of A–Z a–z 0–9 . _ : - (what may be echoed and logged).
+    static func isSaneRequestID(_ id: String) -> Bool {
+        (1...128).contains(id.utf8.count)
+            && id.utf8.allSatisfy({ $0 < 0x80 && (Character(Unicode.Scalar($0)).isLetter || Character(Unicode.Scalar($0)).isNumber
+                                                  || "._:-".utf8.contains($0)) })
+    }
+
+    /// `handler` under the X-Request-ID rule of /detect: an id the client sent comes back when sane, and
+    /// is replaced by a new one (answered and logged) when not — never echoed raw by the HTTP layer.
+    private func identified(_ handler: @escaping HTTPHandler) -> HTTPHandler {
+        { request in
+            var response = try await handler(request)
+            if request.head.headers["X-Request-ID"] != nil { response.headers.set("X-Request-ID", Self.requestID(request.head)) }
+            return response
         }
+    }
+
+    /// The client's `X-Request-ID` when it is sane, else a new random one.
+    static func requestID(_ head: RequestHead) -> String {
+        if let given = head.headers["X-Request-ID"], isSaneRequestID(given) { return given }
         var generator = SystemRandomNumberGenerator()
         return (0..<2).map { _ in String(generator.next() as UInt64, radix: 16).leftPadded(to: 16) }.joined()
     }
@@ -352,16 +440,33 @@ public final class DetectionService: Sendable {
     static func number(_ value: Float) -> JSONValue { .number(Double("\(value)") ?? 0) }
 }
 
-/// What admission hands the handler: the parsed request, the queue's hold on its body bytes, its id.
+/// What admission hands the handler: the parsed request, its body's memory, its id, and the memory it
+/// holds until answered. Released with the request, whatever becomes of it.
 private final class DetectTicket: Sendable {
     let request: DetectRequest
-    let reservation: Reservation
+    let body: BodyReservation
     let requestID: String
     let admitted: ContinuousClock.Instant
+    private let held = LockedValue<[PoolReservation]>([])
 
-    init(request: DetectRequest, reservation: Reservation, requestID: String, admitted: ContinuousClock.Instant) {
-        (self.request, self.reservation, self.requestID, self.admitted) = (request, reservation, requestID, admitted)
+    init(request: DetectRequest, body: BodyReservation, requestID: String, admitted: ContinuousClock.Instant) {
+        (self.request, self.body, self.requestID, self.admitted) = (request, body, requestID, admitted)
     }
+
+    /// Keeps `reservation` until the request is answered.
+    func hold(_ reservation: PoolReservation) { held.withLock { $0.append(reservation) } }
+}
+
+/// A body's share of the memory budget, grown by the HTTP layer as its bytes arrive.
+private final class BodyReservation: BodyAllowance {
+    private let reservation: PoolReservation
+    private let refusal: @Sendable () -> HTTPResponse
+
+    init(_ reservation: PoolReservation, refusal: @escaping @Sendable () -> HTTPResponse) {
+        (self.reservation, self.refusal) = (reservation, refusal)
+    }
+
+    func extend(to bytes: Int) -> HTTPResponse? { reservation.grow(to: bytes) ? nil : refusal() }
 }
 
 /// Runs CPU-heavy work (decoding, preprocessing, encoding) on a Dispatch thread, keeping it off the

@@ -3,26 +3,53 @@ import Foundation
 import Models
 import Threading
 
+/// The order in which waiting requests share the worker (docs/service.md, *The inference queue*).
+public enum QueueOrder: String, Sendable, CaseIterable {
+    /// Each batch takes one slice from each waiting request in turn; a request served moves behind the others.
+    case roundRobin = "round-robin"
+    /// Each batch takes from the waiting request with the least work left first (ties: the earliest).
+    case shortestFirst = "shortest-first"
+}
+
 /// Bounds of the inference queue (docs/service.md, *The inference queue*).
 public struct QueueLimits: Sendable, Equatable {
     /// Most slices in one batch; 1 turns batching off.
     public var batchMaxSlices: Int
-    /// Most slices × restorations in one batch: what a batch costs. A single slice always runs.
+    /// Most cost (slices × restorations × steps, see `RestorationJob.cost`) in one batch: the work unit
+    /// a waiting request may have to wait for. A single slice always runs.
     public var batchMaxCost: Int
     /// How long the oldest waiting slice waits for others before a batch that is not full runs.
     public var batchMaxWait: Duration
     /// Slices waiting (not yet in a batch); a request that would go beyond is refused.
     public var maxQueuedSlices: Int
-    /// Request body bytes admitted and not yet answered (`Reservation`s alive).
-    public var maxQueuedBytes: Int
+    public var order: QueueOrder
 
-    public init(batchMaxSlices: Int, batchMaxCost: Int, batchMaxWait: Duration, maxQueuedSlices: Int, maxQueuedBytes: Int) {
+    public init(batchMaxSlices: Int, batchMaxCost: Int, batchMaxWait: Duration, maxQueuedSlices: Int, order: QueueOrder = .roundRobin) {
         (self.batchMaxSlices, self.batchMaxCost, self.batchMaxWait) = (batchMaxSlices, batchMaxCost, batchMaxWait)
-        (self.maxQueuedSlices, self.maxQueuedBytes) = (maxQueuedSlices, maxQueuedBytes)
+        (self.maxQueuedSlices, self.order) = (maxQueuedSlices, order)
     }
 }
 
-/// Why the queue did not produce a request's results.
+extension InferenceParameters {
+    /// Work of one slice in units of one restoration's detect-and-resample step: R × T (the AR baseline
+    /// ignores T; its single raster pass is charged as `arRasterPassSteps` steps).
+    public var sliceCost: Int {
+        switch method {
+        case .mimOOD, .mvtmCritic: restorations * steps
+        case .ar: restorations * Self.arRasterPassSteps
+        }
+    }
+
+    /// The default model's T.
+    static let arRasterPassSteps = 8
+}
+
+extension RestorationJob {
+    /// Its slices' `sliceCost`: what it takes from a batch's `batchMaxCost`.
+    public var cost: Int { images.shape[0] * parameters.sliceCost }
+}
+
+/// Why the queue did not produce a request's results (or a `ResourcePool` wait ended without its amount).
 public enum QueueError: Error, Sendable, Equatable {
     /// The queue holds too many slices to take this request's; the text says how many.
     case full(String)
@@ -51,7 +78,7 @@ public struct QueueReport: Sendable {
 public struct BatchRecord: Sendable {
     public let slices: Int
     public let requests: Int
-    /// Slices × restorations.
+    /// Its jobs' `RestorationJob.cost`.
     public let cost: Int
     public let duration: Duration
     public let failed: Bool
@@ -61,15 +88,16 @@ public struct BatchRecord: Sendable {
 public struct QueueDepth: Sendable, Equatable {
     public let requests: Int
     public let slices: Int
-    public let reservedBytes: Int
 }
 
 /// The shared inference queue with dynamic batching. Slices of every request (one restoration job per
-/// slice) wait in arrival order; one worker thread forms a batch from the front (FIFO: it never skips
-/// ahead) up to `batchMaxSlices` and `batchMaxCost`, waiting at most `batchMaxWait` for a batch to fill,
-/// runs it through `run` (the engine: one batch at a time), and hands each request its results when its
-/// last slice is done. Requests cancelled, or past their deadline, leave the queue at once; their slices
-/// still waiting are never run.
+/// slice) wait; one worker thread forms a batch of at most `batchMaxSlices` slices and `batchMaxCost` cost,
+/// taking slices from the waiting requests in the queue's `order` (round robin or shortest first), waiting
+/// at most `batchMaxWait` for a batch to fill, runs it through `run` (the engine: one batch at a time),
+/// and hands each request its results when its last slice is done. A long request is thus served one
+/// batch-sized share at a time, and a short one that arrives behind it waits about one batch. Requests
+/// cancelled, or past their deadline, leave the queue at once: their waiting slices are never run, and
+/// those in the running batch stop at its next step (`RestorationJob.isAbandoned`).
 ///
 /// `@unchecked Sendable`: every mutable property is guarded by `condition`.
 public final class InferenceQueue: @unchecked Sendable {
@@ -77,7 +105,8 @@ public final class InferenceQueue: @unchecked Sendable {
 
     /// Guarded by the queue's `condition`, like the queue itself.
     private final class Request: @unchecked Sendable {
-        let jobs: [RestorationJob]
+        /// Set once, before the request is queued.
+        var jobs: [RestorationJob]
         let submitted: ContinuousClock.Instant
         var results: [RestorationResult?]
         /// The first job not yet taken into a batch.
@@ -98,8 +127,9 @@ public final class InferenceQueue: @unchecked Sendable {
         }
 
         var waitingJobs: Int { jobs.count - nextJob }
-        /// Cost of one slice of this request.
-        var jobCost: Int { jobs.first?.parameters.restorations ?? 1 }
+        /// Cost of one slice of this request (its slices share their parameters).
+        var jobCost: Int { jobs.first?.cost ?? 1 }
+        var waitingCost: Int { waitingJobs * jobCost }
     }
 
     /// A slice range of one request, taken into a batch.
@@ -113,7 +143,6 @@ public final class InferenceQueue: @unchecked Sendable {
     private var waiting: [Request] = []
     private var waitingSlices = 0
     private var waitingCost = 0
-    private var reservedBytes = 0
     private var isStopping = false
 
     public init(limits: QueueLimits, onBatch: @escaping @Sendable (BatchRecord) -> Void = { _ in },
@@ -127,7 +156,7 @@ public final class InferenceQueue: @unchecked Sendable {
     }
 
     public var depth: QueueDepth {
-        locked { QueueDepth(requests: waiting.count, slices: waitingSlices, reservedBytes: reservedBytes) }
+        locked { QueueDepth(requests: waiting.count, slices: waitingSlices) }
     }
 
     /// Stops the worker once the waiting slices are done; later submissions are refused.
@@ -138,22 +167,6 @@ public final class InferenceQueue: @unchecked Sendable {
         }
     }
 
-    // MARK: Admission
-
-    /// Space for a request body of `bytes`, held until the returned reservation is released; nil when the
-    /// queue is already at its slice bound or the bytes would pass its byte bound.
-    public func reserve(bytes: Int) -> Reservation? {
-        locked {
-            guard !isStopping, waitingSlices < limits.maxQueuedSlices, reservedBytes + bytes <= limits.maxQueuedBytes else { return nil }
-            reservedBytes += bytes
-            return Reservation(queue: self, bytes: bytes)
-        }
-    }
-
-    fileprivate func release(bytes: Int) {
-        locked { reservedBytes -= bytes }
-    }
-
     // MARK: Submitting
 
     /// Queues one job per slice and returns their results once the last is done. Throws `QueueError`:
@@ -161,6 +174,16 @@ public final class InferenceQueue: @unchecked Sendable {
     /// calling task is cancelled — in each case the request's waiting slices leave the queue.
     public func submit(_ jobs: [RestorationJob], deadline: ContinuousClock.Instant) async throws -> QueueReport {
         let request = Request(jobs: jobs, submitted: clock.now)
+        // The running batch polls this between steps, so that work nobody waits for stops early.
+        let isAbandoned: @Sendable () -> Bool = { [weak self, weak request] in
+            guard let self, let request else { return true }
+            return locked { request.isFinished }
+        }
+        request.jobs = jobs.map { job in
+            var job = job
+            job.isAbandoned = isAbandoned
+            return job
+        }
         let timer = DispatchSource.makeTimerSource(queue: .global())
         timer.schedule(deadline: .now() + max(.zero, deadline - clock.now).dispatchInterval)
         timer.setEventHandler { [weak self, weak request] in
@@ -187,7 +210,7 @@ public final class InferenceQueue: @unchecked Sendable {
                     request.continuation = continuation
                     waiting.append(request)
                     waitingSlices += jobs.count
-                    waitingCost += jobs.count * request.jobCost
+                    waitingCost += request.waitingCost
                     condition.broadcast()
                     return nil
                 }
@@ -207,7 +230,7 @@ public final class InferenceQueue: @unchecked Sendable {
             if let index = waiting.firstIndex(where: { $0 === request }) {
                 waiting.remove(at: index)
                 waitingSlices -= request.waitingJobs
-                waitingCost -= request.waitingJobs * request.jobCost
+                waitingCost -= request.waitingCost
             }
             defer { request.continuation = nil }
             return request.continuation
@@ -231,37 +254,64 @@ public final class InferenceQueue: @unchecked Sendable {
         }
     }
 
-    /// Waits until a batch is due, then takes it from the front of the queue; nil once stopping and empty.
+    /// Waits until a batch is due, then takes it from the waiting requests in the queue's order; nil once
+    /// stopping and empty.
     private func nextBatch() -> [Portion]? {
         condition.lock()
         defer { condition.unlock() }
         while true {
-            guard let oldest = waiting.first else {
+            guard let oldest = waiting.map(\.submitted).min() else {
                 if isStopping { return nil }
                 condition.wait()
                 continue
             }
-            let due = oldest.submitted + limits.batchMaxWait
+            let due = oldest + limits.batchMaxWait
             let full = waitingSlices >= limits.batchMaxSlices || waitingCost >= limits.batchMaxCost
             if full || isStopping || clock.now >= due { break }
             _ = condition.wait(until: Date(timeIntervalSinceNow: (due - clock.now).inSeconds))
         }
-        var batch: [Portion] = []
+        return takeBatch()
+    }
+
+    /// Fills a batch up to `batchMaxSlices` and `batchMaxCost` (its first slice regardless of cost): round
+    /// robin takes one slice from each request per pass and then moves the requests it served behind the
+    /// others; shortest first takes all it can from the request with the least work left, then the next.
+    /// Each request's slices leave in their own order, so its portion of a batch is one contiguous range.
+    private func takeBatch() -> [Portion] {
+        let visitOrder = switch limits.order {
+        case .roundRobin: waiting
+        // Stable: among equal remaining costs, the earlier request first.
+        case .shortestFirst: waiting.enumerated().sorted { ($0.element.waitingCost, $0.offset) < ($1.element.waitingCost, $1.offset) }.map(\.element)
+        }
+        let takenPerVisit = limits.order == .roundRobin ? 1 : Int.max
+        var counts = [Int](repeating: 0, count: visitOrder.count)
         var slices = 0, cost = 0
-        while let request = waiting.first, slices < limits.batchMaxSlices {
-            let byCost = (limits.batchMaxCost - cost) / request.jobCost
-            // A slice always runs, however costly: the first of an empty batch is taken regardless.
-            let count = min(request.waitingJobs, limits.batchMaxSlices - slices, slices == 0 ? max(1, byCost) : byCost)
-            guard count > 0 else { break }
-            let range = request.nextJob ..< request.nextJob + count
+        var tookAny = true
+        while tookAny && slices < limits.batchMaxSlices {
+            tookAny = false
+            for (index, request) in visitOrder.enumerated() {
+                var taken = 0
+                while taken < takenPerVisit, counts[index] < request.waitingJobs, slices < limits.batchMaxSlices,
+                      slices == 0 || cost + request.jobCost <= limits.batchMaxCost {
+                    counts[index] += 1
+                    taken += 1
+                    slices += 1
+                    cost += request.jobCost
+                }
+                tookAny = tookAny || taken > 0
+            }
+        }
+        var batch: [Portion] = []
+        for (request, count) in zip(visitOrder, counts) where count > 0 {
+            batch.append((request, request.nextJob ..< request.nextJob + count))
             request.nextJob += count
-            batch.append((request, range))
-            slices += count
-            cost += count * request.jobCost
             waitingSlices -= count
             waitingCost -= count * request.jobCost
-            if request.waitingJobs == 0 { waiting.removeFirst() }
         }
+        let served = Set(batch.map { ObjectIdentifier($0.request) })
+        // Round robin: those served go behind those that were not, in the order they were served.
+        waiting = waiting.filter { !served.contains(ObjectIdentifier($0)) }
+            + batch.map(\.request).filter { $0.waitingJobs > 0 }
         return batch
     }
 
@@ -301,20 +351,6 @@ public final class InferenceQueue: @unchecked Sendable {
         defer { condition.unlock() }
         return try body()
     }
-}
-
-/// Body bytes held in the queue's byte bound from admission until this is released (deinit), whatever
-/// becomes of the request: answered, refused later, or dropped with its connection.
-public final class Reservation: Sendable {
-    private let queue: InferenceQueue
-    public let bytes: Int
-
-    fileprivate init(queue: InferenceQueue, bytes: Int) {
-        self.queue = queue
-        self.bytes = bytes
-    }
-
-    deinit { queue.release(bytes: bytes) }
 }
 
 extension Result where Failure == any Error {

@@ -60,7 +60,7 @@ public final class Metrics: Sendable {
     }
 
     /// The exposition text, with the queue's depth and readiness read at scrape time.
-    public func exposition(depth: QueueDepth, ready: Bool) -> String {
+    public func exposition(depth: QueueDepth, memoryReservedBytes: Int, ready: Bool) -> String {
         let state = state.withLock { $0 }
         var text = ""
         func family(_ name: String, _ type: String, _ help: String) {
@@ -94,8 +94,8 @@ public final class Metrics: Sendable {
         text += "mimood_queue_requests \(depth.requests)\n"
         family("mimood_queue_slices", "gauge", "Slices waiting in the inference queue.")
         text += "mimood_queue_slices \(depth.slices)\n"
-        family("mimood_queue_reserved_bytes", "gauge", "Request body bytes admitted and not yet answered.")
-        text += "mimood_queue_reserved_bytes \(depth.reservedBytes)\n"
+        family("mimood_memory_reserved_bytes", "gauge", "Bytes of the memory budget held by requests in progress.")
+        text += "mimood_memory_reserved_bytes \(memoryReservedBytes)\n"
         family("mimood_ready", "gauge", "1 when the model is loaded and warm and the server is not draining.")
         text += "mimood_ready \(ready ? 1 : 0)\n"
         return text

@@ -20,18 +20,29 @@ public struct ServiceConfiguration: Sendable, Equatable {
     public var maxConnections = 1024
     public var headerTimeoutSeconds = 10.0
     public var bodyTimeoutSeconds = 60.0
+    public var bodyDeadlineSeconds = 240.0
+    public var bodyMinBytesPerSecond = 16 * 1024
     public var idleTimeoutSeconds = 75.0
     public var writeTimeoutSeconds = 30.0
     public var drainTimeoutSeconds = 60.0
 
+    // Memory (docs/service.md, *Memory*).
+    /// What requests may hold at once: bodies, decodes, slices and results, responses. Leaves room under the
+    /// Kubernetes limit (1536 MiB) for the model, the engine's working memory and the allocator.
+    public var memoryBudgetBytes = 1024 * 1024 * 1024
+    public var decodeMaxConcurrent = 2
+    public var decodeMaxBytes = 64 * 1024 * 1024
+
     // The inference queue.
     public var batchMaxSlices = 16
     public var batchMaxCost = 64
+    public var queueOrder = QueueOrder.roundRobin.rawValue
     public var batchMaxWaitMilliseconds = 20.0
     public var batchParallelism = BatchParallelism.slices.rawValue
     public var queueMaxSlices = 2048
-    public var queueMaxBytes = 1024 * 1024 * 1024
     public var requestMaxSlices = 512
+    /// A whole volume of `request_max_slices` at the default model's R = 4, T = 8.
+    public var requestMaxCost = 512 * 4 * 8
     public var requestTimeoutSeconds = 300.0
     public var retryAfterSeconds = 5
 
@@ -47,9 +58,14 @@ public struct ServiceConfiguration: Sendable, Equatable {
             return "request_max_slices (\(requestMaxSlices)) exceeds queue_max_slices (\(queueMaxSlices)): "
                 + "a request that large could never be queued"
         }
-        if maxBodyBytes > queueMaxBytes {
-            return "max_body_bytes (\(maxBodyBytes)) exceeds queue_max_bytes (\(queueMaxBytes)): "
+        if maxBodyBytes > memoryBudgetBytes {
+            return "max_body_bytes (\(maxBodyBytes)) exceeds memory_budget_bytes (\(memoryBudgetBytes)): "
                 + "a body that large could never be admitted"
+        }
+        let decodePeak = RequestMemory.decodingPeakBound(self)
+        if decodePeak > memoryBudgetBytes {
+            return "decode_max_bytes (\(decodeMaxBytes)) needs up to \(decodePeak) bytes per decode, more than "
+                + "memory_budget_bytes (\(memoryBudgetBytes)): an image at that limit could never be decoded"
         }
         return nil
     }
@@ -143,27 +159,41 @@ extension ServiceConfiguration {
                     kind: .number(\.headerTimeoutSeconds, 0.001...day)),
             Setting(name: "body_timeout_seconds", help: "Longest wait for the next piece of a body (408 beyond).",
                     kind: .number(\.bodyTimeoutSeconds, 0.001...day)),
+            Setting(name: "body_deadline_seconds", help: "Time for a whole body, from its head (408 beyond).",
+                    kind: .number(\.bodyDeadlineSeconds, 0.001...day)),
+            Setting(name: "body_min_bytes_per_second", help: "Slowest average a body may arrive at after its first "
+                    + "body_timeout_seconds (408 below; 0: no minimum).", kind: .integer(\.bodyMinBytesPerSecond, 0...(1 << 40))),
             Setting(name: "idle_timeout_seconds", help: "An idle keep-alive connection is closed after this.",
                     kind: .number(\.idleTimeoutSeconds, 0.001...day)),
             Setting(name: "write_timeout_seconds", help: "A response that makes no progress for this long is abandoned.",
                     kind: .number(\.writeTimeoutSeconds, 0.001...day)),
             Setting(name: "drain_timeout_seconds", help: "On SIGTERM, how long requests in progress may still take.",
                     kind: .number(\.drainTimeoutSeconds, 0...day)),
+            Setting(name: "memory_budget_bytes", help: "Memory that requests may hold at once: bodies as they arrive, decodes, "
+                    + "slices and results in the queue, responses (503 beyond; 413 for a request that could never fit).",
+                    kind: .integer(\.memoryBudgetBytes, (1 << 20)...(1 << 44))),
+            Setting(name: "decode_max_concurrent", help: "Images decoded and preprocessed at once; more wait their turn.",
+                    kind: .integer(\.decodeMaxConcurrent, 1...1024)),
+            Setting(name: "decode_max_bytes", help: "Most bytes an image may decode to; its pixels, voxels and preprocessing grids at most this / 4 (their Float32 size). Checked from its header (413 beyond).",
+                    kind: .integer(\.decodeMaxBytes, (1 << 16)...(1 << 40))),
             Setting(name: "batch_max_slices", help: "Most slices in one batch of the inference queue (1: no batching).",
                     kind: .integer(\.batchMaxSlices, 1...4096)),
-            Setting(name: "batch_max_cost", help: "Most slices × restorations in one batch (a single slice always runs).",
-                    kind: .integer(\.batchMaxCost, 1...1_000_000)),
+            Setting(name: "batch_max_cost", help: "Most cost (slices × restorations × steps) in one batch: the work a waiting "
+                    + "request may wait for (a single slice always runs).", kind: .integer(\.batchMaxCost, 1...1_000_000)),
             Setting(name: "batch_max_wait_ms", help: "How long the oldest queued slice waits for others to share its batch.",
                     kind: .number(\.batchMaxWaitMilliseconds, 0...60_000)),
             Setting(name: "batch_parallelism", help: "How a batch uses the cores: 'slices' spreads its slices over them, one core each; "
                     + "'kernels' runs it as one call whose every kernel uses all cores.",
                     kind: .text(\.batchParallelism, allowed: BatchParallelism.allCases.map(\.rawValue))),
+            Setting(name: "queue_order", help: "How waiting requests share batches: 'round-robin' takes a slice from each in turn; "
+                    + "'shortest-first' serves the request with the least work left first.",
+                    kind: .text(\.queueOrder, allowed: QueueOrder.allCases.map(\.rawValue))),
             Setting(name: "queue_max_slices", help: "Slices waiting in the queue; requests beyond are answered 503.",
                     kind: .integer(\.queueMaxSlices, 1...10_000_000)),
-            Setting(name: "queue_max_bytes", help: "Request body bytes admitted and not yet answered; requests beyond are answered 503.",
-                    kind: .integer(\.queueMaxBytes, 1...(1 << 44))),
             Setting(name: "request_max_slices", help: "Most slices one request may bring (413 beyond).",
                     kind: .integer(\.requestMaxSlices, 1...10_000_000)),
+            Setting(name: "request_max_cost", help: "Most cost (slices × restorations × steps) one request may ask for (422 beyond).",
+                    kind: .integer(\.requestMaxCost, 1...(1 << 40))),
             Setting(name: "request_timeout_seconds", help: "A request not answered this long after its head arrived is answered 504.",
                     kind: .number(\.requestTimeoutSeconds, 0.001...day)),
             Setting(name: "retry_after_seconds", help: "Retry-After of 503 answers.", kind: .integer(\.retryAfterSeconds, 0...86_400)),

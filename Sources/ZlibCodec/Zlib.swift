@@ -85,49 +85,102 @@ public enum Zlib {
     /// (tape padding) are ignored. Producing more than `maximumOutputBytes` throws
     /// `.outputLimitExceeded` as soon as it happens, before the memory is spent.
     public static func decompress(_ input: [UInt8], format: Format, maximumOutputBytes: Int) throws(ZlibError) -> [UInt8] {
-        precondition(maximumOutputBytes >= 0, "negative output limit")
+        try inflated(input, format: format, keep: maximumOutputBytes, limit: maximumOutputBytes, rest: .check)
+    }
+
+    /// As `decompress`, but only the first `keptBytes` of the output are held (fewer when the stream is
+    /// shorter): the rest is inflated through a small scratch buffer, so that the whole stream is still
+    /// checked (its end, gzip's CRC-32 and length, the `maximumOutputBytes` limit) without its memory
+    /// being spent. For a file whose header says how much of it is needed.
+    public static func decompress(_ input: [UInt8], format: Format, maximumOutputBytes: Int,
+                                  keepingFirst keptBytes: Int) throws(ZlibError) -> [UInt8] {
+        try inflated(input, format: format, keep: min(keptBytes, maximumOutputBytes), limit: maximumOutputBytes, rest: .check)
+    }
+
+    /// The first `count` bytes `input` inflates to (all of them when the stream is shorter), and not one
+    /// byte further: what follows is neither inflated nor checked. For reading a header before deciding
+    /// what the rest may cost.
+    public static func decompressedPrefix(_ input: [UInt8], format: Format, count: Int) throws(ZlibError) -> [UInt8] {
+        try inflated(input, format: format, keep: count, limit: .max, rest: .ignore)
+    }
+
+    /// What happens to the output past the bytes kept.
+    private enum Rest {
+        /// Inflated into scratch space and thrown away, so that the stream is checked to its end.
+        case check
+        /// Not inflated at all.
+        case ignore
+    }
+
+    /// Scratch space for output that is checked but not kept.
+    private static let scratchBytes = 64 * 1024
+
+    /// Inflates `input`, holding the first `keep` bytes of output; past them, `rest` says what happens.
+    /// More than `limit` bytes of output in all throws `.outputLimitExceeded`.
+    private static func inflated(_ input: [UInt8], format: Format, keep: Int, limit: Int, rest: Rest) throws(ZlibError) -> [UInt8] {
+        precondition(keep >= 0 && limit >= 0, "negative output limit")
         var stream = z_stream()
         let initStatus = inflateInit2_(&stream, format.windowBits, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
         guard initStatus == Z_OK else { throw .library(code: initStatus) }
         defer { inflateEnd(&stream) }
 
         var output: [UInt8] = []
-        var produced = 0
+        var scratch: [UInt8] = []
+        // Bytes written to `output`, and to the scratch space (counted, not kept).
+        var kept = 0
+        var discarded = 0
         var consumed = 0
-        // A first guess from typical ratios; the buffer doubles as needed, never past the limit + 1
-        // (one byte beyond the limit is how an oversized stream is noticed).
-        let ceiling = maximumOutputBytes == .max ? .max : maximumOutputBytes + 1
+        // When checking, the kept buffer holds one byte beyond the limit (how an oversized stream is noticed).
+        let ceiling = rest == .check && keep == limit && limit < .max ? limit + 1 : keep
+        // A first guess from typical ratios; the buffer doubles as needed, never past the ceiling.
         var capacity = min(ceiling, max(4096, input.count * 4))
         func grow() { capacity = capacity > ceiling / 2 ? ceiling : capacity * 2 }
         while true {
-            if output.count < capacity { output.append(contentsOf: repeatElement(0, count: capacity - output.count)) }
-            let status: Int32 = input.withUnsafeBufferPointer { inputBuffer in
-                output.withUnsafeMutableBufferPointer { outputBuffer in
-                    stream.next_in = UnsafeMutablePointer(mutating: inputBuffer.baseAddress.map { $0 + consumed })
-                    stream.avail_in = uInt(clamping: inputBuffer.count - consumed)
-                    stream.next_out = outputBuffer.baseAddress.map { $0 + produced }
-                    stream.avail_out = uInt(clamping: outputBuffer.count - produced)
-                    let status = inflate(&stream, Z_NO_FLUSH)
-                    consumed = Int(bitPattern: stream.next_in) - Int(bitPattern: inputBuffer.baseAddress)
-                    produced = Int(bitPattern: stream.next_out) - Int(bitPattern: outputBuffer.baseAddress)
-                    return status
+            let keeping = kept < ceiling
+            if keeping {
+                if output.count < capacity { output.append(contentsOf: repeatElement(0, count: capacity - output.count)) }
+            } else if rest == .ignore {
+                return Array(output[..<kept])
+            } else if scratch.isEmpty {
+                scratch = [UInt8](repeating: 0, count: scratchBytes)
+            }
+            /// One call of inflate writing into `buffer` from `start`: its status and the bytes it wrote.
+            func inflateStep(into buffer: inout [UInt8], from start: Int) -> (status: Int32, written: Int) {
+                input.withUnsafeBufferPointer { inputBuffer in
+                    buffer.withUnsafeMutableBufferPointer { outputBuffer in
+                        stream.next_in = UnsafeMutablePointer(mutating: inputBuffer.baseAddress.map { $0 + consumed })
+                        stream.avail_in = uInt(clamping: inputBuffer.count - consumed)
+                        stream.next_out = outputBuffer.baseAddress.map { $0 + start }
+                        stream.avail_out = uInt(clamping: outputBuffer.count - start)
+                        let status = inflate(&stream, Z_NO_FLUSH)
+                        consumed = Int(bitPattern: stream.next_in) - Int(bitPattern: inputBuffer.baseAddress)
+                        return (status, Int(bitPattern: stream.next_out) - Int(bitPattern: outputBuffer.baseAddress) - start)
+                    }
                 }
             }
-            if produced > maximumOutputBytes { throw .outputLimitExceeded(limit: maximumOutputBytes) }
+            let status: Int32
+            if keeping {
+                let step = inflateStep(into: &output, from: kept)
+                (status, kept) = (step.status, kept + step.written)
+            } else {
+                let step = inflateStep(into: &scratch, from: 0)
+                (status, discarded) = (step.status, discarded + step.written)
+            }
+            if kept + discarded > limit { throw .outputLimitExceeded(limit: limit) }
             switch status {
             case Z_STREAM_END:
-                let rest = input[consumed...]
-                if rest.isEmpty { return Array(output[..<produced]) }
-                guard case .gzip = format else { throw .trailingData(count: rest.count) }
-                if rest.allSatisfy({ $0 == 0 }) { return Array(output[..<produced]) }
-                guard rest.starts(with: [0x1F, 0x8B]) else { throw .trailingData(count: rest.count) }
+                let trailing = input[consumed...]
+                if trailing.isEmpty { return Array(output[..<kept]) }
+                guard case .gzip = format else { throw .trailingData(count: trailing.count) }
+                if trailing.allSatisfy({ $0 == 0 }) { return Array(output[..<kept]) }
+                guard trailing.starts(with: [0x1F, 0x8B]) else { throw .trailingData(count: trailing.count) }
                 inflateReset(&stream)
             case Z_OK:
-                if stream.avail_out == 0 { grow() }
+                if stream.avail_out == 0 && keeping { grow() }
             case Z_BUF_ERROR:
                 // No progress was possible: with room left to write, the input must have run out.
                 if stream.avail_out > 0 { throw .truncated }
-                grow()
+                if keeping { grow() }
             case Z_DATA_ERROR:
                 throw .corrupt(stream.msg.map { String(cString: $0) } ?? "invalid deflate data")
             case Z_NEED_DICT:

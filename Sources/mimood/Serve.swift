@@ -88,6 +88,8 @@ struct Serve: AsyncParsableCommand {
         server.maxConnections = configuration.maxConnections
         server.headerTimeout = .seconds(configuration.headerTimeoutSeconds)
         server.bodyTimeout = .seconds(configuration.bodyTimeoutSeconds)
+        server.bodyDeadline = .seconds(configuration.bodyDeadlineSeconds)
+        server.bodyMinimumBytesPerSecond = configuration.bodyMinBytesPerSecond
         server.idleTimeout = .seconds(configuration.idleTimeoutSeconds)
         server.writeTimeout = .seconds(configuration.writeTimeoutSeconds)
         server.drainTimeout = .seconds(configuration.drainTimeoutSeconds)

@@ -106,10 +106,46 @@ final class NIfTITests: XCTestCase {
         assertThrows(NIfTIError.tooLarge("4 × 3 × 2 = 24 voxels, more than 10")) { try NIfTI.decode(self.patched(0, [0x5C, 1, 0, 0]), limits: small) }
         let tight = NIfTILimits(maximumVoxels: 1 << 20, maximumBytes: 380)
         assertThrows(NIfTIError.tooLarge("400 bytes, more than 380")) { try NIfTI.decode(self.patched(0, [0x5C, 1, 0, 0]), limits: tight) }
-        // A gzip bomb: 64 MiB of zeros behind a valid header, refused at the byte limit while inflating.
+        // A gzip bomb: 64 MiB of zeros behind a valid header. Over the voxel limit it is refused from the
+        // header, before inflating; within it, at the byte limit while checking the stream.
         let bomb = try Zlib.compress(file(padding: 64 << 20), format: .gzip, level: 9)
         XCTAssertLessThan(bomb.count, 200_000)
-        assertThrows(NIfTIError.tooLarge("it decompresses to more than 1048576 bytes")) { try NIfTI.decode(bomb, limits: small) }
+        assertThrows(NIfTIError.tooLarge("4 × 3 × 2 = 24 voxels, more than 10")) { try NIfTI.header(bomb, limits: small) }
+        let bytesOnly = NIfTILimits(maximumVoxels: 1 << 20, maximumBytes: 1 << 20)
+        assertThrows(NIfTIError.tooLarge("it decompresses to more than 1048576 bytes")) { try NIfTI.decode(bomb, limits: bytesOnly) }
+        // A header asking for more than the byte limit is refused from the header, too.
+        let wide = try Zlib.compress(patched(40, [3, 0] + le16(512) + le16(512) + le16(4)), format: .gzip)
+        assertThrows(NIfTIError.tooLarge("the header asks for 2097504 bytes, more than 1048576")) { try NIfTI.header(wide, limits: bytesOnly) }
+    }
+
+    func testAVoxOffsetThatIsNoByteOffsetIsRefusedNeverTrapped() throws {
+        // -1e20 used to trap converting to Int; every float that is no offset is an error of its own.
+        for offset: Float in [-1e20, -1, -.infinity, .nan, 1e20, 1e30, Float(1 << 30) + 1024] {
+            assertThrows(NIfTIError.self, { try NIfTI.decode(self.patched(108, self.le32(offset))) }) { error in
+                guard case .badVoxOffset(let reported) = error else { return false }
+                return reported == offset || (reported.isNaN && offset.isNaN)
+            }
+        }
+        // Below 352 means 352, as the standard says for a single file.
+        XCTAssertEqual(try NIfTI.decode(patched(108, le32(Float(0)))).volume, try NIfTI.decode(fixtureBytes("nifti/int16.nii")).volume)
+        let gzip = try Zlib.compress(patched(108, le32(Float(-1e20))), format: .gzip)
+        assertThrows(NIfTIError.badVoxOffset(-1e20)) { try NIfTI.header(gzip) }
+    }
+
+    func testTheHeaderAloneTellsTheCostAndAGzipIsKeptOnlyAsFarAsTheImage() throws {
+        let plain = try fixtureBytes("nifti/int16.nii")
+        let header = try NIfTI.header(Array(plain.prefix(348)))
+        XCTAssertEqual(header.shape, [4, 3, 2])
+        XCTAssertEqual(header.voxelCount, 24)
+        XCTAssertEqual(header.dataOffset, 352)
+        XCTAssertEqual(header.byteCount, 352 + 24 * 2)
+        // Of a .nii.gz only the header is inflated: a stream cut right after it still gives it.
+        let padded = try Zlib.compress(file(padding: 1 << 20), format: .gzip)
+        XCTAssertEqual(try NIfTI.header(Array(padded.prefix(400))), header)
+        // Decoding keeps the bytes the header asks for; the padding behind them is checked, not kept.
+        XCTAssertEqual(try NIfTI.decode(padded).volume, try NIfTI.decode(plain).volume)
+        XCTAssertEqual(try NIfTI.header(try fixtureBytes("nifti/with_extension.nii")).dataOffset,
+                       try XCTUnwrap(try FixtureIndex.load().nifti.readable["with_extension.nii"]?.voxOffset))
     }
 
     private func file(padding: Int) throws -> [UInt8] {

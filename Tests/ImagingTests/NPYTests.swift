@@ -111,6 +111,29 @@ final class NPYTests: XCTestCase {
         }
     }
 
+    func testHostileHeadersAreReadAloneAndEchoedShort() throws {
+        func header(_ dict: String) -> [UInt8] {
+            let text = Array(dict.utf8) + [UInt8(ascii: "\n")]
+            return [0x93] + Array("NUMPY".utf8) + [2, 0] + withUnsafeBytes(of: UInt32(text.count).littleEndian, Array.init) + text
+        }
+        // The header alone (no data) says the shape: a (1, 1, 1000000) array costs nothing to look at.
+        let long = try NPY.header(header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 1000000), }"))
+        XCTAssertEqual(long.shape, [1, 1, 1_000_000])
+        XCTAssertEqual(long.dataBytes, 4_000_000)
+        let manyAxes = try NPY.header(header("{'descr': '|u1', 'fortran_order': True, 'shape': (\(Array(repeating: "1", count: 26).joined(separator: ", "))), }"))
+        XCTAssertEqual(manyAxes.shape.count, 26)
+        // A 5 MiB dtype string is quoted in 200 characters, not 5 MiB (nor 31 MB of JSON escapes).
+        let huge = String(repeating: "\u{7}x", count: 5 << 19)
+        assertThrows(NPYError.self, { try NPY.decode(header("{'descr': '\(huge)', 'fortran_order': False, 'shape': (6,), }")) }) { error in
+            guard case .unsupportedDType(let descr) = error else { return false }
+            return descr.count < 250 && "\(error)".count < 400 && descr.hasSuffix("(\(huge.count) characters)")
+        }
+        let keys = (0..<100_000).map { "'k\($0)': 1" }.joined(separator: ", ")
+        assertThrows(NPYError.self, { try NPY.decode(header("{\(keys)}")) }) { error in
+            "\(error)".count < 500
+        }
+    }
+
     func testHalfPrecisionEdgeValues() throws {
         // float16 bit patterns: 1.0, −2.0, the largest finite (65504), the smallest subnormal (2^−24), +∞.
         let bits: [UInt16] = [0x3C00, 0xC000, 0x7BFF, 0x0001, 0x7C00]

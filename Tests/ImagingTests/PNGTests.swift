@@ -157,6 +157,20 @@ final class PNGTests: XCTestCase {
         }
     }
 
+    func testIHDRAloneTellsTheSizeBeforeAnyImageData() throws {
+        // The signature and IHDR: 33 bytes, nothing after them.
+        let header = try PNG.header(signature + self.header(interlace: 1))
+        XCTAssertEqual([header.width, header.height, header.channels], [4, 2, 1])
+        XCTAssertTrue(header.interlaced)
+        // Adam7's non-empty passes of a 4×2 image, one row each with its filter byte: 1, 1, 2 and 4 pixels.
+        XCTAssertEqual(header.inflatedByteCount, 2 + 2 + 3 + 5)
+        assertThrows(PNGError.tooLarge("100000×100000 pixels exceed the limits (16384×16384, 67108864 pixels)")) {
+            try PNG.header(self.signature + self.header(width: 100_000, height: 100_000))
+        }
+        assertThrows(PNGError.badChunk("the first chunk is IDAT, not IHDR")) { try PNG.header(self.signature + (try self.imageData())) }
+        assertThrows(PNGError.truncated("no IHDR chunk")) { try PNG.header(self.signature) }
+    }
+
     func testImageDataMustMatchTheHeader() throws {
         func decode(_ rows: [UInt8], _ header: [UInt8]? = nil) throws -> PNGImage {
             try PNG.decode(signature + (header ?? self.header()) + imageData(rows) + end)

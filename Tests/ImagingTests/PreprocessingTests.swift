@@ -156,6 +156,13 @@ final class PreprocessingTests: XCTestCase {
             if case .degenerateAffine = error { return true }
             return false
         }
+        // From the shape and affine alone: the slices and largest grid, sizes past Int saturating, not trapping.
+        let thin = try Preprocessing.resampledGrid(shape: [1, 1, 2], affine: .diagonal(1, 1, 1e6))
+        XCTAssertEqual([thin.sliceCount, thin.largestVoxelCount], [1_000_001, 1_000_001])
+        let absurd = try Preprocessing.resampledGrid(shape: [2, 2, 2], affine: .diagonal(1e30, 1, 1))
+        XCTAssertEqual([absurd.sliceCount, absurd.largestVoxelCount], [2, .max])
+        // Shrinking axes: the largest grid is the RAS copy, before the passes.
+        XCTAssertEqual(try Preprocessing.resampledGrid(shape: [100, 10, 10], affine: .diagonal(0.5, 1, 1)).largestVoxelCount, 10_000)
         // A bogus 1e9 mm slice spacing must not allocate a huge grid.
         assertThrows(PreprocessingError.self, { try Preprocessing.preprocess(volume, affine: .diagonal(1, 1, 1e9)) }) { error in
             if case .tooLarge(let reason) = error { return reason.contains("more than 67108864") }

@@ -5,8 +5,12 @@ final class JSONTests: XCTestCase {
     private func parse(_ text: String) throws -> JSONValue { try JSONValue.parse(Array(text.utf8)) }
 
     func testIntegersStayApartFromOtherNumbers() throws {
-        XCTAssertEqual(try parse("[4, 4.0, -0, 1e2, 9223372036854775808]"),
-                       .array([.integer(4), .number(4), .integer(0), .number(100), .number(9223372036854775808)]))
+        XCTAssertEqual(try parse("[4, 4.0, -0, 1e2, 9223372036854775808, 18446744073709551615, 18446744073709551616]"),
+                       .array([.integer(4), .number(4), .integer(0), .number(100), .unsignedInteger(9_223_372_036_854_775_808),
+                               .unsignedInteger(.max), .number(18446744073709551616)]))
+        // A seed of UInt64.max is written as itself and reads back the same.
+        XCTAssertEqual(JSONValue.unsignedInteger(.max).jsonText, "18446744073709551615")
+        XCTAssertEqual(try parse(JSONValue.unsignedInteger(.max).jsonText), .unsignedInteger(.max))
     }
 
     func testStringsAndEscapes() throws {

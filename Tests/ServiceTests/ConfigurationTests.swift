@@ -75,7 +75,9 @@ final class ConfigurationTests: XCTestCase {
     func testConflictingSettingsAreRefusedNamingBoth() {
         assertRefused(flags: ["--request-max-slices", "100", "--queue-max-slices", "50"],
                       mentioning: ["request_max_slices", "queue_max_slices"])
-        assertRefused(flags: ["--max-body-bytes", "2000", "--queue-max-bytes", "1000"], mentioning: ["max_body_bytes", "queue_max_bytes"])
+        assertRefused(flags: ["--max-body-bytes", "2000000", "--memory-budget-bytes", "1048576"],
+                      mentioning: ["max_body_bytes", "memory_budget_bytes"])
+        assertRefused(flags: ["--decode-max-bytes", "536870912"], mentioning: ["decode_max_bytes", "memory_budget_bytes"])
     }
 
     func testHelpListsEverySettingWithFlagEnvironmentAndDefault() {

@@ -23,6 +23,8 @@ final class InferenceQueueTests: XCTestCase {
     /// A batch runner that waits at `gate` before each batch and records the seeds of its jobs.
     final class RecordingRunner: Sendable {
         let batches = LockedValue<[[UInt64]]>([])
+        /// The steps each batch's jobs ran, in the same order.
+        let stepsRun = LockedValue<[[Int]]>([])
         let gate = DispatchSemaphore(value: 0)
         let started = DispatchSemaphore(value: 0)
         let isGated: Bool
@@ -33,16 +35,18 @@ final class InferenceQueueTests: XCTestCase {
             started.signal()
             if isGated { gate.wait() }
             batches.withLock { $0.append(jobs.map(\.parameters.seed)) }
-            return try InferenceQueueTests.engine.run(jobs)
+            let results = try InferenceQueueTests.engine.run(jobs)
+            stepsRun.withLock { $0.append(results.map(\.stepsRun)) }
+            return results
         }
 
         func openAll() { for _ in 0..<100 { gate.signal() } }
     }
 
     private func makeQueue(_ runner: RecordingRunner, slices: Int = 16, cost: Int = 64, wait: Duration = .milliseconds(5),
-                           queued: Int = 100, bytes: Int = 1000) -> InferenceQueue {
+                           queued: Int = 100, order: QueueOrder = .roundRobin) -> InferenceQueue {
         let queue = InferenceQueue(limits: QueueLimits(batchMaxSlices: slices, batchMaxCost: cost, batchMaxWait: wait,
-                                                       maxQueuedSlices: queued, maxQueuedBytes: bytes)) { try runner.run($0) }
+                                                       maxQueuedSlices: queued, order: order)) { try runner.run($0) }
         addTeardownBlock {
             runner.openAll()
             queue.stop()
@@ -50,13 +54,16 @@ final class InferenceQueueTests: XCTestCase {
         return queue
     }
 
-    /// `count` one-slice jobs with seeds first, first + 1, …, and `restorations` each (steps 1: quick).
-    private static func jobs(_ count: Int, seed first: UInt64, restorations: Int = 1) -> [RestorationJob] {
+    /// `count` one-slice jobs with seeds first, first + 1, …, and `restorations` and `steps` each (1: quick).
+    /// With `everyStep`, every token is resampled at every step (λ below any probability), so all steps run.
+    private static func jobs(_ count: Int, seed first: UInt64, restorations: Int = 1, steps: Int = 1,
+                             everyStep: Bool = false) -> [RestorationJob] {
         (0..<count).map { index in
             var parameters = Self.engine.defaults
             parameters.seed = first + UInt64(index)
             parameters.restorations = restorations
-            parameters.steps = 1
+            parameters.steps = steps
+            if everyStep { parameters.lambda = -1 }
             return RestorationJob(images: Self.slice, parameters: parameters)
         }
     }
@@ -82,35 +89,70 @@ final class InferenceQueueTests: XCTestCase {
         let alone = try Self.engine.run(Self.jobs(1, seed: 200, restorations: 2))
         XCTAssertEqual(reports[1].results[0].anomalyMap, alone[0].anomalyMap)
         XCTAssertEqual(reports[1].results[0].parameters.restorations, 2)
-        XCTAssertEqual(queue.depth, QueueDepth(requests: 0, slices: 0, reservedBytes: 0))
+        XCTAssertEqual(queue.depth, QueueDepth(requests: 0, slices: 0))
     }
 
-    func testBatchesAreTakenInArrivalOrderUpToTheSliceBound() async throws {
+    /// A volume waiting, then a single slice, then another volume, behind a running batch of two slices.
+    private func sharedBatches(_ order: QueueOrder) async throws -> (batches: [[UInt64]], volume: QueueReport) {
         let runner = RecordingRunner(gated: true)
-        let queue = makeQueue(runner, slices: 2)
+        let queue = makeQueue(runner, slices: 2, order: order)
         async let blocker = queue.submit(Self.jobs(1, seed: 1), deadline: Self.later)
         runner.started.wait()
         async let volume = queue.submit(Self.jobs(5, seed: 10), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 5 }
         async let single = queue.submit(Self.jobs(1, seed: 20), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 6 }
+        async let second = queue.submit(Self.jobs(3, seed: 30), deadline: Self.later)
+        try await waitUntil { queue.depth.slices == 9 }
         runner.openAll()
-        _ = try await [blocker, volume, single]
-        XCTAssertEqual(runner.batches.withLock { $0 }, [[1], [10, 11], [12, 13], [14, 20]])
+        let reports = try await [blocker, volume, single, second]
+        return (runner.batches.withLock { $0 }, reports[1])
     }
 
-    func testTheCostBoundCountsRestorationsAndAHeavySliceStillRunsAlone() async throws {
+    func testRoundRobinTakesASliceFromEachRequestInTurn() async throws {
+        let (batches, volume) = try await sharedBatches(.roundRobin)
+        XCTAssertEqual(batches, [[1], [10, 20], [30, 11], [31, 12], [32, 13], [14]])
+        // Spread over five batches, the volume draws exactly as when run whole (each slice from its own seed);
+        // its maps agree to float rounding, which depends on how many images share a VQ-VAE pass.
+        let whole = try Self.engine.run(Self.jobs(5, seed: 10))
+        XCTAssertEqual(volume.results.map(\.restoredTokens), whole.map(\.restoredTokens))
+        for (split, alone) in zip(volume.results, whole) {
+            XCTAssertLessThan(zip(split.anomalyMap.scalars, alone.anomalyMap.scalars).map { abs($0 - $1) }.max() ?? 1, 1e-5)
+        }
+        XCTAssertEqual(volume.batchSlices.count, 5)
+    }
+
+    func testShortestFirstServesTheRequestWithTheLeastWorkLeft() async throws {
+        let (batches, _) = try await sharedBatches(.shortestFirst)
+        XCTAssertEqual(batches, [[1], [20, 30], [31, 32], [10, 11], [12, 13], [14]])
+    }
+
+    func testTheCostBoundCountsRestorationsAndStepsAndAHeavySliceStillRunsAlone() async throws {
         let runner = RecordingRunner(gated: true)
         let queue = makeQueue(runner, cost: 4)
         async let blocker = queue.submit(Self.jobs(1, seed: 1), deadline: Self.later)
         runner.started.wait()
         async let pairs = queue.submit(Self.jobs(3, seed: 10, restorations: 2), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 3 }
-        async let heavy = queue.submit(Self.jobs(1, seed: 20, restorations: 8), deadline: Self.later)
+        async let heavy = queue.submit(Self.jobs(1, seed: 20, steps: 8), deadline: Self.later)
         try await waitUntil { queue.depth.slices == 4 }
         runner.openAll()
         _ = try await [blocker, pairs, heavy]
-        XCTAssertEqual(runner.batches.withLock { $0 }, [[1], [10, 11], [12], [20]])
+        // Costs 2, 2, 2 and 8 against a bound of 4: two pairs, then the heavy slice alone (it has waited), then the last pair.
+        XCTAssertEqual(runner.batches.withLock { $0 }, [[1], [10, 11], [20], [12]])
+    }
+
+    func testAJobInTheRunningBatchStopsAtTheNextStepOnceItsRequestIsCancelled() async throws {
+        let runner = RecordingRunner(gated: true)
+        let queue = makeQueue(runner, slices: 2)
+        let abandoned = Self.submission(queue, Self.jobs(1, seed: 1, steps: 4, everyStep: true), deadline: Self.later)
+        runner.started.wait()  // taken into a batch, held before the engine runs it
+        abandoned.cancel()
+        let abandonedError = await Self.error(of: abandoned)
+        XCTAssertEqual(abandonedError, .cancelled)
+        runner.openAll()
+        _ = try await queue.submit(Self.jobs(1, seed: 2, steps: 4, everyStep: true), deadline: Self.later)
+        XCTAssertEqual(runner.stepsRun.withLock { $0 }, [[1], [4]], "the abandoned job stopped after its first step; the same job wanted ran all four")
     }
 
     func testABatchThatIsNotFullWaitsAtMostTheMaximumWait() async throws {
@@ -176,17 +218,6 @@ final class InferenceQueueTests: XCTestCase {
         _ = try await [blocker, waiting]
     }
 
-    func testReservationsHoldBytesUntilReleased() {
-        let queue = makeQueue(RecordingRunner(gated: false), bytes: 1000)
-        var first = queue.reserve(bytes: 600)
-        XCTAssertNotNil(first)
-        XCTAssertNil(queue.reserve(bytes: 500), "600 + 500 bytes pass the bound of 1000")
-        XCTAssertNotNil(queue.reserve(bytes: 400))  // released again at once: nobody holds it
-        XCTAssertEqual(queue.depth.reservedBytes, 600)
-        first = nil
-        XCTAssertEqual(queue.depth.reservedBytes, 0)
-        XCTAssertNotNil(queue.reserve(bytes: 1000))
-    }
 
     private static func submission(_ queue: InferenceQueue, _ jobs: [RestorationJob],
                                    deadline: ContinuousClock.Instant) -> Task<QueueReport, any Error> {

@@ -3,6 +3,7 @@ import Imaging
 import TestSupport
 import Threading
 import XCTest
+import ZlibCodec
 
 /// The real `mimood serve` on loopback, used as users do: curl with every input and output format, numpy
 /// and nibabel reading what comes back, bad inputs of every kind, concurrent clients, a full queue, SIGTERM.
@@ -154,10 +155,11 @@ final class ServiceEndToEndTests: XCTestCase {
     // MARK: Errors
 
     func testEveryMalformedInputGetsItsProblemStatusAndTheServerKeepsServing() throws {
-        let service = try serve(["--max-body-bytes", "2000000", "--queue-max-bytes", "2000000", "--request-max-slices", "4"])
+        let service = try serve(["--max-body-bytes", "2000000", "--request-max-slices", "4"])
         let npy = try NPY.encode(shape: [160, 160], float32: paritySlice())
         let png = try PNG.encode(PNGImage(gray: GrayImage(width: 40, height: 30, pixels: [Float](repeating: 0.5, count: 1200))))
-        let nifti = [UInt8](try Data(contentsOf: URL(fileURLWithPath: try volumeNIfTI())))
+        // Two slices 2 mm apart: three at 1 mm, within request_max_slices (a volume over it is refused from its header).
+        let nifti = [UInt8](try Data(contentsOf: URL(fileURLWithPath: try volumeNIfTI(thickness: 2))))
         var corruptPNG = png
         corruptPNG[40] ^= 0xFF
         var badMagic = try NIfTI.encode(Volume(zeros: [4, 4, 4]), geometry: NIfTIGeometry(affine: .identity), compressed: false)
@@ -206,6 +208,77 @@ final class ServiceEndToEndTests: XCTestCase {
         XCTAssertEqual(good.status, 200, good.text)
         // Patient data never reaches the logs: no body byte, only metadata.
         XCTAssertFalse(service.logLines.contains { $0.contains("hello, world") })
+        XCTAssertEqual(service.terminate(), 0)
+    }
+
+    /// Issue 14's hostile bodies: each used to trap, allocate gigabytes, or answer late or wrongly. Each is
+    /// now refused from its header with a 4xx naming the limit, no slice reaches the engine, the process
+    /// stays up, and a normal request right after is served.
+    func testHostileInputsAreRefusedFromTheirHeadersAndTheServerKeepsServing() throws {
+        let service = try serve()
+        func niftiHeader(shape: [Int], pixdim: [Float], voxOffset: Float) -> [UInt8] {
+            var volume = Volume(zeros: shape)
+            volume.voxels = volume.voxels.map { _ in 1 }
+            var geometry = NIfTIGeometry(affine: .identity)
+            (geometry.qformCode, geometry.sformCode, geometry.pixdim) = (0, 0, [1] + pixdim + [1, 1, 1, 1])
+            var bytes = try! NIfTI.encode(volume, geometry: geometry, compressed: false)
+            bytes.replaceSubrange(108..<112, with: withUnsafeBytes(of: voxOffset.bitPattern.littleEndian, Array.init))
+            return bytes
+        }
+        func npy(_ dict: String, data: Int = 0) -> [UInt8] {
+            let text = Array(dict.utf8) + [UInt8(ascii: "\n")]
+            return [0x93] + Array("NUMPY".utf8) + [2, 0] + withUnsafeBytes(of: UInt32(text.count).littleEndian, Array.init) + text
+                + [UInt8](repeating: 1, count: data)
+        }
+        let cases: [(name: String, body: [UInt8], type: String, accept: String?, status: Int, detail: String)] = [
+            ("vox_offset -1e20", niftiHeader(shape: [4, 4, 2], pixdim: [1, 1, 1], voxOffset: -1e20), "application/x-nifti", nil,
+             400, "vox_offset -1e+20"),
+            ("1×1×2 voxels 10^6 mm apart", try Zlib.compress(niftiHeader(shape: [1, 1, 2], pixdim: [1, 1, 1e6], voxOffset: 352), format: .gzip),
+             "application/x-nifti", nil, 413, "1000001 slices after preprocessing, more than the 512 a request may bring (request_max_slices: 512)"),
+            ("a (1, 1, 1000000) .npy", npy("{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1, 1000000), }", data: 1_000_000),
+             "application/x-npy", nil, 413, "(request_max_slices: 512)"),
+            ("a (40000, 1, 1) .npy asked for as NIfTI", npy("{'descr': '|u1', 'fortran_order': False, 'shape': (40000, 1, 1), }", data: 40000),
+             "application/x-npy", "application/x-nifti", 406, "at most 32767 voxels per axis"),
+            ("a 5 MiB .npy header", npy("{'descr': '" + String(repeating: "\u{1}x", count: 5 << 19) + "', 'fortran_order': False, 'shape': (1,), }"),
+             "application/x-npy", nil, 422, "(5242880 characters)"),
+            // 2^24 bytes of data (decode_max_bytes / 4 values): its 422 comes from the header, not after decoding and reordering them.
+            ("a 26-dimensional .npy", npy("{'descr': '|u1', 'fortran_order': True, 'shape': (\((Array(repeating: "2", count: 24) + ["1", "1"]).joined(separator: ", "))), }",
+                                          data: 1 << 24), "application/x-npy", nil, 422, "(26 dimensions)"),
+        ]
+        let processed = try service.metric("mimood_slices_processed_total")
+        for (index, hostile) in cases.enumerated() {
+            let response = try Curl.detect(service, file: try write(hostile.body, "hostile-\(index)"), contentType: hostile.type,
+                                           accept: hostile.accept)
+            XCTAssertEqual(response.status, hostile.status, "\(hostile.name): \(response.text.prefix(500))")
+            XCTAssertEqual(response.headers["content-type"], "application/problem+json", hostile.name)
+            XCTAssertLessThan(response.body.count, 2000, hostile.name)
+            let problem = try response.json()
+            XCTAssertEqual(problem["status"] as? Int, hostile.status, hostile.name)
+            XCTAssertTrue((problem["detail"] as? String ?? "").contains(hostile.detail), "\(hostile.name): \(problem["detail"] ?? "")")
+            XCTAssertTrue(service.process.isRunning, "after \(hostile.name)")
+            XCTAssertEqual(try Curl.run(["\(service.baseURL)/healthz"]).status, 200, "after \(hostile.name)")
+        }
+        XCTAssertEqual(try service.metric("mimood_slices_processed_total"), processed, "a hostile input reached the engine")
+
+        // The largest seed is echoed as itself, not as -1.
+        let seeded = try Curl.detect(service, file: try sliceNPY(), contentType: "application/x-npy",
+                                     query: "preprocessed=true&steps=1&seed=18446744073709551615")
+        XCTAssertEqual(seeded.status, 200, seeded.text)
+        XCTAssertTrue(seeded.text.contains("\"seed\":18446744073709551615"), String(seeded.text.prefix(400)))
+
+        // A 20,000-character X-Request-ID is neither echoed nor logged, on any route.
+        let hostileID = String(repeating: "A", count: 20_000)
+        for path in ["/healthz", "/readyz", "/v1/model", "/metrics", "/openapi.yaml"] {
+            let response = try Curl.run(["-H", "X-Request-ID: \(hostileID)", "\(service.baseURL)\(path)"])
+            XCTAssertEqual(response.status, 200, path)
+            XCTAssertEqual(response.headers["x-request-id"]?.count, 32, path)
+        }
+        XCTAssertEqual(try Curl.run(["-H", "X-Request-ID: trace-42", "\(service.baseURL)/healthz"]).headers["x-request-id"], "trace-42")
+        _ = try Curl.run(["-H", "X-Request-ID: \(hostileID)", "\(service.baseURL)/nowhere"])
+        XCTAssertFalse(service.logLines.contains { $0.contains(String(hostileID.prefix(200))) }, "the raw id reached the log")
+
+        let good = try Curl.detect(service, file: try sliceNPY(), contentType: "application/x-npy", query: "preprocessed=true&steps=1")
+        XCTAssertEqual(good.status, 200, good.text)
         XCTAssertEqual(service.terminate(), 0)
     }
 

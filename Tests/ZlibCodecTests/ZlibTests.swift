@@ -106,6 +106,39 @@ final class ZlibTests: XCTestCase {
         }
     }
 
+    func testAPrefixInflatesNoFurtherThanAsked() throws {
+        let gzip = try Zlib.compress(sample, format: .gzip)
+        XCTAssertEqual(try Zlib.decompressedPrefix(gzip, format: .gzip, count: 348), Array(sample.prefix(348)))
+        // What follows the prefix is never read: a stream cut after it, or a bomb behind it, does not matter.
+        let bomb = try Zlib.compress(sample.prefix(400) + [UInt8](repeating: 0, count: 64 << 20), format: .gzip, level: 9)
+        XCTAssertEqual(try Zlib.decompressedPrefix(Array(bomb.prefix(bomb.count / 2)), format: .gzip, count: 348),
+                       Array(sample.prefix(348)))
+        // A shorter stream gives all it has; a stream cut inside the prefix is truncated.
+        XCTAssertEqual(try Zlib.decompressedPrefix(gzip, format: .gzip, count: sample.count + 10), sample)
+        XCTAssertThrowsError(try Zlib.decompressedPrefix(Array(gzip.prefix(30)), format: .gzip, count: sample.count)) { error in
+            XCTAssertEqual(error as? ZlibError, .truncated)
+        }
+    }
+
+    func testKeepingFirstHoldsThoseBytesAndStillChecksTheWholeStream() throws {
+        let gzip = try Zlib.compress(sample, format: .gzip)
+        XCTAssertEqual(try Zlib.decompress(gzip, format: .gzip, maximumOutputBytes: 1 << 20, keepingFirst: 1000),
+                       Array(sample.prefix(1000)))
+        XCTAssertEqual(try Zlib.decompress(gzip, format: .gzip, maximumOutputBytes: 1 << 20, keepingFirst: 1 << 30), sample)
+        // The discarded rest is inflated to its end: the CRC-32 is checked, and so is the output limit.
+        var corrupt = gzip
+        corrupt[corrupt.count - 5] ^= 0xFF
+        XCTAssertThrowsError(try Zlib.decompress(corrupt, format: .gzip, maximumOutputBytes: 1 << 20, keepingFirst: 10)) { error in
+            XCTAssertEqual(error as? ZlibError, .corrupt("incorrect data check"))
+        }
+        let bomb = try Zlib.compress([UInt8](repeating: 0, count: 8 << 20), format: .gzip, level: 9)
+        XCTAssertThrowsError(try Zlib.decompress(bomb, format: .gzip, maximumOutputBytes: 1 << 20, keepingFirst: 100)) { error in
+            XCTAssertEqual(error as? ZlibError, .outputLimitExceeded(limit: 1 << 20))
+        }
+        XCTAssertEqual(try Zlib.decompress(bomb, format: .gzip, maximumOutputBytes: 8 << 20, keepingFirst: 100),
+                       [UInt8](repeating: 0, count: 100))
+    }
+
     func testCRC32MatchesTheStandardCheckValue() {
         // The CRC-32 check value of "123456789" (ISO 3309 / ITU-T V.42).
         XCTAssertEqual(Zlib.crc32(Array("123456789".utf8)), 0xCBF4_3926)

@@ -35,6 +35,13 @@ final class Connection: @unchecked Sendable {
     private var parser: RequestParser
     private var phase = Phase.awaitingRequest
     private var requestBody: [UInt8] = []
+    /// The admitted request's claim on room for its body, and how much of it has been granted.
+    private var bodyAllowance: (any BodyAllowance)?
+    private var grantedBodyBytes = 0
+    /// When the current body's head was parsed, and its bytes so far (also those of a body being discarded).
+    private var bodyStarted = ContinuousClock.now
+    private var bodyReceived = 0
+    private let bodyPace: BodyPace
     private var outbound: [UInt8] = []
     private var outboundSent = 0
     /// A streaming producer waiting for `outbound` to drain.
@@ -80,6 +87,8 @@ final class Connection: @unchecked Sendable {
         self.onClose = onClose
         encoder = ResponseEncoder(serverName: configuration.serverName, gzipMinimumBytes: configuration.gzipMinimumBytes)
         parser = RequestParser(limits: configuration.limits)
+        bodyPace = BodyPace(timeout: configuration.bodyTimeout, deadline: configuration.bodyDeadline,
+                            minimumBytesPerSecond: configuration.bodyMinimumBytesPerSecond)
         readSource = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: queue)
         writeSource = DispatchSource.makeWriteSource(fileDescriptor: descriptor, queue: queue)
         timer = DispatchSource.makeTimerSource(queue: queue)
@@ -163,8 +172,6 @@ final class Connection: @unchecked Sendable {
                 requestStarted = .now
                 arm(configuration.headerTimeout)
             }
-        case .readingBody:
-            arm(configuration.bodyTimeout)  // the body timeout bounds each wait, not the whole body
         default:
             break
         }
@@ -193,11 +200,15 @@ final class Connection: @unchecked Sendable {
             }
             switch event {
             case nil:
+                if case .readingBody = phase { armBodyTimer() }
                 return
             case .head(let head)?:
                 beginRequest(head)
             case .body(let piece)?:
-                if case .readingBody(_, .route) = phase { requestBody.append(contentsOf: piece) }
+                bodyReceived += piece.count
+                guard case .readingBody(let head, .route) = phase else { continue }
+                guard makeRoomForBody(requestBody.count + piece.count, head) else { return }
+                requestBody.append(contentsOf: piece)
             case .end?:
                 finishRequest()
             }
@@ -222,8 +233,9 @@ final class Connection: @unchecked Sendable {
                 // Answered before the body is read, so the connection cannot carry another request.
                 respond(response, to: head, close: true)
                 return
-            case .admit(let ticket):
+            case .admit(let ticket, let allowance):
                 admissionTicket = ticket
+                bodyAllowance = allowance
             }
         }
         if expectation != nil && hasBody {
@@ -241,8 +253,30 @@ final class Connection: @unchecked Sendable {
             }
         }
         requestBody = []
+        (grantedBodyBytes, bodyReceived, bodyStarted) = (0, 0, .now)
         phase = .readingBody(head, resolution)
-        arm(configuration.bodyTimeout)
+        armBodyTimer()
+    }
+
+    /// Asks the body's allowance (if any) for room for `needed` bytes when they pass what it granted, and
+    /// sizes the buffer to the grant, so that what is held is what was granted. False: refused, answered.
+    private func makeRoomForBody(_ needed: Int, _ head: RequestHead) -> Bool {
+        guard let bodyAllowance, needed > grantedBodyBytes else { return true }
+        let target = nextBodyAllowance(needed: needed, granted: grantedBodyBytes,
+                                       declaredLength: parser.isChunked ? nil : parser.expectedBodyLength,
+                                       maxBodyBytes: configuration.limits.maxBodyBytes)
+        if let refusal = bodyAllowance.extend(to: target) {
+            respond(refusal, to: head, close: true)
+            return false
+        }
+        grantedBodyBytes = target
+        requestBody.reserveCapacity(target)
+        return true
+    }
+
+    /// The body's timer, from its pace: the next wait, the whole-body deadline, or the minimum rate.
+    private func armBodyTimer() {
+        arm(bodyPace.timeLeft(elapsed: .now - bodyStarted, received: bodyReceived).0)
     }
 
     private func finishRequest() {
@@ -251,6 +285,7 @@ final class Connection: @unchecked Sendable {
         currentBodyBytes = requestBody.count
         requestBody = []
         admissionTicket = nil
+        bodyAllowance = nil
         phase = .handling
         disarm()
         switch resolution {
@@ -305,6 +340,8 @@ final class Connection: @unchecked Sendable {
         guard !isClosed else { return }
         handlerTask = nil
         admissionTicket = nil  // the request is answered, whether or not its handler ever ran
+        bodyAllowance = nil
+        requestBody = []
         var response = response
         // The request's id comes back on every answer, also on those the HTTP layer gives itself (a 413 or
         // 408 during the body is answered without the head, which is still known here).
@@ -421,7 +458,7 @@ final class Connection: @unchecked Sendable {
         switch phase {
         case .writing(let closeAfter): responseWritten(closeAfter: closeAfter)
         case .streaming: resumeStreamWaiter(throwing: nil)
-        case .readingBody: arm(configuration.bodyTimeout)  // a 100 Continue went out
+        case .readingBody: armBodyTimer()  // a 100 Continue went out
         default: break
         }
     }
@@ -466,8 +503,8 @@ final class Connection: @unchecked Sendable {
             respond(ProblemDetails.response(status: 408, detail: "the request head did not arrive in time"),
                     to: nil, close: true)
         case .readingBody:
-            respond(ProblemDetails.response(status: 408, detail: "the request body did not arrive in time"),
-                    to: nil, close: true)
+            let lateness = bodyPace.timeLeft(elapsed: .now - bodyStarted, received: bodyReceived).1
+            respond(ProblemDetails.response(status: 408, detail: bodyPace.detail(lateness)), to: nil, close: true)
         case .handling, .streaming, .writing:
             break
         }
@@ -522,6 +559,8 @@ final class Connection: @unchecked Sendable {
         guard !isClosed else { return }
         isClosed = true
         admissionTicket = nil
+        bodyAllowance = nil
+        requestBody = []
         handlerTask?.cancel()
         handlerTask = nil
         timer.cancel()

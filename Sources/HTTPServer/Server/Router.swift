@@ -13,10 +13,26 @@ public typealias AdmissionCheck = @Sendable (RequestHead, _ declaredBodyLength: 
 
 public enum Admission: Sendable {
     /// The body is read and the handler runs; `ticket` reaches it as `HTTPRequest.admissionTicket` and is
-    /// released with the request, also when the peer goes away before the body is complete.
-    case admit(ticket: (any Sendable)? = nil)
+    /// released with the request, also when the peer goes away before the body is complete. With
+    /// `bodyAllowance`, room for the body is asked for as its bytes arrive (see `BodyAllowance`).
+    case admit(ticket: (any Sendable)? = nil, bodyAllowance: (any BodyAllowance)? = nil)
     /// This response is sent at once and the connection closed; the body is never read.
     case refuse(HTTPResponse)
+}
+
+/// Room for an admitted request's body, claimed as its bytes arrive rather than all at once from the
+/// declared length: a body that trickles in holds only about what has come (at most twice, as the buffer
+/// grows by doubling), so slow senders cannot hold what others need.
+public protocol BodyAllowance: Sendable {
+    /// Room for `bytes` body bytes in all, called on the connection's queue each time the body outgrows
+    /// what was granted. nil grants it; a response refuses the request: it is sent and the connection closed.
+    func extend(to bytes: Int) -> HTTPResponse?
+}
+
+/// How far a body's allowance grows when it runs out: to twice what it was (at least 64 KiB, at least what
+/// is needed), never past the body's declared length or the body limit.
+public func nextBodyAllowance(needed: Int, granted: Int, declaredLength: Int?, maxBodyBytes: Int) -> Int {
+    min(max(needed, 2 * granted, 64 * 1024), max(needed, declaredLength ?? maxBodyBytes))
 }
 
 /// Maps a method and an exact decoded path to a handler. Built before the server starts, then read-only.

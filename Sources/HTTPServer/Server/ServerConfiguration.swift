@@ -22,6 +22,11 @@ public struct ServerConfiguration: Sendable {
     public var headerTimeout: Duration = .seconds(10)
     /// The longest wait for the next piece of a body; then 408 and close.
     public var bodyTimeout: Duration = .seconds(30)
+    /// The whole body must have arrived within this of its head; then 408 and close.
+    public var bodyDeadline: Duration = .seconds(300)
+    /// After a first `bodyTimeout`, a body must average at least this many bytes per second since its head
+    /// (0: no such rule); then 408 and close. Without it a byte every `bodyTimeout` keeps a body open.
+    public var bodyMinimumBytesPerSecond = 16 * 1024
     /// A keep-alive connection with no request in progress is closed after this. Longer than nginx's
     /// upstream `keepalive_timeout` (60 s) so that the proxy, not us, closes idle connections: otherwise it
     /// may send a request on a connection we are closing.

@@ -8,6 +8,8 @@ public enum JSONValue: Sendable, Equatable {
     case bool(Bool)
     /// A number written without fraction or exponent that fits in `Int`.
     case integer(Int)
+    /// A whole number above `Int.max` that fits in `UInt64` (a seed may be one).
+    case unsignedInteger(UInt64)
     /// Any other number.
     case number(Double)
     case string(String)
@@ -18,6 +20,7 @@ public enum JSONValue: Sendable, Equatable {
     public var numberValue: Double? {
         switch self {
         case .integer(let value): Double(value)
+        case .unsignedInteger(let value): Double(value)
         case .number(let value): value
         default: nil
         }
@@ -237,6 +240,7 @@ private struct JSONParser {
         }
         let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
         if isInteger, let value = Int(text) { return .integer(value) }
+        if isInteger, let value = UInt64(text) { return .unsignedInteger(value) }
         guard let value = Double(text), value.isFinite else {
             throw JSONSyntaxError(offset: start, reason: "number \(text) out of range")
         }
@@ -275,6 +279,7 @@ extension JSONValue {
         case .null: out += "null"
         case .bool(let value): out += value ? "true" : "false"
         case .integer(let value): out += String(value)
+        case .unsignedInteger(let value): out += String(value)
         case .number(let value):
             // A whole Double keeps a fraction so that it reads back as a float, not an integer.
             let text = String(value)
@@ -313,6 +318,7 @@ extension JSONValue {
         case .null: "None"
         case .bool(let value): value ? "True" : "False"
         case .integer(let value): String(value)
+        case .unsignedInteger(let value): String(value)
         case .number(let value): String(value)
         case .string(let value): pythonRepr(value)
         case .array(let elements): "[" + elements.map(\.pythonDescription).joined(separator: ", ") + "]"

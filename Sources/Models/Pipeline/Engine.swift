@@ -15,10 +15,14 @@ public struct RestorationJob: Sendable {
     /// [B, C, H, W] preprocessed slices in the checkpoint's `output_range` (docs/preprocessing.md).
     public var images: Tensor
     public var parameters: InferenceParameters
+    /// Polled at each detect-and-resample step boundary: once it answers true (its requester left or ran
+    /// out of time), the job's remaining steps are skipped and its result is meaningless.
+    public var isAbandoned: @Sendable () -> Bool
 
-    public init(images: Tensor, parameters: InferenceParameters) {
+    public init(images: Tensor, parameters: InferenceParameters, isAbandoned: @escaping @Sendable () -> Bool = { false }) {
         self.images = images
         self.parameters = parameters
+        self.isAbandoned = isAbandoned
     }
 }
 
@@ -175,7 +179,9 @@ public struct Engine: Sendable {
         for method in InferenceMethod.allCases {
             let group = jobs.indices.filter { jobs[$0].parameters.method == method }
             guard !group.isEmpty else { continue }
-            let members: [JobTokens] = group.map { (index: $0, tokens: tokensPerJob[$0], parameters: jobs[$0].parameters) }
+            let members: [JobTokens] = group.map {
+                (index: $0, tokens: tokensPerJob[$0], parameters: jobs[$0].parameters, isAbandoned: jobs[$0].isAbandoned)
+            }
             // validate() has checked that each job's method has its networks.
             let lacking = InferenceError("method '\(method.rawValue)' lacks a network")
             let restored: [Restoration]
@@ -254,8 +260,9 @@ struct Restoration {
     var steps: [RestorationStep]
 }
 
-/// A job as the restoration loops see it: its index (for draw sites), its input tokens, its settings.
-typealias JobTokens = (index: Int, tokens: [[Int]], parameters: InferenceParameters)
+/// A job as the restoration loops see it: its index (for draw sites), its input tokens, its settings,
+/// and whether it is still wanted.
+typealias JobTokens = (index: Int, tokens: [[Int]], parameters: InferenceParameters, isAbandoned: @Sendable () -> Bool)
 
 // MARK: - Small array helpers
 

@@ -20,7 +20,8 @@ extension Engine {
         }
         var running = Set(jobs.indices)
         for step in 0..<(jobs.map(\.parameters.steps).max() ?? 0) {
-            running = running.filter { step < jobs[$0].parameters.steps }
+            // An abandoned job stops at the next step boundary; step 0 always runs, as it gives the token scores.
+            running = running.filter { step < jobs[$0].parameters.steps && (step == 0 || !jobs[$0].isAbandoned()) }
             if running.isEmpty { break }
             let order = running.sorted()
 
