@@ -2,11 +2,13 @@
 
 In one run, on the default model and the shipped settings:
   1. a one-slice request's latency alone, and while the costliest request allowed (request_max_slices
-     preprocessed slices at the model's R and T, = request_max_cost) runs; target: at most 3x alone;
+     preprocessed slices at the model's R and T, = request_max_cost) runs; target: at most 3x alone; and
+     the throughput of 4 concurrent 8-slice requests (slices/s); with --batch-max-costs 64,32, the same
+     for each of those batch_max_cost values beside the shipped settings;
   2. the server's peak RSS (VmHWM, reset through /proc/PID/clear_refs before each kind) under 4 concurrent
      clients of each hostile kind, and under 4 concurrent whole volumes; target: under memory_budget_bytes.
 
-Usage: scripts/bench-hardening [--binary PATH] [--json FILE]   (builds the release binary unless --binary)
+Usage: scripts/bench-hardening [--binary PATH] [--json FILE] [--batch-max-costs N,M] [--skip-memory]   (builds the release binary unless --binary)
 """
 from __future__ import annotations
 
@@ -121,35 +123,63 @@ def trickle(port: int, seconds: float) -> str:
     return answer.split(b"\r\n", 1)[0].decode(errors="replace") or "no answer"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--binary", default=str(ROOT / ".build/release/mimood"))
-    parser.add_argument("--samples", type=int, default=5, help="one-slice requests per latency figure")
-    parser.add_argument("--json")
-    arguments = parser.parse_args()
-
-    server = Server(Path(arguments.binary), [])
-    pid, port = server.process.pid, server.port
-    results: dict = {"baseline_rss_bytes": rss(pid, "VmRSS")}
+def fairness(binary: Path, settings: list[str], samples: int) -> dict:
+    """A one-slice request's latency alone and beside the costliest request allowed (512 slices at R = 4,
+    T = 8), and the throughput of 4 concurrent 8-slice requests, on a server started with `settings`."""
+    server = Server(binary, settings)
+    port = server.port
     one = npy(slices(1)[0])
     try:
-        # 1. Latency alone, then beside the costliest request allowed (512 slices at R = 4, T = 8).
         post(port, one, "application/x-npy", "?preprocessed=true")  # first-touch
-        alone = [post(port, one, "application/x-npy", "?preprocessed=true")[1] for _ in range(arguments.samples)]
+        alone = [post(port, one, "application/x-npy", "?preprocessed=true")[1] for _ in range(samples)]
         largest = npy(slices(512))
         large_connection = http.client.HTTPConnection("127.0.0.1", port, timeout=900)
         large_connection.request("POST", "/detect?preprocessed=true", body=largest, headers={"Content-Type": "application/x-npy"})
         time.sleep(5)  # decoded and running
-        loaded = [post(port, one, "application/x-npy", "?preprocessed=true")[1] for _ in range(arguments.samples)]
+        loaded = [post(port, one, "application/x-npy", "?preprocessed=true")[1] for _ in range(samples)]
         large_connection.sock.shutdown(socket.SHUT_RDWR)
         large_connection.close()  # the client leaves: its remaining slices are dropped
-        time.sleep(2)
-        results["latency_alone_s"] = statistics.median(alone)
-        results["latency_beside_largest_s"] = statistics.median(loaded)
-        results["latency_ratio"] = results["latency_beside_largest_s"] / results["latency_alone_s"]
-        print(f"one slice alone: {results['latency_alone_s']:.2f} s; beside the costliest allowed request: "
-              f"{results['latency_beside_largest_s']:.2f} s ({results['latency_ratio']:.1f}x)", flush=True)
+        time.sleep(5)
+        eight = npy(slices(8))
+        started = time.perf_counter()
+        statuses = concurrently(4, lambda _: post(port, eight, "application/x-npy", "?preprocessed=true")[0])
+        wall = time.perf_counter() - started
+    finally:
+        server.stop()
+    result = {"settings": settings, "latency_alone_s": statistics.median(alone), "latency_beside_largest_s": statistics.median(loaded),
+              "throughput_slices_per_s": 32 / wall, "throughput_statuses": sorted(statuses)}
+    result["latency_ratio"] = result["latency_beside_largest_s"] / result["latency_alone_s"]
+    print(f"{' '.join(settings) or 'shipped settings'}: one slice alone {result['latency_alone_s']:.2f} s; beside the costliest "
+          f"allowed request {result['latency_beside_largest_s']:.2f} s ({result['latency_ratio']:.1f}x); 4 x 8 slices at once: "
+          f"{result['throughput_slices_per_s']:.2f} slices/s {sorted(statuses)}", flush=True)
+    return result
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--binary", default=str(ROOT / ".build/release/mimood"))
+    parser.add_argument("--samples", type=int, default=5, help="one-slice requests per latency figure")
+    parser.add_argument("--batch-max-costs", default="",
+                        help="comma-separated batch_max_cost values whose fairness is measured beside the shipped one")
+    parser.add_argument("--skip-memory", action="store_true", help="measure the fairness only")
+    parser.add_argument("--json")
+    arguments = parser.parse_args()
+    binary = Path(arguments.binary)
+
+    # 1. Latency alone, then beside the costliest request allowed; throughput; per batch_max_cost.
+    results: dict = {"fairness": [fairness(binary, [], arguments.samples)]}
+    for cost in filter(None, arguments.batch_max_costs.split(",")):
+        results["fairness"].append(fairness(binary, ["--batch-max-cost", cost.strip()], arguments.samples))
+    if arguments.skip_memory:
+        if arguments.json:
+            Path(arguments.json).write_text(json.dumps(results, indent=2))
+        return
+
+    server = Server(binary, [])
+    pid, port = server.process.pid, server.port
+    results["baseline_rss_bytes"] = rss(pid, "VmRSS")
+    one = npy(slices(1)[0])
+    try:
         # 2. Peak RSS under 4 concurrent clients of each kind.
         kinds = {
             "nii.gz inflating to 4 GiB": lambda: (nifti_bomb(), "application/x-nifti", ""),

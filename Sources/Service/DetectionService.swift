@@ -67,6 +67,12 @@ public final class DetectionService: Sendable {
         logger.notice("draining")
     }
 
+    /// The server has stopped: the inference queue's worker ends (its running batch stops at the next step),
+    /// so that the process exits with no batch running.
+    public func shutDown() {
+        queue.shutDown()
+    }
+
     /// The routes: POST /detect; GET /healthz, /readyz, /metrics, /v1/model, /openapi.yaml.
     public var router: Router {
         var router = Router()

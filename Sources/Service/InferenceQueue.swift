@@ -144,6 +144,10 @@ public final class InferenceQueue: @unchecked Sendable {
     private var waitingSlices = 0
     private var waitingCost = 0
     private var isStopping = false
+    /// Set by `shutDown`: every job counts as abandoned.
+    private var isShutDown = false
+    /// Signalled when the worker's loop ends.
+    private let workerEnded = DispatchSemaphore(value: 0)
 
     public init(limits: QueueLimits, onBatch: @escaping @Sendable (BatchRecord) -> Void = { _ in },
                 run: @escaping BatchRunner) {
@@ -167,6 +171,21 @@ public final class InferenceQueue: @unchecked Sendable {
         }
     }
 
+    /// For the process's exit: refuses the waiting requests (`.stopped`), has the running batch stop at its
+    /// next step, and returns once the worker has ended — the process must not exit under a running batch
+    /// (its buffers are torn down while the kernels still read them).
+    public func shutDown() {
+        let refused: [Request] = locked {
+            isStopping = true
+            isShutDown = true
+            condition.broadcast()
+            return waiting
+        }
+        for request in refused { finish(request, .failure(.stopped)) }
+        workerEnded.wait()
+        workerEnded.signal()
+    }
+
     // MARK: Submitting
 
     /// Queues one job per slice and returns their results once the last is done. Throws `QueueError`:
@@ -177,7 +196,7 @@ public final class InferenceQueue: @unchecked Sendable {
         // The running batch polls this between steps, so that work nobody waits for stops early.
         let isAbandoned: @Sendable () -> Bool = { [weak self, weak request] in
             guard let self, let request else { return true }
-            return locked { request.isFinished }
+            return locked { request.isFinished || isShutDown }
         }
         request.jobs = jobs.map { job in
             var job = job
@@ -252,6 +271,7 @@ public final class InferenceQueue: @unchecked Sendable {
             deliver(outcome, to: batch, started: started, ended: ended)
             onBatch(record)
         }
+        workerEnded.signal()
     }
 
     /// Waits until a batch is due, then takes it from the waiting requests in the queue's order; nil once

@@ -35,7 +35,8 @@ public struct ServiceConfiguration: Sendable, Equatable {
 
     // The inference queue.
     public var batchMaxSlices = 16
-    public var batchMaxCost = 64
+    /// One slice at the default model's R = 4, T = 8: a small request waits for at most one such slice (docs/service.md, *Performance*).
+    public var batchMaxCost = 32
     public var queueOrder = QueueOrder.roundRobin.rawValue
     public var batchMaxWaitMilliseconds = 20.0
     public var batchParallelism = BatchParallelism.slices.rawValue

@@ -70,6 +70,7 @@ struct Serve: AsyncParsableCommand {
                 }
             }
         }
+        service.shutDown()
         logger.notice("stopped")
     }
 

@@ -155,6 +155,27 @@ final class InferenceQueueTests: XCTestCase {
         XCTAssertEqual(runner.stepsRun.withLock { $0 }, [[1], [4]], "the abandoned job stopped after its first step; the same job wanted ran all four")
     }
 
+    func testShutDownRefusesTheWaitingStopsTheRunningBatchAtItsNextStepAndReturnsOnceTheWorkerEnded() async throws {
+        let runner = RecordingRunner(gated: true)
+        let queue = makeQueue(runner, slices: 1)
+        let running = Self.submission(queue, Self.jobs(1, seed: 1, steps: 4, everyStep: true), deadline: Self.later)
+        runner.started.wait()
+        let waiting = Self.submission(queue, Self.jobs(1, seed: 2), deadline: Self.later)
+        try await waitUntil { queue.depth.slices == 1 }
+        let ended = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            queue.shutDown()
+            ended.signal()
+        }
+        let waitingError = await Self.error(of: waiting)
+        XCTAssertEqual(waitingError, .stopped)
+        XCTAssertEqual(ended.wait(timeout: .now() + 0.2), .timedOut, "returned while a batch was running")
+        runner.openAll()
+        XCTAssertEqual(ended.wait(timeout: .now() + 30), .success)
+        _ = await running.result
+        XCTAssertEqual(runner.stepsRun.withLock { $0 }, [[1]], "the running job stopped after its first step")
+    }
+
     func testABatchThatIsNotFullWaitsAtMostTheMaximumWait() async throws {
         let runner = RecordingRunner(gated: false)
         let queue = makeQueue(runner, wait: .milliseconds(300))

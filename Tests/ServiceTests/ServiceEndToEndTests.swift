@@ -8,35 +8,8 @@ import ZlibCodec
 /// The real `mimood serve` on loopback, used as users do: curl with every input and output format, numpy
 /// and nibabel reading what comes back, bad inputs of every kind, concurrent clients, a full queue, SIGTERM.
 /// The parity checkpoint (tiny) keeps it quick; one test serves the default model as a fresh clone does.
-final class ServiceEndToEndTests: XCTestCase {
-    private var folder: URL!
-
-    override func setUpWithError() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("mimood-service-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: folder)
-    }
-
-    private func serve(_ arguments: [String] = [], environment: [String: String] = [:]) throws -> ServiceProcess {
-        try ServiceProcess(["--model", ServiceProcess.parityCheckpoint, "--threads", "2"] + arguments, environment: environment)
-    }
-
-    private func write(_ bytes: [UInt8], _ name: String) throws -> String {
-        let url = folder.appendingPathComponent(name)
-        try Data(bytes).write(to: url)
-        return url.path
-    }
-
+final class ServiceEndToEndTests: ServiceTestCase {
     // MARK: Inputs
-
-    /// The parity input's first slice: a preprocessed 160×160 image in [0, 1].
-    private func paritySlice() throws -> [Float] {
-        let url = ServiceProcess.repository.appendingPathComponent("Tests/Fixtures/parity/input.npy")
-        return Array(try NPY.decode([UInt8](Data(contentsOf: url))).values.prefix(160 * 160))
-    }
 
     private func sliceNPY() throws -> String { try write(NPY.encode(shape: [160, 160], float32: paritySlice()), "slice.npy") }
 

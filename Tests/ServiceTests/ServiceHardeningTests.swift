@@ -8,30 +8,12 @@ import XCTest
 /// The real `mimood serve` against hostile and heavy clients (issue 14): bodies that trickle, a request as
 /// costly as allowed beside a small one, a memory budget taken, a request over `request_max_cost`. After
 /// each the process is up and serves a normal request. Orderings and statuses are asserted, not times.
-final class ServiceHardeningTests: XCTestCase {
-    private var folder: URL!
-
-    override func setUpWithError() throws {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("mimood-hardening-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        try? FileManager.default.removeItem(at: folder)
-    }
-
-    private func serve(_ arguments: [String]) throws -> ServiceProcess {
-        try ServiceProcess(["--model", ServiceProcess.parityCheckpoint, "--threads", "2"] + arguments)
-    }
-
+final class ServiceHardeningTests: ServiceTestCase {
     /// `count` copies of the parity input's first slice, preprocessed, as a .npy file.
     private func slices(_ count: Int) throws -> String {
-        let url = ServiceProcess.repository.appendingPathComponent("Tests/Fixtures/parity/input.npy")
-        let slice = Array(try NPY.decode([UInt8](Data(contentsOf: url))).values.prefix(160 * 160))
-        let file = folder.appendingPathComponent("slices-\(count).npy")
         let shape = count == 1 ? [160, 160] : [count, 160, 160]
-        try Data(NPY.encode(shape: shape, float32: Array([[Float]](repeating: slice, count: count).joined()))).write(to: file)
-        return file.path
+        return try write(NPY.encode(shape: shape, float32: Array([[Float]](repeating: try paritySlice(), count: count).joined())),
+                         "slices-\(count).npy")
     }
 
     private func detectSlices(_ service: ServiceProcess, _ file: String, query: String = "") throws -> Curl.Response {
