@@ -28,15 +28,12 @@ from .evaluate import every_kth, patch_any, pooled_metrics
 from .masks import BrushConfig, brush_masks
 from .pipeline import token_probabilities
 from .proxies import PATCH, blob, moved_codes, random_codes, token_region
-from .loading import load_model
+from .loading import load_model, tokenize_dataset
 
 
-@torch.no_grad()
-def tokenize_images(vqvae: torch.nn.Module, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    device = next(vqvae.parameters()).device
-    out = [vqvae.tokenize(torch.from_numpy(images[i:i + batch_size]).float().unsqueeze(1).to(device)).cpu().numpy()
-           for i in range(0, len(images), batch_size)]
-    return np.concatenate(out).astype(np.int16)
+def tokenize_images(vqvae: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+    """Token grids [N, h, w] of images [N, H, W] (identity view), through the trainers' tokeniser."""
+    return tokenize_dataset(vqvae, torch.from_numpy(images).float().unsqueeze(1), views=1)[:, 0]
 
 
 def load_slices(path: str, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
