@@ -78,23 +78,23 @@ public final class DetectionService: Sendable {
         var router = Router()
         router.add(method: "POST", path: "/detect", admission: { [self] head, length in admitDetection(head, declaredBodyLength: length) },
                    handler: { [self] request in await detect(request) })
-        router.add(method: "GET", path: "/healthz", handler: identified { _ in Self.json(200, JSONObject(["status": .string("alive")])) })
-        router.add(method: "GET", path: "/readyz", handler: identified { [self] _ in
+        router.add(method: "GET", path: "/healthz", handler: { _ in Self.json(200, JSONObject(["status": .string("alive")])) })
+        router.add(method: "GET", path: "/readyz", handler: { [self] _ in
             let (isWarm, isDraining) = lifecycle.withLock { ($0.isWarm, $0.isDraining) }
             if isDraining { return ServiceProblem(503, "the server is draining", headers: retryAfter).response }
             if !isWarm { return ServiceProblem(503, "the model is warming up", headers: retryAfter).response }
             return Self.json(200, JSONObject(["status": .string("ready")]))
         })
-        router.add(method: "GET", path: "/metrics", handler: identified { [self] _ in
+        router.add(method: "GET", path: "/metrics", handler: { [self] _ in
             HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
                          body: Array(metrics.exposition(depth: queue.depth, memoryReservedBytes: memory.held, ready: isReady).utf8))
         })
-        router.add(method: "GET", path: "/v1/model", handler: identified { [self] request in
+        router.add(method: "GET", path: "/v1/model", handler: { [self] request in
             if let refusal = authorize(request.head) { return refusal.response }
             return Self.json(200, modelFacts)
         })
         if let openapiDocument {
-            router.add(method: "GET", path: "/openapi.yaml", handler: identified { _ in
+            router.add(method: "GET", path: "/openapi.yaml", handler: { _ in
                 HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/yaml")]), body: openapiDocument)
             })
         }
@@ -112,8 +112,8 @@ public final class DetectionService: Sendable {
             "duration_ms": .stringConvertible(milliseconds(record.duration)),
             "request_bytes": .stringConvertible(record.requestBodyBytes), "response_bytes": .stringConvertible(record.responseBodyBytes),
         ]
-        // Answers the HTTP layer gives itself (404, 405, 408, 413) carry the client's id unchecked: logged only when sane.
-        if let requestID = record.requestID, Self.isSaneRequestID(requestID) { metadata["request_id"] = .string(requestID) }
+        // Handlers may set any id: only a sane one is logged (the HTTP layer's own answers carry sane ones).
+        if let requestID = record.requestID, RequestID.isSane(requestID) { metadata["request_id"] = .string(requestID) }
         // Probes and scrapes come every few seconds: they are logged at debug unless they fail.
         let level: Logger.Level = record.status >= 500 ? .warning : Self.quietRoutes.contains(route) && record.status < 400 ? .debug : .info
         logger.log(level: level, "request", metadata: metadata)
@@ -130,11 +130,11 @@ public final class DetectionService: Sendable {
     /// Content-Type, the response format, the query, one slice's cost, and room in the memory budget for
     /// the body's first bytes (the rest is reserved as it arrives, see `BodyReservation`).
     private func admitDetection(_ head: RequestHead, declaredBodyLength: Int?) -> Admission {
-        let requestID = Self.requestID(head)
+        let requestID = RequestID.answering(head) ?? RequestID.fresh()
         func refuse(_ problem: ServiceProblem, reason: String) -> Admission {
             metrics.recordRefusal(reason)
             var response = problem.response
-            response.headers.set("X-Request-ID", requestID)
+            response.headers.set(RequestID.header, requestID)
             return .refuse(response)
         }
         guard isReady else { return refuse(ServiceProblem(503, "the server is not ready (warming up or draining)", headers: retryAfter), reason: "not_ready") }
@@ -154,7 +154,7 @@ public final class DetectionService: Sendable {
         let body = BodyReservation(reservation, refusal: { [self] in
             metrics.recordRefusal("memory")
             var response = overBudget().response
-            response.headers.set("X-Request-ID", requestID)
+            response.headers.set(RequestID.header, requestID)
             return response
         })
         return .admit(ticket: DetectTicket(request: request, body: body, requestID: requestID, admitted: ContinuousClock.now),
@@ -193,7 +193,7 @@ public final class DetectionService: Sendable {
             logger.error("detect failed", metadata: ["request_id": .string(ticket.requestID), "error": .string("\(error)")])
             response = ServiceProblem(500, "the request could not be processed").response
         }
-        response.headers.set("X-Request-ID", ticket.requestID)
+        response.headers.set(RequestID.header, ticket.requestID)
         return response
     }
 
@@ -411,30 +411,6 @@ public final class DetectionService: Sendable {
         let presented = Array(SHA256.hash(data: Array(field.dropFirst(7).utf8)))
         let difference = zip(presented, apiKeyDigest).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) }
         return difference == 0 ? nil : ServiceProblem(401, "the API key is not valid", headers: challenge)
-    }
-
-    /// 1–128 of A–Z a–z 0–9 . _ : - (what may be echoed and logged).
-    static func isSaneRequestID(_ id: String) -> Bool {
-        (1...128).contains(id.utf8.count)
-            && id.utf8.allSatisfy({ $0 < 0x80 && (Character(Unicode.Scalar($0)).isLetter || Character(Unicode.Scalar($0)).isNumber
-                                                  || "._:-".utf8.contains($0)) })
-    }
-
-    /// `handler` under the X-Request-ID rule of /detect: an id the client sent comes back when sane, and
-    /// is replaced by a new one (answered and logged) when not — never echoed raw by the HTTP layer.
-    private func identified(_ handler: @escaping HTTPHandler) -> HTTPHandler {
-        { request in
-            var response = try await handler(request)
-            if request.head.headers["X-Request-ID"] != nil { response.headers.set("X-Request-ID", Self.requestID(request.head)) }
-            return response
-        }
-    }
-
-    /// The client's `X-Request-ID` when it is sane, else a new random one.
-    static func requestID(_ head: RequestHead) -> String {
-        if let given = head.headers["X-Request-ID"], isSaneRequestID(given) { return given }
-        var generator = SystemRandomNumberGenerator()
-        return (0..<2).map { _ in String(generator.next() as UInt64, radix: 16).leftPadded(to: 16) }.joined()
     }
 
     static func json(_ status: Int, _ object: JSONObject) -> HTTPResponse {

@@ -5,7 +5,8 @@ import Threading
 
 /// The order in which waiting requests share the worker (docs/service.md, *The inference queue*).
 public enum QueueOrder: String, Sendable, CaseIterable {
-    /// Each batch takes one slice from each waiting request in turn; a request served moves behind the others.
+    /// Each batch takes one slice from each waiting request in turn; a request served moves behind the others,
+    /// and a newcomer goes ahead of every request already served.
     case roundRobin = "round-robin"
     /// Each batch takes from the waiting request with the least work left first (ties: the earliest).
     case shortestFirst = "shortest-first"
@@ -95,7 +96,7 @@ public struct QueueDepth: Sendable, Equatable {
 /// taking slices from the waiting requests in the queue's `order` (round robin or shortest first), waiting
 /// at most `batchMaxWait` for a batch to fill, runs it through `run` (the engine: one batch at a time),
 /// and hands each request its results when its last slice is done. A long request is thus served one
-/// batch-sized share at a time, and a short one that arrives behind it waits about one batch. Requests
+/// batch-sized share at a time, and a short one that arrives behind it waits for the running batch only. Requests
 /// cancelled, or past their deadline, leave the queue at once: their waiting slices are never run, and
 /// those in the running batch stop at its next step (`RestorationJob.isAbandoned`).
 ///
@@ -227,7 +228,9 @@ public final class InferenceQueue: @unchecked Sendable {
                         return refusal
                     }
                     request.continuation = continuation
-                    waiting.append(request)
+                    // Round robin: a newcomer goes ahead of the requests already served, so that it rides
+                    // in the next batch rather than behind another share of a long request.
+                    waiting.insert(request, at: waiting.firstIndex { $0.nextJob > 0 } ?? waiting.endIndex)
                     waitingSlices += jobs.count
                     waitingCost += request.waitingCost
                     condition.broadcast()

@@ -279,6 +279,15 @@ final class ServerHooksTests: XCTestCase {
         let tooLarge = try client.readResponse()
         XCTAssertEqual(tooLarge.status, 413)
         XCTAssertEqual(tooLarge.header("X-Request-ID"), "jkl-012")
+        // An id outside the rule is never echoed: the answer carries a fresh one instead.
+        for hostile in [String(repeating: "A", count: 129), "a b", "é", "<script>"] {
+            let next = try RawClient(port: port)
+            try next.send("GET /nowhere HTTP/1.1\r\nHost: test\r\nX-Request-ID: \(hostile)\r\n\r\n")
+            let answer = try next.readResponse().header("X-Request-ID") ?? ""
+            XCTAssertEqual(answer.count, 32, hostile)
+            XCTAssertTrue(RequestID.isSane(answer) && answer != hostile, hostile)
+        }
+        XCTAssertTrue(RequestID.isSane(String(repeating: "A", count: 128)) && RequestID.isSane("pacs-0001.a_b:c"))
         await server.shutdown()
     }
 }

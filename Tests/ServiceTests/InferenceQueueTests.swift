@@ -122,6 +122,22 @@ final class InferenceQueueTests: XCTestCase {
         XCTAssertEqual(volume.batchSlices.count, 5)
     }
 
+    func testASliceArrivingWhileALongRequestRunsRidesInTheNextBatch() async throws {
+        for order in QueueOrder.allCases {
+            let runner = RecordingRunner(gated: true)
+            let queue = makeQueue(runner, slices: 1, order: order)
+            async let volume = queue.submit(Self.jobs(4, seed: 10), deadline: Self.later)
+            runner.started.wait()  // the volume's first slice runs, the rest wait behind it
+            runner.gate.signal()
+            runner.started.wait()  // its second slice runs
+            async let single = queue.submit(Self.jobs(1, seed: 20), deadline: Self.later)
+            try await waitUntil { queue.depth.slices == 3 }
+            runner.openAll()
+            _ = try await [volume, single]
+            XCTAssertEqual(runner.batches.withLock { $0 }, [[10], [11], [20], [12], [13]], "\(order)")
+        }
+    }
+
     func testShortestFirstServesTheRequestWithTheLeastWorkLeft() async throws {
         let (batches, _) = try await sharedBatches(.shortestFirst)
         XCTAssertEqual(batches, [[1], [20, 30], [31, 32], [10, 11], [12, 13], [14]])

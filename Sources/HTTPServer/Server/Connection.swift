@@ -345,11 +345,11 @@ final class Connection: @unchecked Sendable {
         var response = response
         // The request's id comes back on every answer, also on those the HTTP layer gives itself (a 413 or
         // 408 during the body is answered without the head, which is still known here).
-        if let requestID = (head ?? currentHead)?.headers["X-Request-ID"], response.headers["X-Request-ID"] == nil {
-            response.headers.add("X-Request-ID", requestID)
+        if response.headers[RequestID.header] == nil, let requestID = (head ?? currentHead).flatMap(RequestID.answering) {
+            response.headers.add(RequestID.header, requestID)
         }
         observe(status: response.status, responseBodyBytes: head?.method == "HEAD" ? 0 : response.body.count,
-                requestID: response.headers["X-Request-ID"])
+                requestID: response.headers[RequestID.header])
         let keepAlive = !mustClose && !draining && head.map(Self.wantsKeepAlive) == true
             && response.headers["Connection"]?.lowercased() != "close"
         outbound.append(contentsOf: encoder.encode(response, for: head.map(ResponseEncoder.RequestContext.init),
@@ -369,7 +369,7 @@ final class Connection: @unchecked Sendable {
                                                                 keepAlive: keepAlive, requestVersion: head.version))
         let isHead = head.method == "HEAD"
         (streamedStatus, streamedBodyBytes) = (response.status, 0)
-        streamedRequestID = response.headers["X-Request-ID"] ?? head.headers["X-Request-ID"]
+        streamedRequestID = response.headers[RequestID.header] ?? RequestID.answering(head)
         if isHead { observe(status: response.status, responseBodyBytes: 0, requestID: streamedRequestID) }
         phase = isHead ? .writing(closeAfter: !keepAlive) : .streaming(closeAfter: !keepAlive, chunked: chunked)
         flush()
