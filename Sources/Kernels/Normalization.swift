@@ -2,6 +2,7 @@
 //
 //   groupNorm(x, groups: 32, weight: w, bias: b, eps: 1e-6) -> Tensor   // x [N, C, ...], w and b [C]
 //   layerNorm(x, weight: w, bias: b, eps: 1e-5) -> Tensor               // over the last dim, w and b [dim]
+//   l2Normalize(x, axis: 1, eps: 1e-6) -> Tensor                        // unit vectors along one axis
 //
 // Statistics are accumulated in Double, so a group of 100 000 values loses nothing to rounding.
 
@@ -61,6 +62,28 @@ public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) thr
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// torch.nn.functional.normalize: every vector along `axis` divided by max(‖v‖₂, eps).
+public func l2Normalize(_ x: Tensor, axis: Int, eps: Float) throws -> Tensor {
+    try require((0..<x.rank).contains(axis), "l2Normalize: axis \(axis) is not one of \(x.shape)'s")
+    let length = x.shape[axis]
+    let inner = x.shape[(axis + 1)...].reduce(1, *)
+    let outer = x.shape[..<axis].reduce(1, *)
+    return Tensor(shape: x.shape) { y in
+        x.scalars.withUnsafeBufferPointer { x in
+            parallelRanges(outer * inner) { range in
+                for vector in range {
+                    // Element k of vector (o, i) sits at (o·length + k)·inner + i.
+                    let first = vector / inner * length * inner + vector % inner
+                    var squares = 0.0
+                    for k in 0..<length { squares += Double(x[first + k * inner]) * Double(x[first + k * inner]) }
+                    let scale = 1 / max(Float(squares.squareRoot()), eps)
+                    for k in 0..<length { y[first + k * inner] = x[first + k * inner] * scale }
                 }
             }
         }

@@ -53,4 +53,13 @@ final class NormalizationTests: XCTestCase {
         assertClose(y, try kernelFixture("layernorm_output").tensor, tolerance: 1e-5)
         XCTAssertThrowsError(try layerNorm(Tensor(zeros: [2, 3]), weight: Tensor(zeros: [2]), bias: Tensor(zeros: [2]), eps: 1e-5))
     }
+
+    func testL2NormalizeDividesEveryVectorAlongTheAxisByItsLength() throws {
+        // [1, 2, 1, 3]: three 2-vectors along axis 1, (3, 4), (0, 0) and (−1, 0); the zero vector stays zero.
+        let x = Tensor(shape: [1, 2, 1, 3], scalars: [3, 0, -1, 4, 0, 0])
+        XCTAssertEqual(try l2Normalize(x, axis: 1, eps: 1e-6).scalars, [0.6, 0, -1, 0.8, 0, 0])
+        let rows = Tensor(shape: [2, 2], scalars: [0, 2, 0.25, 0])
+        XCTAssertEqual(try l2Normalize(rows, axis: 1, eps: 0.5).scalars, [0, 1, 0.5, 0])   // shorter than eps: divided by eps
+        XCTAssertThrowsError(try l2Normalize(rows, axis: 2, eps: 0.5))
+    }
 }

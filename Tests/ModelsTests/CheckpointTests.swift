@@ -94,8 +94,8 @@ final class CheckpointTests: XCTestCase {
             ("model.json not an object", { try Data("[]".utf8).write(to: $0.file("model.json")) }, ["model.json: not a JSON object"]),
             ("bad format", { try $0.editManifest { $0["format"] = .string("other") } },
              ["format is 'other', expected 'mimood-checkpoint'"]),
-            ("bad format_version", { try $0.editManifest { $0["format_version"] = .integer(2) } },
-             ["unsupported format_version 2 (this reader knows 1)"]),
+            ("bad format_version", { try $0.editManifest { $0["format_version"] = .integer(1) } },
+             ["unsupported format_version 1 (this reader knows 2)"]),
             ("no components", { try $0.editManifest { $0["components"] = .object(JSONObject()) } },
              ["'components' must be a non-empty object"]),
             ("unknown component", { copy in

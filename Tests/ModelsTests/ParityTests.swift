@@ -46,6 +46,16 @@ final class ParityTests: XCTestCase {
         try fixture.assertClose(engine.vqvae.decode(fixture.array("tokens").rows), "decoded")
     }
 
+    func testTheLocalTokenizerEncoderTokensAndDecoder() throws {
+        let vqvae = try VQVAE(XCTUnwrap(Checkpoint(directory: Fixtures.localCheckpoint.path).components[.vqvae]))
+        XCTAssertEqual(vqvae.config.encoder, .patch)
+        XCTAssertTrue(vqvae.config.l2Codes)
+        let input = try fixture.array("input").tensor
+        try fixture.assertClose(vqvae.encode(input), "local_encoder_output")
+        XCTAssertEqual(try vqvae.tokenize(input), try fixture.array("local_tokens").rows)
+        try fixture.assertClose(vqvae.decode(fixture.array("local_tokens").rows), "local_decoded")
+    }
+
     func testDetectors() throws {
         let tokens = try fixture.array("tokens").rows
         let probabilities = try XCTUnwrap(engine.atd).probabilities(tokens)

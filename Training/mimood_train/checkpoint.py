@@ -36,7 +36,7 @@ from .loading import load_model
 from .token_prior import TokenPrior, TokenPriorConfig, load_prior
 
 FORMAT = "mimood-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "model.json"
 # The five networks, then the optional positional code-frequency prior (a baseline token scorer, no network).
 CHECKPOINT_COMPONENTS = (*COMPONENTS, "prior")

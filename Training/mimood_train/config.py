@@ -22,6 +22,11 @@ class VQVAEConfig:
     n_embed: int = 256                  # K
     dropout: float = 0.0
     beta: float = 0.25
+    # "taming": Taming's encoder (ResNet levels, attention: every token sees the whole slice).
+    # "patch": each f×f patch embedded alone, one 3×3 conv of context, then per-token ResNet blocks:
+    # a token depends on its own patch and its eight neighbours' only (local by construction).
+    encoder: str = "taming"
+    l2_codes: bool = False              # latents and codes l2-normalised before the lookup (ViT-VQGAN)
 
     @property
     def grid(self) -> int:
@@ -68,6 +73,7 @@ class TrainConfig:
     shift_range: list[float] = field(default_factory=lambda: [-0.1, 0.1])
     dihedral: bool = True               # random flips and 90-degree rotations
     dead_code_every: int = 200          # VQ-VAE: re-seed codes unused over this many steps (0: off)
+    input_noise: float = 0.0            # VQ-VAE: the encoder sees Gaussian noise of std U(0, this); the target is clean
     # latent models
     token_views: int = 8                # dihedral views tokenised per slice (1: identity only)
     label_smoothing: float = 0.1        # MVTM cross-entropy
@@ -129,4 +135,14 @@ def small_bundle() -> ConfigBundle:
     )
 
 
-CONFIGS = {"paper": paper_bundle(), "small": small_bundle()}
+def small_local_bundle() -> ConfigBundle:
+    """`small` with a tokenizer whose tokens are local and stable (issue 13): the patch encoder,
+    l2-normalised 16-dimensional codes, denoising training."""
+    bundle = small_bundle()
+    bundle.vqvae = VQVAEConfig(ch=32, ch_mult=[1, 1, 2, 2], num_res_blocks=1, attn_resolutions=[20],
+                               z_channels=64, embed_dim=16, n_embed=256, encoder="patch", l2_codes=True)
+    bundle.train["vqvae"].input_noise = 0.02
+    return bundle
+
+
+CONFIGS = {"paper": paper_bundle(), "small": small_bundle(), "small-local": small_local_bundle()}

@@ -4,7 +4,8 @@ MIM-OOD restoration with its recorded draws (so an engine with another random ge
 
     python -m mimood_train.fixtures --out Tests/Fixtures/parity
 
-The files regenerate byte for byte; `index.json` describes each array and its tolerance.
+The files regenerate equal up to float rounding (which depends on the CPU); `index.json` describes each
+array and its tolerance.
 """
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ SEED = 20240917
 # 32 -> 64 in down.1, 64 -> 32 in down.2), attention at 20×20, 160×160 input.
 VQVAE_CONFIG = VQVAEConfig(ch=32, ch_mult=[1, 2, 1, 1], num_res_blocks=1, attn_resolutions=[20],
                            z_channels=32, embed_dim=32, n_embed=64)
+# The local tokenizer (patch encoder, l2-normalised codes) at the same sizes and K, decoded by the same
+# decoder structure; its checkpoint shares the ATD and MVTM above.
+LOCAL_VQVAE_CONFIG = VQVAEConfig(ch=32, ch_mult=[1, 2, 1, 1], num_res_blocks=1, attn_resolutions=[20],
+                                 z_channels=32, embed_dim=8, n_embed=64, encoder="patch", l2_codes=True)
 TRANSFORMER_SIZES = dict(dim=48, depth=2, heads=4, dropout=0.0)
 PIPELINE = dict(steps=3, restorations=2)
 # Absolute tolerances the Swift side must meet (float32 with different summation orders). Measured
@@ -89,10 +94,13 @@ def nearest_code_margin(z: torch.Tensor, codebook: torch.Tensor) -> float:
 
 def seed_codebook(vqvae: VQVAE, x: torch.Tensor, generator: torch.Generator, tries: int = 16) -> float:
     """Codebook entries drawn from the encoder's outputs, so the phantoms use many codes; of `tries`
-    draws, the one whose nearest-code decisions are clearest. Returns that margin."""
+    draws, the one whose nearest-code decisions (as the look-up sees them) are clearest. Returns that margin."""
     with torch.no_grad():
-        z = vqvae.encode(x).permute(0, 2, 3, 1).reshape(-1, VQVAE_CONFIG.embed_dim)
-        draws = [z[torch.randperm(len(z), generator=generator)[: VQVAE_CONFIG.n_embed]] for _ in range(tries)]
+        z = vqvae.quantize.project(vqvae.encode(x).permute(0, 2, 3, 1).reshape(-1, vqvae.cfg.embed_dim))
+        # Distinct rows only: the patch encoder maps every background patch to the same vector, and two
+        # equal codes would tie everywhere.
+        z = z.unique(dim=0)
+        draws = [z[torch.randperm(len(z), generator=generator)[: vqvae.cfg.n_embed]] for _ in range(tries)]
         margins = [nearest_code_margin(z, codebook) for codebook in draws]
         best = max(range(tries), key=margins.__getitem__)
         vqvae.quantize.embedding.weight.copy_(draws[best])
@@ -223,11 +231,31 @@ def write_fixtures(out: Path) -> Path:
                          "layout": "restoration r of image b is row b*R + r of the batched sequences"},
             "arrays": record.entries,
         }
+        index["local_checkpoint"] = write_local_vqvae(out, models, x, generator, record)
         (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     finally:
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(False)
     return out
+
+
+def write_local_vqvae(out: Path, models: dict[str, nn.Module], x: torch.Tensor, generator: torch.Generator,
+                      record: Recorder) -> dict:
+    """The local tokenizer's checkpoint (checkpoint-local/, with the same ATD and MVTM) and its outputs."""
+    vqvae = VQVAE(LOCAL_VQVAE_CONFIG)
+    randomize(vqvae, generator)
+    vqvae.eval()
+    margin = seed_codebook(vqvae, x, generator)
+    export_checkpoint(out / "checkpoint-local", {"vqvae": vqvae, "atd": models["atd"], "mvtm": models["mvtm"]},
+                      name="parity-fixture-local",
+                      created="2024-09-17T00:00:00Z", provenance={"data": "random weights (mimood_train.fixtures)"})
+    tokens = pipeline.tokenize(vqvae, x)
+    record.add("local_encoder_output", vqvae.encode(x), "checkpoint-local: patch encoder then quant_conv [B, D, 20, 20]",
+               tolerance=CONV_STACK_TOLERANCE)
+    record.add("local_tokens", tokens, "checkpoint-local: nearest l2-normalised code per position [B, 20, 20]", tolerance=None)
+    record.add("local_decoded", vqvae.decode_indices(tokens), "checkpoint-local: decode_indices(tokens) [B, 1, 160, 160]",
+               tolerance=CONV_STACK_TOLERANCE)
+    return {"directory": "checkpoint-local", "token_margin": margin}
 
 
 # The committed parity input (two phantom slices), also the default input of `mimood_train.bench`.
@@ -246,8 +274,9 @@ def write_default_model_fixtures(model_dir: Path, out: Path) -> Path:
     torch.set_num_threads(1)
     models = load_checkpoint(model_dir, ["vqvae", "atd"]).models
     x = torch.from_numpy(np.load(PARITY_INPUT))
-    z = models["vqvae"].encode(x).permute(0, 2, 3, 1).reshape(-1, models["vqvae"].cfg.embed_dim).double()
-    codes = models["vqvae"].quantize.embedding.weight.double()
+    quantize = models["vqvae"].quantize
+    z = quantize.project(models["vqvae"].encode(x).permute(0, 2, 3, 1).reshape(-1, models["vqvae"].cfg.embed_dim)).double()
+    codes = quantize.project(quantize.embedding.weight).double()
     distances = (z.pow(2).sum(1, keepdim=True) - 2 * z @ codes.t() + codes.pow(2).sum(1)[None, :]).sort(dim=1).values
     tokens = pipeline.tokenize(models["vqvae"], x)
     heatmap = pipeline.token_probabilities(models["atd"], tokens.reshape(len(x), -1)).reshape(tokens.shape)

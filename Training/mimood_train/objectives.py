@@ -79,11 +79,17 @@ class VQVAETask(Task):
 
     def batch(self, rng, batch_size):
         x = torch.stack([torch.as_tensor(self.data[int(i)]) for i in rng.integers(0, len(self.data), batch_size)])
-        x = x.float()
-        return {"x": augment_slices(x, rng, self.train_cfg)}
+        x = augment_slices(x.float(), rng, self.train_cfg)
+        # Denoising: the encoder sees scanner-like noise in the brain, the decoder must give the clean slice,
+        # so that a token does not flip with the noise.
+        if self.train_cfg.input_noise <= 0:
+            return {"x": x, "encoder_input": x}
+        sigma = rng.uniform(0, self.train_cfg.input_noise, (len(x), 1, 1, 1))
+        noise = torch.from_numpy((rng.standard_normal(x.shape) * sigma).astype(np.float32))
+        return {"x": x, "encoder_input": torch.where(x > 0, (x + noise).clamp(0, 1), x)}
 
     def loss(self, batch):
-        z = self.model.encode(batch["x"])
+        z = self.model.encode(batch["encoder_input"])
         z_q, vq_loss, indices = self.model.quantize(z)
         rec_loss = (self.model.decode(z_q) - batch["x"]).abs().mean()   # MAE
         self.usage += torch.bincount(indices.reshape(-1), minlength=self.model.cfg.n_embed).float()

@@ -130,7 +130,7 @@ def test_load_selected_components(exported):
 def test_manifest_contents(models, exported):
     manifest = read_manifest(exported)
     assert manifest["format"] == "mimood-checkpoint"
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["name"] == "tiny"
     assert manifest["created"] == "2024-01-01T00:00:00Z"
     assert list(manifest["components"]) == list(COMPONENTS)
@@ -296,7 +296,7 @@ CORRUPTIONS = {
     "tensors list wrong": (edit_entry("atd", tensors={}), r"'tensors' list disagrees with the file header"),
     "entry lacks sha256": (drop_sha256, r"component 'atd': manifest entry lacks \['sha256'\]"),
     "bad format": (set_manifest(format="other"), r"format is 'other', expected 'mimood-checkpoint'"),
-    "bad format_version": (set_manifest(format_version=2), r"unsupported format_version 2 \(this reader knows 1\)"),
+    "bad format_version": (set_manifest(format_version=1), r"unsupported format_version 1 \(this reader knows 2\)"),
     "no components": (set_manifest(components={}), r"'components' must be a non-empty object"),
     "manifest not JSON": (lambda d: (d / "model.json").write_text("{"), r"model.json: not UTF-8 JSON"),
     "manifest not an object": (lambda d: (d / "model.json").write_text("[]"), r"model.json: not a JSON object"),

@@ -113,6 +113,31 @@ def test_quantizer_matches_brute_force_and_loss_form():
     assert torch.allclose(z.grad, torch.ones_like(z))   # straight-through
 
 
+def test_patch_encoder_tokens_depend_on_their_patch_and_its_neighbours_only():
+    torch.manual_seed(0)
+    model = VQVAE(CONFIGS["small-local"].vqvae).eval()
+    assert not any("attn" in name or "mid" in name for name in model.encoder.state_dict())
+    x = torch.rand(1, 1, 160, 160)
+    changed = x.clone()
+    changed[..., 80:88, 40:48] += 0.5                      # the patch of token (10, 5)
+    with torch.no_grad():
+        moved = (model.encode(changed) - model.encode(x)).abs().sum(1)[0] > 0
+    near = torch.zeros(20, 20, dtype=torch.bool)
+    near[9:12, 4:7] = True
+    assert moved[near].all() and not moved[~near].any()
+
+
+def test_l2_codes_look_up_and_decode_unit_vectors():
+    model = VQVAE(dataclasses.replace(TINY_VQ, l2_codes=True))
+    z = torch.randn(2, 16, 4, 4)
+    z_q, _, indices = model.quantize(z * 7.0)               # the length of z does not matter
+    unit = torch.nn.functional.normalize(z.permute(0, 2, 3, 1).reshape(-1, 16), dim=1)
+    codes = torch.nn.functional.normalize(model.quantize.embedding.weight, dim=1)
+    assert torch.equal(indices.reshape(-1), torch.cdist(unit, codes).argmin(1))
+    assert torch.allclose(z_q.norm(dim=1), torch.ones(2, 4, 4), atol=1e-5)
+    assert torch.allclose(model.quantize.codes(indices).norm(dim=-1), torch.ones(2, 4, 4), atol=1e-5)
+
+
 def test_dead_code_reseeding_and_stats():
     model = VQVAE(TINY_VQ)
     z = torch.randn(2, 16, 4, 4)

@@ -17,6 +17,9 @@ public struct VQVAEConfig: Sendable, Equatable {
     public let nEmbed: Int
     public let dropout: Double
     public let beta: Double
+    public let encoder: VQVAEEncoder
+    /// Latents and codes l2-normalised before the look-up, and the codes the decoder reads too (ViT-VQGAN).
+    public let l2Codes: Bool
 
     /// GroupNorm's group count throughout the VQ-VAE.
     public static let groups = 32
@@ -27,6 +30,15 @@ public struct VQVAEConfig: Sendable, Equatable {
     public var grid: Int { resolution / downsamplingFactor }
     /// K: codebook size.
     public var codebookSize: Int { nEmbed }
+}
+
+/// How the VQ-VAE's encoder reaches from pixels to tokens (`encoder` in the architecture).
+public enum VQVAEEncoder: String, Sendable, CaseIterable {
+    /// Taming's: ResNet levels with attention; every token may depend on the whole slice.
+    case taming
+    /// Each f×f patch embedded alone, one 3×3 convolution of context, per-token MLP blocks (LayerNorm over
+    /// a token's channels): a token depends on its own patch and its eight neighbours' only.
+    case patch
 }
 
 public enum TransformerHead: String, Sendable {
@@ -189,7 +201,8 @@ private struct FieldReader {
 
 extension VQVAEConfig {
     static let fieldNames: Set<String> = ["in_channels", "ch", "ch_mult", "num_res_blocks", "attn_resolutions",
-                                          "resolution", "z_channels", "embed_dim", "n_embed", "dropout", "beta"]
+                                          "resolution", "z_channels", "embed_dim", "n_embed", "dropout", "beta",
+                                          "encoder", "l2_codes"]
 
     fileprivate init(_ fields: FieldReader) throws(ArchitectureProblem) {
         inChannels = try fields.integer("in_channels", minimum: 1)
@@ -203,6 +216,12 @@ extension VQVAEConfig {
         nEmbed = try fields.integer("n_embed", minimum: 1)
         dropout = try fields.number("dropout", in: 0...1)
         beta = try fields.number("beta")
+        guard case .string(let encoderName)? = fields.object["encoder"], let encoder = VQVAEEncoder(rawValue: encoderName) else {
+            throw fields.refuse("encoder must be one of \(VQVAEEncoder.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")), "
+                                + "got \((fields.object["encoder"] ?? .null).pythonDescription)")
+        }
+        self.encoder = encoder
+        l2Codes = try fields.bool("l2_codes")
         for channels in [ch] + chMult.map({ ch * $0 }) where channels % Self.groups != 0 {
             throw fields.refuse("GroupNorm needs channel counts divisible by \(Self.groups), ch · ch_mult gives \(channels)")
         }
@@ -218,6 +237,10 @@ extension VQVAEConfig {
     func resolution(level: Int) -> Int { resolution >> level }
 
     func hasAttention(level: Int) -> Bool { attnResolutions.contains(resolution(level: level)) }
+
+    /// The patch encoder's width (that of the last level) and its number of per-token MLP blocks.
+    var patchEncoderChannels: Int { channels(level: chMult.count - 1) }
+    var patchEncoderBlocks: Int { 2 * numResBlocks }
 
     /// Every state_dict entry, in state_dict order (models/vqvae.py's module registration order).
     var expectedTensors: [(name: String, shape: [Int])] {
@@ -248,22 +271,40 @@ extension VQVAEConfig {
         }
         let levels = chMult.count
 
-        conv("encoder.conv_in", ch, inChannels, kernel: 3)
-        var blockIn = ch
-        for level in 0..<levels {
-            let blockOut = channels(level: level)
-            for block in 0..<numResBlocks {
-                resnetBlock("encoder.down.\(level).block.\(block)", blockIn, blockOut)
-                blockIn = blockOut
+        switch encoder {
+        case .taming:
+            conv("encoder.conv_in", ch, inChannels, kernel: 3)
+            var blockIn = ch
+            for level in 0..<levels {
+                let blockOut = channels(level: level)
+                for block in 0..<numResBlocks {
+                    resnetBlock("encoder.down.\(level).block.\(block)", blockIn, blockOut)
+                    blockIn = blockOut
+                }
+                if hasAttention(level: level) {
+                    for block in 0..<numResBlocks { attnBlock("encoder.down.\(level).attn.\(block)", blockIn) }
+                }
+                if level != levels - 1 { conv("encoder.down.\(level).downsample.conv", blockIn, blockIn, kernel: 3) }
             }
-            if hasAttention(level: level) {
-                for block in 0..<numResBlocks { attnBlock("encoder.down.\(level).attn.\(block)", blockIn) }
+            mid("encoder.mid", blockIn)
+            norm("encoder.norm_out", blockIn)
+            conv("encoder.conv_out", zChannels, blockIn, kernel: 3)
+        case .patch:
+            let width = patchEncoderChannels
+            func linear(_ prefix: String, _ out: Int, _ input: Int) {
+                tensors.append((prefix + ".weight", [out, input]))
+                tensors.append((prefix + ".bias", [out]))
             }
-            if level != levels - 1 { conv("encoder.down.\(level).downsample.conv", blockIn, blockIn, kernel: 3) }
+            conv("encoder.conv_in", width, inChannels, kernel: downsamplingFactor)
+            conv("encoder.conv_context", width, width, kernel: 3)
+            for block in 0..<patchEncoderBlocks {
+                norm("encoder.block.\(block).norm", width)
+                linear("encoder.block.\(block).fc1", width, width)
+                linear("encoder.block.\(block).fc2", width, width)
+            }
+            norm("encoder.norm_out", width)
+            linear("encoder.proj_out", zChannels, width)
         }
-        mid("encoder.mid", blockIn)
-        norm("encoder.norm_out", blockIn)
-        conv("encoder.conv_out", zChannels, blockIn, kernel: 3)
 
         // The decoder runs from the lowest resolution up; state_dict lists up.0 … up.{L−1}, so the
         // input channels of up.{l}'s first block are those of level l+1 (or of the mid for l = L−1).

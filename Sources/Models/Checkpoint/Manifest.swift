@@ -33,7 +33,7 @@ struct ManifestProblem: Error {
 
 extension Manifest {
     static let format = "mimood-checkpoint"
-    static let formatVersion = 1
+    static let formatVersion = 2
     public static let fileName = "model.json"
 
     /// Step 1 of §6: an object with the right format, version and a non-empty set of known components.

@@ -1,6 +1,7 @@
 import Kernels
 
-// The Taming Transformers VQ-VAE (docs/checkpoint-format.md §5), at inference:
+// The Taming Transformers VQ-VAE, or its local variant (patch encoder, l2-normalised codes;
+// docs/checkpoint-format.md §5), at inference:
 //
 //   let vqvae = try VQVAE(checkpoint.components[.vqvae])
 //   let z = try vqvae.encode(x)                 // x [B, C, H, W] → z [B, D, h, w] (encoder, quant_conv)
@@ -28,25 +29,56 @@ public struct VQVAE: Sendable {
         guard x.rank == 4, x.shape[1] == config.inChannels, x.shape[2] == config.resolution, x.shape[3] == config.resolution else {
             throw InferenceError("the VQ-VAE takes images [B, \(config.inChannels), \(config.resolution), \(config.resolution)], got \(x.shape)")
         }
-        var h = try conv("encoder.conv_in", x)
-        for level in 0..<levels {
-            for block in 0..<config.numResBlocks {
-                h = try resnetBlock("encoder.down.\(level).block.\(block)", h)
-                if config.hasAttention(level: level) { h = try attnBlock("encoder.down.\(level).attn.\(block)", h) }
+        var h: Tensor
+        switch config.encoder {
+        case .taming:
+            h = try conv("encoder.conv_in", x)
+            for level in 0..<levels {
+                for block in 0..<config.numResBlocks {
+                    h = try resnetBlock("encoder.down.\(level).block.\(block)", h)
+                    if config.hasAttention(level: level) { h = try attnBlock("encoder.down.\(level).attn.\(block)", h) }
+                }
+                if level != levels - 1 { h = try downsample("encoder.down.\(level).downsample", h) }
             }
-            if level != levels - 1 { h = try downsample("encoder.down.\(level).downsample", h) }
+            h = try resnetBlock("encoder.mid.block_1", h)
+            h = try attnBlock("encoder.mid.attn_1", h)
+            h = try resnetBlock("encoder.mid.block_2", h)
+            h = try conv("encoder.conv_out", silu(normalize("encoder.norm_out", h)))
+        case .patch:
+            h = try patchEncoder(x)
         }
-        h = try resnetBlock("encoder.mid.block_1", h)
-        h = try attnBlock("encoder.mid.attn_1", h)
-        h = try resnetBlock("encoder.mid.block_2", h)
-        h = try conv("encoder.conv_out", silu(normalize("encoder.norm_out", h)))
         return try conv("quant_conv", h)
     }
 
+    /// Each f×f patch embedded alone, one 3×3 convolution of context, then per-token MLP blocks
+    /// x + fc2(SiLU(fc1(LayerNorm(x)))) and proj_out(SiLU(LayerNorm(x))): [B, C, H, W] → [B, z, h, w].
+    private func patchEncoder(_ x: Tensor) throws -> Tensor {
+        let f = config.downsamplingFactor
+        var h = try conv2d(x, weight: weights["encoder.conv_in.weight"], bias: weights["encoder.conv_in.bias"], stride: f)
+        h = try conv("encoder.conv_context", silu(h))
+        let (batch, channels, grid) = (h.shape[0], h.shape[1], h.shape[2])
+        var tokens = try permute(h, [0, 2, 3, 1]).reshaped([batch, grid * grid, channels])
+        func tokenNorm(_ prefix: String, _ x: Tensor) throws -> Tensor {
+            try layerNorm(x, weight: weights[prefix + ".weight"], bias: weights[prefix + ".bias"], eps: Self.layerNormEpsilon)
+        }
+        func dense(_ prefix: String, _ x: Tensor) throws -> Tensor {
+            try linear(x, weight: weights[prefix + ".weight"], bias: weights[prefix + ".bias"])
+        }
+        for block in 0..<config.patchEncoderBlocks {
+            let prefix = "encoder.block.\(block)"
+            tokens = try add(tokens, dense(prefix + ".fc2", silu(dense(prefix + ".fc1", tokenNorm(prefix + ".norm", tokens)))))
+        }
+        tokens = try dense("encoder.proj_out", silu(tokenNorm("encoder.norm_out", tokens)))
+        return try permute(tokens.reshaped([batch, grid, grid, config.zChannels]), [0, 3, 1, 2])
+    }
+
     /// Token grid of each image, flattened row-major: index of the nearest codebook row to z at each
-    /// position (squared Euclidean distance, ties to the lowest index).
+    /// position (squared Euclidean distance between the l2-normalised vectors when `l2Codes`, ties to
+    /// the lowest index).
     public func tokenize(_ x: Tensor) throws -> [[Int]] {
-        let codes = try nearestCodes(encode(x), codebook: weights["quantize.embedding.weight"])
+        var z = try encode(x)
+        if config.l2Codes { z = try l2Normalize(z, axis: 1, eps: Self.l2Epsilon) }
+        let codes = try nearestCodes(z, codebook: codebook())
         let positions = config.grid * config.grid
         return (0..<x.shape[0]).map { Array(codes[$0 * positions ..< ($0 + 1) * positions]) }
     }
@@ -58,7 +90,7 @@ public struct VQVAE: Sendable {
         if let bad = tokens.firstIndex(where: { $0.count != grid * grid }) {
             throw InferenceError("token grid \(bad) has \(tokens[bad].count) tokens, the VQ-VAE decodes \(grid)×\(grid)")
         }
-        let rows = try embedding(tokens.flatMap { $0 }, weight: weights["quantize.embedding.weight"])   // [B·h·w, D]
+        let rows = try embedding(tokens.flatMap { $0 }, weight: codebook())   // [B·h·w, D]
         let zq = try permute(rows.reshaped([tokens.count, grid, grid, depth]), [0, 3, 1, 2])
         var h = try conv("post_quant_conv", zq)
         h = try conv("decoder.conv_in", h)
@@ -74,6 +106,16 @@ public struct VQVAE: Sendable {
         }
         return try conv("decoder.conv_out", silu(normalize("decoder.norm_out", h)))
     }
+
+    /// The codes as the look-up and the decoder read them: [K, D], l2-normalised rows when `l2Codes`.
+    func codebook() throws -> Tensor {
+        let codes = weights["quantize.embedding.weight"]
+        return config.l2Codes ? try l2Normalize(codes, axis: 1, eps: Self.l2Epsilon) : codes
+    }
+
+    /// F.normalize's ε, and nn.LayerNorm's (the patch encoder's), in models/vqvae.py.
+    static let l2Epsilon: Float = 1e-6
+    static let layerNormEpsilon: Float = 1e-5
 
     // MARK: - Layers
 

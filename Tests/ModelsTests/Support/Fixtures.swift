@@ -10,6 +10,8 @@ enum Fixtures {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let parity = repositoryRoot.appendingPathComponent("Tests/Fixtures/parity")
     static let checkpoint = parity.appendingPathComponent("checkpoint")
+    /// The same ATD and MVTM with the local tokenizer (patch encoder, l2-normalised codes).
+    static let localCheckpoint = parity.appendingPathComponent("checkpoint-local")
 }
 
 /// A copy of the parity checkpoint in a fresh temporary directory, removed at the end of the test.

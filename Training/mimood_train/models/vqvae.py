@@ -115,6 +115,45 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+class TokenBlock(nn.Module):
+    """Pre-LN MLP on each token alone: x + fc2(SiLU(fc1(LayerNorm(x)))), x [B, N, C]. LayerNorm over a
+    token's channels, not GroupNorm over the grid, whose statistics would let every token see all others."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.fc1 = nn.Linear(channels, channels)
+        self.fc2 = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(F.silu(self.fc1(self.norm(x))))
+
+
+class PatchEncoder(nn.Module):
+    """Local tokens: conv_in embeds each f×f patch alone (kernel = stride = f), conv_context mixes each
+    token with its eight neighbours (its only spatial reach: a pixel change moves tokens at most one
+    token away), then per-token MLP blocks."""
+
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        f = 2 ** (len(cfg.ch_mult) - 1)
+        channels = cfg.ch * cfg.ch_mult[-1]
+        self.conv_in = nn.Conv2d(cfg.in_channels, channels, f, stride=f)
+        self.conv_context = nn.Conv2d(channels, channels, 3, stride=1, padding=1)
+        self.block = nn.ModuleList(TokenBlock(channels) for _ in range(2 * cfg.num_res_blocks))
+        self.norm_out = nn.LayerNorm(channels)
+        self.proj_out = nn.Linear(channels, cfg.z_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_context(F.silu(self.conv_in(x)))
+        b, c, height, width = h.shape
+        h = h.flatten(2).transpose(1, 2)                      # [B, h·w, C]
+        for block in self.block:
+            h = block(h)
+        h = self.proj_out(F.silu(self.norm_out(h)))
+        return h.transpose(1, 2).reshape(b, -1, height, width)
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
@@ -154,26 +193,35 @@ class Decoder(nn.Module):
 
 
 class VectorQuantizer(nn.Module):
-    def __init__(self, n_embed: int, embed_dim: int, beta: float):
+    def __init__(self, n_embed: int, embed_dim: int, beta: float, l2: bool = False):
         super().__init__()
-        self.n_embed, self.beta = n_embed, beta
+        self.n_embed, self.beta, self.l2 = n_embed, beta, l2
         self.embedding = nn.Embedding(n_embed, embed_dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / n_embed, 1.0 / n_embed)
+
+    def project(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Latents and codes as the lookup sees them: l2-normalised along the last axis when `l2`."""
+        return F.normalize(vectors, dim=-1, eps=1e-6) if self.l2 else vectors
+
+    def codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """The code vectors of `indices`, as the decoder reads them."""
+        return self.project(self.embedding(indices))
 
     def nearest(self, z_flat: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code for each row of z_flat [N, D] (squared Euclidean distance)."""
         # In float32 even under bf16 autocast: a code decision must not hinge on 8-bit mantissas.
         with torch.autocast(z_flat.device.type, enabled=False):
-            z_flat, codes = z_flat.float(), self.embedding.weight.float()
+            z_flat, codes = self.project(z_flat.float()), self.project(self.embedding.weight.float())
             distances = (z_flat.pow(2).sum(1, keepdim=True) - 2 * z_flat @ codes.t()
                          + codes.pow(2).sum(1)[None, :])
         return distances.argmin(dim=1)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, d, h, w = z.shape
+        z = self.project(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         z_flat = z.permute(0, 2, 3, 1).reshape(-1, d)
         indices = self.nearest(z_flat)
-        z_q = self.embedding(indices).view(b, h, w, d).permute(0, 3, 1, 2)
+        z_q = self.codes(indices).view(b, h, w, d).permute(0, 3, 1, 2)
         loss = torch.mean((z_q.detach() - z) ** 2) + self.beta * torch.mean((z_q - z.detach()) ** 2)
         z_q = z + (z_q - z).detach()   # straight-through estimator
         return z_q, loss, indices.view(b, h, w)
@@ -183,12 +231,15 @@ class VQVAE(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
+        encoders = {"taming": Encoder, "patch": PatchEncoder}
+        if cfg.encoder not in encoders:
+            raise ValueError(f"encoder {cfg.encoder!r} is not one of {sorted(encoders)}")
+        self.encoder = encoders[cfg.encoder](cfg)
         self.decoder = Decoder(cfg)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
         # Called as a method too, as in Taming: quantize(z) -> (z_q, vq_loss, indices [B, h, w]).
-        self.quantize = VectorQuantizer(cfg.n_embed, cfg.embed_dim, cfg.beta)
+        self.quantize = VectorQuantizer(cfg.n_embed, cfg.embed_dim, cfg.beta, cfg.l2_codes)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] image -> continuous latents z [B, D, H/f, W/f] (after quant_conv)."""
@@ -199,8 +250,7 @@ class VQVAE(nn.Module):
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Token grid [B, h, w] long -> image [B, C, H, W]."""
-        z_q = self.quantize.embedding(indices).permute(0, 3, 1, 2)
-        return self.decode(z_q)
+        return self.decode(self.quantize.codes(indices).permute(0, 3, 1, 2))
 
     def tokenize(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantize.nearest(
