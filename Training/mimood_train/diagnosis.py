@@ -105,7 +105,8 @@ def tokenizer_locality(vqvae, path: str, limit: int, seed: int = 0, noise: float
                        brighten: float = 0.1) -> dict:
     """Stability: share of brain tokens whose code changes under Gaussian pixel noise of std `noise`.
     Locality: one token-aligned 8×8 patch inside the brain brightened by `brighten`; the share of slices
-    where every changed token lies within one token (Chebyshev) of it, and the mean number changed."""
+    where every changed token lies within one token (Chebyshev) of it, and the mean number changed.
+    Reconstruction: MAE of the decoded clean tokens, over all pixels and over the brain; codes used."""
     images, brain, _ = load_slices(path, limit)
     rng = np.random.default_rng(seed)
     clean = tokenize_images(vqvae, images)
@@ -129,9 +130,14 @@ def tokenizer_locality(vqvae, path: str, limit: int, seed: int = 0, noise: float
         local.append(not (changed[i] & (distance > 1)).any())
         counts.append(int(changed[i].sum()))
         far.append(int((changed[i] & (distance >= 3)).sum()))
+    reconstruction = np.concatenate([vqvae.decode_indices(torch.from_numpy(clean[i:i + 32]).long())[:, 0].numpy()
+                                     for i in range(0, len(clean), 32)])
+    error = np.abs(reconstruction - images)
     return {"slices": len(images), "noise_sigma": noise, "noise_flipped_brain_tokens": float(flipped.sum() / brain_tokens.sum()),
             "patch_brighten": brighten, "patch_local_fraction": float(np.mean(local)),
-            "patch_changed_tokens_mean": float(np.mean(counts)), "patch_changed_far_mean": float(np.mean(far))}
+            "patch_changed_tokens_mean": float(np.mean(counts)), "patch_changed_far_mean": float(np.mean(far)),
+            "mae": float(error.mean()), "brain_mae": float(error[brain].mean()),
+            "codes_used": int(len(np.unique(clean)))}
 
 
 def _save_set(token_set: dict, path: Path) -> None:

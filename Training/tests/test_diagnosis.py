@@ -1,3 +1,4 @@
+import dataclasses
 import numpy as np
 import torch
 
@@ -67,3 +68,11 @@ def test_tokenizer_locality_reports_shares(tmp_path):
     assert report["slices"] == 6
     assert 0 <= report["noise_flipped_brain_tokens"] <= 1 and 0 <= report["patch_local_fraction"] <= 1
     assert report["patch_changed_far_mean"] <= report["patch_changed_tokens_mean"]
+    assert report["brain_mae"] > 0 and 1 <= report["codes_used"] <= tiny_bundle().vqvae.n_embed
+
+
+def test_the_patch_encoder_is_local_by_construction(tmp_path):
+    torch.manual_seed(0)
+    vqvae = VQVAE(dataclasses.replace(tiny_bundle().vqvae, encoder="patch", l2_codes=True)).eval()
+    report = tokenizer_locality(vqvae, str(write_cache(tmp_path / "c.npz")), limit=6)
+    assert report["patch_local_fraction"] == 1.0 and report["patch_changed_far_mean"] == 0
