@@ -5,8 +5,7 @@ import torch
 from mimood_train.diagnosis import corruption_sets, lesion_token_set, score_token_set, tokenizer_locality
 from mimood_train.models import VQVAE
 
-from test_proxies import brain_image
-from test_train import GRID, tiny_bundle
+from support import GRID, brain_image, tiny_bundle
 
 
 def write_cache(path, n=6, with_lesion=True):

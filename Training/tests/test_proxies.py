@@ -10,14 +10,7 @@ from mimood_train.proxies import (IMAGE_FAMILIES, blob, build_image_proxies, def
 from mimood_train.objectives import build_task
 from mimood_train.train import train
 
-from test_train import GRID, slices, tiny_bundle, tokens
-
-
-def brain_image(seed=0, size=64):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    brain = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size * 0.4) ** 2
-    return np.where(brain, 0.3 + 0.4 * rng.random((size, size)), 0.0), brain
+from support import GRID, brain_image, slices, tiny_bundle, tokens
 
 
 def test_parse_weights():

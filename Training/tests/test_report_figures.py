@@ -6,7 +6,8 @@ from matplotlib.image import imread
 
 from mimood_train import report_figures
 from mimood_train.evaluate import load_split, run_method
-from test_evaluate import caches, one_thread, runs_dir  # noqa: F401  (pytest fixtures shared with the evaluation tests)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_running_mean_averages_the_last_values():

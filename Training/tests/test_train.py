@@ -7,38 +7,12 @@ import pytest
 import torch
 
 from mimood_train import train as train_module
-from mimood_train.config import CONFIGS, ConfigBundle, TrainConfig, TransformerConfig, VQVAEConfig
-from mimood_train.masks import BrushConfig
+from mimood_train.config import CONFIGS
 from mimood_train.models import TokenTransformer
 from mimood_train.loading import dihedral, load_model, load_or_build_tokens, tokenize_dataset
 from mimood_train.objectives import build_task
 from mimood_train.train import train
-
-GRID = 8   # 64 px images, f = 8
-
-
-def tiny_bundle() -> ConfigBundle:
-    vq = VQVAEConfig(ch=32, ch_mult=[1, 1, 1, 1], num_res_blocks=1, attn_resolutions=[8], resolution=64,
-                     z_channels=32, embed_dim=16, n_embed=32)
-    t = dict(n_positions=GRID * GRID, dim=32, depth=2, heads=2, dropout=0.1, drop_path=0.1)
-    tc = TrainConfig(steps=4, batch_size=4, lr=1e-3, warmup_steps=1, log_every=1, ckpt_every=2, dead_code_every=2,
-                     token_views=2, brush=BrushConfig(min_length=1, max_length=3, max_width=2, max_ratio=0.6))
-    return ConfigBundle(vqvae=vq,
-                        atd=TransformerConfig(vocab_size=32, head="atd", **t),
-                        mvtm=TransformerConfig(vocab_size=33, head="mvtm", **t),
-                        ar=TransformerConfig(vocab_size=33, head="ar", causal=True, **t),
-                        critic=TransformerConfig(vocab_size=32, head="critic", **t),
-                        train={c: tc for c in ("vqvae", "atd", "mvtm", "ar", "critic")})
-
-
-def slices(n=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.rand(1, 64, 64, generator=g) * (torch.rand(1, 64, 64, generator=g) > 0.3) for _ in range(n)]
-
-
-def tokens(n=6):
-    return np.random.default_rng(0).integers(0, 32, (n, 2, GRID, GRID)).astype(np.int16)
-
+from support import GRID, slices, tiny_bundle, tokens
 
 def make_task(component, bundle=None):
     bundle = bundle or tiny_bundle()
