@@ -49,7 +49,8 @@ def test_a_full_queue_is_retried_after_retry_after(serve, tmp_path):
     volumes(tmp_path / "in", 3)
     run = subprocess.run([sys.executable, str(CLIENT), "--url", service.url, "--in", str(tmp_path / "in"),
                           "--out", str(tmp_path / "out"), "--workers", "3", "--param", "restorations=4",
-                          "--param", "steps=4"], capture_output=True, text=True, timeout=600)
+                          "--param", "steps=4", "--attempts", "300"],   # a 1 s wait each: a slow machine's volume fits
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "503" in run.stderr and "retrying in 1 s" in run.stderr, run.stderr
     assert "3 of 3 volumes done" in run.stderr
