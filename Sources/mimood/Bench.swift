@@ -62,7 +62,7 @@ struct Bench: ParsableCommand {
         let threads = Threads.count
         var reference: Reference?, referenceFailure: Error?
         if !noPytorch {
-            printError("the PyTorch reference (mimood_train.bench) on the same checkpoint, input and sizes, \(threads) thread(s)")
+            printError("the PyTorch reference (Training/tools/bench.py) on the same checkpoint, input and sizes, \(threads) thread(s)")
             do { reference = try pytorchReference(modelDirectory: directory, input: inputPath, threads: threads) }
             catch { referenceFailure = error }
         }
@@ -144,10 +144,11 @@ struct Bench: ParsableCommand {
         let stages: [(String, Double)]
     }
 
-    /// `python -m mimood_train.bench --json` on the same checkpoint, input and sizes.
+    /// `python Training/tools/bench.py --json` on the same checkpoint, input and sizes.
     private func pytorchReference(modelDirectory: String, input: String, threads: Int) throws -> Reference {
-        let training = try RepositoryFiles.locate("Training/mimood_train", what: "the PyTorch reference")
-        let repository = URL(fileURLWithPath: training).deletingLastPathComponent().deletingLastPathComponent()
+        let script = try RepositoryFiles.locate("Training/tools/bench.py", what: "the PyTorch reference")
+        let repository = URL(fileURLWithPath: script).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let python = pytorch ?? ProcessInfo.processInfo.environment["MIMOOD_PYTHON"]
             ?? repository.appendingPathComponent(".venv/bin/python").path
         guard FileManager.default.isExecutableFile(atPath: python) else {
@@ -156,7 +157,7 @@ struct Bench: ParsableCommand {
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = ["-m", "mimood_train.bench", "--json", "--model", modelDirectory, "--input", input,
+        process.arguments = [script, "--json", "--model", modelDirectory, "--input", input,
                              "--batch", "\(batch)", "--restorations", "\(restorations)", "--steps", "\(steps)",
                              "--repeats", "\(repeats)", "--threads", "\(threads)"]
         var environment = ProcessInfo.processInfo.environment
@@ -172,7 +173,7 @@ struct Bench: ParsableCommand {
               let seconds = json["seconds"] as? [String: Double], let total = seconds["total"],
               let rate = json["slices_per_second"] as? Double, let name = json["engine"] as? String else {
             throw CLIError("the PyTorch reference failed (exit \(process.terminationStatus)); run it alone: "
-                           + "\(python) -m mimood_train.bench --model \(modelDirectory)")
+                           + "\(python) \(script) --model \(modelDirectory)")
         }
         let order = ["tokenize", "restore", "decode", "anomaly_map", "total"]
         return Reference(engine: name, total: total, slicesPerSecond: rate,

@@ -8,7 +8,7 @@ import ZlibCodec
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 let fixtures = repositoryRoot.appendingPathComponent("Tests/Fixtures/imaging")
 
-/// `Tests/Fixtures/imaging/index.json`, written by `Training/mimood_train/imaging_fixtures.py`. Read with
+/// `Tests/Fixtures/imaging/index.json`, written by `Training/tools/imaging_fixtures.py`. Read with
 /// JSONDecoder, which parses numbers correctly rounded (JSONSerialization can be off by an ulp).
 struct FixtureIndex: Decodable {
     struct ArrayEntry: Decodable {

@@ -50,7 +50,7 @@ struct FixtureError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Tests/Fixtures/kernels/NAME.npy, written by Training/mimood_train/kernel_fixtures.py.
+/// Tests/Fixtures/kernels/NAME.npy, written by Training/tools/kernel_fixtures.py.
 func kernelFixture(_ name: String) throws -> NPYArray {
     try NPYArray(contentsOf: repositoryRoot.appendingPathComponent("Tests/Fixtures/kernels/\(name).npy"))
 }

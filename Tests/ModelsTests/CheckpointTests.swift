@@ -16,7 +16,7 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(manifest.preprocessing.imageSize, 160)
         XCTAssertEqual(manifest.preprocessing.tokenGrid, [20, 20])
         XCTAssertEqual(manifest.preprocessing.outputRange, [0, 1])
-        XCTAssertEqual(manifest.provenance.objectValue?["data"], .string("random weights (mimood_train.fixtures)"))
+        XCTAssertEqual(manifest.provenance.objectValue?["data"], .string("random weights (Training/tools/fixtures.py)"))
 
         let index = try ParityIndex.load()
         XCTAssertEqual(manifest.inference.method, .mimOOD)

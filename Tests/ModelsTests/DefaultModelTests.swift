@@ -4,7 +4,7 @@ import XCTest
 @testable import Models
 
 /// The shipped Models/default: it loads (every hash and shape checked), and on real trained weights the
-/// engine agrees with PyTorch (Tests/Fixtures/default-model, from `mimood_train.fixtures --default-model`).
+/// engine agrees with PyTorch (Tests/Fixtures/default-model, from `Training/tools/fixtures.py --default-model`).
 final class DefaultModelTests: XCTestCase {
     private let fixtures = Fixtures.repositoryRoot.appendingPathComponent("Tests/Fixtures/default-model")
 

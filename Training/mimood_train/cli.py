@@ -10,8 +10,6 @@ COMMANDS = {
     "cache": ("mimood_train.data", "preprocess a split of a NIfTI data set into a slice cache"),
     "train": ("mimood_train.train", "train the VQ-VAE, ATD, MVTM, AR or Token-Critic"),
     "checkpoint": ("mimood_train.checkpoint", "export or verify a checkpoint directory"),
-    "fixtures": ("mimood_train.fixtures", "write the parity fixtures for the Swift engine"),
-    "bench": ("mimood_train.bench", "time the reference pipeline (the baseline of `mimood bench`)"),
     "evaluate": ("mimood_train.evaluate", "evaluate trained runs (reconstruction, Table 1 tokens, λ calibration, Table 2 pixels)"),
 }
 

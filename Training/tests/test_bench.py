@@ -1,6 +1,6 @@
 import json
 
-from mimood_train import bench
+import bench
 
 FIXTURE_CHECKPOINT = bench.DEFAULT_INPUT.parent / "checkpoint"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mimood_train import evaluate, evaluation_fixtures
+import evaluation_fixtures
+from mimood_train import evaluate
 
 FIXTURE = Path(__file__).resolve().parents[2] / "Tests/Fixtures/evaluation/sklearn.json"
 

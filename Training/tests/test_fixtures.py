@@ -8,8 +8,8 @@ from safetensors.numpy import load_file
 
 from mimood_train import pipeline
 from mimood_train.checkpoint import load_checkpoint
-from mimood_train import fixtures
-from mimood_train.fixtures import write_fixtures
+import fixtures
+from fixtures import write_fixtures
 
 COMMITTED = Path(__file__).resolve().parents[2] / "Tests" / "Fixtures" / "parity"
 
@@ -32,7 +32,7 @@ def assert_same_arrays(fresh: Path, committed: Path, name: str, tolerance: float
 
 def test_committed_fixtures_regenerate(regenerated):
     if not COMMITTED.is_dir():
-        pytest.skip(f"{COMMITTED} is absent: run python -m mimood_train.fixtures")
+        pytest.skip(f"{COMMITTED} is absent: run python Training/tools/fixtures.py")
     relative = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert relative(COMMITTED) == relative(regenerated)
     index = json.loads((COMMITTED / "index.json").read_text())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from mimood_train import report_figures
+import report_figures
 from mimood_train.evaluate import load_split, run_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,4 +1,4 @@
-from mimood_train import sweep_plot
+import sweep_plot
 
 
 def test_draws_one_panel_per_axis(tmp_path):

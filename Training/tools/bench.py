@@ -1,6 +1,6 @@
 """PyTorch reference timing of the MIM-OOD pipeline, the baseline `mimood bench` measures itself against.
 
-    python -m mimood_train.bench --model Models/default [--input slices.npy] [--batch 32]
+    python Training/tools/bench.py --model Models/default [--input slices.npy] [--batch 32]
         [--restorations 4] [--steps 8] [--threads 2] [--repeats 3] [--json]
 
 Runs the same work as the Swift engine's benchmark: a batch of slices, tokenise, T detect-and-resample
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
-from .fixtures import PARITY_INPUT as DEFAULT_INPUT   # tiled to the batch when no input is given
-from .pipeline import anomaly_map, decode, restore_mim_ood, tokenize
+from mimood_train.checkpoint import load_checkpoint
+from fixtures import PARITY_INPUT as DEFAULT_INPUT   # tiled to the batch when no input is given
+from mimood_train.pipeline import anomaly_map, decode, restore_mim_ood, tokenize
 ALL_TOKENS = -1.0   # a λ below every probability: every step masks and resamples every token
 
 
@@ -79,7 +79,7 @@ def benchmark(model_dir: Path, x: torch.Tensor, *, restorations: int, steps: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mimood_train.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="Training/tools/bench.py", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="checkpoint directory")
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT, help=".npy slice or stack of slices")
     parser.add_argument("--batch", type=int, default=32)

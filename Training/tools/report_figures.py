@@ -1,8 +1,8 @@
 """Figures for the README: training curves of every run, and a qualitative comparison in the
 style of the paper's Figure 3.
 
-    python -m mimood_train.report_figures curves --runs RUNS --out docs/img
-    python -m mimood_train.report_figures examples --runs RUNS --caches CACHES --out docs/img/examples.png
+    python Training/tools/report_figures.py curves --runs RUNS --out docs/img
+    python Training/tools/report_figures.py examples --runs RUNS --caches CACHES --out docs/img/examples.png
         [--split val_anomalous] [--slices 4] [--report REPORT.json] [--baseline ar|mvtm-critic]
         [--lam L] [--critic-threshold P] [--ar-lambda NLL] [--restorations 4] [--steps 8] [--seed 0]
         [--device cpu] [--threads 2]
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .checkpoint import REQUIRED_COMPONENTS
-from .config import COMPONENTS
-from .evaluate import Split, load_runs, load_split, method_setting, run_method
-from .pipeline import detector_probability, tokenize
+from mimood_train.checkpoint import REQUIRED_COMPONENTS
+from mimood_train.config import COMPONENTS
+from mimood_train.evaluate import Split, load_runs, load_split, method_setting, run_method
+from mimood_train.pipeline import detector_probability, tokenize
 
 # Logged metrics plotted next to the loss (train.py's log.jsonl keys).
 MAIN_METRICS = {"vqvae": ["mae", "code_usage"], "atd": ["accuracy"], "mvtm": ["masked_accuracy"],
@@ -161,7 +161,7 @@ def plot_examples(runs_dir: Path, caches: Path, out: Path, *, split_name: str = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mimood_train.report_figures", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="Training/tools/report_figures.py", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     curves = commands.add_parser("curves", help="training curves of every run")
     curves.add_argument("--runs", required=True, type=Path)

@@ -1,6 +1,6 @@
 """scikit-learn's measures on seeded random scores, for the Swift metric code (Sources/Evaluation).
 
-    python -m mimood_train.evaluation_fixtures --out Tests/Fixtures/evaluation/sklearn.json
+    python Training/tools/evaluation_fixtures.py --out Tests/Fixtures/evaluation/sklearn.json
 
 Each case holds scores (rounded to a few levels in some cases, so that ties are many), binary labels
 and what scikit-learn gives: average_precision_score, roc_auc_score, and the best DICE as the maximum

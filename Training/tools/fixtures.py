@@ -2,7 +2,7 @@
 and what PyTorch computes from them — every component's output, a few single layers, and a whole
 MIM-OOD restoration with its recorded draws (so an engine with another random generator can replay it).
 
-    python -m mimood_train.fixtures --out Tests/Fixtures/parity
+    python Training/tools/fixtures.py --out Tests/Fixtures/parity
 
 The files regenerate equal up to float rounding (which depends on the CPU); `index.json` describes each
 array and its tolerance.
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import pipeline
-from .checkpoint import export_checkpoint
-from .config import TransformerConfig, VQVAEConfig
-from .masks import brush_mask
-from .models import VQVAE, TokenTransformer, shift_right
+from mimood_train import pipeline
+from mimood_train.checkpoint import export_checkpoint
+from mimood_train.config import TransformerConfig, VQVAEConfig
+from mimood_train.masks import brush_mask
+from mimood_train.models import VQVAE, TokenTransformer, shift_right
 
 SEED = 20240917
 # Smaller than `small`, same structure: four levels (f = 8), channel changes both ways (nin_shortcut
@@ -169,7 +169,7 @@ def write_fixtures(out: Path) -> Path:
 
         export_checkpoint(out / "checkpoint", models, name="parity-fixture", created="2024-09-17T00:00:00Z",
                           inference={"lambda": lam, **PIPELINE, "seed": SEED},
-                          provenance={"data": "random weights (mimood_train.fixtures)"})
+                          provenance={"data": "random weights (Training/tools/fixtures.py)"})
         record = Recorder(out)
         k = VQVAE_CONFIG.n_embed
         record.add("input", x, "input slices [B, 1, 160, 160] in [0, 1]")
@@ -222,7 +222,7 @@ def write_fixtures(out: Path) -> Path:
                                                                temperature=3.0),
                    "softmax_j(3 / mean|x - x_j|)-weighted residual, same smoothing [B, 1, 160, 160]")
         index = {
-            "description": "PyTorch outputs of the checkpoint in checkpoint/ on input.npy (mimood_train.fixtures)",
+            "description": "PyTorch outputs of the checkpoint in checkpoint/ on input.npy (Training/tools/fixtures.py)",
             "checkpoint": "checkpoint",
             "token_margin": token_margin,
             "pipeline": {"method": "mim-ood", "lambda": lam, **PIPELINE, "steps_run": restoration.steps_run,
@@ -248,7 +248,7 @@ def write_local_vqvae(out: Path, models: dict[str, nn.Module], x: torch.Tensor, 
     margin = seed_codebook(vqvae, x, generator)
     export_checkpoint(out / "checkpoint-local", {"vqvae": vqvae, "atd": models["atd"], "mvtm": models["mvtm"]},
                       name="parity-fixture-local",
-                      created="2024-09-17T00:00:00Z", provenance={"data": "random weights (mimood_train.fixtures)"})
+                      created="2024-09-17T00:00:00Z", provenance={"data": "random weights (Training/tools/fixtures.py)"})
     tokens = pipeline.tokenize(vqvae, x)
     record.add("local_encoder_output", vqvae.encode(x), "checkpoint-local: patch encoder then quant_conv [B, D, 20, 20]",
                tolerance=CONV_STACK_TOLERANCE)
@@ -258,7 +258,7 @@ def write_local_vqvae(out: Path, models: dict[str, nn.Module], x: torch.Tensor, 
     return {"directory": "checkpoint-local", "token_margin": margin}
 
 
-# The committed parity input (two phantom slices), also the default input of `mimood_train.bench`.
+# The committed parity input (two phantom slices), also the default input of `bench.py`.
 PARITY_INPUT = Path(__file__).resolve().parents[2] / "Tests" / "Fixtures" / "parity" / "input.npy"
 
 
@@ -269,7 +269,7 @@ def write_default_model_fixtures(model_dir: Path, out: Path) -> Path:
     codebooks have near-ties, so each position's gap between nearest and second-nearest code (squared
     distance, float64) is saved: a token is only comparable across engines where the gap is well above
     float32 rounding."""
-    from .checkpoint import load_checkpoint
+    from mimood_train.checkpoint import load_checkpoint
 
     torch.set_num_threads(1)
     models = load_checkpoint(model_dir, ["vqvae", "atd"]).models
@@ -285,14 +285,14 @@ def write_default_model_fixtures(model_dir: Path, out: Path) -> Path:
     np.save(out / "atd_probabilities.npy", heatmap.numpy().astype("<f4"))
     margins = (distances[:, 1] - distances[:, 0]).reshape(tokens.shape)
     np.save(out / "token_margins.npy", margins.numpy().astype("<f4"))
-    index = {"description": f"PyTorch on ../parity/input.npy with {model_dir} (mimood_train.fixtures --default-model)",
+    index = {"description": f"PyTorch on ../parity/input.npy with {model_dir} (Training/tools/fixtures.py --default-model)",
              "token_margin": float(margins.min()), "tolerance": 1e-4}
     (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mimood_train.fixtures", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="Training/tools/fixtures.py", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("Tests/Fixtures/parity"))
     parser.add_argument("--default-model", type=Path,
                         help="instead: tokens and ATD heatmap of this trained checkpoint on the parity input")

@@ -1,6 +1,6 @@
 """Small PyTorch reference outputs for the Swift numeric kernels (Sources/Kernels), one .npy per array.
 
-    python -m mimood_train.kernel_fixtures --out Tests/Fixtures/kernels
+    python Training/tools/kernel_fixtures.py --out Tests/Fixtures/kernels
 
 Every case draws seeded random inputs and records what the PyTorch operation the models use returns;
 Tests/KernelsTests compares the Swift kernels against them. The files regenerate byte for byte.

@@ -2,7 +2,7 @@
 implementations of each format) with the values they must decode to, and preprocessing parity cases
 computed by `preprocessing.py` from small synthetic volumes.
 
-    cd Training && python -m mimood_train.imaging_fixtures --out ../Tests/Fixtures/imaging
+    cd Training && python tools/imaging_fixtures.py --out ../Tests/Fixtures/imaging
 
 Needs ImageMagick 6 (`apt-get install imagemagick`, used as /usr/bin/convert) for the PNGs. Arrays are
 stored as gzip-compressed .npy (mtime 0) so the files regenerate byte for byte and stay small.
@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from .preprocessing import best_affine, load_nifti, preprocess_volume, slices_to_volume
+from mimood_train.preprocessing import best_affine, load_nifti, preprocess_volume, slices_to_volume
 
 SEED = 20240521
 CONVERT = "/usr/bin/convert"

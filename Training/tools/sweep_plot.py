@@ -1,6 +1,6 @@
 """The supplementary Figure 4 from `mimood eval --sweep`'s CSV: best DICE against R, T and λ.
 
-    python -m mimood_train.sweep_plot SWEEP.csv --out SWEEP.png
+    python Training/tools/sweep_plot.py SWEEP.csv --out SWEEP.png
 
 One panel per axis of the CSV (R, T, lambda), in that order, each with the best DICE and the mean
 volume DICE at its threshold; λ on a log scale.
