@@ -23,7 +23,7 @@ class VQVAEConfig:
     dropout: float = 0.0
     beta: float = 0.25
     # "taming": Taming's encoder (ResNet levels, attention: every token sees the whole slice).
-    # "patch": each f×f patch embedded alone, one 3×3 conv of context, then per-token ResNet blocks:
+    # "patch": each f×f patch embedded alone, one 3×3 conv of context, then per-token MLP blocks:
     # a token depends on its own patch and its eight neighbours' only (local by construction).
     encoder: str = "taming"
     l2_codes: bool = False              # latents and codes l2-normalised before the lookup (ViT-VQGAN)
@@ -136,8 +136,8 @@ def small_bundle() -> ConfigBundle:
 
 
 def small_local_bundle() -> ConfigBundle:
-    """`small` with a tokenizer whose tokens are local and stable (issue 13): the patch encoder,
-    l2-normalised 16-dimensional codes, denoising training."""
+    """`small` with a tokenizer whose tokens are local (issue 13): the patch encoder, l2-normalised
+    16-dimensional codes, denoising training against flips (docs/training-report.md §0.6)."""
     bundle = small_bundle()
     bundle.vqvae = VQVAEConfig(ch=32, ch_mult=[1, 1, 2, 2], num_res_blocks=1, attn_resolutions=[20],
                                z_channels=64, embed_dim=16, n_embed=256, encoder="patch", l2_codes=True)

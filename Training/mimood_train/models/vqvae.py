@@ -1,4 +1,5 @@
-"""VQ-VAE with the Taming Transformers (VQGAN) encoder/decoder; state_dict names follow Taming."""
+"""VQ-VAE with the Taming Transformers (VQGAN) encoder/decoder, or a local patch encoder and l2-normalised
+codes (ViT-VQGAN); state_dict names follow Taming."""
 from __future__ import annotations
 
 import torch
