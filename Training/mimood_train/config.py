@@ -74,6 +74,7 @@ class TrainConfig:
     dihedral: bool = True               # random flips and 90-degree rotations
     dead_code_every: int = 200          # VQ-VAE: re-seed codes unused over this many steps (0: off)
     input_noise: float = 0.0            # VQ-VAE: the encoder sees Gaussian noise of std U(0, this); the target is clean
+    consistency: float = 0.0            # VQ-VAE with input_noise: weight pulling a noisy latent onto the clean slice's code
     # latent models
     token_views: int = 8                # dihedral views tokenised per slice (1: identity only)
     label_smoothing: float = 0.1        # MVTM cross-entropy
@@ -135,14 +136,17 @@ def small_bundle() -> ConfigBundle:
     )
 
 
-def small_local_bundle() -> ConfigBundle:
+def small_local_bundle(consistency: float = 0.0) -> ConfigBundle:
     """`small` with a tokenizer whose tokens are local (issue 13): the patch encoder, l2-normalised
     16-dimensional codes, denoising training against flips (docs/training-report.md §0.6)."""
     bundle = small_bundle()
     bundle.vqvae = VQVAEConfig(ch=32, ch_mult=[1, 1, 2, 2], num_res_blocks=1, attn_resolutions=[20],
                                z_channels=64, embed_dim=16, n_embed=256, encoder="patch", l2_codes=True)
     bundle.train["vqvae"].input_noise = 0.02
+    bundle.train["vqvae"].consistency = consistency
     return bundle
 
 
-CONFIGS = {"paper": paper_bundle(), "small": small_bundle(), "small-local": small_local_bundle()}
+CONFIGS = {"paper": paper_bundle(), "small": small_bundle(), "small-local": small_local_bundle(),
+           # the stability lever of docs/training-report.md §0.6, measured against small-local
+           "small-local-consistent": small_local_bundle(consistency=1.0)}

@@ -92,6 +92,13 @@ class VQVAETask(Task):
         z = self.model.encode(batch["encoder_input"])
         z_q, vq_loss, indices = self.model.quantize(z)
         rec_loss = (self.model.decode(z_q) - batch["x"]).abs().mean()   # MAE
+        if self.train_cfg.consistency > 0:
+            # The noisy slice's latent should land on the clean slice's code, not merely on some code.
+            quantize = self.model.quantize
+            with torch.no_grad():
+                clean = quantize.codes(self.model.tokenize(batch["x"])).permute(0, 3, 1, 2)
+            vq_loss = vq_loss + self.train_cfg.consistency * ((quantize.project(z.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+                                                               - clean) ** 2).mean()
         self.usage += torch.bincount(indices.reshape(-1), minlength=self.model.cfg.n_embed).float()
         batch["z"] = z.detach()   # encoder outputs for after_step's dead-code re-seeding
         usage, perplexity = codebook_stats(indices, self.model.cfg.n_embed)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import sys
 import types
@@ -36,6 +37,20 @@ def test_training_lowers_loss_on_fixed_batch(component):
         losses.append(loss.item())
     assert losses[-1] < losses[0], losses
     assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_denoising_feeds_the_encoder_noise_and_consistency_adds_a_pull_to_the_clean_code():
+    bundle = tiny_bundle()
+    bundle.train["vqvae"] = dataclasses.replace(bundle.train["vqvae"], input_noise=0.05)
+    task = make_task("vqvae", bundle)
+    batch = task.batch(np.random.default_rng(0), 4)
+    brain = batch["x"] > 0
+    assert not torch.equal(batch["encoder_input"][brain], batch["x"][brain])
+    assert torch.equal(batch["encoder_input"][~brain], batch["x"][~brain])   # background stays zero
+    _, plain = task.loss(dict(batch))
+    task.train_cfg = dataclasses.replace(task.train_cfg, consistency=1.0)
+    _, pulled = task.loss(dict(batch))
+    assert pulled["vq"] > plain["vq"] and pulled["mae"] == plain["mae"]
 
 
 def test_latent_batches():
