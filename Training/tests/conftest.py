@@ -13,6 +13,7 @@ from support import GRID, K, SIZE
 
 @pytest.fixture(scope="module")
 def one_thread():
+    """Tiny convolutions run far slower with two threads on a shared 2-core machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -28,21 +28,14 @@ TRANSFORMER_CONFIGS = {
     "critic": TransformerConfig(vocab_size=16, head="critic", **TRANSFORMER),
 }
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny_models(seed: int = 0) -> dict:
     torch.manual_seed(seed)
     models = {"vqvae": VQVAE(VQVAE_CONFIG)}
     models.update({component: TokenTransformer(cfg) for component, cfg in TRANSFORMER_CONFIGS.items()})
     return {component: model.eval() for component, model in models.items()}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run far slower with two threads on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
