@@ -1,8 +1,12 @@
 // swift-tools-version: 6.0
-// MIM-OOD Server. One module per concern; dependencies point toward the kernels:
-//   mimood (CLI) → Service → HTTPServer → ZlibCodec
-//                  Service → Detection → Models → Kernels;  Detection → Imaging → ZlibCodec
-//   Models, HTTPServer, Service → JSONText (string literals);  HTTPServer, Service → Threading
+// MIM-OOD Server. One module per concern; dependencies point toward the kernels (every `import`, as
+// scripts/check-module-graph verifies):
+//   mimood (CLI) → Service, Detection, Evaluation, HTTPServer, Models, Imaging, Kernels, Threading
+//   Service   → HTTPServer, Detection, Models, JSON, Threading   (+ swift-log; swift-crypto for the API key)
+//   HTTPServer → JSON, Threading, ZlibCodec
+//   Detection → Models, Imaging, Kernels, JSON, ZlibCodec
+//   Models    → Kernels, JSON, Threading                          (+ swift-crypto for weight digests)
+//   Imaging → ZlibCodec → CZlib;  Kernels → CBLAS;  JSON, Threading, Evaluation: no dependency
 import PackageDescription
 
 let package = Package(
@@ -43,30 +47,34 @@ let package = Package(
         .executableTarget(name: "KernelsBenchmark", dependencies: ["Kernels"], path: "Benchmarks/Kernels",
                           swiftSettings: [.unsafeFlags(["-Xcc", "-march=native"])]),
         // Checkpoint loader, the networks (VQ-VAE, token Transformers) and the MIM-OOD restoration pipeline.
-        .target(name: "Models", dependencies: ["Kernels", "JSONText", .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", .product(name: "Crypto", package: "swift-crypto")]),
+        // Slice-parallel batches and the warm-up are the engine's, so that the CLI and the service share them.
+        .target(name: "Models", dependencies: ["Kernels", "JSON", "Threading", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "JSON", .product(name: "Crypto", package: "swift-crypto")]),
         // HTTP/1.1 on POSIX sockets and Dispatch: a pure request parser and the socket server. Knows nothing of models.
-        .target(name: "HTTPServer", dependencies: ["ZlibCodec", "JSONText", "Threading"]),
-        // JSON string literals, shared by the manifest writer, problem+json bodies and the service's JSON.
-        .target(name: "JSONText"),
+        .target(name: "HTTPServer", dependencies: ["ZlibCodec", "JSON", "Threading"]),
+        // JSON (RFC 8259): the strict parser of manifests and safetensors headers, and the one writer of every
+        // JSON text (problem+json, responses, log lines), which never writes a non-finite number.
+        .target(name: "JSON"),
+        .testTarget(name: "JSONTests", dependencies: ["JSON"]),
         // A lock Thread Sanitizer sees, and Duration conversions: shared by the server and the service.
         .target(name: "Threading"),
         // From image bytes to detection results on the input's grid: formats sniffed, preprocessing, one
         // restoration job per slice, maps put back, outputs encoded. Shared by `mimood detect` and the service.
-        .target(name: "Detection", dependencies: ["Models", "Imaging"]),
-        .testTarget(name: "DetectionTests", dependencies: ["Detection", "Imaging"]),
+        .target(name: "Detection", dependencies: ["Models", "Imaging", "Kernels", "JSON", "ZlibCodec"]),
+        .testTarget(name: "DetectionTests", dependencies: ["Detection", "Imaging", "ZlibCodec"]),
         // The detection service: POST /detect on a shared, dynamically batching inference queue; health,
         // metrics, model facts; configuration; JSON logs (docs/service.md).
+        // Crypto: the API key is compared as a digest, in constant time.
         .target(name: "Service", dependencies: [
-            "HTTPServer", "Detection", "Models", "Kernels", "ZlibCodec", "JSONText", "Threading",
+            "HTTPServer", "Detection", "Models", "JSON", "Threading",
             .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "ServiceTests", dependencies: ["Service", "Models", "Kernels", "Imaging", "ZlibCodec", "Threading", "TestSupport"]),
+        .testTarget(name: "ServiceTests", dependencies: ["Service", "Detection", "HTTPServer", "Models", "Kernels", "Imaging", "ZlibCodec", "Threading", "TestSupport"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading"]),
         // The command line: `mimood detect`, `mimood bench` (docs/cli.md) and `mimood serve` (docs/service.md).
         .executableTarget(name: "mimood", dependencies: [
-            "Service", "Detection", "Evaluation", "Models", "Imaging", "Kernels", "Threading",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Service", "Detection", "Evaluation", "HTTPServer", "Models", "Imaging", "Kernels", "Threading",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "CLITests", dependencies: ["Imaging", "TestSupport"]),
         // Helpers shared by test targets (running a child process).

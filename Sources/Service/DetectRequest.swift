@@ -87,7 +87,7 @@ struct DetectRequest: Sendable {
         }
         var request = DetectRequest(parameters: defaults, responseFormat: responseFormat, declaredFormat: declaredFormat)
         var seen = Set<String>()
-        var threshold: Float?
+        var (method, restorations, steps, threshold, seed, combine): (InferenceMethod?, Int?, Int?, Float?, UInt64?, CombineRule?)
         for (name, value) in head.query {
             guard queryParameters.contains(name) else {
                 return .failure(ServiceProblem(422, "unknown query parameter '\(name)'; known: " + queryParameters.joined(separator: ", ")))
@@ -101,26 +101,26 @@ struct DetectRequest: Sendable {
                 guard let count = Int(value), (1...configuration.maxRestorations).contains(count) else {
                     return refuse("an integer in 1…\(configuration.maxRestorations)")
                 }
-                request.parameters.restorations = count
+                restorations = count
             case "steps":
                 guard let count = Int(value), (1...configuration.maxSteps).contains(count) else {
                     return refuse("an integer in 1…\(configuration.maxSteps)")
                 }
-                request.parameters.steps = count
+                steps = count
             case "threshold":
                 guard let number = Float(value), number.isFinite else { return refuse("a finite number") }
                 threshold = number
             case "seed":
-                guard let seed = UInt64(value) else { return refuse("an integer in 0…\(UInt64.max)") }
-                request.parameters.seed = seed
+                guard let number = UInt64(value) else { return refuse("an integer in 0…\(UInt64.max)") }
+                seed = number
             case "method":
-                guard let method = InferenceMethod(rawValue: value) else {
+                guard let chosen = InferenceMethod(rawValue: value) else {
                     return refuse("one of " + InferenceMethod.allCases.map(\.rawValue).joined(separator: ", "))
                 }
-                request.parameters.method = method
+                method = chosen
             case "combine":
                 guard let rule = CombineRule(rawValue: value) else { return refuse("mean or softmax-weighted") }
-                request.parameters.combine = rule
+                combine = rule
             default:  // preprocessed
                 guard let flag = ["true": true, "1": true, "false": false, "0": false][value.lowercased()] else {
                     return refuse("true or false")
@@ -128,13 +128,9 @@ struct DetectRequest: Sendable {
                 request.preprocessed = flag
             }
         }
-        // After the method: it picks which threshold the value sets.
-        if let threshold { request.parameters.methodThreshold = threshold }
-        let lacking = request.parameters.method.requiredComponents.filter { !engine.has($0) }
-        if !lacking.isEmpty {
-            return .failure(ServiceProblem(422, "method '\(request.parameters.method.rawValue)' needs "
-                                           + lacking.map(\.rawValue).joined(separator: ", ") + ", which this model does not have"))
-        }
+        request.parameters = defaults.overriding(method: method, restorations: restorations, steps: steps,
+                                                 threshold: threshold, seed: seed, combine: combine)
+        if let refusal = engine.refusal(of: request.parameters.method) { return .failure(ServiceProblem(422, refusal)) }
         if let problem = request.parameters.problem { return .failure(ServiceProblem(422, problem)) }
         // Every input has a slice: one alone over the cap is refused before its body is read.
         if request.parameters.sliceCost > configuration.requestMaxCost {

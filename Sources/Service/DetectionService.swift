@@ -1,13 +1,11 @@
 import Crypto
 import Detection
 import Dispatch
-import Foundation
 import HTTPServer
-import Kernels
+import JSON
 import Logging
 import Models
 import Threading
-import ZlibCodec
 
 /// The detection service: its routes, the shared inference queue, metrics, readiness and logs
 /// (docs/service.md). `mimood serve` builds one, hands `router` to an `HTTPServer`, and calls `warmUp()`.
@@ -21,19 +19,16 @@ public final class DetectionService: Sendable {
     /// `decode_max_concurrent` slots: decodes wait for one.
     let decodeSlots: ResourcePool
     let logger: Logger
-    /// SHA-256 of the checkpoint's model.json, which names every weight file's SHA-256: the model's identity.
-    public let modelSHA256: String
     private let openapiDocument: [UInt8]?
     private let apiKeyDigest: [UInt8]?
     private let lifecycle = LockedValue((isWarm: false, isDraining: false))
 
-    /// `modelJSON`: the bytes of the checkpoint's model.json; `openapiDocument`: what GET /openapi.yaml serves.
-    public init(configuration: ServiceConfiguration, engine: Engine, modelJSON: [UInt8], openapiDocument: [UInt8]?, logger: Logger) {
+    /// `openapiDocument`: what GET /openapi.yaml serves.
+    public init(configuration: ServiceConfiguration, engine: Engine, openapiDocument: [UInt8]?, logger: Logger) {
         self.configuration = configuration
         self.engine = engine
         self.logger = logger
         self.openapiDocument = openapiDocument
-        modelSHA256 = SHA256.hash(data: modelJSON).hexString
         apiKeyDigest = configuration.apiKey.isEmpty ? nil : Array(SHA256.hash(data: Array(configuration.apiKey.utf8)))
         let metrics = metrics
         memory = ResourcePool(capacity: configuration.memoryBudgetBytes)
@@ -44,7 +39,7 @@ public final class DetectionService: Sendable {
             maxQueuedSlices: configuration.queueMaxSlices, order: QueueOrder(rawValue: configuration.queueOrder) ?? .roundRobin),
             onBatch: { metrics.recordBatch($0) },
             run: { [parallelism = BatchParallelism(rawValue: configuration.batchParallelism) ?? .slices] jobs in
-                try runBatch(jobs, on: engine, parallelism: parallelism)
+                try engine.run(jobs, parallelism: parallelism)
             })
     }
 
@@ -53,10 +48,8 @@ public final class DetectionService: Sendable {
 
     /// Runs one slice through every stage once (first-touch page faults, lazy allocations), then turns ready.
     public func warmUp() throws {
-        let size = engine.vqvae.config.resolution
-        let blank = Tensor(shape: [1, engine.vqvae.config.inChannels, size, size], scalars: .init(repeating: 0, count: size * size))
         let started = ContinuousClock.now
-        _ = try engine.run([RestorationJob(images: blank, parameters: engine.defaults)])
+        try engine.warmUp()
         lifecycle.withLock { $0.isWarm = true }
         logger.info("warm", metadata: ["duration_ms": .stringConvertible(milliseconds(ContinuousClock.now - started))])
     }
@@ -319,7 +312,11 @@ public final class DetectionService: Sendable {
     private func encode(_ result: DetectionResult, as request: DetectRequest, timings: JSONObject, requestID: String) throws -> HTTPResponse {
         switch request.responseFormat {
         case .json:
-            return Self.json(200, try detectionJSON(result, preprocessed: request.preprocessed, timings: timings, requestID: requestID))
+            var body = JSONObject(["request_id": .string(requestID)])
+            let detection = try result.json(modelName: engine.manifest.name, modelSHA256: engine.modelSHA256, preprocessed: request.preprocessed)
+            for key in detection.keys { body[key] = detection[key] }
+            body["timings"] = .object(timings)
+            return Self.json(200, body)
         case .npz:
             return HTTPResponse(status: 200, headers: download(request.responseFormat, "anomaly.npz"), body: try result.npz())
         case .nifti:
@@ -334,41 +331,6 @@ public final class DetectionService: Sendable {
         HTTPHeaders([("Content-Type", format.rawValue), ("Content-Disposition", "attachment; filename=\"\(fileName)\"")])
     }
 
-    private func detectionJSON(_ result: DetectionResult, preprocessed: Bool, timings: JSONObject, requestID: String) throws -> JSONObject {
-        let parameters = result.parameters
-        return JSONObject([
-            "request_id": .string(requestID),
-            "model": .object(JSONObject(["name": .string(engine.manifest.name), "sha256": .string(modelSHA256)])),
-            "input": .object(JSONObject(["format": .string(result.input.format.rawValue), "slices": .integer(result.input.sliceCount)])),
-            "parameters": .object(JSONObject([
-                "method": .string(parameters.method.rawValue), "restorations": .integer(parameters.restorations),
-                "steps": .integer(parameters.steps), "threshold": Self.number(parameters.methodThreshold),
-                // The same kind of JSON value a parser reads back: Int while it fits.
-                "seed": Int(exactly: parameters.seed).map { .integer($0) } ?? .unsignedInteger(parameters.seed),
-                "combine": .string(parameters.combine.rawValue),
-                "preprocessed": .bool(preprocessed),
-            ])),
-            "summary": .object(JSONObject([
-                "max_score": Self.number(result.maximumScore), "mean_score": Self.number(result.meanScore),
-                "anomalous_tokens": .integer(result.anomalousTokenCount), "tokens": .integer(result.sliceTokenScores.count),
-                "steps_run": .integer(result.stepsRun),
-            ])),
-            "anomaly_map": try Self.packed(result.anomalyMap),
-            "token_heatmap": try Self.packed(result.tokenHeatmap),
-            "timings": .object(timings),
-        ])
-    }
-
-    /// An array as its shape, dtype and gzip-compressed, base64-encoded little-endian float32 bytes:
-    /// `np.frombuffer(gzip.decompress(base64.b64decode(data)), "<f4").reshape(shape)`.
-    private static func packed(_ array: FloatArray) throws -> JSONValue {
-        let compressed = try Zlib.compress(array.littleEndianBytes, format: .gzip)
-        return .object(JSONObject([
-            "shape": .array(array.shape.map { .integer($0) }), "dtype": .string("float32"), "byte_order": .string("little"),
-            "encoding": .string("gzip+base64"), "data": .string(Data(compressed).base64EncodedString()),
-        ]))
-    }
-
     // MARK: GET /v1/model
 
     private var modelFacts: JSONObject {
@@ -381,11 +343,9 @@ public final class DetectionService: Sendable {
                 "architecture": entry["architecture"] ?? .null,
             ]))
         }
-        let available = InferenceMethod.allCases.filter { method in
-            method.requiredComponents.allSatisfy(engine.has)
-        }
+        let available = InferenceMethod.allCases.filter(engine.supports)
         return JSONObject([
-            "name": .string(manifest.name), "created": .string(manifest.created), "sha256": .string(modelSHA256),
+            "name": .string(manifest.name), "created": .string(manifest.created), "sha256": .string(engine.modelSHA256),
             "components": .object(components),
             "preprocessing": manifest.json["preprocessing"] ?? .null,
             "inference_defaults": manifest.json["inference"] ?? .null,
@@ -417,9 +377,6 @@ public final class DetectionService: Sendable {
         HTTPResponse(status: status, headers: HTTPHeaders([("Content-Type", "application/json")]),
                      body: Array(JSONValue.object(object).jsonText.utf8))
     }
-
-    /// A Float as the shortest decimal that reads back as the same Float (not its Double expansion).
-    static func number(_ value: Float) -> JSONValue { .number(Double("\(value)") ?? 0) }
 }
 
 /// What admission hands the handler: the parsed request, its body's memory, its id, and the memory it
@@ -461,10 +418,3 @@ func offload<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) as
 
 func milliseconds(_ duration: Duration) -> Double { (duration.inSeconds * 1e6).rounded() / 1e3 }
 
-extension String {
-    func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
-}
-
-extension Sequence<UInt8> {
-    var hexString: String { map { String($0, radix: 16).leftPadded(to: 2) }.joined() }
-}

@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import JSONText
+import JSON
 import Logging
 import Threading
 
@@ -28,29 +28,29 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = "{\"time\":\"\(Self.timestamp())\",\"level\":\"\(event.level.rawValue)\",\"logger\":"
-            + jsonStringLiteral(label) + ",\"message\":" + jsonStringLiteral(event.message.description)
+        var line = JSONObject(["time": .string(Self.timestamp()), "level": .string(event.level.rawValue),
+                               "logger": .string(label), "message": .string(event.message.description)])
         let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-        for key in merged.keys.sorted() {
-            line += "," + jsonStringLiteral(key) + ":" + Self.json(merged[key]!)
+        for key in merged.keys.sorted() where line[key] == nil {
+            line[key] = Self.json(merged[key]!)
         }
-        sink.write(line + "}\n")
+        sink.write(JSONValue.object(line).jsonText + "\n")
     }
 
-    private static func json(_ value: Logger.Metadata.Value) -> String {
+    private static func json(_ value: Logger.Metadata.Value) -> JSONValue {
         switch value {
-        case .string(let text): jsonStringLiteral(text)
+        case .string(let text): .string(text)
         case .stringConvertible(let convertible):
             // Numbers and booleans stay JSON numbers and booleans; anything else becomes a string.
             switch convertible {
-            case let number as Int: String(number)
-            case let number as Double where number.isFinite: String(number)
-            case let flag as Bool: String(flag)
-            default: jsonStringLiteral(convertible.description)
+            case let number as Int: .integer(number)
+            case let number as Double: .number(number)
+            case let flag as Bool: .bool(flag)
+            default: .string(convertible.description)
             }
-        case .array(let values): "[" + values.map(json).joined(separator: ",") + "]"
+        case .array(let values): .array(values.map(json))
         case .dictionary(let entries):
-            "{" + entries.keys.sorted().map { jsonStringLiteral($0) + ":" + json(entries[$0]!) }.joined(separator: ",") + "}"
+            .object(entries.keys.sorted().reduce(into: JSONObject()) { object, key in object[key] = json(entries[key]!) })
         }
     }
 

@@ -1,3 +1,5 @@
+import Models
+
 /// Every setting of `mimood serve`. Each one has a name (`batch_max_slices`), read from the configuration
 /// file (`Config/mimood.toml` documents them all with their defaults), then from the environment
 /// (`MIMOOD_BATCH_MAX_SLICES`), then from the command line (`--batch-max-slices`); later sources win.

@@ -72,7 +72,7 @@ struct Detect: ParsableCommand {
         var results: [RestorationResult] = []
         for start in stride(from: 0, to: input.sliceCount, by: batch) {
             let end = min(input.sliceCount, start + batch)
-            results += try engine.run(input.jobs(parameters, slices: start..<end))
+            results += try engine.run(input.jobs(parameters, slices: start..<end), parallelism: .slices)
             if input.sliceCount > batch {
                 printError("\(name): \(end)/\(input.sliceCount) slices, \(seconds(since: started)) s")
             }

@@ -77,7 +77,7 @@ struct Eval: ParsableCommand {
         let settings = try rows().map { ($0, $0.setting(base)) }
         // The VQ-VAE residual baseline of Table 1 reduces Table 2's `vqvae` maps (cached: computed once for both).
         let vqvae = TableTwoRow.vqvae.setting(base)
-        let vqvaeMaps = vqvae.parameters.method.requiredComponents.allSatisfy(engine.has) ? try evaluation.anomalyMaps(vqvae) : nil
+        let vqvaeMaps = engine.supports(vqvae.parameters.method) ? try evaluation.anomalyMaps(vqvae) : nil
         let tokenScores = try evaluation.tokenScores(vqvaeMaps: vqvaeMaps)
         let tableOneRows = TokenScorer.allCases.map(TableOneRow.scorer) + [.intensity, .vqvaeResidual]
         let table1 = try tableOneRows.compactMap { row in try tokenScores[row].map { try evaluation.tokenRow(row, scores: $0) } }

@@ -41,23 +41,20 @@ struct InferenceOptions: ParsableArguments {
 
     /// The checkpoint's defaults with these overrides, refused with a message naming the bad value.
     func parameters(defaults: InferenceParameters) throws -> InferenceParameters {
-        var parameters = defaults
-        if let restorations { parameters.restorations = restorations }
-        if let steps { parameters.steps = steps }
-        if let seed { parameters.seed = seed }
-        if let method {
-            guard let chosen = InferenceMethod(rawValue: method) else {
-                throw ValidationError("--method must be one of \(InferenceMethod.allCases.map(\.rawValue).joined(separator: ", ")), got '\(method)'")
+        let chosenMethod = try method.map { name in
+            guard let chosen = InferenceMethod(rawValue: name) else {
+                throw ValidationError("--method must be one of \(InferenceMethod.allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'")
             }
-            parameters.method = chosen
+            return chosen
         }
-        if let threshold { parameters.methodThreshold = threshold }   // after --method: it picks which threshold
-        if let combine {
-            guard let rule = CombineRule(rawValue: combine) else {
-                throw ValidationError("--combine must be mean or softmax-weighted, got '\(combine)'")
+        let rule = try combine.map { name in
+            guard let rule = CombineRule(rawValue: name) else {
+                throw ValidationError("--combine must be mean or softmax-weighted, got '\(name)'")
             }
-            parameters.combine = rule
+            return rule
         }
+        let parameters = defaults.overriding(method: chosenMethod, restorations: restorations, steps: steps,
+                                             threshold: threshold, seed: seed, combine: rule)
         if let problem = parameters.problem { throw ValidationError(problem) }
         return parameters
     }

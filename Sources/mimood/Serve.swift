@@ -44,13 +44,12 @@ struct Serve: AsyncParsableCommand {
         } catch {
             throw CLIError("cannot load the model: \(error)")
         }
-        let modelJSON = try readFile(modelDirectory + "/" + Manifest.fileName)
         let openapiPath = configuration.openapiFile.isEmpty
             ? try? RepositoryFiles.locate("openapi.yaml", what: "the OpenAPI document") : configuration.openapiFile
         let openapi = try openapiPath.map(readFile)
         if openapi == nil { logger.warning("no openapi.yaml found: GET /openapi.yaml answers 404") }
 
-        let service = DetectionService(configuration: configuration, engine: engine, modelJSON: modelJSON,
+        let service = DetectionService(configuration: configuration, engine: engine,
                                        openapiDocument: openapi, logger: logger)
         let server = HTTPServer(configuration: serverConfiguration(configuration), router: service.router,
                                 onShutdownBegin: { service.beginDrain() }, responseObserver: { service.observe($0) })
@@ -58,7 +57,7 @@ struct Serve: AsyncParsableCommand {
         try await server.run { port in
             logger.notice("listening", metadata: [
                 "host": .string(configuration.host), "port": .stringConvertible(port), "model": .string(engine.manifest.name),
-                "model_sha256": .string(service.modelSHA256), "threads": .stringConvertible(Threads.count),
+                "model_sha256": .string(engine.modelSHA256), "threads": .stringConvertible(Threads.count),
             ])
             Thread.detachNewThread {
                 do {

@@ -1,4 +1,4 @@
-import JSONText
+import JSON
 
 /// RFC 9457 problem details: every error the server answers itself has an `application/problem+json` body.
 public enum ProblemDetails {
@@ -7,9 +7,9 @@ public enum ProblemDetails {
     public static func response(status: Int, detail: String, headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
         var headers = headers
         headers.set("Content-Type", "application/problem+json")
-        let json = #"{"type":"about:blank","title":"# + jsonStringLiteral(HTTPStatus.reasonPhrase(status))
-            + #","status":\#(status),"detail":"# + jsonStringLiteral(detail) + "}"
-        return HTTPResponse(status: status, headers: headers, body: Array(json.utf8))
+        let problem = JSONObject(["type": .string("about:blank"), "title": .string(HTTPStatus.reasonPhrase(status)),
+                                  "status": .integer(status), "detail": .string(detail)])
+        return HTTPResponse(status: status, headers: headers, body: Array(JSONValue.object(problem).jsonText.utf8))
     }
 }
 

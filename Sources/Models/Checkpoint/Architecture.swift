@@ -1,3 +1,5 @@
+import JSON
+
 /// The five networks a checkpoint can hold, and the optional positional code-frequency prior, a
 /// baseline token scorer no inference method needs (docs/checkpoint-format.md §1).
 public enum Component: String, CaseIterable, Sendable, Hashable {

@@ -1,4 +1,5 @@
 import Crypto
+import JSON
 import Kernels
 
 /// A checkpoint that does not follow docs/checkpoint-format.md, or cannot be read. The fields locate
@@ -16,7 +17,7 @@ public struct CheckpointError: Error, Sendable, CustomStringConvertible {
 
     public var description: String {
         let location = [directory, component.map { "component '\($0.rawValue)'" }, file.map { "file \($0)" },
-                        tensor.map { "tensor \(pythonRepr($0))" }]
+                        tensor.map { "tensor \(singleQuoted($0))" }]
         return location.compactMap { $0 }.joined(separator: ", ") + ": " + problem
     }
 }
@@ -45,6 +46,9 @@ public struct LoadedComponent: Sendable {
 public struct Checkpoint: Sendable {
     public let directory: String
     public let manifest: Manifest
+    /// SHA-256 of model.json as read here, the bytes verified: it names every weight file's SHA-256, so it is
+    /// the model's identity.
+    public let manifestSHA256: String
     public let components: [Component: LoadedComponent]
 
     /// Reads and verifies `directory` in the order of docs/checkpoint-format.md §6, stopping at the
@@ -109,6 +113,9 @@ public struct Checkpoint: Sendable {
         }
         self.directory = directory
         self.manifest = manifest
+        var hasher = SHA256()
+        hasher.update(bufferPointer: manifestFile.bytes)
+        self.manifestSHA256 = hexDigest(hasher)
         self.components = components
     }
 }
@@ -146,9 +153,7 @@ extension LoadedComponent {
         // 3. SHA-256 over the mapped bytes.
         var hasher = SHA256()
         hasher.update(bufferPointer: mapped.bytes)
-        let digest = hasher.finalize().map { byte in
-            (byte < 16 ? "0" : "") + String(byte, radix: 16)
-        }.joined()
+        let digest = hexDigest(hasher)
         let stated = fields["sha256"] ?? .null
         guard stated == .string(digest) else {
             let shown = if case .string(let text) = stated { text } else { stated.pythonDescription }
@@ -220,4 +225,9 @@ private func unordered(_ object: JSONObject) -> [String: JSONValue] {
 /// A name inside the directory, never a path: no separator, not empty, not `.` or `..`.
 private func isPlainFileName(_ name: String) -> Bool {
     !name.isEmpty && name != "." && name != ".." && !name.utf8.contains(UInt8(ascii: "/")) && !name.utf8.contains(0)
+}
+
+/// The hasher's digest as lowercase hex, as sha256sum and the manifest write it.
+private func hexDigest(_ hasher: SHA256) -> String {
+    hasher.finalize().map { byte in (byte < 16 ? "0" : "") + String(byte, radix: 16) }.joined()
 }

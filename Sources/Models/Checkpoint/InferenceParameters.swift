@@ -1,3 +1,5 @@
+import JSON
+
 /// The restoration method (docs/checkpoint-format.md §3 and `inference.method`).
 public enum InferenceMethod: String, Sendable, CaseIterable {
     /// ATD picks the tokens to resample, MVTM in-paints them (the paper's method).
@@ -134,5 +136,21 @@ extension InferenceParameters {
             case .ar: lambdaNLL = newValue
             }
         }
+    }
+}
+
+extension InferenceParameters {
+    /// These parameters with a caller's overrides (a query, command-line options); nil keeps the value.
+    /// The threshold is set after the method, because the method picks which threshold it is.
+    public func overriding(method: InferenceMethod? = nil, restorations: Int? = nil, steps: Int? = nil,
+                           threshold: Float? = nil, seed: UInt64? = nil, combine: CombineRule? = nil) -> InferenceParameters {
+        var parameters = self
+        if let method { parameters.method = method }
+        if let restorations { parameters.restorations = restorations }
+        if let steps { parameters.steps = steps }
+        if let threshold { parameters.methodThreshold = threshold }
+        if let seed { parameters.seed = seed }
+        if let combine { parameters.combine = combine }
+        return parameters
     }
 }

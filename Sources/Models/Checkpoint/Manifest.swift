@@ -1,3 +1,5 @@
+import JSON
+
 /// What the input slices must look like (`preprocessing` in model.json; docs/preprocessing.md).
 public struct Preprocessing: Sendable, Equatable {
     public let imageSize: Int
@@ -42,7 +44,7 @@ extension Manifest {
         guard case .object(let object) = json else { throw ManifestProblem("not a JSON object") }
         let format = object["format"] ?? .null
         guard format == .string(Self.format) else {
-            throw ManifestProblem("format is \(format.pythonDescription), expected \(pythonRepr(Self.format))")
+            throw ManifestProblem("format is \(format.pythonDescription), expected \(singleQuoted(Self.format))")
         }
         let version = object["format_version"] ?? .null
         guard version == .integer(Self.formatVersion) else {
@@ -54,8 +56,8 @@ extension Manifest {
         var entries: [(Component, JSONValue)] = []
         for key in declared.keys {
             guard let component = Component(rawValue: key) else {
-                let known = Component.allCases.map { pythonRepr($0.rawValue) }.joined(separator: ", ")
-                throw ManifestProblem("unknown component \(pythonRepr(key)) (known: (\(known)))")
+                let known = Component.allCases.map { singleQuoted($0.rawValue) }.joined(separator: ", ")
+                throw ManifestProblem("unknown component \(singleQuoted(key)) (known: (\(known)))")
             }
             entries.append((component, declared[key] ?? .null))
         }

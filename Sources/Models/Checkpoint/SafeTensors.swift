@@ -1,3 +1,4 @@
+import JSON
 import Kernels
 
 /// A safetensors container (docs/checkpoint-format.md §4) checked byte by byte: every entry F32 with a
@@ -86,10 +87,10 @@ struct SafeTensorsContainer {
         var previous: String?
         for entry in ordered {
             if entry.span.lowerBound < position {
-                throw Problem(message: "data_offsets of tensors \(pythonRepr(previous ?? "")) and \(pythonRepr(entry.name)) overlap")
+                throw Problem(message: "data_offsets of tensors \(singleQuoted(previous ?? "")) and \(singleQuoted(entry.name)) overlap")
             }
             if entry.span.lowerBound > position {
-                throw Problem(message: "gap of \(entry.span.lowerBound - position) bytes before tensor \(pythonRepr(entry.name))")
+                throw Problem(message: "gap of \(entry.span.lowerBound - position) bytes before tensor \(singleQuoted(entry.name))")
             }
             position = entry.span.upperBound
             previous = entry.name

@@ -59,6 +59,8 @@ public struct RestorationResult: Sendable {
 /// networks and the restoration pipeline over them.
 public struct Engine: Sendable {
     public let manifest: Manifest
+    /// SHA-256 of the model.json the checkpoint was verified from: the model's identity.
+    public let modelSHA256: String
     public let vqvae: VQVAE
     public let atd: TokenTransformer?
     public let mvtm: TokenTransformer?
@@ -82,6 +84,7 @@ public struct Engine: Sendable {
             throw InferenceError("\(checkpoint.directory): every method needs the 'vqvae' component, which was not loaded")
         }
         self.manifest = checkpoint.manifest
+        self.modelSHA256 = checkpoint.manifestSHA256
         self.vqvae = try VQVAE(vqvae)
         let codes = self.vqvae.config.codebookSize
         let positions = self.vqvae.config.grid * self.vqvae.config.grid
@@ -126,13 +129,19 @@ public struct Engine: Sendable {
         }
     }
 
+    /// Why this checkpoint cannot run `method` (the components it lacks), or nil when it can.
+    public func refusal(of method: InferenceMethod) -> String? {
+        let lacking = method.requiredComponents.filter { !has($0) }
+        guard !lacking.isEmpty else { return nil }
+        return "method '\(method.rawValue)' needs component\(lacking.count > 1 ? "s" : "") "
+            + lacking.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ", which this checkpoint does not have"
+    }
+
+    public func supports(_ method: InferenceMethod) -> Bool { refusal(of: method) == nil }
+
     /// Checks a job before it is queued: parameters, the method's components, image shape and values.
     public func validate(_ job: RestorationJob) throws {
-        if let problem = job.parameters.problem { throw InferenceError(problem) }
-        for component in job.parameters.method.requiredComponents where !has(component) {
-            throw InferenceError("method '\(job.parameters.method.rawValue)' needs component '\(component.rawValue)', "
-                                 + "which this checkpoint does not have")
-        }
+        if let problem = job.parameters.problem ?? refusal(of: job.parameters.method) { throw InferenceError(problem) }
         let config = vqvae.config
         let expected = [config.inChannels, config.resolution, config.resolution]
         guard job.images.rank == 4, job.images.shape[0] >= 1, Array(job.images.shape.dropFirst()) == expected else {

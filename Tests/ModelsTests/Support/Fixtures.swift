@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Kernels
 import Crypto
 import XCTest

@@ -1,60 +1,3 @@
-import JSONText
-
-/// A JSON value (RFC 8259). Integers are kept apart from other numbers because the checkpoint
-/// format distinguishes them (`shape: [4]` is valid, `shape: [4.0]` is not), exactly as Python's
-/// `json` module does; objects keep their member order and never hold a name twice.
-public enum JSONValue: Sendable, Equatable {
-    case null
-    case bool(Bool)
-    /// A number written without fraction or exponent that fits in `Int`.
-    case integer(Int)
-    /// A whole number above `Int.max` that fits in `UInt64` (a seed may be one).
-    case unsignedInteger(UInt64)
-    /// Any other number.
-    case number(Double)
-    case string(String)
-    case array([JSONValue])
-    case object(JSONObject)
-
-    /// The value as a Double when it is a number of either kind.
-    public var numberValue: Double? {
-        switch self {
-        case .integer(let value): Double(value)
-        case .unsignedInteger(let value): Double(value)
-        case .number(let value): value
-        default: nil
-        }
-    }
-
-    public var objectValue: JSONObject? {
-        if case .object(let object) = self { object } else { nil }
-    }
-}
-
-/// A JSON object: member names in document order, each name once.
-public struct JSONObject: Sendable, Equatable {
-    public private(set) var keys: [String] = []
-    private var members: [String: JSONValue] = [:]
-
-    public init() {}
-
-    /// An object of these members, in this order; a later member of the same name replaces an earlier one.
-    public init(_ members: KeyValuePairs<String, JSONValue>) {
-        for (key, value) in members { self[key] = value }
-    }
-
-    public subscript(key: String) -> JSONValue? {
-        get { members[key] }
-        set {
-            if newValue != nil, members[key] == nil { keys.append(key) }
-            if newValue == nil, members[key] != nil { keys.removeAll { $0 == key } }
-            members[key] = newValue
-        }
-    }
-
-    public var count: Int { keys.count }
-}
-
 /// Why a byte sequence is not JSON, with the byte offset where parsing stopped.
 public struct JSONSyntaxError: Error, Sendable, CustomStringConvertible {
     public let offset: Int
@@ -132,7 +75,7 @@ private struct JSONParser {
             let nameOffset = position
             let name = try parseString()
             if object[name] != nil {
-                throw JSONSyntaxError(offset: nameOffset, reason: "duplicate name \(pythonRepr(name))")
+                throw JSONSyntaxError(offset: nameOffset, reason: "duplicate name '\(name)'")
             }
             skipWhitespace()
             guard current == UInt8(ascii: ":") else { throw error("expected ':'") }
@@ -260,71 +203,5 @@ private func hexDigitValue(_ byte: UInt8) -> UInt8? {
     case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
     case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
     default: nil
-    }
-}
-
-// MARK: - Writing
-
-extension JSONValue {
-    /// Compact JSON text of the value, members in their stored order. Doubles use Swift's shortest
-    /// round-trip form, so parse(text) gives back an equal value.
-    public var jsonText: String {
-        var out = ""
-        write(to: &out)
-        return out
-    }
-
-    private func write(to out: inout String) {
-        switch self {
-        case .null: out += "null"
-        case .bool(let value): out += value ? "true" : "false"
-        case .integer(let value): out += String(value)
-        case .unsignedInteger(let value): out += String(value)
-        case .number(let value):
-            // A whole Double keeps a fraction so that it reads back as a float, not an integer.
-            let text = String(value)
-            out += text.contains(where: { $0 == "." || $0 == "e" }) ? text : text + ".0"
-        case .string(let value): out += jsonStringLiteral(value)
-        case .array(let elements):
-            out += "["
-            for (index, element) in elements.enumerated() {
-                if index > 0 { out += "," }
-                element.write(to: &out)
-            }
-            out += "]"
-        case .object(let object):
-            out += "{"
-            for (index, key) in object.keys.enumerated() {
-                if index > 0 { out += "," }
-                out += jsonStringLiteral(key)
-                out += ":"
-                object[key]?.write(to: &out)
-            }
-            out += "}"
-        }
-    }
-}
-
-// MARK: - Messages
-
-/// Python's `repr` of a string, as the reference reader's messages show names: 'name'.
-func pythonRepr(_ string: String) -> String { "'\(string)'" }
-
-extension JSONValue {
-    /// The value as the reference reader's messages print it (Python's repr of the parsed value),
-    /// so that an error about `shape` or `dtype` reads the same from both readers.
-    var pythonDescription: String {
-        switch self {
-        case .null: "None"
-        case .bool(let value): value ? "True" : "False"
-        case .integer(let value): String(value)
-        case .unsignedInteger(let value): String(value)
-        case .number(let value): String(value)
-        case .string(let value): pythonRepr(value)
-        case .array(let elements): "[" + elements.map(\.pythonDescription).joined(separator: ", ") + "]"
-        case .object(let object):
-            "{" + object.keys.map { pythonRepr($0) + ": " + (object[$0]?.pythonDescription ?? "") }
-                .joined(separator: ", ") + "}"
-        }
     }
 }

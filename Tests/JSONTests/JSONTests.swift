@@ -1,5 +1,5 @@
 import XCTest
-@testable import Models
+import JSON
 
 final class JSONTests: XCTestCase {
     private func parse(_ text: String) throws -> JSONValue { try JSONValue.parse(Array(text.utf8)) }
@@ -41,5 +41,12 @@ final class JSONTests: XCTestCase {
         let value = try parse(text)
         XCTAssertEqual(try parse(value.jsonText), value)
         XCTAssertEqual(value.objectValue?.keys, ["format", "n", "s", "t", "f", "z", "o"])
+    }
+
+    /// JSON has no NaN or infinity: the writer never emits invalid text for them.
+    func testNonFiniteNumbersAreWrittenAsNull() throws {
+        let value = JSONValue.array([.number(.nan), .number(.infinity), .number(-.infinity), .number(1.5)])
+        XCTAssertEqual(value.jsonText, "[null,null,null,1.5]")
+        XCTAssertEqual(try parse(value.jsonText), .array([.null, .null, .null, .number(1.5)]))
     }
 }
