@@ -17,8 +17,6 @@ final class Connection: @unchecked Sendable {
         case readingBody(RequestHead, Router.Resolution)
         /// The handler runs. Nothing more is read, so pipelined requests wait in the socket, in order.
         case handling
-        /// A `StreamingResponse`'s head is out and its body producer runs.
-        case streaming(closeAfter: Bool, chunked: Bool)
         case writing(closeAfter: Bool)
         /// The final response is out and our side shut; unread input is discarded until EOF or the linger timeout.
         case lingering
@@ -44,8 +42,6 @@ final class Connection: @unchecked Sendable {
     private let bodyPace: BodyPace
     private var outbound: [UInt8] = []
     private var outboundSent = 0
-    /// A streaming producer waiting for `outbound` to drain.
-    private var streamWaiter: CheckedContinuation<Void, any Error>?
     /// Responses fully written; before the first, the header deadline runs from the accept.
     private var answeredRequests = 0
     private var draining = false
@@ -60,9 +56,6 @@ final class Connection: @unchecked Sendable {
     private var currentHead: RequestHead?
     private var currentRoute: String?
     private var currentBodyBytes = 0
-    private var streamedBodyBytes = 0
-    private var streamedStatus = 0
-    private var streamedRequestID: String?
 
     private let readSource: DispatchSourceRead
     private let writeSource: DispatchSourceWrite
@@ -140,7 +133,7 @@ final class Connection: @unchecked Sendable {
             case .wouldBlock: break
             }
             return
-        case .streaming, .writing:
+        case .writing:
             // One request at a time: what arrives now waits in the socket until the response is out. Pausing
             // only once bytes do arrive spares the common case a suspend and resume per request.
             pauseReading()
@@ -189,7 +182,7 @@ final class Connection: @unchecked Sendable {
         while true {
             switch phase {
             case .awaitingRequest, .readingHead, .readingBody: break
-            case .handling, .streaming, .writing, .lingering: return
+            case .handling, .writing, .lingering: return
             }
             let event: ParseEvent?
             do {
@@ -294,45 +287,19 @@ final class Connection: @unchecked Sendable {
         case .route(let route):
             // Reading goes on while the handler runs, to notice a peer that goes away (readAvailable).
             resumeReading()
-            switch route.handler {
-            case .complete(let handler):
-                handlerTask = Task {
-                    let response: HTTPResponse
-                    do {
-                        response = try await handler(request)
-                    } catch {
-                        response = Self.handlerFailure
-                    }
-                    self.queue.async { self.respond(response, to: head, close: false) }
+            handlerTask = Task {
+                let response: HTTPResponse
+                do {
+                    response = try await route.handler(request)
+                } catch {
+                    response = Self.handlerFailure
                 }
-            case .streaming(let handler):
-                handlerTask = Task { await self.stream(handler, for: request) }
+                self.queue.async { self.respond(response, to: head, close: false) }
             }
         }
     }
 
     private static let handlerFailure = ProblemDetails.response(status: 500, detail: "the request could not be processed")
-
-    /// Runs a streaming handler: its head on the queue, its body producer in this task, its end on the queue.
-    private func stream(_ handler: HTTPStreamingHandler, for request: HTTPRequest) async {
-        let response: StreamingResponse
-        do {
-            response = try await handler(request)
-        } catch {
-            queue.async { self.respond(Self.handlerFailure, to: request.head, close: false) }
-            return
-        }
-        let wantsBody = await withCheckedContinuation { continuation in
-            queue.async { continuation.resume(returning: self.beginStream(response, to: request.head)) }
-        }
-        guard wantsBody else { return }
-        do {
-            try await response.writeBody(ResponseBodyWriter(connection: self))
-            queue.async { self.endStream() }
-        } catch {
-            queue.async { self.close() }
-        }
-    }
 
     // MARK: Writing
 
@@ -355,60 +322,6 @@ final class Connection: @unchecked Sendable {
         outbound.append(contentsOf: encoder.encode(response, for: head.map(ResponseEncoder.RequestContext.init),
                                                    keepAlive: keepAlive, requestVersion: head?.version ?? .http1_1))
         phase = .writing(closeAfter: !keepAlive)
-        flush()
-    }
-
-    /// Sends a streamed response's head; returns whether its body should be produced (not for HEAD).
-    private func beginStream(_ response: StreamingResponse, to head: RequestHead) -> Bool {
-        guard !isClosed else { return false }
-        let chunked = head.version == .http1_1
-        // Without chunked coding (HTTP/1.0) only the close can end the body.
-        let keepAlive = chunked && !draining && Self.wantsKeepAlive(head)
-            && response.headers["Connection"]?.lowercased() != "close"
-        outbound.append(contentsOf: encoder.encodeStreamingHead(status: response.status, headers: response.headers,
-                                                                keepAlive: keepAlive, requestVersion: head.version))
-        let isHead = head.method == "HEAD"
-        (streamedStatus, streamedBodyBytes) = (response.status, 0)
-        streamedRequestID = response.headers[RequestID.header] ?? RequestID.answering(head)
-        if isHead { observe(status: response.status, responseBodyBytes: 0, requestID: streamedRequestID) }
-        phase = isHead ? .writing(closeAfter: !keepAlive) : .streaming(closeAfter: !keepAlive, chunked: chunked)
-        flush()
-        return !isHead && !isClosed
-    }
-
-    func writeBodyPiece(_ bytes: [UInt8], then continuation: CheckedContinuation<Void, any Error>) {
-        dispatchPrecondition(condition: .onQueue(queue))
-        guard !isClosed, case .streaming(_, let chunked) = phase else {
-            continuation.resume(throwing: ConnectionClosedError())
-            return
-        }
-        streamedBodyBytes += bytes.count
-        if chunked {
-            outbound.append(contentsOf: "\(String(bytes.count, radix: 16))\r\n".utf8)
-            outbound.append(contentsOf: bytes)
-            outbound.append(contentsOf: "\r\n".utf8)
-        } else {
-            outbound.append(contentsOf: bytes)
-        }
-        flush()
-        if isClosed {
-            continuation.resume(throwing: ConnectionClosedError())
-        } else if outbound.count - outboundSent > Self.streamingHighWater {
-            streamWaiter = continuation  // resumed by flush once everything is sent, or by close
-        } else {
-            continuation.resume()
-        }
-    }
-
-    /// Unsent bytes above which a streaming producer waits.
-    private static let streamingHighWater = 256 * 1024
-
-    private func endStream() {
-        guard !isClosed, case .streaming(let closeAfter, let chunked) = phase else { return }
-        handlerTask = nil
-        observe(status: streamedStatus, responseBodyBytes: streamedBodyBytes, requestID: streamedRequestID)
-        if chunked { outbound.append(contentsOf: "0\r\n\r\n".utf8) }
-        phase = .writing(closeAfter: closeAfter)
         flush()
     }
 
@@ -457,7 +370,6 @@ final class Connection: @unchecked Sendable {
         }
         switch phase {
         case .writing(let closeAfter): responseWritten(closeAfter: closeAfter)
-        case .streaming: resumeStreamWaiter(throwing: nil)
         case .readingBody: armBodyTimer()  // a 100 Continue went out
         default: break
         }
@@ -505,15 +417,9 @@ final class Connection: @unchecked Sendable {
         case .readingBody:
             let lateness = bodyPace.timeLeft(elapsed: .now - bodyStarted, received: bodyReceived).1
             respond(ProblemDetails.response(status: 408, detail: bodyPace.detail(lateness)), to: nil, close: true)
-        case .handling, .streaming, .writing:
+        case .handling, .writing:
             break
         }
-    }
-
-    private func resumeStreamWaiter(throwing error: (any Error)?) {
-        guard let waiter = streamWaiter else { return }
-        streamWaiter = nil
-        if let error { waiter.resume(throwing: error) } else { waiter.resume() }
     }
 
     // Every request moves the deadline several times, and rescheduling a dispatch timer is not free, so
@@ -569,7 +475,6 @@ final class Connection: @unchecked Sendable {
         if !isWaitingToWrite { writeSource.resume() }
         readSource.cancel()
         writeSource.cancel()
-        resumeStreamWaiter(throwing: ConnectionClosedError())
         onClose(self)
     }
 }

@@ -3,9 +3,6 @@
 /// detail says nothing of the error.
 public typealias HTTPHandler = @Sendable (HTTPRequest) async throws -> HTTPResponse
 
-/// Answers one request with a body produced after the head is sent (see `StreamingResponse`).
-public typealias HTTPStreamingHandler = @Sendable (HTTPRequest) async throws -> StreamingResponse
-
 /// Decides from a request's head, before any body byte is read (and before `100 Continue`), whether the
 /// request may go on: `declaredBodyLength` is its Content-Length, nil for a chunked body. It runs on the
 /// connection's queue, so it must be quick.
@@ -37,13 +34,8 @@ public func nextBodyAllowance(needed: Int, granted: Int, declaredLength: Int?, m
 
 /// Maps a method and an exact decoded path to a handler. Built before the server starts, then read-only.
 public struct Router: Sendable {
-    enum Handler: Sendable {
-        case complete(HTTPHandler)
-        case streaming(HTTPStreamingHandler)
-    }
-
     struct Route: Sendable {
-        let handler: Handler
+        let handler: HTTPHandler
         let admission: AdmissionCheck?
     }
 
@@ -55,12 +47,7 @@ public struct Router: Sendable {
     /// handler also answers HEAD, with the body left out, unless HEAD has a handler of its own.
     /// With `admission`, each request is first put to it (see `AdmissionCheck`).
     public mutating func add(method: String, path: String, admission: AdmissionCheck? = nil, handler: @escaping HTTPHandler) {
-        routesByPath[path, default: [:]][method] = Route(handler: .complete(handler), admission: admission)
-    }
-
-    /// Registers a handler whose response body is streamed; otherwise as `add(method:path:handler:)`.
-    public mutating func addStreaming(method: String, path: String, handler: @escaping HTTPStreamingHandler) {
-        routesByPath[path, default: [:]][method] = Route(handler: .streaming(handler), admission: nil)
+        routesByPath[path, default: [:]][method] = Route(handler: handler, admission: admission)
     }
 
     enum Resolution {
