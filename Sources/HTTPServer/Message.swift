@@ -78,13 +78,10 @@ public struct RequestHead: Sendable, Equatable {
 public struct HTTPRequest: Sendable {
     public var head: RequestHead
     public var body: [UInt8]
-    /// What the route's admission check handed over (`Admission.admit(ticket:)`).
-    public var admissionTicket: (any Sendable)?
 
-    public init(head: RequestHead, body: [UInt8], admissionTicket: (any Sendable)? = nil) {
+    public init(head: RequestHead, body: [UInt8]) {
         self.head = head
         self.body = body
-        self.admissionTicket = admissionTicket
     }
 }
 

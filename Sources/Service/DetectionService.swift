@@ -70,7 +70,7 @@ public final class DetectionService: Sendable {
     public var router: Router {
         var router = Router()
         router.add(method: "POST", path: "/detect", admission: { [self] head, length in admitDetection(head, declaredBodyLength: length) },
-                   handler: { [self] request in await detect(request) })
+                   handler: { [self] request, ticket in await detect(request, ticket) })
         router.add(method: "GET", path: "/healthz", handler: { _ in Self.json(200, JSONObject(["status": .string("alive")])) })
         router.add(method: "GET", path: "/readyz", handler: { [self] _ in
             let (isWarm, isDraining) = lifecycle.withLock { ($0.isWarm, $0.isDraining) }
@@ -122,9 +122,9 @@ public final class DetectionService: Sendable {
     /// Decided from the head alone, before any body byte is read: readiness, the API key, the body's
     /// Content-Type, the response format, the query, one slice's cost, and room in the memory budget for
     /// the body's first bytes (the rest is reserved as it arrives, see `BodyReservation`).
-    private func admitDetection(_ head: RequestHead, declaredBodyLength: Int?) -> Admission {
+    private func admitDetection(_ head: RequestHead, declaredBodyLength: Int?) -> Admission<DetectTicket> {
         let requestID = RequestID.answering(head) ?? RequestID.fresh()
-        func refuse(_ problem: ServiceProblem, reason: String) -> Admission {
+        func refuse(_ problem: ServiceProblem, reason: String) -> Admission<DetectTicket> {
             metrics.recordRefusal(reason)
             var response = problem.response
             response.headers.set(RequestID.header, requestID)
@@ -173,10 +173,7 @@ public final class DetectionService: Sendable {
         }
     }
 
-    private func detect(_ httpRequest: HTTPRequest) async -> HTTPResponse {
-        guard let ticket = httpRequest.admissionTicket as? DetectTicket else {
-            return ServiceProblem(500, "the request was not admitted").response
-        }
+    private func detect(_ httpRequest: HTTPRequest, _ ticket: DetectTicket) async -> HTTPResponse {
         var response: HTTPResponse
         do {
             response = try await detect(httpRequest.body, ticket)

@@ -111,31 +111,4 @@ final class IntegrationCurlTests: XCTestCase {
         XCTAssertTrue(wrongMethod.contains(#""status":405"#), wrongMethod)
         await server.shutdown()
     }
-
-    func testStreamedResponseIsChunkedAndKeepsTheConnection() async throws {
-        let (server, port) = try startServer()
-        let result = try curl(["-D", "-", "-w", "|%{num_connects}\n", "http://127.0.0.1:\(port)/stream",
-                               "http://127.0.0.1:\(port)/hello"])
-        let text = String(decoding: result.output, as: UTF8.self)
-        XCTAssertTrue(text.contains("Transfer-Encoding: chunked\r\n"), text)
-        XCTAssertTrue(text.contains("\r\n\r\none,two,three|1\n"), text)
-        XCTAssertTrue(text.hasSuffix("\r\n\r\nHello, world!|0\n"), text)
-
-        let head = String(decoding: try curl(["-I", "http://127.0.0.1:\(port)/stream"]).output, as: UTF8.self)
-        XCTAssertTrue(head.hasPrefix("HTTP/1.1 200 OK\r\n") && head.hasSuffix("\r\n\r\n"), head)
-        await server.shutdown()
-    }
-
-    func testLargeStreamArrivesWholeAndHTTP10StreamEndsWithTheConnection() async throws {
-        let (server, port) = try startServer()
-        let large = try curl(["-o", "/dev/null", "-w", "%{size_download}", "http://127.0.0.1:\(port)/stream-large?pieces=64"])
-        XCTAssertEqual(String(decoding: large.output, as: UTF8.self), "\(64 * 64 * 1024)")
-
-        let old = try curl(["--http1.0", "-D", "-", "http://127.0.0.1:\(port)/stream"])
-        let text = String(decoding: old.output, as: UTF8.self)
-        XCTAssertTrue(text.contains("Connection: close\r\n"), text)
-        XCTAssertFalse(text.contains("Transfer-Encoding"), text)
-        XCTAssertTrue(text.hasSuffix("\r\n\r\none,two,three"), text)
-        await server.shutdown()
-    }
 }

@@ -33,23 +33,6 @@ enum TestRoutes {
             try await Task.sleep(for: .milliseconds(400))
             return HTTPResponse(status: 200, body: Array("finally".utf8))
         }
-        router.addStreaming(method: "GET", path: "/stream") { _ in
-            StreamingResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain")])) { writer in
-                for piece in ["one,", "two,", "three"] {
-                    try await writer.write(Array(piece.utf8))
-                    try await Task.sleep(for: .milliseconds(10))
-                }
-            }
-        }
-        // `pieces` pieces of 64 KiB: more than the server buffers, so the producer must wait for the client.
-        router.addStreaming(method: "GET", path: "/stream-large") { request in
-            let pieces = Int(request.head.queryValue("pieces") ?? "1") ?? 1
-            return StreamingResponse(status: 200, headers: HTTPHeaders([("Content-Type", "application/octet-stream")])) { writer in
-                for index in 0..<pieces {
-                    try await writer.write([UInt8](repeating: UInt8(truncatingIfNeeded: index), count: 64 * 1024))
-                }
-            }
-        }
         return router
     }
 

@@ -24,7 +24,6 @@ struct ResponseEncoder {
         case length(Int)
         /// A HEAD handler of its own states the Content-Length GET would have: kept as given.
         case handlersLength
-        case chunked
     }
 
     func encode(_ response: HTTPResponse, for request: RequestContext?, keepAlive: Bool,
@@ -48,13 +47,6 @@ struct ResponseEncoder {
                                requestVersion: requestVersion, reservingBody: isHead ? 0 : body.count)
         if !isHead { bytes.append(contentsOf: body) }
         return bytes
-    }
-
-    /// The head of a streamed response: chunked for HTTP/1.1; for HTTP/1.0, which has no chunked coding, the
-    /// body ends with the connection, so `keepAlive` must then be false. Streams are not gzip-encoded.
-    func encodeStreamingHead(status: Int, headers: HTTPHeaders, keepAlive: Bool, requestVersion: HTTPVersion) -> [UInt8] {
-        encodeHead(status: status, headers: headers, framing: requestVersion == .http1_1 ? .chunked : .none,
-                   keepAlive: keepAlive, requestVersion: requestVersion, reservingBody: 0)
     }
 
     private func encodeHead(status: Int, headers: HTTPHeaders, framing: Framing, keepAlive: Bool,
@@ -84,7 +76,6 @@ struct ResponseEncoder {
         }
         switch framing {
         case .length(let count): appendField("Content-Length", String(count))
-        case .chunked: appendField("Transfer-Encoding", "chunked")
         case .none, .handlersLength: break
         }
         if !hasDate { appendField("Date", HTTPDate.now()) }

@@ -246,7 +246,8 @@ public struct ResponseRecord: Sendable {
     public let route: String?
     public let status: Int
     /// From the request's first byte (the accept, for a connection's first request) to the moment the
-    /// response is handed to the connection for writing (for a streamed response: its last piece).
+    /// response is handed to the connection for writing, as the times of the connection's events: zero
+    /// for an answer given in the read that brought its request (a 404 without a body, say).
     public let duration: Duration
     public let requestBodyBytes: Int
     /// The body as the handler gave it, before any content coding; none for HEAD.

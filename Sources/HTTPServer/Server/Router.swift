@@ -3,21 +3,25 @@
 /// detail says nothing of the error.
 public typealias HTTPHandler = @Sendable (HTTPRequest) async throws -> HTTPResponse
 
-/// Answers one request with a body produced after the head is sent (see `StreamingResponse`).
-public typealias HTTPStreamingHandler = @Sendable (HTTPRequest) async throws -> StreamingResponse
-
 /// Decides from a request's head, before any body byte is read (and before `100 Continue`), whether the
 /// request may go on: `declaredBodyLength` is its Content-Length, nil for a chunked body. It runs on the
 /// connection's queue, so it must be quick.
-public typealias AdmissionCheck = @Sendable (RequestHead, _ declaredBodyLength: Int?) -> Admission
+public typealias AdmissionCheck<Ticket: Sendable> = @Sendable (RequestHead, _ declaredBodyLength: Int?) -> Admission<Ticket>
 
-public enum Admission: Sendable {
-    /// The body is read and the handler runs; `ticket` reaches it as `HTTPRequest.admissionTicket` and is
-    /// released with the request, also when the peer goes away before the body is complete. With
-    /// `bodyAllowance`, room for the body is asked for as its bytes arrive (see `BodyAllowance`).
-    case admit(ticket: (any Sendable)? = nil, bodyAllowance: (any BodyAllowance)? = nil)
+public enum Admission<Ticket: Sendable>: Sendable {
+    /// The body is read and the handler runs with `ticket`, which is released with the request, also when
+    /// the peer goes away before the body is complete. With `bodyAllowance`, room for the body is asked for
+    /// as its bytes arrive (see `BodyAllowance`).
+    case admit(ticket: Ticket, bodyAllowance: (any BodyAllowance)? = nil)
     /// This response is sent at once and the connection closed; the body is never read.
     case refuse(HTTPResponse)
+}
+
+extension Admission where Ticket == Void {
+    /// Admits a request whose handler needs no ticket.
+    public static func admit(bodyAllowance: (any BodyAllowance)? = nil) -> Self {
+        .admit(ticket: (), bodyAllowance: bodyAllowance)
+    }
 }
 
 /// Room for an admitted request's body, claimed as its bytes arrive rather than all at once from the
@@ -37,14 +41,10 @@ public func nextBodyAllowance(needed: Int, granted: Int, declaredLength: Int?, m
 
 /// Maps a method and an exact decoded path to a handler. Built before the server starts, then read-only.
 public struct Router: Sendable {
-    enum Handler: Sendable {
-        case complete(HTTPHandler)
-        case streaming(HTTPStreamingHandler)
-    }
-
+    /// A route's admission check and handler. The ticket's type stays inside: an admitted request comes
+    /// out with its handler already bound to its ticket, so the connection never sees the ticket's type.
     struct Route: Sendable {
-        let handler: Handler
-        let admission: AdmissionCheck?
+        let admit: @Sendable (RequestHead, _ declaredBodyLength: Int?) -> RouteAdmission
     }
 
     private var routesByPath: [String: [String: Route]] = [:]
@@ -53,14 +53,23 @@ public struct Router: Sendable {
 
     /// Registers `handler` for `method` (case-sensitive, e.g. "GET") on `path` (e.g. "/v1/detect"). A GET
     /// handler also answers HEAD, with the body left out, unless HEAD has a handler of its own.
-    /// With `admission`, each request is first put to it (see `AdmissionCheck`).
-    public mutating func add(method: String, path: String, admission: AdmissionCheck? = nil, handler: @escaping HTTPHandler) {
-        routesByPath[path, default: [:]][method] = Route(handler: .complete(handler), admission: admission)
+    public mutating func add(method: String, path: String, handler: @escaping HTTPHandler) {
+        let admitted = AdmittedRequest(handler: handler, bodyAllowance: nil)
+        routesByPath[path, default: [:]][method] = Route { _, _ in .admitted(admitted) }
     }
 
-    /// Registers a handler whose response body is streamed; otherwise as `add(method:path:handler:)`.
-    public mutating func addStreaming(method: String, path: String, handler: @escaping HTTPStreamingHandler) {
-        routesByPath[path, default: [:]][method] = Route(handler: .streaming(handler), admission: nil)
+    /// Registers a route whose requests are first put to `admission` (see `AdmissionCheck`); the handler of
+    /// an admitted request gets the ticket its admission gave.
+    public mutating func add<Ticket: Sendable>(method: String, path: String, admission: @escaping AdmissionCheck<Ticket>,
+                                               handler: @escaping @Sendable (HTTPRequest, Ticket) async throws -> HTTPResponse) {
+        routesByPath[path, default: [:]][method] = Route { head, declaredBodyLength in
+            switch admission(head, declaredBodyLength) {
+            case .admit(let ticket, let bodyAllowance):
+                .admitted(AdmittedRequest(handler: { request in try await handler(request, ticket) }, bodyAllowance: bodyAllowance))
+            case .refuse(let response):
+                .refused(response)
+            }
+        }
     }
 
     enum Resolution {
@@ -87,4 +96,17 @@ public struct Router: Sendable {
         return .problem(ProblemDetails.response(status: 405, detail: "the method \(method) is not allowed here",
                                                 headers: HTTPHeaders([("Allow", allow)])))
     }
+}
+
+/// What a route's admission check decided, with the ticket bound into the handler.
+enum RouteAdmission {
+    case admitted(AdmittedRequest)
+    case refused(HTTPResponse)
+}
+
+/// A request let in by its route: its handler (holding the ticket, which is released with it) and the
+/// allowance its body's room is asked of.
+struct AdmittedRequest: Sendable {
+    let handler: HTTPHandler
+    let bodyAllowance: (any BodyAllowance)?
 }
