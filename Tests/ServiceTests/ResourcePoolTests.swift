@@ -43,6 +43,7 @@ final class ResourcePoolTests: XCTestCase {
         let cancelled = await waiting.result
         XCTAssertEqual(cancelled.failure as? QueueError, .cancelled)
         XCTAssertEqual(pool.held, 10, "neither wait took anything")
+        XCTAssertNotNil(holder)
         holder = nil
         XCTAssertEqual(pool.held, 0)
     }
