@@ -1,8 +1,8 @@
 // swift-tools-version: 6.0
-// MIM-OOD Server. One module per concern; dependencies point toward the kernels (every `import`, as
-// scripts/check-module-graph verifies):
+// MIM-OOD Server, for Linux only (Glibc sockets and files, OpenBLAS). One module per concern; dependencies
+// point toward the kernels (every `import`, as scripts/check-module-graph verifies):
 //   mimood (CLI) → Service, Detection, Evaluation, HTTPServer, Models, Imaging, Kernels, Threading
-//   Service   → HTTPServer, Detection, Models, JSON, Threading   (+ swift-log; swift-crypto for the API key)
+//   Service   → HTTPServer, Detection, Models, JSON, Threading   (+ swift-log, swift-prometheus; swift-crypto for the API key)
 //   HTTPServer → JSON, Threading, ZlibCodec
 //   Detection → Models, Imaging, Kernels, JSON, ZlibCodec
 //   Models    → Kernels, JSON, Threading                          (+ swift-crypto for weight digests)
@@ -11,7 +11,6 @@ import PackageDescription
 
 let package = Package(
     name: "MIMOOD",
-    platforms: [.macOS(.v14)],
     products: [
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
         // For the decoder fuzzers (Fuzz/).
@@ -25,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // The service's /metrics (Prometheus text exposition).
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // zlib from the system (Debian: zlib1g-dev).
@@ -37,9 +38,8 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-pthread-dev"])]),
         // Float32 tensors and the numeric kernels (GEMM through BLAS, convolutions, norms, attention, sampling).
-        // On Apple platforms GEMM comes from Accelerate instead of OpenBLAS.
         // Optimised in debug builds too: the parity and engine tests run whole networks through these loops.
-        .target(name: "Kernels", dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))],
+        .target(name: "Kernels", dependencies: ["CBLAS"],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         // GEMM GFLOP/s per shape and per BLAS library, peak FLOP/s, kernel timings: docs/kernels.md.
@@ -61,13 +61,14 @@ let package = Package(
         // From image bytes to detection results on the input's grid: formats sniffed, preprocessing, one
         // restoration job per slice, maps put back, outputs encoded. Shared by `mimood detect` and the service.
         .target(name: "Detection", dependencies: ["Models", "Imaging", "Kernels", "JSON", "ZlibCodec"]),
-        .testTarget(name: "DetectionTests", dependencies: ["Detection", "Imaging", "ZlibCodec"]),
+        .testTarget(name: "DetectionTests", dependencies: ["Detection", "Imaging", "Models", "ZlibCodec"]),
         // The detection service: POST /detect on a shared, dynamically batching inference queue; health,
         // metrics, model facts; configuration; JSON logs (docs/service.md).
         // Crypto: the API key is compared as a digest, in constant time.
         .target(name: "Service", dependencies: [
             "HTTPServer", "Detection", "Models", "JSON", "Threading",
             .product(name: "Logging", package: "swift-log"), .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Detection", "HTTPServer", "Models", "Kernels", "Imaging", "ZlibCodec", "Threading", "TestSupport"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading"]),

@@ -10,9 +10,7 @@
 import Dispatch
 import Kernels
 
-#if canImport(Glibc)
 import Glibc
-#endif
 
 // MARK: - Timing
 

@@ -116,15 +116,15 @@ def test_every_error_answers_as_the_contract_says(serve, slice_npy):
     heavy = ("POST", "/detect", slice_npy, npy, "?preprocessed=true&restorations=16&steps=32")
     background = [threading.Thread(target=call, args=(full, *heavy)) for _ in range(2)]
 
-    def waiting_slices() -> str:
+    def waiting_slices() -> float:
         metrics = call(full, "GET", "/metrics")[2].decode()
-        return metrics.split("\nmimood_queue_slices ")[1].split("\n")[0]
+        return float(metrics.split("\nmimood_queue_slices ")[1].split("\n")[0])
 
     background[0].start()
     time.sleep(0.5)  # its slice is taken into a batch at once and runs for seconds
     background[1].start()
     for _ in range(2000):
-        if waiting_slices() == "1":
+        if waiting_slices() == 1:
             break
     else:
         pytest.fail("the queue never held a waiting slice")

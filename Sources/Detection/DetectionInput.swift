@@ -55,12 +55,16 @@ public struct InputError: Error, Sendable, CustomStringConvertible {
 public enum InputFormat: String, Sendable {
     case npy, png, nifti
 
-    /// The format of `bytes` by its magic bytes: .npy, PNG, or else NIfTI-1 (plain or gzip-compressed;
-    /// the NIfTI decoder checks its own header).
-    public static func sniff(_ bytes: [UInt8]) -> InputFormat {
+    /// The format of `bytes` by their first bytes: .npy and PNG by their magic, NIfTI-1 by `sizeof_hdr`
+    /// = 348 (either byte order) or, compressed, by gzip's magic (the NIfTI decoder checks the rest of its
+    /// header); nil when they match none of them.
+    public static func sniff(_ bytes: [UInt8]) -> InputFormat? {
         if bytes.starts(with: [0x93] + Array("NUMPY".utf8)) { return .npy }
         if bytes.starts(with: [0x89] + Array("PNG".utf8)) { return .png }
-        return .nifti
+        if bytes.starts(with: [0x1F, 0x8B]) || bytes.starts(with: [0x5C, 0x01, 0x00, 0x00]) || bytes.starts(with: [0x00, 0x00, 0x01, 0x5C]) {
+            return .nifti
+        }
+        return nil
     }
 }
 

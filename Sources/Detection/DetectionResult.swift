@@ -83,10 +83,35 @@ public struct DetectionResult: Sendable {
         }
     }
 
-    public var maximumScore: Float { sliceMaps.max() ?? 0 }
+    /// The triage score (`max_score`): the highest map value inside the brain, over the slices with as much
+    /// brain as the training slices had (all slices when none has). Background and edge slivers, which no
+    /// training slice showed, would otherwise rank every volume alike.
+    public var maximumScore: Float { scoredSlices.map(brainMaximum).max() ?? 0 }
 
-    /// Mean over the model's slices (the frame the maps are computed in).
-    public var meanScore: Float { sliceMaps.reduce(0, +) / Float(max(sliceMaps.count, 1)) }
+    /// Mean of the map inside the brain of the same slices as `maximumScore` (`mean_score`).
+    public var meanScore: Float {
+        var (sum, count) = (Float(0), 0)
+        for z in scoredSlices {
+            for index in z * Self.area ..< (z + 1) * Self.area where input.brain[index] { sum += sliceMaps[index]; count += 1 }
+        }
+        return count == 0 ? 0 : sum / Float(count)
+    }
+
+    private static let area = Preprocessing.sliceSize * Preprocessing.sliceSize
+
+    /// The highest map value inside the brain of slice `z` (0 without brain).
+    private func brainMaximum(_ z: Int) -> Float {
+        (z * Self.area ..< (z + 1) * Self.area).reduce(Float(0)) { input.brain[$1] ? max($0, sliceMaps[$1]) : $0 }
+    }
+
+    /// The slices with at least `minimumBrainPixelsToShow` brain pixels, or every slice when none has.
+    private var scoredSlices: [Int] {
+        let slices = 0..<input.sliceCount
+        let brainy = slices.filter { z in
+            input.brain[z * Self.area ..< (z + 1) * Self.area].lazy.filter { $0 }.count >= Self.minimumBrainPixelsToShow
+        }
+        return brainy.isEmpty ? Array(slices) : brainy
+    }
 
     /// A `.nii.gz` of the anomaly map with the input's header geometry; nil unless the input was a volume.
     public func niftiAnomalyMap() throws -> [UInt8]? {
@@ -104,14 +129,8 @@ public struct DetectionResult: Sendable {
     /// PNG for a person. Edge slices with a sliver of brain are out of distribution and light up whole,
     /// so slices with less brain than the training slices had are passed over when others exist.
     public func overlayPNG() throws -> [UInt8] {
-        let size = Preprocessing.sliceSize, area = size * size
-        let slices = 0..<input.sliceCount
-        let brainPixels = slices.map { z in input.brain[z * area ..< (z + 1) * area].filter { $0 }.count }
-        let candidates = slices.filter { brainPixels[$0] >= Self.minimumBrainPixelsToShow }
-        let inBrainMaximum = { (z: Int) in
-            (z * area ..< (z + 1) * area).reduce(Float(0)) { input.brain[$1] ? max($0, sliceMaps[$1]) : $0 }
-        }
-        let shown = (candidates.isEmpty ? Array(slices) : candidates).max { inBrainMaximum($0) < inBrainMaximum($1) } ?? 0
+        let size = Preprocessing.sliceSize, area = Self.area
+        let shown = scoredSlices.max { brainMaximum($0) < brainMaximum($1) } ?? 0
         let window = shown * area ..< (shown + 1) * area
         let image = GrayImage(width: size, height: size, pixels: Array(input.slices[window]))
         let scores = GrayImage(width: size, height: size, pixels: Array(sliceMaps[window]))

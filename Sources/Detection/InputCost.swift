@@ -81,7 +81,10 @@ public struct InputCost: Sendable, Equatable {
     /// The cost of `bytes` as `DetectionInput(bytes:preprocessed:limits:)` would read them, or the refusal
     /// it would end with, found from the header.
     public init(bytes: [UInt8], preprocessed: Bool, limits: DetectionInput.Limits = DetectionInput.Limits()) throws(InputError) {
-        format = InputFormat.sniff(bytes)
+        guard let format = InputFormat.sniff(bytes) else {
+            throw InputError(.unsupportedFormat, "not a .npy, PNG or NIfTI-1 (.nii, .nii.gz) image: its first bytes match none of them")
+        }
+        self.format = format
         let float = MemoryLayout<Float>.size
         let shape: [Int]
         let affine: Affine?
@@ -114,14 +117,7 @@ public struct InputCost: Sendable, Equatable {
             affine = nil
         case .nifti:
             let header: NIfTIHeader
-            do {
-                header = try NIfTI.header(bytes, limits: limits.nifti)
-            } catch .badHeaderSize {
-                // Neither magic matched and no NIfTI header either: say what is accepted, whatever the name claims.
-                throw InputError(.unsupportedFormat, "not a .npy, PNG or NIfTI-1 (.nii, .nii.gz) image: its first bytes match none of them")
-            } catch {
-                throw .refusal(error)
-            }
+            do { header = try NIfTI.header(bytes, limits: limits.nifti) } catch { throw .refusal(error) }
             guard !preprocessed else {
                 throw InputError(.unprocessable, "only .npy and PNG slices can be declared preprocessed; "
                                  + "a NIfTI volume is always preprocessed from its voxel grid")

@@ -2,11 +2,7 @@
 //
 //   silu(x), gelu(x), sigmoid(x) -> Tensor          // same shape
 //   softmax(x), logSoftmax(x) -> Tensor             // over the last dimension, numerically stable
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// x·σ(x), torch.nn.SiLU (the VQ-VAE's non-linearity).
 public func silu(_ x: Tensor) -> Tensor {

@@ -3,30 +3,20 @@
 //   matmul(a, b, transposeA: false, transposeB: false) -> Tensor   // [M, K]·[K, N] → [M, N]
 //   blasDescription -> String                                      // which BLAS and which kernels run
 //
-// OpenBLAS (Debian's pthread build) on Linux, Accelerate on Apple platforms; docs/kernels.md says why
-// OpenBLAS and how it was measured. BLAS is kept single-threaded: the kernels parallelise around it.
-#if canImport(Accelerate)
-import Accelerate
-#else
+// OpenBLAS (Debian's pthread build); docs/kernels.md says why OpenBLAS and how it was measured. BLAS
+// is kept single-threaded: the kernels parallelise around it.
 import CBLAS
-#endif
 
-/// A description of the BLAS in use, for logs: on Linux OpenBLAS's name for the kernels it picked
-/// for this CPU (its `OPENBLAS_CORETYPE` environment variable overrides that choice at start-up).
+/// A description of the BLAS in use, for logs: OpenBLAS's name for the kernels it picked for this CPU
+/// (its `OPENBLAS_CORETYPE` environment variable overrides that choice at start-up).
 public var blasDescription: String {
-    #if canImport(Accelerate)
-    return "Accelerate"
-    #else
     guard let name = openblas_get_corename() else { return "OpenBLAS" }
     return "OpenBLAS (\(String(cString: name)) kernels)"
-    #endif
 }
 
 /// Set once, before the first product: BLAS must not start threads of its own inside our parallel loops.
 private let blasSingleThreaded: Void = {
-    #if !canImport(Accelerate)
     openblas_set_num_threads(1)
-    #endif
 }()
 
 /// Row-major C = alpha · op(A) · op(B) + beta · C, op(X) being X or Xᵀ; op(A) is m×k, op(B) k×n, C m×n,

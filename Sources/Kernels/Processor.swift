@@ -1,6 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 
 /// What /proc/cpuinfo says of this machine's processor, and the nominal peak Float32 FLOP/s that follows
 /// from it: cores × FMA pipes × vector lanes × 2 FLOP per FMA × clock. `mimood bench` and the kernel
@@ -17,7 +15,6 @@ public struct Processor: Sendable {
 
     private init() {
         var model = "unknown", megahertz = 0.0, flags = Set<String>()
-        #if canImport(Glibc)
         if let file = fopen("/proc/cpuinfo", "r") {
             defer { fclose(file) }
             var buffer = [CChar](repeating: 0, count: 8192)
@@ -33,7 +30,6 @@ public struct Processor: Sendable {
                 }
             }
         }
-        #endif
         (self.model, self.megahertz, self.flags) = (model, megahertz, flags)
     }
 

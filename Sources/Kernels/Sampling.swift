@@ -2,11 +2,7 @@
 //
 //   var rng = Xoshiro256StarStar(seed: 42)
 //   sampleCategorical(logits: row, using: &rng) throws -> Int   // one draw from softmax(row)
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// xoshiro256** (Blackman and Vigna, 2018): a fast 64-bit generator with 256 bits of state and a period
 /// of 2²⁵⁶ − 1. The state is filled from the seed by SplitMix64, which never yields the all-zero state

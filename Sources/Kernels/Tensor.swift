@@ -1,6 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 
 /// A dense, row-major (C order) Float32 tensor: the one value type every kernel reads and writes.
 /// `shape` follows PyTorch's order (e.g. [N, C, H, W] for images, [B, N, dim] for token sequences),
@@ -49,11 +47,9 @@ extension Tensor {
 /// it 26 faults and 6 ms (docs/kernels.md). Only the 2 MB-aligned interior is advised; smaller buffers
 /// are left alone.
 private func adviseHugePages(_ buffer: UnsafeMutableRawBufferPointer) {
-    #if os(Linux)
     let hugePage = 2 << 20
     guard buffer.count >= 2 * hugePage, let base = buffer.baseAddress else { return }
     let start = (Int(bitPattern: base) + hugePage - 1) / hugePage * hugePage
     let end = (Int(bitPattern: base) + buffer.count) / hugePage * hugePage
     _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_HUGEPAGE)
-    #endif
 }

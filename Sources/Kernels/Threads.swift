@@ -8,11 +8,7 @@
 import Dispatch
 import Synchronization
 
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 public enum Threads {
     /// How many chunks the kernels split parallel work into; initially the number of online CPUs. Inside

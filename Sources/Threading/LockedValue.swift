@@ -1,6 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 
 /// A value behind a pthread mutex. `Synchronization.Mutex` would be the first choice, but on Linux Thread
 /// Sanitizer does not see its synchronization (the standard library is not instrumented) and reports false

@@ -5,21 +5,20 @@ import Kernels
 import Models
 import Threading
 
-/// `mimood bench`: the restoration pipeline's speed on a batch, beside PyTorch's on the same weights.
+/// `mimood bench`: the restoration pipeline's speed on a batch, per stage. scripts/bench-engine runs it
+/// beside the PyTorch reference on the same weights (Benchmarks/Engine).
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time the pipeline on a batch (every step forced to run) and the PyTorch reference side by side.")
+        abstract: "Time the pipeline on a batch, every step forced to run, per stage.")
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Slices in the batch.") var batch = 32
     @Option(help: "Restorations per slice (R).") var restorations = 4
     @Option(help: "Detect-and-resample steps (T); all of them run.") var steps = 8
     @Option(help: "Timed runs after one warm-up; medians are reported.") var repeats = 3
-    @Option(help: ".npy slice [160,160] or stack [N,160,160], tiled to the batch (default: the parity input).")
+    @Option(help: ".npy slice [160,160] or stack [N,160,160], tiled to the batch (default: a built-in phantom slice).")
     var input: String?
-    @Option(help: "Python with torch for the reference run (default: $MIMOOD_PYTHON, else .venv/bin/python of the repository).")
-    var pytorch: String?
-    @Flag(help: "Skip the PyTorch reference run.") var noPytorch = false
+    @Flag(help: "Print one JSON object (what scripts/bench-engine reads) instead of the table.") var json = false
     @Option(help: "Peak GFLOP/s to compare with, e.g. measured by `KernelsBenchmark peak` (default: the nominal peak).")
     var peakGflops: Double?
 
@@ -31,13 +30,11 @@ struct Bench: ParsableCommand {
         if let peakGflops, !(peakGflops > 0 && peakGflops.isFinite) {
             throw ValidationError("--peak-gflops must be a positive number, got \(peakGflops)")
         }
-        if noPytorch && pytorch != nil { throw ValidationError("--pytorch and --no-pytorch exclude each other") }
     }
 
     func run() throws {
         let (engine, directory) = try modelOptions.engine()
-        let inputPath = try input ?? RepositoryFiles.locate("Tests/Fixtures/parity/input.npy", what: "the benchmark input")
-        let images = try batchTensor(from: inputPath)
+        let images = try input.map(batchTensor(from:)) ?? phantomBatch()
         var parameters = engine.defaults
         parameters.method = .mimOOD
         parameters.lambda = -1   // below every probability: all T steps resample every token, as PyTorch's bench does
@@ -60,23 +57,27 @@ struct Bench: ParsableCommand {
         let ours = Bench.stages.map { (name, path) in (name, median(path)) }
 
         let threads = Threads.count
-        var reference: Reference?, referenceFailure: Error?
-        if !noPytorch {
-            printError("the PyTorch reference (Training/tools/bench.py) on the same checkpoint, input and sizes, \(threads) thread(s)")
-            do { reference = try pytorchReference(modelDirectory: directory, input: inputPath, threads: threads) }
-            catch { referenceFailure = error }
-        }
-
-        print("mimood bench: \(engine.manifest.name) (\(directory)), batch \(batch), R = \(restorations), T = \(steps), "
-              + "every step run (λ = −1), \(threads) thread(s)")
-        print("BLAS: \(blasDescription); median of \(repeats) run(s) after a warm-up")
-        printTable(ours: ours, reference: reference)
-
         let transformerFLOPs = try transformerFLOPsPerStep(engine) * Double(steps * batch * restorations)
         let restore = median(\.restore)
         let rate = transformerFLOPs / restore / 1e9
         let processor = Processor.current
         let nominal = processor.nominalPeakGFLOPS(cores: threads)
+        if json {
+            let report: [String: Any] = [
+                "engine": "mimood", "model": engine.manifest.name, "threads": threads, "batch": batch,
+                "restorations": restorations, "steps": steps, "repeats": repeats, "blas": blasDescription,
+                "seconds": Dictionary(uniqueKeysWithValues: ours), "slices_per_second": Double(batch) / (ours.last?.1 ?? .nan),
+                "transformer_gflop": transformerFLOPs / 1e9, "transformer_gflops_per_second": rate,
+                "nominal_peak_gflops": nominal,
+            ]
+            print(String(decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
+            return
+        }
+        print("mimood bench: \(engine.manifest.name) (\(directory)), batch \(batch), R = \(restorations), T = \(steps), "
+              + "every step run (λ = −1), \(threads) thread(s)")
+        print("BLAS: \(blasDescription); median of \(repeats) run(s) after a warm-up")
+        for (name, seconds) in ours { print(name.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: "%8.3f s", seconds)) }
+        print("slices/s".padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: "%8.2f", Double(batch) / (ours.last?.1 ?? .nan)))
         print(String(format: "Transformer passes: %.1f GFLOP in %.3f s (restore stage) = %.1f GFLOP/s", transformerFLOPs / 1e9, restore, rate))
         if let peakGflops {
             print(String(format: "  %.1f %% of the given peak %.0f GFLOP/s", 100 * rate / peakGflops, peakGflops))
@@ -84,31 +85,11 @@ struct Bench: ParsableCommand {
         print(String(format: "  %.1f %% of the nominal peak %.0f GFLOP/s = %d thread(s) × %d FMA pipes × %d lanes × 2 × %.3f GHz (%@)",
                      100 * rate / nominal, nominal, threads, processor.fmaPipes, processor.floatLanes, processor.megahertz / 1000,
                      processor.model as NSString))
-        if let referenceFailure { throw referenceFailure }
     }
 
     /// The stages `Engine.run` times, in pipeline order, with PyTorch bench's names.
     private static var stages: [(String, KeyPath<StageTimings, Duration>)] {
         [("tokenize", \.tokenize), ("restore", \.restore), ("decode", \.decode), ("anomaly_map", \.anomalyMap), ("total", \.total)]
-    }
-
-    /// Seconds per stage and slices per second, ours beside PyTorch's with the speed ratio
-    /// (> 1: mimood is faster).
-    private func printTable(ours: [(String, Double)], reference: Reference?) {
-        func cell(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
-        let width = max(16, (reference?.engine.count ?? 0) + 2)
-        var rows: [(name: String, ours: String, reference: String, ratio: Double)] = ours.map { name, seconds in
-            let theirs = reference?.stages.first { $0.0 == name }?.1 ?? .nan
-            return (name, String(format: "%.3f s", seconds), String(format: "%.3f s", theirs), theirs / seconds)
-        }
-        let rate = Double(batch) / (ours.last?.1 ?? .nan), referenceRate = reference?.slicesPerSecond ?? .nan
-        rows.append(("slices/s", String(format: "%.2f", rate), String(format: "%.2f", referenceRate), rate / referenceRate))
-        print("stage".padding(toLength: 12, withPad: " ", startingAt: 0) + cell("mimood", 10)
-              + (reference.map { cell($0.engine, width) + cell("speed ratio", 13) } ?? ""))
-        for row in rows {
-            print(row.name.padding(toLength: 12, withPad: " ", startingAt: 0) + cell(row.ours, 10)
-                  + (reference == nil ? "" : cell(row.reference, width) + cell(String(format: "%.2f", row.ratio), 13)))
-        }
     }
 
     /// The batch: slices of the .npy file, repeated in order to fill it.
@@ -124,6 +105,18 @@ struct Bench: ParsableCommand {
         return sliceTensor(scalars[...], count: batch, size: size)
     }
 
+    /// A batch of one phantom slice, so that the shipped binary needs no file: an ellipse of "tissue" with
+    /// a darker core, the kind of content the encoder sees (with every step forced, content barely matters).
+    private func phantomBatch() -> Tensor {
+        let size = Preprocessing.sliceSize
+        let slice = (0..<size * size).map { index -> Float in
+            let (y, x) = (Float(index / size) / Float(size) - 0.5, Float(index % size) / Float(size) - 0.5)
+            let radius = (x * x) / 0.16 + (y * y) / 0.2
+            return radius > 1 ? 0 : radius < 0.3 ? 0.35 : 0.6 + 0.1 * sin(40 * x) * cos(30 * y)
+        }
+        return sliceTensor((0..<batch).flatMap { _ in slice }[...], count: batch, size: size)
+    }
+
     /// FLOPs of one ATD pass and one MVTM pass over one sequence, counting 2·M·N·K per matrix product:
     /// per block QKV (2·n·d·3d), scores and weighted values (2 · 2·n²·d), output projection (2·n·d²),
     /// MLP (2 · 2·n·d·h); then the head (2·n·d·out). Norms, softmax and GELU are not counted.
@@ -136,50 +129,6 @@ struct Bench: ParsableCommand {
             return sum + Double(c.depth) * block + 2 * n * d * Double(c.outputWidth)
         }
     }
-
-    private struct Reference {
-        let engine: String
-        let total: Double
-        let slicesPerSecond: Double
-        let stages: [(String, Double)]
-    }
-
-    /// `python Training/tools/bench.py --json` on the same checkpoint, input and sizes.
-    private func pytorchReference(modelDirectory: String, input: String, threads: Int) throws -> Reference {
-        let script = try RepositoryFiles.locate("Training/tools/bench.py", what: "the PyTorch reference")
-        let repository = URL(fileURLWithPath: script).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        let python = pytorch ?? ProcessInfo.processInfo.environment["MIMOOD_PYTHON"]
-            ?? repository.appendingPathComponent(".venv/bin/python").path
-        guard FileManager.default.isExecutableFile(atPath: python) else {
-            throw CLIError("no Python at \(python) for the PyTorch reference: pass --pytorch PYTHON (one with torch), "
-                           + "set MIMOOD_PYTHON, or skip it with --no-pytorch")
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: python)
-        process.arguments = [script, "--json", "--model", modelDirectory, "--input", input,
-                             "--batch", "\(batch)", "--restorations", "\(restorations)", "--steps", "\(steps)",
-                             "--repeats", "\(repeats)", "--threads", "\(threads)"]
-        var environment = ProcessInfo.processInfo.environment
-        environment["PYTHONPATH"] = repository.appendingPathComponent("Training").path
-        process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
-        do { try process.run() } catch { throw CLIError("cannot run \(python) for the PyTorch reference: \(error)") }
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0,
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let seconds = json["seconds"] as? [String: Double], let total = seconds["total"],
-              let rate = json["slices_per_second"] as? Double, let name = json["engine"] as? String else {
-            throw CLIError("the PyTorch reference failed (exit \(process.terminationStatus)); run it alone: "
-                           + "\(python) \(script) --model \(modelDirectory)")
-        }
-        let order = ["tokenize", "restore", "decode", "anomaly_map", "total"]
-        return Reference(engine: name, total: total, slicesPerSecond: rate,
-                         stages: order.compactMap { key in seconds[key].map { (key, $0) } })
-    }
-
 
     private static func median(_ values: [Double]) -> Double {
         let sorted = values.sorted()

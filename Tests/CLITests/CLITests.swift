@@ -25,7 +25,8 @@ final class CLITests: XCTestCase {
         let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let executable = products.appendingPathComponent("mimood")
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
-            throw XCTSkip("no mimood executable beside the tests in \(products.path); build it with `swift build`")
+            // A failure, not a skip: a suite that skips looks green while it tested nothing.
+            throw MissingExecutable(folder: products.path)
         }
         let finished = try runProcess(executable.path, arguments)
         return (finished.status, finished.output, finished.errors)
@@ -180,14 +181,14 @@ final class CLITests: XCTestCase {
         let model = try mimood(["detect", "--model", folder.appendingPathComponent("nowhere").path, "--out", out, slice])
         XCTAssertNotEqual(model.status, 0)
         XCTAssertTrue(model.errors.contains("cannot load the model"), model.errors)
-        let peak = try mimood(["bench", "--model", Self.checkpoint, "--no-pytorch", "--peak-gflops", "0"])
+        let peak = try mimood(["bench", "--model", Self.checkpoint, "--peak-gflops", "0"])
         XCTAssertEqual(peak.status, 64)
         XCTAssertTrue(peak.errors.contains("--peak-gflops must be a positive number"), peak.errors)
     }
 
     func testBenchReportsEveryStageAndTheTransformerRate() throws {
         let run = try mimood(["bench", "--model", Self.checkpoint, "--batch", "2", "--restorations", "2", "--steps", "2",
-                              "--repeats", "1", "--threads", "1", "--no-pytorch", "--peak-gflops", "100"])
+                              "--repeats", "1", "--threads", "1", "--peak-gflops", "100"])
         XCTAssertEqual(run.status, 0, run.errors)
         for stage in ["slices/s", "tokenize", "restore", "decode", "anomaly_map", "total", "BLAS: ", "1 thread(s)",
                       "Transformer passes: ", "GFLOP/s", "of the given peak 100", "of the nominal peak"] {
@@ -196,11 +197,27 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(run.output.contains("pytorch"), run.output)
     }
 
-    /// The PyTorch side, with the Python that `mimood bench` finds itself: `$MIMOOD_PYTHON` or the
-    /// repository's `.venv` (scripts/test creates it); without one this test fails and says so.
-    func testBenchRunsThePyTorchReferenceSideBySide() throws {
+    /// `--json`, what Benchmarks/Engine/compare.py reads; the built-in phantom input needs no file.
+    func testBenchWritesOneJSONObject() throws {
         let run = try mimood(["bench", "--model", Self.checkpoint, "--batch", "2", "--restorations", "1", "--steps", "1",
-                              "--repeats", "1", "--threads", "1"])
+                              "--repeats", "1", "--threads", "1", "--json"])
+        XCTAssertEqual(run.status, 0, run.errors)
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any], run.output)
+        let seconds = try XCTUnwrap(report["seconds"] as? [String: Double], run.output)
+        XCTAssertEqual(Set(seconds.keys), ["tokenize", "restore", "decode", "anomaly_map", "total"])
+        XCTAssertTrue(seconds.values.allSatisfy { $0 > 0 && $0.isFinite }, run.output)
+        XCTAssertEqual(report["batch"] as? Int, 2)
+        XCTAssertGreaterThan(try XCTUnwrap(report["transformer_gflops_per_second"] as? Double), 0)
+    }
+
+    /// The comparison with PyTorch (scripts/bench-engine), on this build's binary and the repository's
+    /// `.venv` (scripts/test creates it): every cell of the table is a positive number.
+    func testTheEngineComparisonRunsThePyTorchReferenceSideBySide() throws {
+        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let run = try runProcess(Self.repository.appendingPathComponent(".venv/bin/python").path, [
+            Self.repository.appendingPathComponent("Benchmarks/Engine/compare.py").path,
+            "--mimood", products.appendingPathComponent("mimood").path, "--python", Self.repository.appendingPathComponent(".venv/bin/python").path,
+            "--model", Self.checkpoint, "--batch", "2", "--restorations", "1", "--steps", "1", "--repeats", "1", "--threads", "1"])
         XCTAssertEqual(run.status, 0, run.errors)
         let lines = run.output.split(separator: "\n").map(String.init)
         XCTAssertTrue(lines.contains { $0.hasPrefix("stage") && $0.contains("pytorch") && $0.hasSuffix("speed ratio") }, run.output)

@@ -30,12 +30,11 @@ final class ConvolutionTests: XCTestCase {
             ("conv1x1_input", "conv1x1_weight", "conv1x1_bias", "conv1x1_stride2_output", 2, 0),
         ]
         for threads in [1, 2, 5] {
-            let saved = Threads.count
-            defer { Threads.count = saved }
-            Threads.count = threads
             for c in cases {
-                let y = try conv2d(kernelFixture(c.input).tensor, weight: kernelFixture(c.weight).tensor,
-                                   bias: kernelFixture(c.bias).tensor, stride: c.stride, padding: c.padding)
+                let y = try Threads.withCount(threads) {
+                    try conv2d(kernelFixture(c.input).tensor, weight: kernelFixture(c.weight).tensor,
+                               bias: kernelFixture(c.bias).tensor, stride: c.stride, padding: c.padding)
+                }
                 assertClose(y, try kernelFixture(c.output).tensor, tolerance: 2e-5)
             }
         }

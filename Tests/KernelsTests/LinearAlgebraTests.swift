@@ -22,12 +22,8 @@ final class LinearAlgebraTests: XCTestCase {
         // 300×200·200×100 is above the size where the rows are split over threads.
         let a = Tensor(shape: [300, 200], scalars: (0..<60_000).map { Float($0 % 17) - 8 })
         let b = Tensor(shape: [200, 100], scalars: (0..<20_000).map { Float($0 % 13) - 6 })
-        let saved = Threads.count
-        defer { Threads.count = saved }
-        Threads.count = 1
-        let single = try matmul(a, b)
-        Threads.count = 3
-        XCTAssertEqual(try matmul(a, b), single)
+        let single = try Threads.withCount(1) { try matmul(a, b) }
+        XCTAssertEqual(try Threads.withCount(3) { try matmul(a, b) }, single)
         // Small integers: every product and sum is exact in Float, so compare with a plain loop.
         var expected: Float = 0
         for i in 0..<200 { expected += a.scalars[123 * 200 + i] * b.scalars[i * 100 + 45] }

@@ -24,7 +24,8 @@ final class ServiceProcess: @unchecked Sendable {
         let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let executable = products.appendingPathComponent("mimood")
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
-            throw XCTSkip("no mimood executable beside the tests in \(products.path); build it with `swift build`")
+            // A failure, not a skip: a suite that skips looks green while it tested nothing.
+            throw MissingExecutable(folder: products.path)
         }
         process.executableURL = executable
         process.arguments = ["serve"] + (environment["MIMOOD_PORT"] == nil ? ["--port", "0"] : []) + arguments

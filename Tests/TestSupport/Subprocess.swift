@@ -23,3 +23,10 @@ public func runProcess(_ executable: String, _ arguments: [String]) throws -> Fi
     return Finished(status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
                     errors: String(decoding: errorData, as: UTF8.self))
 }
+
+/// The `mimood` executable the end-to-end suites run is not beside the test bundle.
+public struct MissingExecutable: Error, CustomStringConvertible {
+    public let folder: String
+    public init(folder: String) { self.folder = folder }
+    public var description: String { "no mimood executable beside the tests in \(folder); build it with `swift build`" }
+}

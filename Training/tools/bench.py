@@ -1,4 +1,4 @@
-"""PyTorch reference timing of the MIM-OOD pipeline, the baseline `mimood bench` measures itself against.
+"""PyTorch reference timing of the MIM-OOD pipeline, which scripts/bench-engine runs beside `mimood bench`.
 
     python Training/tools/bench.py --model Models/default [--input slices.npy] [--batch 32]
         [--restorations 4] [--steps 8] [--threads 2] [--repeats 3] [--json]

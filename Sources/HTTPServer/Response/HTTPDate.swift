@@ -1,9 +1,5 @@
 import Threading
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// The `Date` field value (RFC 9110 §5.6.7 IMF-fixdate). Formatting per response would cost more than the
 /// rest of a small response, and the value only changes once a second, so the last one is cached.

@@ -1,8 +1,6 @@
 import Dispatch
 import Threading
-#if canImport(Glibc)
 import Glibc
-#endif
 
 /// The HTTP/1.1 server: a listening socket whose accepted connections are spread over a few serial queues.
 ///

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Where the server listens and every bound it puts on a peer. The defaults are safe for a service that
 /// sits behind a reverse proxy; tests shorten the timeouts.

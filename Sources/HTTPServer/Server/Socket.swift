@@ -1,6 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#endif
 
 /// A failed socket call, with the call's name and the errno text.
 public struct SocketError: Error, CustomStringConvertible, Sendable {

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// A regular file mapped read-only into memory. The checkpoint's weights are hashed and read in place
 /// from the mapping, so a file is never copied whole into the heap. The writer replaces a checkpoint

@@ -1,10 +1,6 @@
 import Kernels
 
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 extension Engine {
     /// x [B, C, H, W] and its restorations [B, R, C, H, W] → anomaly map [B, C, H, W] in [0, 1]:

@@ -16,11 +16,11 @@ extension Engine {
     /// Runs `jobs` with the given parallelism. Results come back in job order and do not depend on the
     /// split: each job draws from its own seed.
     public func run(_ jobs: [RestorationJob], parallelism: BatchParallelism) throws -> [RestorationResult] {
-        let groups = groupBounds(costs: jobs.map(\.parameters.restorations), groups: min(jobs.count, Threads.count))
-        guard parallelism == .slices, groups.count > 2 else { return try run(jobs) }
-        let outcomes = LockedValue([Result<[RestorationResult], any Error>?](repeating: nil, count: groups.count - 1))
-        DispatchQueue.concurrentPerform(iterations: groups.count - 1) { group in
-            let outcome = Result { try Threads.withCount(1) { try run(Array(jobs[groups[group] ..< groups[group + 1]])) } }
+        let bounds = groupBounds(costs: jobs.map(\.parameters.restorations), groups: min(jobs.count, Threads.count))
+        guard parallelism == .slices, bounds.count > 2 else { return try run(jobs) }
+        let outcomes = LockedValue([Result<[RestorationResult], any Error>?](repeating: nil, count: bounds.count - 1))
+        DispatchQueue.concurrentPerform(iterations: bounds.count - 1) { group in
+            let outcome = Result { try Threads.withCount(1) { try run(Array(jobs[bounds[group] ..< bounds[group + 1]])) } }
             outcomes.withLock { $0[group] = outcome }
         }
         return try outcomes.withLock { $0 }.flatMap { try $0!.get() }
