@@ -312,22 +312,22 @@ func kernels() {
     let qkv = random([16, 400, 384]), hidden = random([16, 400, 512])
     let norm = random([128]), codebook = random([512, 256]), z = random([16, 256, 20, 20])
     let map = random([32, 160, 160])
-    let cases: [(String, Double, () throws -> Tensor)] = [
-        ("conv2d 128→128 3×3 pad 1, 1×160² (paper)", 2 * 128 * 1152 * 25600, { try conv2d(image128, weight: weight128, bias: bias128, padding: 1) }),
+    let cases: [(String, Double, () -> Tensor)] = [
+        ("conv2d 128→128 3×3 pad 1, 1×160² (paper)", 2 * 128 * 1152 * 25600, { conv2d(image128, weight: weight128, bias: bias128, padding: 1) }),
         ("conv2d 128→128 3×3 stride 2 asym pad, 1×160²", 2 * 128 * 1152 * 6400, {
-            try conv2d(image128, weight: weight128, bias: bias128, stride: 2, padding: Padding(top: 0, left: 0, bottom: 1, right: 1)) }),
-        ("conv2d 512→512 3×3 pad 1, 2×20² (paper)", 2 * 2 * 512 * 4608 * 400, { try conv2d(image512, weight: weight512, bias: bias512, padding: 1) }),
-        ("groupNorm 32 groups, 1×128×160²", 0, { try groupNorm(image128, groups: 32, weight: norm, bias: norm, eps: 1e-6) }),
+            conv2d(image128, weight: weight128, bias: bias128, stride: 2, padding: Padding(top: 0, left: 0, bottom: 1, right: 1)) }),
+        ("conv2d 512→512 3×3 pad 1, 2×20² (paper)", 2 * 2 * 512 * 4608 * 400, { conv2d(image512, weight: weight512, bias: bias512, padding: 1) }),
+        ("groupNorm 32 groups, 1×128×160²", 0, { groupNorm(image128, groups: 32, weight: norm, bias: norm, eps: 1e-6) }),
         ("silu, 1×128×160²", 0, { silu(image128) }),
-        ("upsampleNearest2x, 1×128×160²", 0, { try upsampleNearest2x(image128) }),
-        ("linear 128→384, 16×400 tokens", 2 * 6400 * 384 * 128, { try linear(tokens, weight: qkvWeight, bias: qkvBias) }),
-        ("layerNorm 128, 16×400 tokens", 0, { try layerNorm(tokens, weight: norm, bias: norm, eps: 1e-5) }),
+        ("upsampleNearest2x, 1×128×160²", 0, { upsampleNearest2x(image128) }),
+        ("linear 128→384, 16×400 tokens", 2 * 6400 * 384 * 128, { linear(tokens, weight: qkvWeight, bias: qkvBias) }),
+        ("layerNorm 128, 16×400 tokens", 0, { layerNorm(tokens, weight: norm, bias: norm, eps: 1e-5) }),
         ("gelu, 16×400×512", 0, { gelu(hidden) }),
-        ("attention 4 heads of 32, 16×400 tokens", 16 * 4 * 2 * (2 * 400 * 400 * 32), { try attention(qkv, heads: 4) }),
-        ("attention causal, 16×400 tokens", 16 * 4 * 2 * (2 * 400 * 400 * 32), { try attention(qkv, heads: 4, causal: true) }),
+        ("attention 4 heads of 32, 16×400 tokens", 16 * 4 * 2 * (2 * 400 * 400 * 32), { attention(qkv, heads: 4) }),
+        ("attention causal, 16×400 tokens", 16 * 4 * 2 * (2 * 400 * 400 * 32), { attention(qkv, heads: 4, causal: true) }),
         ("softmax rows of 512, 16×400", 0, { softmax(hidden) }),
-        ("nearestCodes K=512 D=256, 16×20²", 2 * 16 * 400 * 512 * 256, { Tensor(shape: [1], scalars: [Float(try nearestCodes(z, codebook: codebook)[0])]) }),
-        ("minPool 3×3×3 + averagePool 3×7×7, 32×160²", 0, { try averagePool(minPool(map, window: [3, 3, 3]), window: [3, 7, 7]) }),
+        ("nearestCodes K=512 D=256, 16×20²", 2 * 16 * 400 * 512 * 256, { Tensor(shape: [1], scalars: [Float(nearestCodes(z, codebook: codebook)[0])]) }),
+        ("minPool 3×3×3 + averagePool 3×7×7, 32×160²", 0, { averagePool(minPool(map, window: [3, 3, 3]), window: [3, 7, 7]) }),
     ]
     let saved = Threads.count
     for (name, flops, body) in cases {
@@ -335,12 +335,12 @@ func kernels() {
         var sink = 0
         for threads in [1, Processor.current.onlineCores] {
             Threads.count = threads
-            let seconds = bestTime(repeats: 3, minimum: 0.3) { sink &+= (try? body())?.count ?? 0 }
+            let seconds = bestTime(repeats: 3, minimum: 0.3) { sink &+= body().count }
             line += padded(" \(format(seconds * 1000, 2)) ms" + (flops > 0 ? " (\(format(flops / seconds / 1e9, 0)) GFLOP/s)" : ""), 28)
         }
         // Page faults of one call: fresh output memory that the kernel touches for the first time.
         let faultsBefore = minorPageFaults()
-        sink &+= (try? body())?.count ?? 0
+        sink &+= body().count
         emit(line + " \(minorPageFaults() - faultsBefore) page faults")
         if sink == -1 { emit("\(sink)") }
     }

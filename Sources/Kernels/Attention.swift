@@ -12,10 +12,10 @@
 /// features q | k | v of `dim` each, head h at features h·hd ..< (h+1)·hd (hd = dim / heads) within each.
 /// Scores are scaled by 1/√hd; `causal` lets token i see tokens 0...i only. The result puts head h at
 /// features h·hd ..< (h+1)·hd, ready for the output projection.
-public func attention(_ qkv: Tensor, heads: Int, causal: Bool = false) throws -> Tensor {
-    try require(qkv.rank == 3 && qkv.shape[2] % 3 == 0, "attention: qkv must be [B, N, 3·dim], got \(qkv.shape)")
+public func attention(_ qkv: Tensor, heads: Int, causal: Bool = false) -> Tensor {
+    precondition(qkv.rank == 3 && qkv.shape[2] % 3 == 0, "attention: qkv must be [B, N, 3·dim], got \(qkv.shape)")
     let (batch, tokens, dim) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3)
-    try require(heads >= 1 && dim % heads == 0, "attention: \(dim) features do not split into \(heads) heads")
+    precondition(heads >= 1 && dim % heads == 0, "attention: \(dim) features do not split into \(heads) heads")
     let headDim = dim / heads
     return Tensor(shape: [batch, tokens, dim]) { out in
         guard out.count > 0 else { return }
@@ -38,8 +38,8 @@ public func attention(_ qkv: Tensor, heads: Int, causal: Bool = false) throws ->
 
 /// The VQ-VAE's single-head AttnBlock core: every pixel attends to every pixel of its image, with
 /// q, k, v the outputs of its 1×1 convolutions (C features per pixel) and scores scaled by 1/√C.
-public func spatialAttention(q: Tensor, k: Tensor, v: Tensor) throws -> Tensor {
-    try require(q.rank == 4 && k.shape == q.shape && v.shape == q.shape,
+public func spatialAttention(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
+    precondition(q.rank == 4 && k.shape == q.shape && v.shape == q.shape,
                 "spatialAttention: q, k, v must be [B, C, H, W] of one shape, got \(q.shape), \(k.shape), \(v.shape)")
     let (batch, channels, pixels) = (q.shape[0], q.shape[1], q.shape[2] * q.shape[3])
     return Tensor(shape: q.shape) { out in
@@ -70,13 +70,13 @@ public func spatialAttention(q: Tensor, k: Tensor, v: Tensor) throws -> Tensor {
 /// keys and values [S, capacity, dim] hold position t of sequence s at features (s·capacity + t)·dim.
 /// Same heads and scale as `attention`; the result [S, dim] equals row `length − 1` of
 /// `attention(…, causal: true)` over the whole prefix.
-public func cachedAttention(_ qkv: Tensor, keys: Tensor, values: Tensor, length: Int, heads: Int) throws -> Tensor {
-    try require(keys.rank == 3 && values.shape == keys.shape,
+public func cachedAttention(_ qkv: Tensor, keys: Tensor, values: Tensor, length: Int, heads: Int) -> Tensor {
+    precondition(keys.rank == 3 && values.shape == keys.shape,
                 "cachedAttention: keys and values must be [S, capacity, dim] of one shape, got \(keys.shape) and \(values.shape)")
     let (sequences, capacity, dim) = (keys.shape[0], keys.shape[1], keys.shape[2])
-    try require(qkv.shape == [sequences, 3 * dim], "cachedAttention: qkv must be [\(sequences), \(3 * dim)], got \(qkv.shape)")
-    try require(length >= 1 && length <= capacity, "cachedAttention: length \(length) outside 1...\(capacity)")
-    try require(heads >= 1 && dim % heads == 0, "cachedAttention: \(dim) features do not split into \(heads) heads")
+    precondition(qkv.shape == [sequences, 3 * dim], "cachedAttention: qkv must be [\(sequences), \(3 * dim)], got \(qkv.shape)")
+    precondition(length >= 1 && length <= capacity, "cachedAttention: length \(length) outside 1...\(capacity)")
+    precondition(heads >= 1 && dim % heads == 0, "cachedAttention: \(dim) features do not split into \(heads) heads")
     let headDim = dim / heads
     let scale = 1 / Float(headDim).squareRoot()
     return Tensor(shape: [sequences, dim]) { out in

@@ -25,22 +25,22 @@ public struct Padding: Sendable, Equatable, ExpressibleByIntegerLiteral {
 /// weight [Cout, Cin, kh, kw], bias [Cout] or nil → [N, Cout, Ho, Wo] with
 /// Ho = (H + top + bottom − kh) / stride + 1 and Wo likewise.
 public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int = 1,
-                   padding: Padding = 0) throws -> Tensor {
-    try require(x.rank == 4, "conv2d: input must be [N, C, H, W], got \(x.shape)")
-    try require(weight.rank == 4, "conv2d: weight must be [Cout, Cin, kh, kw], got \(weight.shape)")
+                   padding: Padding = 0) -> Tensor {
+    precondition(x.rank == 4, "conv2d: input must be [N, C, H, W], got \(x.shape)")
+    precondition(weight.rank == 4, "conv2d: weight must be [Cout, Cin, kh, kw], got \(weight.shape)")
     let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (outChannels, kernelHeight, kernelWidth) = (weight.shape[0], weight.shape[2], weight.shape[3])
-    try require(weight.shape[1] == inChannels,
+    precondition(weight.shape[1] == inChannels,
                 "conv2d: weight \(weight.shape) expects \(weight.shape[1]) input channels, input \(x.shape) has \(inChannels)")
     if let bias {
-        try require(bias.shape == [outChannels], "conv2d: bias must be [\(outChannels)], got \(bias.shape)")
+        precondition(bias.shape == [outChannels], "conv2d: bias must be [\(outChannels)], got \(bias.shape)")
     }
-    try require(stride >= 1, "conv2d: stride must be at least 1, got \(stride)")
-    try require(min(padding.top, padding.left, padding.bottom, padding.right) >= 0,
+    precondition(stride >= 1, "conv2d: stride must be at least 1, got \(stride)")
+    precondition(min(padding.top, padding.left, padding.bottom, padding.right) >= 0,
                 "conv2d: negative padding \(padding)")
     let paddedHeight = height + padding.top + padding.bottom
     let paddedWidth = width + padding.left + padding.right
-    try require(kernelHeight >= 1 && kernelWidth >= 1 && kernelHeight <= paddedHeight && kernelWidth <= paddedWidth,
+    precondition(kernelHeight >= 1 && kernelWidth >= 1 && kernelHeight <= paddedHeight && kernelWidth <= paddedWidth,
                 "conv2d: kernel \(kernelHeight)×\(kernelWidth) does not fit the padded \(paddedHeight)×\(paddedWidth) input")
     let outHeight = (paddedHeight - kernelHeight) / stride + 1
     let outWidth = (paddedWidth - kernelWidth) / stride + 1
@@ -135,8 +135,8 @@ private func ceilDivide(_ a: Int, _ b: Int) -> Int {
 }
 
 /// Nearest-neighbour upsampling by 2 in both directions, as F.interpolate(scale_factor=2.0, mode="nearest").
-public func upsampleNearest2x(_ x: Tensor) throws -> Tensor {
-    try require(x.rank == 4, "upsampleNearest2x: input must be [N, C, H, W], got \(x.shape)")
+public func upsampleNearest2x(_ x: Tensor) -> Tensor {
+    precondition(x.rank == 4, "upsampleNearest2x: input must be [N, C, H, W], got \(x.shape)")
     let (planes, height, width) = (x.shape[0] * x.shape[1], x.shape[2], x.shape[3])
     return Tensor(shape: [x.shape[0], x.shape[1], 2 * height, 2 * width]) { y in
         x.scalars.withUnsafeBufferPointer { x in

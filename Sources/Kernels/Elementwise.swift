@@ -5,9 +5,9 @@
 
 /// Element-wise a + b. b has a's shape, or (PyTorch broadcasting over leading dimensions) the shape of
 /// a's trailing dimensions, possibly preceded by 1s: a position embedding [1, N, dim] added to [B, N, dim].
-public func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
+public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
     let trailing = Array(b.shape.drop(while: { $0 == 1 }))
-    try require(b.rank <= a.rank && a.shape.suffix(trailing.count).elementsEqual(trailing),
+    precondition(b.rank <= a.rank && a.shape.suffix(trailing.count).elementsEqual(trailing),
                 "add: shape \(b.shape) does not broadcast onto \(a.shape)")
     let period = b.count
     return Tensor(shape: a.shape) { out in
@@ -23,8 +23,8 @@ public func add(_ a: Tensor, _ b: Tensor) throws -> Tensor {
 }
 
 /// The dimensions of x reordered: dimension d of the result is dimension order[d] of x.
-public func permute(_ x: Tensor, _ order: [Int]) throws -> Tensor {
-    try require(order.sorted() == Array(0..<x.rank), "permute: \(order) is not an ordering of \(x.rank) dimensions")
+public func permute(_ x: Tensor, _ order: [Int]) -> Tensor {
+    precondition(order.sorted() == Array(0..<x.rank), "permute: \(order) is not an ordering of \(x.rank) dimensions")
     let shape = order.map { x.shape[$0] }
     // Where one step along each result dimension moves in x.
     var sourceStrides = [Int](repeating: 1, count: x.rank)

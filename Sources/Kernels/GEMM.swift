@@ -48,11 +48,11 @@ func parallelGemm(transposeA: Bool = false, transposeB: Bool = false, m: Int, n:
 }
 
 /// The matrix product op(a)·op(b) of two rank-2 tensors, op transposing when asked.
-public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) throws -> Tensor {
-    try require(a.rank == 2 && b.rank == 2, "matmul: needs two matrices, got shapes \(a.shape) and \(b.shape)")
+public func matmul(_ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false) -> Tensor {
+    precondition(a.rank == 2 && b.rank == 2, "matmul: needs two matrices, got shapes \(a.shape) and \(b.shape)")
     let (m, k) = transposeA ? (a.shape[1], a.shape[0]) : (a.shape[0], a.shape[1])
     let (kb, n) = transposeB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
-    try require(k == kb, "matmul: inner dimensions differ (\(a.shape)\(transposeA ? "ᵀ" : "") · \(b.shape)\(transposeB ? "ᵀ" : ""))")
+    precondition(k == kb, "matmul: inner dimensions differ (\(a.shape)\(transposeA ? "ᵀ" : "") · \(b.shape)\(transposeB ? "ᵀ" : ""))")
     let aShape = a.shape, bShape = b.shape
     return Tensor(shape: [m, n]) { c in
         guard m > 0, n > 0 else { return }

@@ -4,13 +4,13 @@
 //   embedding(ids, weight: table) -> Tensor       // ids in 0..<V, table [V, dim] → [ids.count, dim]
 
 /// `y = x·Wᵀ + b` over the last dimension, as torch.nn.Linear: weight [out, in], bias [out] or nil.
-public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> Tensor {
-    try require(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+    precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
     let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
-    try require(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
+    precondition(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
                 "linear: input \(x.shape) does not end in the weight's \(inFeatures) input features")
     if let bias {
-        try require(bias.shape == [outFeatures], "linear: bias must be [\(outFeatures)], got \(bias.shape)")
+        precondition(bias.shape == [outFeatures], "linear: bias must be [\(outFeatures)], got \(bias.shape)")
     }
     let rows = x.count / max(inFeatures, 1)
     var outShape = x.shape
@@ -33,12 +33,10 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) throws -> T
 }
 
 /// Rows of `weight` [V, dim] picked by `ids`, as torch.nn.Embedding: [ids.count, dim].
-public func embedding(_ ids: [Int], weight: Tensor) throws -> Tensor {
-    try require(weight.rank == 2, "embedding: weight must be [V, dim], got \(weight.shape)")
+public func embedding(_ ids: [Int], weight: Tensor) -> Tensor {
+    precondition(weight.rank == 2, "embedding: weight must be [V, dim], got \(weight.shape)")
     let (vocabulary, dim) = (weight.shape[0], weight.shape[1])
-    if let bad = ids.first(where: { !(0..<vocabulary).contains($0) }) {
-        throw KernelError("embedding: id \(bad) is outside the table's 0..<\(vocabulary)")
-    }
+    for id in ids { precondition((0..<vocabulary).contains(id), "embedding: id \(id) is outside the table's 0..<\(vocabulary)") }
     return Tensor(shape: [ids.count, dim]) { out in
         weight.scalars.withUnsafeBufferPointer { table in
             for (row, id) in ids.enumerated() {

@@ -8,12 +8,12 @@
 
 /// torch.nn.GroupNorm: the C channels fall into `groups` equal groups; each (item, group) is normalised
 /// over its channels and all positions, then scaled and shifted per channel.
-public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float) throws -> Tensor {
-    try require(x.rank >= 2, "groupNorm: input must be [N, C, ...], got \(x.shape)")
+public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
+    precondition(x.rank >= 2, "groupNorm: input must be [N, C, ...], got \(x.shape)")
     let (batch, channels) = (x.shape[0], x.shape[1])
-    try require(groups >= 1 && channels % groups == 0,
+    precondition(groups >= 1 && channels % groups == 0,
                 "groupNorm: \(channels) channels do not split into \(groups) groups")
-    try require(weight.shape == [channels] && bias.shape == [channels],
+    precondition(weight.shape == [channels] && bias.shape == [channels],
                 "groupNorm: weight and bias must be [\(channels)], got \(weight.shape) and \(bias.shape)")
     let positions = x.shape.dropFirst(2).reduce(1, *)
     let channelsPerGroup = channels / groups
@@ -43,10 +43,10 @@ public func groupNorm(_ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, ep
 }
 
 /// torch.nn.LayerNorm over the last dimension: each row normalised, then scaled and shifted per feature.
-public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) throws -> Tensor {
-    try require(x.rank >= 1, "layerNorm: input must have at least one dimension")
+public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
+    precondition(x.rank >= 1, "layerNorm: input must have at least one dimension")
     let dim = x.shape[x.rank - 1]
-    try require(weight.shape == [dim] && bias.shape == [dim],
+    precondition(weight.shape == [dim] && bias.shape == [dim],
                 "layerNorm: weight and bias must be [\(dim)] like the input's last dimension, got \(weight.shape) and \(bias.shape)")
     let rows = dim == 0 ? 0 : x.count / dim
     return Tensor(shape: x.shape) { y in
@@ -69,8 +69,8 @@ public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) thr
 }
 
 /// torch.nn.functional.normalize: every vector along `axis` divided by max(‖v‖₂, eps).
-public func l2Normalize(_ x: Tensor, axis: Int, eps: Float) throws -> Tensor {
-    try require((0..<x.rank).contains(axis), "l2Normalize: axis \(axis) is not one of \(x.shape)'s")
+public func l2Normalize(_ x: Tensor, axis: Int, eps: Float) -> Tensor {
+    precondition((0..<x.rank).contains(axis), "l2Normalize: axis \(axis) is not one of \(x.shape)'s")
     let length = x.shape[axis]
     let inner = x.shape[(axis + 1)...].reduce(1, *)
     let outer = x.shape[..<axis].reduce(1, *)

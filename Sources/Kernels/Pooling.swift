@@ -10,8 +10,8 @@
 /// torch's max_pool of −x negated (F.max_pool{2,3}d(−x, window, stride 1, padding window/2)):
 /// each value becomes the minimum over the window around it, positions outside not counted.
 /// `window` gives an odd size for each of the last window.count dimensions.
-public func minPool(_ x: Tensor, window: [Int]) throws -> Tensor {
-    try pool(x, window: window, name: "minPool") { line, stride, length, radius, out in
+public func minPool(_ x: Tensor, window: [Int]) -> Tensor {
+    pool(x, window: window, name: "minPool") { line, stride, length, radius, out in
         for i in 0..<length {
             var smallest = Float.infinity
             for j in max(0, i - radius) ... min(length - 1, i + radius) { smallest = min(smallest, line[j * stride]) }
@@ -22,8 +22,8 @@ public func minPool(_ x: Tensor, window: [Int]) throws -> Tensor {
 
 /// F.avg_pool{2,3}d(x, window, stride 1, padding window/2, count_include_pad=False): each value becomes
 /// the mean over the part of the window that lies inside the input.
-public func averagePool(_ x: Tensor, window: [Int]) throws -> Tensor {
-    try pool(x, window: window, name: "averagePool") { line, stride, length, radius, out in
+public func averagePool(_ x: Tensor, window: [Int]) -> Tensor {
+    pool(x, window: window, name: "averagePool") { line, stride, length, radius, out in
         for i in 0..<length {
             let (first, last) = (max(0, i - radius), min(length - 1, i + radius))
             var sum: Float = 0
@@ -36,9 +36,9 @@ public func averagePool(_ x: Tensor, window: [Int]) throws -> Tensor {
 /// Runs `poolLine(line, stride, length, radius, out)` along each pooled dimension in turn, from the
 /// last one to the first, over every line of the tensor along that dimension.
 private func pool(_ x: Tensor, window: [Int], name: String,
-                  poolLine: (UnsafePointer<Float>, Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) throws -> Tensor {
-    try require(window.count <= x.rank, "\(name): a \(window.count)-D window on a \(x.rank)-D input \(x.shape)")
-    try require(window.allSatisfy { $0 >= 1 && $0 % 2 == 1 }, "\(name): window sizes must be odd and positive, got \(window)")
+                  poolLine: (UnsafePointer<Float>, Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+    precondition(window.count <= x.rank, "\(name): a \(window.count)-D window on a \(x.rank)-D input \(x.shape)")
+    precondition(window.allSatisfy { $0 >= 1 && $0 % 2 == 1 }, "\(name): window sizes must be odd and positive, got \(window)")
     var result = x
     var scratch = x.scalars
     for (offset, size) in window.enumerated().reversed() where size > 1 {

@@ -5,9 +5,9 @@
 /// For every position of z, the index of the codebook row closest in squared distance. Since ‖z‖² is
 /// the same for all rows, the row minimising ‖e‖² − 2 z·e wins; z·e for all positions and rows is
 /// one GEMM per image. Ties go to the lowest index, as torch.argmin's.
-public func nearestCodes(_ z: Tensor, codebook: Tensor) throws -> [Int] {
-    try require(z.rank == 4, "nearestCodes: encoding must be [N, D, H, W], got \(z.shape)")
-    try require(codebook.rank == 2 && codebook.shape[1] == z.shape[1] && codebook.shape[0] >= 1,
+public func nearestCodes(_ z: Tensor, codebook: Tensor) -> [Int] {
+    precondition(z.rank == 4, "nearestCodes: encoding must be [N, D, H, W], got \(z.shape)")
+    precondition(codebook.rank == 2 && codebook.shape[1] == z.shape[1] && codebook.shape[0] >= 1,
                 "nearestCodes: codebook must be [K, \(z.shape[1])] with K ≥ 1, got \(codebook.shape)")
     let (batch, depth, positions) = (z.shape[0], z.shape[1], z.shape[2] * z.shape[3])
     let codes = codebook.shape[0]

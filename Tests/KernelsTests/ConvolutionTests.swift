@@ -5,7 +5,7 @@ final class ConvolutionTests: XCTestCase {
     func testThreeByThreeOnesWithPaddingCountsNeighbours() throws {
         let x = Tensor(shape: [1, 1, 3, 3], scalars: Array(repeating: 1, count: 9))
         let weight = Tensor(shape: [1, 1, 3, 3], scalars: Array(repeating: 1, count: 9))
-        let y = try conv2d(x, weight: weight, bias: Tensor(shape: [1], scalars: [0.5]), padding: 1)
+        let y = conv2d(x, weight: weight, bias: Tensor(shape: [1], scalars: [0.5]), padding: 1)
         XCTAssertEqual(y.shape, [1, 1, 3, 3])
         XCTAssertEqual(y.scalars, [4, 6, 4, 6, 9, 6, 4, 6, 4].map { $0 + 0.5 })
     }
@@ -15,7 +15,7 @@ final class ConvolutionTests: XCTestCase {
         // padded by one zero row below and one zero column on the right.
         let x = Tensor(shape: [1, 1, 4, 4], scalars: (0..<16).map(Float.init))
         let weight = Tensor(shape: [1, 1, 3, 3], scalars: Array(repeating: 1, count: 9))
-        let y = try conv2d(x, weight: weight, stride: 2, padding: Padding(top: 0, left: 0, bottom: 1, right: 1))
+        let y = conv2d(x, weight: weight, stride: 2, padding: Padding(top: 0, left: 0, bottom: 1, right: 1))
         XCTAssertEqual(y.shape, [1, 1, 2, 2])
         XCTAssertEqual(y.scalars, [45, 39, 66, 50])
     }
@@ -40,20 +40,9 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
-    func testConvolutionRejectsBadArguments() {
-        let x = Tensor(zeros: [1, 2, 4, 4])
-        XCTAssertThrowsError(try conv2d(x, weight: Tensor(zeros: [3, 1, 3, 3]))) { error in
-            XCTAssert("\(error)".contains("input channels"), "\(error)")
-        }
-        XCTAssertThrowsError(try conv2d(x, weight: Tensor(zeros: [3, 2, 5, 5])))
-        XCTAssertThrowsError(try conv2d(x, weight: Tensor(zeros: [3, 2, 3, 3]), stride: 0))
-        XCTAssertThrowsError(try conv2d(x, weight: Tensor(zeros: [3, 2, 3, 3]), bias: Tensor(zeros: [2])))
-        XCTAssertThrowsError(try conv2d(Tensor(zeros: [2, 4, 4]), weight: Tensor(zeros: [3, 2, 3, 3])))
-    }
-
     func testUpsampleRepeatsEachPixelTwiceEachWay() throws {
         let x = Tensor(shape: [1, 1, 2, 2], scalars: [1, 2, 3, 4])
-        let y = try upsampleNearest2x(x)
+        let y = upsampleNearest2x(x)
         XCTAssertEqual(y.shape, [1, 1, 4, 4])
         XCTAssertEqual(y.scalars, [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4])
         XCTAssertEqual(try upsampleNearest2x(kernelFixture("upsample_input").tensor),

@@ -5,47 +5,39 @@ final class LinearAlgebraTests: XCTestCase {
     func testMatmulOfTwoByTwoMatrices() throws {
         let a = Tensor(shape: [2, 2], scalars: [1, 2, 3, 4])
         let b = Tensor(shape: [2, 2], scalars: [5, 6, 7, 8])
-        XCTAssertEqual(try matmul(a, b).scalars, [19, 22, 43, 50])
-        XCTAssertEqual(try matmul(a, b, transposeA: true).scalars, [26, 30, 38, 44])
-        XCTAssertEqual(try matmul(a, b, transposeB: true).scalars, [17, 23, 39, 53])
+        XCTAssertEqual(matmul(a, b).scalars, [19, 22, 43, 50])
+        XCTAssertEqual(matmul(a, b, transposeA: true).scalars, [26, 30, 38, 44])
+        XCTAssertEqual(matmul(a, b, transposeB: true).scalars, [17, 23, 39, 53])
     }
 
     func testMatmulOfNonSquareShapes() throws {
         let a = Tensor(shape: [1, 3], scalars: [1, 2, 3])
         let b = Tensor(shape: [3, 2], scalars: [1, 0, 0, 1, 1, 1])
-        let product = try matmul(a, b)
+        let product = matmul(a, b)
         XCTAssertEqual(product.shape, [1, 2])
         XCTAssertEqual(product.scalars, [4, 5])
     }
 
-    func testMatmulSplitOverThreadsMatchesOneThread() throws {
+    func testMatmulSplitOverThreadsMatchesOneThread() {
         // 300×200·200×100 is above the size where the rows are split over threads.
         let a = Tensor(shape: [300, 200], scalars: (0..<60_000).map { Float($0 % 17) - 8 })
         let b = Tensor(shape: [200, 100], scalars: (0..<20_000).map { Float($0 % 13) - 6 })
-        let single = try Threads.withCount(1) { try matmul(a, b) }
-        XCTAssertEqual(try Threads.withCount(3) { try matmul(a, b) }, single)
+        let single = Threads.withCount(1) { matmul(a, b) }
+        XCTAssertEqual(Threads.withCount(3) { matmul(a, b) }, single)
         // Small integers: every product and sum is exact in Float, so compare with a plain loop.
         var expected: Float = 0
         for i in 0..<200 { expected += a.scalars[123 * 200 + i] * b.scalars[i * 100 + 45] }
         XCTAssertEqual(single.scalars[123 * 100 + 45], expected)
     }
 
-    func testMatmulRejectsMismatchedShapes() {
-        let a = Tensor(zeros: [2, 3]), b = Tensor(zeros: [2, 3])
-        XCTAssertThrowsError(try matmul(a, b)) { error in
-            XCTAssert("\(error)".contains("inner dimensions differ"), "\(error)")
-        }
-        XCTAssertThrowsError(try matmul(Tensor(zeros: [6]), b))
-    }
-
     func testLinearAddsBiasToEveryRow() throws {
         let x = Tensor(shape: [2, 1, 2], scalars: [1, 2, 3, 4])
         let weight = Tensor(shape: [3, 2], scalars: [1, 0, 0, 1, 1, 1])
         let bias = Tensor(shape: [3], scalars: [10, 20, 30])
-        let y = try linear(x, weight: weight, bias: bias)
+        let y = linear(x, weight: weight, bias: bias)
         XCTAssertEqual(y.shape, [2, 1, 3])
         XCTAssertEqual(y.scalars, [11, 22, 33, 13, 24, 37])
-        XCTAssertEqual(try linear(x, weight: weight).scalars, [1, 2, 3, 3, 4, 7])
+        XCTAssertEqual(linear(x, weight: weight).scalars, [1, 2, 3, 3, 4, 7])
     }
 
     func testLinearMatchesPyTorch() throws {
@@ -54,20 +46,10 @@ final class LinearAlgebraTests: XCTestCase {
         assertClose(y, try kernelFixture("linear_output").tensor, tolerance: 1e-5)
     }
 
-    func testLinearRejectsWrongWeightAndBias() {
-        let x = Tensor(zeros: [4, 3])
-        XCTAssertThrowsError(try linear(x, weight: Tensor(zeros: [2, 4])))
-        XCTAssertThrowsError(try linear(x, weight: Tensor(zeros: [2, 3]), bias: Tensor(zeros: [3])))
-    }
-
     func testEmbeddingPicksRows() throws {
         let table = Tensor(shape: [3, 2], scalars: [0, 1, 10, 11, 20, 21])
-        let rows = try embedding([2, 0, 2], weight: table)
+        let rows = embedding([2, 0, 2], weight: table)
         XCTAssertEqual(rows.shape, [3, 2])
         XCTAssertEqual(rows.scalars, [20, 21, 0, 1, 20, 21])
-        XCTAssertThrowsError(try embedding([3], weight: table)) { error in
-            XCTAssert("\(error)".contains("id 3"), "\(error)")
-        }
-        XCTAssertThrowsError(try embedding([-1], weight: table))
     }
 }

@@ -5,12 +5,12 @@ final class NormalizationTests: XCTestCase {
     func testGroupNormNormalisesEachGroupThenAppliesPerChannelAffine() throws {
         // Two groups of two channels with one position each: group 1 is [1, 3], group 2 is [5, 5].
         let x = Tensor(shape: [1, 4, 1, 1], scalars: [1, 3, 5, 5])
-        let y = try groupNorm(x, groups: 2, weight: Tensor(shape: [4], scalars: [1, 2, 1, 1]),
+        let y = groupNorm(x, groups: 2, weight: Tensor(shape: [4], scalars: [1, 2, 1, 1]),
                               bias: Tensor(shape: [4], scalars: [0, 0, 7, 0]), eps: 0)
         // Group 1: mean 2, variance 1 → [−1, 1], channel 1 scaled by 2. Group 2: variance 0 and eps 0
         // would divide by zero, so use eps in the second call.
         XCTAssertEqual(Array(y.scalars[0..<2]), [-1, 2])
-        let z = try groupNorm(x, groups: 2, weight: Tensor(shape: [4], scalars: [1, 2, 1, 1]),
+        let z = groupNorm(x, groups: 2, weight: Tensor(shape: [4], scalars: [1, 2, 1, 1]),
                               bias: Tensor(shape: [4], scalars: [0, 0, 7, 0]), eps: 1e-6)
         XCTAssertEqual(Array(z.scalars[2..<4]), [7, 0])
         XCTAssertEqual(z.scalars[0], -1 / (1 + 1e-6).squareRoot(), accuracy: 1e-6)
@@ -33,17 +33,9 @@ final class NormalizationTests: XCTestCase {
         assertClose(y, try NPYArray(contentsOf: parity.appendingPathComponent("groupnorm_output.npy")).tensor, tolerance: 1e-4)
     }
 
-    func testGroupNormRejectsChannelsThatDoNotSplit() {
-        let x = Tensor(zeros: [1, 6, 2, 2])
-        XCTAssertThrowsError(try groupNorm(x, groups: 4, weight: Tensor(zeros: [6]), bias: Tensor(zeros: [6]), eps: 1e-6)) { error in
-            XCTAssert("\(error)".contains("6 channels do not split into 4 groups"), "\(error)")
-        }
-        XCTAssertThrowsError(try groupNorm(x, groups: 3, weight: Tensor(zeros: [3]), bias: Tensor(zeros: [6]), eps: 1e-6))
-    }
-
     func testLayerNormNormalisesEachRow() throws {
         let x = Tensor(shape: [2, 2], scalars: [1, 3, -4, 6])
-        let y = try layerNorm(x, weight: Tensor(shape: [2], scalars: [1, 1]), bias: Tensor(shape: [2], scalars: [0, 0.5]), eps: 0)
+        let y = layerNorm(x, weight: Tensor(shape: [2], scalars: [1, 1]), bias: Tensor(shape: [2], scalars: [0, 0.5]), eps: 0)
         XCTAssertEqual(y.scalars, [-1, 1.5, -1, 1.5])
     }
 
@@ -51,15 +43,13 @@ final class NormalizationTests: XCTestCase {
         let y = try layerNorm(kernelFixture("layernorm_input").tensor, weight: kernelFixture("layernorm_weight").tensor,
                               bias: kernelFixture("layernorm_bias").tensor, eps: 1e-5)
         assertClose(y, try kernelFixture("layernorm_output").tensor, tolerance: 1e-5)
-        XCTAssertThrowsError(try layerNorm(Tensor(zeros: [2, 3]), weight: Tensor(zeros: [2]), bias: Tensor(zeros: [2]), eps: 1e-5))
     }
 
     func testL2NormalizeDividesEveryVectorAlongTheAxisByItsLength() throws {
         // [1, 2, 1, 3]: three 2-vectors along axis 1, (3, 4), (0, 0) and (−1, 0); the zero vector stays zero.
         let x = Tensor(shape: [1, 2, 1, 3], scalars: [3, 0, -1, 4, 0, 0])
-        XCTAssertEqual(try l2Normalize(x, axis: 1, eps: 1e-6).scalars, [0.6, 0, -1, 0.8, 0, 0])
+        XCTAssertEqual(l2Normalize(x, axis: 1, eps: 1e-6).scalars, [0.6, 0, -1, 0.8, 0, 0])
         let rows = Tensor(shape: [2, 2], scalars: [0, 2, 0.25, 0])
-        XCTAssertEqual(try l2Normalize(rows, axis: 1, eps: 0.5).scalars, [0, 1, 0.5, 0])   // shorter than eps: divided by eps
-        XCTAssertThrowsError(try l2Normalize(rows, axis: 2, eps: 0.5))
+        XCTAssertEqual(l2Normalize(rows, axis: 1, eps: 0.5).scalars, [0, 1, 0.5, 0])   // shorter than eps: divided by eps
     }
 }

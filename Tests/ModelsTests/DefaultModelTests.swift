@@ -20,7 +20,7 @@ final class DefaultModelTests: XCTestCase {
         let expectedHeatmap = try NumpyArray(contentsOf: fixtures.appendingPathComponent("atd_probabilities.npy")).floats
 
         // A trained codebook has near-ties; compare the positions whose decision float32 cannot flip.
-        let tokens = try engine.vqvae.tokenize(input).flatMap { $0 }
+        let tokens = engine.vqvae.tokenize(input).flatMap { $0 }
         let decided = margins.indices.filter { margins[$0] >= 1e-3 }
         XCTAssertGreaterThan(decided.count, margins.count * 9 / 10)
         XCTAssertEqual(decided.filter { tokens[$0] != Int(expectedTokens[$0]) }, [], "positions whose token differs")
@@ -30,7 +30,7 @@ final class DefaultModelTests: XCTestCase {
             expectedTokens[start..<start + 400].map(Int.init)
         }
         let atd = try XCTUnwrap(engine.atd)
-        let heatmap = try atd.probabilities(sequences).flatMap { $0 }
+        let heatmap = atd.probabilities(sequences).flatMap { $0 }
         let worst = zip(heatmap, expectedHeatmap).map { abs($0 - $1) }.max() ?? .infinity
         XCTAssertLessThanOrEqual(worst, 1e-4)
     }

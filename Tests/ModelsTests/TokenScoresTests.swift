@@ -44,7 +44,7 @@ final class TokenScoresTests: XCTestCase {
         // Token (row 3, column 5) is in group (1, 1): mask that group only and read its NLL directly.
         let position = 3 * grid + 5
         let masked = tokens.map { row in row.indices.map { $0 / grid % 2 == 1 && $0 % grid % 2 == 1 ? maskID : row[$0] } }
-        let logProbabilities = logSoftmax(try mvtm.logits(masked))
+        let logProbabilities = logSoftmax(mvtm.logits(masked))
         let codes = logProbabilities.shape[2]
         for (s, row) in tokens.enumerated() {
             let expected = -logProbabilities.scalars[(s * grid * grid + position) * codes + row[position]]
@@ -69,6 +69,19 @@ final class TokenScoresTests: XCTestCase {
         let partial = try Engine(Checkpoint(directory: Fixtures.checkpoint.path, only: [.vqvae]))
         XCTAssertThrowsError(try partial.tokenScores(.ar, grids: [[0]])) { error in
             XCTAssertEqual("\(error)", "token scorer 'ar' needs component 'ar', which this checkpoint does not have")
+        }
+    }
+
+    func testImagesAndGridsThatDoNotFitAreRefused() throws {
+        // The engine's entry points check what the networks below them only `precondition`.
+        XCTAssertThrowsError(try engine.tokens(of: Tensor(zeros: [1, 1, 80, 80]))) { error in
+            XCTAssertEqual("\(error)", "images must be [B ≥ 1, 1, 160, 160], got [1, 1, 80, 80]")
+        }
+        let grid = try fixture.array("tokens").rows[0]
+        for (bad, scorer) in [([Array(grid.dropLast())], TokenScorer.atd), ([grid, grid.map { _ in 64 }], .mvtm)] {
+            XCTAssertThrowsError(try engine.tokenScores(scorer, grids: bad)) { error in
+                XCTAssertEqual("\(error)", "grid \(bad.count - 1) must hold 400 tokens in 0..<64")
+            }
         }
     }
 }

@@ -243,96 +243,6 @@ extension VQVAEConfig {
     /// The patch encoder's width (that of the last level) and its number of per-token MLP blocks.
     var patchEncoderChannels: Int { channels(level: chMult.count - 1) }
     var patchEncoderBlocks: Int { 2 * numResBlocks }
-
-    /// Every state_dict entry, in state_dict order (models/vqvae.py's module registration order).
-    var expectedTensors: [(name: String, shape: [Int])] {
-        var tensors: [(name: String, shape: [Int])] = []
-        func conv(_ prefix: String, _ out: Int, _ input: Int, kernel: Int) {
-            tensors.append((prefix + ".weight", [out, input, kernel, kernel]))
-            tensors.append((prefix + ".bias", [out]))
-        }
-        func norm(_ prefix: String, _ channels: Int) {
-            tensors.append((prefix + ".weight", [channels]))
-            tensors.append((prefix + ".bias", [channels]))
-        }
-        func resnetBlock(_ prefix: String, _ input: Int, _ out: Int) {
-            norm(prefix + ".norm1", input)
-            conv(prefix + ".conv1", out, input, kernel: 3)
-            norm(prefix + ".norm2", out)
-            conv(prefix + ".conv2", out, out, kernel: 3)
-            if input != out { conv(prefix + ".nin_shortcut", out, input, kernel: 1) }
-        }
-        func attnBlock(_ prefix: String, _ channels: Int) {
-            norm(prefix + ".norm", channels)
-            for projection in ["q", "k", "v", "proj_out"] { conv("\(prefix).\(projection)", channels, channels, kernel: 1) }
-        }
-        func mid(_ prefix: String, _ channels: Int) {
-            resnetBlock(prefix + ".block_1", channels, channels)
-            attnBlock(prefix + ".attn_1", channels)
-            resnetBlock(prefix + ".block_2", channels, channels)
-        }
-        let levels = chMult.count
-
-        switch encoder {
-        case .taming:
-            conv("encoder.conv_in", ch, inChannels, kernel: 3)
-            var blockIn = ch
-            for level in 0..<levels {
-                let blockOut = channels(level: level)
-                for block in 0..<numResBlocks {
-                    resnetBlock("encoder.down.\(level).block.\(block)", blockIn, blockOut)
-                    blockIn = blockOut
-                }
-                if hasAttention(level: level) {
-                    for block in 0..<numResBlocks { attnBlock("encoder.down.\(level).attn.\(block)", blockIn) }
-                }
-                if level != levels - 1 { conv("encoder.down.\(level).downsample.conv", blockIn, blockIn, kernel: 3) }
-            }
-            mid("encoder.mid", blockIn)
-            norm("encoder.norm_out", blockIn)
-            conv("encoder.conv_out", zChannels, blockIn, kernel: 3)
-        case .patch:
-            let width = patchEncoderChannels
-            func linear(_ prefix: String, _ out: Int, _ input: Int) {
-                tensors.append((prefix + ".weight", [out, input]))
-                tensors.append((prefix + ".bias", [out]))
-            }
-            conv("encoder.conv_in", width, inChannels, kernel: downsamplingFactor)
-            conv("encoder.conv_context", width, width, kernel: 3)
-            for block in 0..<patchEncoderBlocks {
-                norm("encoder.block.\(block).norm", width)
-                linear("encoder.block.\(block).fc1", width, width)
-                linear("encoder.block.\(block).fc2", width, width)
-            }
-            norm("encoder.norm_out", width)
-            linear("encoder.proj_out", zChannels, width)
-        }
-
-        // The decoder runs from the lowest resolution up; state_dict lists up.0 … up.{L−1}, so the
-        // input channels of up.{l}'s first block are those of level l+1 (or of the mid for l = L−1).
-        let top = channels(level: levels - 1)
-        conv("decoder.conv_in", top, zChannels, kernel: 3)
-        mid("decoder.mid", top)
-        for level in 0..<levels {
-            let blockOut = channels(level: level)
-            var input = level == levels - 1 ? top : channels(level: level + 1)
-            for block in 0...numResBlocks {
-                resnetBlock("decoder.up.\(level).block.\(block)", input, blockOut)
-                input = blockOut
-            }
-            if hasAttention(level: level) {
-                for block in 0...numResBlocks { attnBlock("decoder.up.\(level).attn.\(block)", blockOut) }
-            }
-            if level != 0 { conv("decoder.up.\(level).upsample.conv", blockOut, blockOut, kernel: 3) }
-        }
-        norm("decoder.norm_out", channels(level: 0))
-        conv("decoder.conv_out", inChannels, channels(level: 0), kernel: 3)
-
-        conv("quant_conv", embedDim, zChannels, kernel: 1)
-        conv("post_quant_conv", zChannels, embedDim, kernel: 1)
-        tensors.append(("quantize.embedding.weight", [nEmbed, embedDim]))
-        return tensors
-    }
 }
 
 extension TransformerConfig {
@@ -360,30 +270,6 @@ extension TransformerConfig {
         }
         guard outputWidth >= 1 else { throw fields.refuse("head '\(headName)' needs vocab_size ≥ 2 (K codes + 1 special id)") }
     }
-
-    /// Every state_dict entry, in state_dict order (models/transformer.py: own parameter first).
-    var expectedTensors: [(name: String, shape: [Int])] {
-        var tensors: [(name: String, shape: [Int])] = [("pos_emb", [1, nPositions, dim]), ("tok_emb.weight", [vocabSize, dim])]
-        func linear(_ prefix: String, _ out: Int, _ input: Int) {
-            tensors.append((prefix + ".weight", [out, input]))
-            tensors.append((prefix + ".bias", [out]))
-        }
-        func layerNorm(_ prefix: String) {
-            tensors.append((prefix + ".weight", [dim]))
-            tensors.append((prefix + ".bias", [dim]))
-        }
-        for block in 0..<depth {
-            layerNorm("blocks.\(block).ln1")
-            linear("blocks.\(block).attn.qkv", 3 * dim, dim)
-            linear("blocks.\(block).attn.proj", dim, dim)
-            layerNorm("blocks.\(block).ln2")
-            linear("blocks.\(block).mlp.fc1", mlpHidden, dim)
-            linear("blocks.\(block).mlp.fc2", dim, mlpHidden)
-        }
-        layerNorm("ln_f")
-        linear("head", outputWidth, dim)
-        return tensors
-    }
 }
 
 extension TokenPriorConfig {
@@ -398,12 +284,16 @@ extension TokenPriorConfig {
 }
 
 extension Architecture {
+    /// Every state_dict entry, in state_dict order: the network's layers declaring their parameters, the
+    /// same walk that binds the loaded tensors to them.
     var expectedTensors: [(name: String, shape: [Int])] {
+        var declarations = ParameterDeclarations()
         switch self {
-        case .vqvae(let config): config.expectedTensors
-        case .tokenTransformer(let config): config.expectedTensors
-        case .tokenPrior(let config): [("log_prob", [config.nPositions, config.nCodes])]
+        case .vqvae(let config): _ = VQVAEWeights(config, &declarations)
+        case .tokenTransformer(let config): _ = TokenTransformerWeights(config, &declarations)
+        case .tokenPrior(let config): _ = TokenPriorWeights(config, &declarations)
         }
+        return declarations.declared
     }
 
     /// The `kind` the manifest gives.

@@ -8,79 +8,149 @@ import Kernels
 //   logits = head(ln_f(x))                              [B, N, 1] (atd, critic) or [B, N, K] (mvtm, ar)
 //
 // The AR model also decodes incrementally, one position per call, with a KV cache (`KVCache`).
+// The layers mirror models/transformer.py; their initialisers are the one walk of its state_dict.
 
 public struct TokenTransformer: Sendable {
     public let config: TransformerConfig
-    private let weights: LoadedComponent
+    let weights: TokenTransformerWeights<Tensor>
 
-    public init(_ component: LoadedComponent) throws {
+    /// The Transformer of a loaded `atd`, `mvtm`, `ar` or `critic` component.
+    public init(_ component: LoadedComponent) {
         guard case .tokenTransformer(let config) = component.architecture else {
-            throw InferenceError("component '\(component.component.rawValue)' is not a token Transformer")
+            preconditionFailure("component '\(component.component.rawValue)' is not a token Transformer")
         }
+        var binding = ParameterBinding(component: component)
         self.config = config
-        self.weights = component
+        weights = TokenTransformerWeights(config, &binding)
     }
 
     /// Logits for every position of each sequence: [B, N, outputWidth]. All sequences have one length N ≤ n_positions.
-    public func logits(_ sequences: [[Int]]) throws -> Tensor {
-        var x = try embed(sequences)
-        for block in 0..<config.depth { x = try self.block(block, x) }
-        return try head(x)
+    public func logits(_ sequences: [[Int]]) -> Tensor {
+        var x = embed(sequences)
+        for block in weights.blocks { x = block(x) }
+        return head(x)
     }
 
     /// Detector heads (atd, critic): sigmoid of the per-token logit, one row of N probabilities per sequence.
-    public func probabilities(_ sequences: [[Int]]) throws -> [[Float]] {
-        guard config.outputWidth == 1 else { throw InferenceError("head '\(config.head.rawValue)' does not output one logit per token") }
-        let probabilities = sigmoid(try logits(sequences)).scalars
+    public func probabilities(_ sequences: [[Int]]) -> [[Float]] {
+        precondition(config.outputWidth == 1, "head '\(config.head.rawValue)' does not output one logit per token")
+        let probabilities = sigmoid(logits(sequences)).scalars
         let length = sequences.first?.count ?? 0
         return sequences.indices.map { Array(probabilities[$0 * length ..< ($0 + 1) * length]) }
     }
 
-    // MARK: - Layers
-
     /// tok_emb[tokens] + pos_emb[0, :N] → [B, N, dim].
-    func embed(_ sequences: [[Int]]) throws -> Tensor {
+    func embed(_ sequences: [[Int]]) -> Tensor {
         let length = sequences.first?.count ?? 0
-        guard sequences.allSatisfy({ $0.count == length }), length <= config.nPositions else {
-            throw InferenceError("sequences must all have one length ≤ \(config.nPositions), got lengths \(Set(sequences.map(\.count)).sorted())")
-        }
-        let tokens = try embedding(sequences.flatMap { $0 }, weight: weights["tok_emb.weight"])
-        return try add(tokens.reshaped([sequences.count, length, config.dim]), positions(0..<length))
+        precondition(sequences.allSatisfy({ $0.count == length }) && length <= config.nPositions,
+                     "sequences must all have one length ≤ \(config.nPositions), got lengths \(Set(sequences.map(\.count)).sorted())")
+        let tokens = weights.tokenEmbedding(sequences.flatMap { $0 })
+        return tokens.reshaped([sequences.count, length, config.dim]) + positions(0..<length)
     }
 
     /// pos_emb[0, range] as [range.count, dim].
     func positions(_ range: Range<Int>) -> Tensor {
         let dim = config.dim
-        return Tensor(shape: [range.count, dim], scalars: Array(weights["pos_emb"].scalars[range.lowerBound * dim ..< range.upperBound * dim]))
-    }
-
-    /// One pre-LN block on x [B, N, dim].
-    func block(_ index: Int, _ x: Tensor) throws -> Tensor {
-        let p = "blocks.\(index)"
-        let qkv = try linear(layerNorm(p + ".ln1", x), p + ".attn.qkv")
-        let mixed = try attention(qkv, heads: config.heads, causal: config.causal)
-        let h = try add(x, linear(mixed, p + ".attn.proj"))
-        return try add(h, mlp(p, layerNorm(p + ".ln2", h)))
-    }
-
-    /// fc2(GELU(fc1(x))).
-    func mlp(_ prefix: String, _ x: Tensor) throws -> Tensor {
-        try linear(gelu(linear(x, prefix + ".mlp.fc1")), prefix + ".mlp.fc2")
+        return Tensor(shape: [range.count, dim], scalars: Array(weights.positionEmbedding.scalars[range.lowerBound * dim ..< range.upperBound * dim]))
     }
 
     /// head(ln_f(x)).
-    func head(_ x: Tensor) throws -> Tensor {
-        try linear(layerNorm("ln_f", x), "head")
+    func head(_ x: Tensor) -> Tensor { weights.head(weights.finalNorm(x)) }
+}
+
+// MARK: - The network's layers
+
+/// Every parameter of a token Transformer, declared in state_dict order (models/transformer.py: the
+/// module's own parameter pos_emb first).
+struct TokenTransformerWeights<Parameter: Sendable>: Sendable {
+    /// `pos_emb` [1, n_positions, dim].
+    let positionEmbedding: Parameter
+    /// `tok_emb`.
+    let tokenEmbedding: Embedding<Parameter>
+    let blocks: [TransformerBlock<Parameter>]
+    /// `ln_f`.
+    let finalNorm: LayerNorm<Parameter>
+    let head: Linear<Parameter>
+
+    init(_ config: TransformerConfig, _ source: inout some ParameterSource<Parameter>) {
+        positionEmbedding = source.parameter("pos_emb", shape: [1, config.nPositions, config.dim])
+        tokenEmbedding = Embedding(&source, "tok_emb", count: config.vocabSize, dim: config.dim)
+        blocks = (0..<config.depth).map { TransformerBlock(config, &source, "blocks.\($0)") }
+        finalNorm = LayerNorm(&source, "ln_f", dim: config.dim, eps: Float(config.layerNormEps))
+        head = Linear(&source, "head", in: config.dim, out: config.outputWidth)
+    }
+}
+
+/// A pre-LN block: x + attn(ln1(x)), then x + mlp(ln2(x)).
+struct TransformerBlock<Parameter: Sendable>: Sendable {
+    let ln1: LayerNorm<Parameter>
+    let attn: MultiHeadAttention<Parameter>
+    let ln2: LayerNorm<Parameter>
+    let mlp: MLP<Parameter>
+
+    init(_ config: TransformerConfig, _ source: inout some ParameterSource<Parameter>, _ name: String) {
+        let eps = Float(config.layerNormEps)
+        ln1 = LayerNorm(&source, name + ".ln1", dim: config.dim, eps: eps)
+        attn = MultiHeadAttention(config, &source, name + ".attn")
+        ln2 = LayerNorm(&source, name + ".ln2", dim: config.dim, eps: eps)
+        mlp = MLP(config, &source, name + ".mlp")
+    }
+}
+
+extension TransformerBlock<Tensor> {
+    /// x [B, N, dim].
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let h = x + attn(ln1(x))
+        return h + mlp(ln2(h))
     }
 
-    func linear(_ x: Tensor, _ prefix: String) throws -> Tensor {
-        try Kernels.linear(x, weight: weights[prefix + ".weight"], bias: weights[prefix + ".bias"])
+    /// x [S, dim], one position per sequence: `callAsFunction` at position `cache.length`, this block's
+    /// (number `index`) keys and values kept in the cache.
+    func step(_ x: Tensor, block index: Int, cache: inout KVCache) -> Tensor {
+        let h = x + attn.step(ln1(x), block: index, cache: &cache)
+        return h + mlp(ln2(h))
     }
+}
 
-    func layerNorm(_ prefix: String, _ x: Tensor) throws -> Tensor {
-        try Kernels.layerNorm(x, weight: weights[prefix + ".weight"], bias: weights[prefix + ".bias"],
-                              eps: Float(config.layerNormEps))
+/// proj(MHA(qkv(x))): one Linear gives [q | k | v], heads of dim / heads features, causal for the AR.
+struct MultiHeadAttention<Parameter: Sendable>: Sendable {
+    let qkv: Linear<Parameter>
+    let proj: Linear<Parameter>
+    let heads: Int
+    let causal: Bool
+
+    init(_ config: TransformerConfig, _ source: inout some ParameterSource<Parameter>, _ name: String) {
+        qkv = Linear(&source, name + ".qkv", in: config.dim, out: 3 * config.dim)
+        proj = Linear(&source, name + ".proj", in: config.dim, out: config.dim)
+        heads = config.heads
+        causal = config.causal
     }
+}
+
+extension MultiHeadAttention<Tensor> {
+    func callAsFunction(_ x: Tensor) -> Tensor { proj(attention(qkv(x), heads: heads, causal: causal)) }
+
+    /// The causal attention output of position `cache.length` alone, x [S, dim], its k and v appended to the cache.
+    func step(_ x: Tensor, block index: Int, cache: inout KVCache) -> Tensor {
+        let projections = qkv(x)   // [S, 3·dim]: q | k | v
+        cache.append(block: index, qkv: projections)
+        return proj(cachedAttention(projections, keys: cache.keys[index], values: cache.values[index], length: cache.length + 1, heads: heads))
+    }
+}
+
+/// fc2(GELU(fc1(x))), exact erf GELU.
+struct MLP<Parameter: Sendable>: Sendable {
+    let fc1: Linear<Parameter>
+    let fc2: Linear<Parameter>
+
+    init(_ config: TransformerConfig, _ source: inout some ParameterSource<Parameter>, _ name: String) {
+        fc1 = Linear(&source, name + ".fc1", in: config.dim, out: config.mlpHidden)
+        fc2 = Linear(&source, name + ".fc2", in: config.mlpHidden, out: config.dim)
+    }
+}
+
+extension MLP<Tensor> {
+    func callAsFunction(_ x: Tensor) -> Tensor { fc2(gelu(fc1(x))) }
 }
 
 // MARK: - Incremental decoding
@@ -119,32 +189,21 @@ public struct KVCache: Sendable {
 }
 
 extension TokenTransformer {
-    public func makeCache(sequences: Int) throws -> KVCache {
-        guard config.causal else { throw InferenceError("only a causal Transformer decodes incrementally; '\(config.head.rawValue)' is not causal") }
+    public func makeCache(sequences: Int) -> KVCache {
+        precondition(config.causal, "only a causal Transformer decodes incrementally; '\(config.head.rawValue)' is not causal")
         return KVCache(sequences: sequences, config: config)
     }
 
     /// Feeds one token per sequence at position `cache.length` and returns that position's logits
     /// [sequences, outputWidth] — equal to the full causal pass's logits at that position.
-    public func step(_ tokens: [Int], cache: inout KVCache) throws -> Tensor {
-        guard cache.dim == config.dim, cache.capacity == config.nPositions, cache.keys.count == config.depth else {
-            throw InferenceError("step: the cache was made by another model")
-        }
-        guard tokens.count == cache.sequences, cache.length < cache.capacity else {
-            throw InferenceError("step: \(tokens.count) tokens for a cache of \(cache.sequences) sequences at position \(cache.length) of \(cache.capacity)")
-        }
-        let position = cache.length
-        var x = try add(embedding(tokens, weight: weights["tok_emb.weight"]), positions(position ..< position + 1))
-        for index in 0..<config.depth {
-            let p = "blocks.\(index)"
-            let qkv = try linear(layerNorm(p + ".ln1", x), p + ".attn.qkv")   // [S, 3·dim]
-            cache.append(block: index, qkv: qkv)
-            let mixed = try cachedAttention(qkv, keys: cache.keys[index], values: cache.values[index],
-                                            length: position + 1, heads: config.heads)
-            x = try add(x, linear(mixed, p + ".attn.proj"))
-            x = try add(x, mlp(p, layerNorm(p + ".ln2", x)))
-        }
+    public func step(_ tokens: [Int], cache: inout KVCache) -> Tensor {
+        precondition(cache.dim == config.dim && cache.capacity == config.nPositions && cache.keys.count == config.depth,
+                     "step: the cache was made by another model")
+        precondition(tokens.count == cache.sequences && cache.length < cache.capacity,
+                     "step: \(tokens.count) tokens for a cache of \(cache.sequences) sequences at position \(cache.length) of \(cache.capacity)")
+        var x = weights.tokenEmbedding(tokens) + positions(cache.length ..< cache.length + 1)
+        for (index, block) in weights.blocks.enumerated() { x = block.step(x, block: index, cache: &cache) }
         cache.advance()
-        return try head(x)
+        return head(x)
     }
 }

@@ -7,7 +7,7 @@ extension Engine {
     /// residuals d_j = |x − x̃_j|, combined (`mean`, or `softmax-weighted` with
     /// w = softmax_j(temperature / max(mean_pixels d_j, 1e-8)), favouring restorations close to the
     /// input), then a min-pool (drops thin edge residuals) and an average pool (smooths), clamped.
-    func anomalyMap(_ x: Tensor, _ restorations: Tensor, _ parameters: InferenceParameters) throws -> Tensor {
+    func anomalyMap(_ x: Tensor, _ restorations: Tensor, _ parameters: InferenceParameters) -> Tensor {
         let (images, count) = (restorations.shape[0], restorations.shape[1])
         let size = x.count / images   // C·H·W
         var combined = [Float](repeating: 0, count: x.count)
@@ -29,8 +29,8 @@ extension Engine {
                 for i in 0..<size { combined[image * size + i] += weights[j] * residual[i] }
             }
         }
-        let minimum = try minPool(Tensor(shape: x.shape, scalars: combined), window: [parameters.minPool, parameters.minPool])
-        let smoothed = try averagePool(minimum, window: [parameters.avgPool, parameters.avgPool])
+        let minimum = minPool(Tensor(shape: x.shape, scalars: combined), window: [parameters.minPool, parameters.minPool])
+        let smoothed = averagePool(minimum, window: [parameters.avgPool, parameters.avgPool])
         return Tensor(shape: smoothed.shape, scalars: smoothed.scalars.map { min(max($0, 0), 1) })
     }
 }

@@ -25,17 +25,17 @@ extension Engine {
 
         for start in stride(from: 0, to: rows.count, by: maxSequencesPerPass) {
             let chunk = Array(rows[start ..< min(rows.count, start + maxSequencesPerPass)])
-            var cache = try model.makeCache(sequences: chunk.count)
+            var cache = model.makeCache(sequences: chunk.count)
             var input = [Int](repeating: startID, count: chunk.count)
             let length = tokens[chunk[0].job][chunk[0].row].count
             for position in 0..<length {
                 let logits: Tensor   // [S, K]: p(token at position | prefix)
                 switch arDecoding {
                 case .kvCache:
-                    logits = try model.step(input, cache: &cache)
+                    logits = model.step(input, cache: &cache)
                 case .fullPass:
                     let shifted = chunk.map { [startID] + tokens[$0.job][$0.row].dropLast() }
-                    logits = try row(at: position, of: model.logits(shifted))
+                    logits = row(at: position, of: model.logits(shifted))
                 }
                 let logProbabilities = logSoftmax(logits).scalars
                 let codes = logits.shape[1]

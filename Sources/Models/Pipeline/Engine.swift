@@ -85,12 +85,12 @@ public struct Engine: Sendable {
         }
         self.manifest = checkpoint.manifest
         self.modelSHA256 = checkpoint.manifestSHA256
-        self.vqvae = try VQVAE(vqvae)
+        self.vqvae = VQVAE(vqvae)
         let codes = self.vqvae.config.codebookSize
         let positions = self.vqvae.config.grid * self.vqvae.config.grid
         func transformer(_ component: Component, vocabulary: Int) throws -> TokenTransformer? {
             guard let loaded = checkpoint.components[component] else { return nil }
-            let network = try TokenTransformer(loaded)
+            let network = TokenTransformer(loaded)
             guard network.config.vocabSize == vocabulary, network.config.nPositions == positions else {
                 throw InferenceError("\(checkpoint.directory): '\(component.rawValue)' has vocab_size \(network.config.vocabSize) and "
                                      + "n_positions \(network.config.nPositions); the VQ-VAE (K = \(codes), \(positions) tokens) needs "
@@ -102,7 +102,7 @@ public struct Engine: Sendable {
         mvtm = try transformer(.mvtm, vocabulary: codes + 1)   // + [MASK]
         ar = try transformer(.ar, vocabulary: codes + 1)       // + [SOS]
         critic = try transformer(.critic, vocabulary: codes)
-        prior = try checkpoint.components[.prior].map(CodeFrequencyPrior.init)
+        prior = checkpoint.components[.prior].map(CodeFrequencyPrior.init)
         if let prior, prior.config.nPositions != positions || prior.config.nCodes != codes {
             throw InferenceError("\(checkpoint.directory): 'prior' has n_positions \(prior.config.nPositions) and n_codes "
                                  + "\(prior.config.nCodes); the VQ-VAE (K = \(codes), \(positions) tokens) needs \(positions) and \(codes)")
@@ -142,13 +142,18 @@ public struct Engine: Sendable {
     /// Checks a job before it is queued: parameters, the method's components, image shape and values.
     public func validate(_ job: RestorationJob) throws {
         if let problem = job.parameters.problem ?? refusal(of: job.parameters.method) { throw InferenceError(problem) }
+        try validate(images: job.images)
+    }
+
+    /// Checks images for the VQ-VAE: [B ≥ 1, C, H, W] of the checkpoint's sizes, every value finite.
+    func validate(images: Tensor) throws {
         let config = vqvae.config
         let expected = [config.inChannels, config.resolution, config.resolution]
-        guard job.images.rank == 4, job.images.shape[0] >= 1, Array(job.images.shape.dropFirst()) == expected else {
-            throw InferenceError("images must be [B ≥ 1, \(expected.map(String.init).joined(separator: ", "))], got \(job.images.shape)")
+        guard images.rank == 4, images.shape[0] >= 1, Array(images.shape.dropFirst()) == expected else {
+            throw InferenceError("images must be [B ≥ 1, \(expected.map(String.init).joined(separator: ", "))], got \(images.shape)")
         }
-        if let index = job.images.scalars.firstIndex(where: { !$0.isFinite }) {
-            throw InferenceError("image \(index / job.images.shape.dropFirst().reduce(1, *)) holds a non-finite value")
+        if let index = images.scalars.firstIndex(where: { !$0.isFinite }) {
+            throw InferenceError("image \(index / images.shape.dropFirst().reduce(1, *)) holds a non-finite value")
         }
     }
 
@@ -180,7 +185,7 @@ public struct Engine: Sendable {
             do { try validate(job) } catch let error as InferenceError { throw InferenceError("job \(index): \(error)") }
         }
         // 1. Tokenise every slice.
-        let tokensPerJob = try split(tokenize(jobs.map(\.images)), counts: jobs.map { $0.images.shape[0] })
+        let tokensPerJob = split(tokenize(jobs.map(\.images)), counts: jobs.map { $0.images.shape[0] })
         endStage(\.tokenize)
 
         // 2. Restore the token grids, each method's jobs together.
@@ -208,7 +213,7 @@ public struct Engine: Sendable {
         endStage(\.restore)
         // 3. Decode every restoration; 4. residuals → anomaly maps.
         let finals = restorations.map { $0?.tokens ?? [] }
-        let decodedPerJob = try split(decode(finals.flatMap { $0 }), counts: finals.map(\.count))
+        let decodedPerJob = split(decode(finals.flatMap { $0 }), counts: finals.map(\.count))
         endStage(\.decode)
         defer { endStage(\.anomalyMap) }
         return try jobs.indices.map { index in
@@ -218,7 +223,7 @@ public struct Engine: Sendable {
             let grid = vqvae.config.grid
             return RestorationResult(
                 parameters: job.parameters, inputTokens: tokensPerJob[index], restoredTokens: restoration.tokens,
-                restorations: restored, anomalyMap: try anomalyMap(job.images, restored, job.parameters),
+                restorations: restored, anomalyMap: anomalyMap(job.images, restored, job.parameters),
                 tokenScores: Tensor(shape: [job.images.shape[0], grid, grid], scalars: restoration.tokenScores.flatMap { $0 }),
                 steps: restoration.steps)
         }
@@ -227,21 +232,21 @@ public struct Engine: Sendable {
     // MARK: - VQ-VAE passes over many images
 
     /// Tokens of every slice of every batch, in order, encoding at most `maxImagesPerPass` at a time.
-    func tokenize(_ batches: [Tensor]) throws -> [[Int]] {
+    func tokenize(_ batches: [Tensor]) -> [[Int]] {
         let images = batches.flatMap(unstack)
         var tokens: [[Int]] = []
         for start in stride(from: 0, to: images.count, by: maxImagesPerPass) {
             let chunk = Array(images[start ..< min(images.count, start + maxImagesPerPass)])
-            tokens += try vqvae.tokenize(stack(chunk, leading: [chunk.count]))
+            tokens += vqvae.tokenize(stack(chunk, leading: [chunk.count]))
         }
         return tokens
     }
 
     /// Images of the token grids, one [C, H, W] tensor each, decoding at most `maxImagesPerPass` at a time.
-    func decode(_ grids: [[Int]]) throws -> [Tensor] {
+    func decode(_ grids: [[Int]]) -> [Tensor] {
         var images: [Tensor] = []
         for start in stride(from: 0, to: grids.count, by: maxImagesPerPass) {
-            let decoded = try vqvae.decode(Array(grids[start ..< min(grids.count, start + maxImagesPerPass)]))
+            let decoded = vqvae.decode(Array(grids[start ..< min(grids.count, start + maxImagesPerPass)]))
             images += unstack(decoded)
         }
         return images

@@ -19,7 +19,7 @@ extension Engine {
             let order = running.sorted()
 
             // p = detector(y_t): the probability that each token is anomalous.
-            let probabilities = try detectAll(order.map { states[$0].tokens }, detector: detector)
+            let probabilities = detectAll(order.map { states[$0].tokens }, detector: detector)
             var toInpaint: [MaskedSequence] = []
             for (j, p) in zip(order, probabilities) {
                 let parameters = jobs[j].parameters
@@ -43,11 +43,11 @@ extension Engine {
     }
 
     /// The detector's probabilities for every job's sequences, at most `maxSequencesPerPass` sequences per pass.
-    private func detectAll(_ sequencesOfJobs: [[[Int]]], detector: TokenTransformer) throws -> [[[Float]]] {
+    private func detectAll(_ sequencesOfJobs: [[[Int]]], detector: TokenTransformer) -> [[[Float]]] {
         let sequences = sequencesOfJobs.flatMap { $0 }
         var probabilities: [[Float]] = []
         for start in stride(from: 0, to: sequences.count, by: maxSequencesPerPass) {
-            probabilities += try detector.probabilities(Array(sequences[start ..< min(sequences.count, start + maxSequencesPerPass)]))
+            probabilities += detector.probabilities(Array(sequences[start ..< min(sequences.count, start + maxSequencesPerPass)]))
         }
         var offset = 0
         return sequencesOfJobs.map { job in
@@ -66,7 +66,7 @@ extension Engine {
             let inputs = chunk.map { item in
                 zip(states[item.job].tokens[item.row], item.mask).map { token, isMasked in isMasked ? maskID : token }
             }
-            let logits = try generator.logits(inputs)   // [M, N, K]
+            let logits = generator.logits(inputs)   // [M, N, K]
             let (length, codes) = (logits.shape[1], logits.shape[2])
             for (m, item) in chunk.enumerated() {
                 let restorations = jobs[item.job].parameters.restorations

@@ -27,25 +27,28 @@ public enum TokenScorer: String, Sendable, CaseIterable {
 extension Engine {
     /// Token grids of slices [B, C, H, W], row-major, encoding at most `maxImagesPerPass` at a time.
     public func tokens(of images: Tensor) throws -> [[Int]] {
-        try tokenize([images])
+        try validate(images: images)
+        return tokenize([images])
     }
 
     /// The scorer's score of every token of every grid, one row per grid, at most
     /// `maxSequencesPerPass` grids per pass (reference: Training/mimood_train/evaluate.py).
     public func tokenScores(_ scorer: TokenScorer, grids: [[Int]]) throws -> [[Float]] {
         let lacking = InferenceError("token scorer '\(scorer.rawValue)' needs component '\(scorer.component.rawValue)', which this checkpoint does not have")
-        if scorer == .codeFrequency {
-            guard let prior else { throw lacking }
-            return prior.scores(grids)
+        guard has(scorer.component) else { throw lacking }
+        let (positions, codes) = (vqvae.config.grid * vqvae.config.grid, vqvae.config.codebookSize)
+        if let bad = grids.firstIndex(where: { $0.count != positions || $0.contains { !(0..<codes).contains($0) } }) {
+            throw InferenceError("grid \(bad) must hold \(positions) tokens in 0..<\(codes)")
         }
+        if scorer == .codeFrequency, let prior { return prior.scores(grids) }
         guard let network = network(scorer.component) else { throw lacking }
         var scores: [[Float]] = []
         for start in stride(from: 0, to: grids.count, by: maxSequencesPerPass) {
             let chunk = Array(grids[start ..< min(grids.count, start + maxSequencesPerPass)])
             switch scorer {
-            case .mvtm: scores += try maskedNLL(network, chunk)
-            case .ar: scores += try teacherForcedNLL(network, chunk)
-            default: scores += try network.probabilities(chunk)   // the ATD and the critic
+            case .mvtm: scores += maskedNLL(network, chunk)
+            case .ar: scores += teacherForcedNLL(network, chunk)
+            default: scores += network.probabilities(chunk)   // the ATD and the critic
             }
         }
         return scores
@@ -53,13 +56,13 @@ extension Engine {
 
     /// MVTM: the grid masked in 4 interleaved groups (row % 2, column % 2), one pass per group, so each
     /// token is predicted while masked with its 8 neighbours visible.
-    private func maskedNLL(_ mvtm: TokenTransformer, _ grids: [[Int]]) throws -> [[Float]] {
+    private func maskedNLL(_ mvtm: TokenTransformer, _ grids: [[Int]]) -> [[Float]] {
         let (grid, maskID) = (vqvae.config.grid, mvtm.config.vocabSize - 1)
         let group = (0..<grid * grid).map { 2 * ($0 / grid % 2) + $0 % grid % 2 }
         var nll = grids.map { [Float](repeating: 0, count: $0.count) }
         for masked in 0..<4 {
             let inputs = grids.map { tokens in tokens.indices.map { group[$0] == masked ? maskID : tokens[$0] } }
-            let logProbabilities = try logSoftmax(mvtm.logits(inputs))
+            let logProbabilities = logSoftmax(mvtm.logits(inputs))
             let (length, codes) = (logProbabilities.shape[1], logProbabilities.shape[2])
             for (s, tokens) in grids.enumerated() {
                 for position in 0..<length where group[position] == masked {
@@ -71,9 +74,9 @@ extension Engine {
     }
 
     /// AR: one causal pass over [SOS] + the grid without its last token; position i's logits score token i.
-    private func teacherForcedNLL(_ ar: TokenTransformer, _ grids: [[Int]]) throws -> [[Float]] {
+    private func teacherForcedNLL(_ ar: TokenTransformer, _ grids: [[Int]]) -> [[Float]] {
         let startID = ar.config.vocabSize - 1
-        let logProbabilities = try logSoftmax(ar.logits(grids.map { [startID] + $0.dropLast() }))
+        let logProbabilities = logSoftmax(ar.logits(grids.map { [startID] + $0.dropLast() }))
         let (length, codes) = (logProbabilities.shape[1], logProbabilities.shape[2])
         return grids.enumerated().map { s, tokens in
             (0..<length).map { -logProbabilities.scalars[(s * length + $0) * codes + tokens[$0]] }
