@@ -1,7 +1,7 @@
 // swift-tools-version: 6.0
 // MIM-OOD Server, for Linux only (Glibc sockets and files, OpenBLAS). One module per concern; dependencies
 // point toward the kernels (every `import`, as scripts/check-module-graph verifies):
-//   mimood (CLI) → Service, Detection, Evaluation, HTTPServer, Models, Imaging, Kernels, Threading
+//   mimood (CLI) → Service, Detection, Evaluation, HTTPServer, JSON, Models, Imaging, Kernels, Threading
 //   Service   → HTTPServer, Detection, Models, JSON, Threading   (+ swift-log, swift-prometheus; swift-crypto for the API key)
 //   HTTPServer → JSON, Threading, ZlibCodec
 //   Detection → Models, Imaging, Kernels, JSON, ZlibCodec
@@ -74,7 +74,7 @@ let package = Package(
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading"]),
         // The command line: `mimood detect`, `mimood bench` (docs/cli.md) and `mimood serve` (docs/service.md).
         .executableTarget(name: "mimood", dependencies: [
-            "Service", "Detection", "Evaluation", "HTTPServer", "Models", "Imaging", "Kernels", "Threading",
+            "Service", "Detection", "Evaluation", "HTTPServer", "JSON", "Models", "Imaging", "Kernels", "Threading",
             .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "CLITests", dependencies: ["Imaging", "TestSupport"]),

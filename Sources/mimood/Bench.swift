@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Imaging
+import JSON
 import Kernels
 import Models
 import Threading
@@ -63,14 +64,16 @@ struct Bench: ParsableCommand {
         let processor = Processor.current
         let nominal = processor.nominalPeakGFLOPS(cores: threads)
         if json {
-            let report: [String: Any] = [
-                "engine": "mimood", "model": engine.manifest.name, "threads": threads, "batch": batch,
-                "restorations": restorations, "steps": steps, "repeats": repeats, "blas": blasDescription,
-                "seconds": Dictionary(uniqueKeysWithValues: ours), "slices_per_second": Double(batch) / (ours.last?.1 ?? .nan),
-                "transformer_gflop": transformerFLOPs / 1e9, "transformer_gflops_per_second": rate,
-                "nominal_peak_gflops": nominal,
-            ]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
+            let report = JSONObject([
+                "engine": .string("mimood"), "model": .string(engine.manifest.name), "threads": .integer(threads),
+                "batch": .integer(batch), "restorations": .integer(restorations), "steps": .integer(steps),
+                "repeats": .integer(repeats), "blas": .string(blasDescription),
+                "seconds": .object(ours.reduce(into: JSONObject()) { $0[$1.0] = .number($1.1) }),
+                "slices_per_second": .number(Double(batch) / (ours.last?.1 ?? .nan)),
+                "transformer_gflop": .number(transformerFLOPs / 1e9), "transformer_gflops_per_second": .number(rate),
+                "nominal_peak_gflops": .number(nominal),
+            ])
+            print(JSONValue.object(report).jsonText)
             return
         }
         print("mimood bench: \(engine.manifest.name) (\(directory)), batch \(batch), R = \(restorations), T = \(steps), "

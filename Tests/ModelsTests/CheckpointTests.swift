@@ -34,7 +34,7 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(vqvae.grid, 20)
         XCTAssertEqual(vqvae.codebookSize, index.pipeline.maskID)
         guard case .tokenTransformer(let ar)? = checkpoint.components[.ar]?.architecture else { return XCTFail("ar kind") }
-        XCTAssertEqual(ar.head, .ar)
+        XCTAssertEqual(ar.role, .ar)
         XCTAssertTrue(ar.causal)
         XCTAssertEqual(ar.outputWidth, 64)
 

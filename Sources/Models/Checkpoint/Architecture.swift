@@ -43,10 +43,6 @@ public enum VQVAEEncoder: String, Sendable, CaseIterable {
     case patch
 }
 
-public enum TransformerHead: String, Sendable {
-    case atd, mvtm, ar, critic
-}
-
 /// `architecture` with `"kind": "token_transformer"` (`TransformerConfig` of the training side).
 public struct TransformerConfig: Sendable, Equatable {
     public let vocabSize: Int
@@ -57,7 +53,8 @@ public struct TransformerConfig: Sendable, Equatable {
     public let mlpRatio: Double
     public let dropout: Double
     public let dropPath: Double
-    public let head: TransformerHead
+    /// The component the network serves as (`head` in model.json): it decides the output head.
+    public let role: Component
     public let causal: Bool
     public let layerNormEps: Double
 
@@ -65,7 +62,7 @@ public struct TransformerConfig: Sendable, Equatable {
     /// MLP hidden width, `int(dim · mlp_ratio)` as in Python (truncation).
     public var mlpHidden: Int { Int(Double(dim) * mlpRatio) }
     /// One logit per token for a detector, K logits (the special id excluded) for a generator.
-    public var outputWidth: Int { head == .atd || head == .critic ? 1 : vocabSize - 1 }
+    public var outputWidth: Int { role == .atd || role == .critic ? 1 : vocabSize - 1 }
 }
 
 /// `architecture` with `"kind": "token_prior"` (`TokenPriorConfig` of the training side): log p(code | grid
@@ -139,12 +136,12 @@ extension Architecture {
             guard component != .vqvae else {
                 throw ArchitectureProblem(message: "component 'vqvae' needs kind 'vqvae', not 'token_transformer'")
             }
-            guard config.head.rawValue == component.rawValue else {
+            guard config.role == component else {
                 throw ArchitectureProblem(message: "component '\(component.rawValue)' needs head '\(component.rawValue)', "
-                                          + "the architecture has head '\(config.head.rawValue)'")
+                                          + "the architecture has head '\(config.role.rawValue)'")
             }
-            guard config.causal == (config.head == .ar) else {
-                throw ArchitectureProblem(message: "head '\(config.head.rawValue)' needs causal \(config.head == .ar ? "true" : "false")")
+            guard config.causal == (config.role == .ar) else {
+                throw ArchitectureProblem(message: "head '\(config.role.rawValue)' needs causal \(config.role == .ar ? "true" : "false")")
             }
         }
     }
@@ -258,10 +255,11 @@ extension TransformerConfig {
         mlpRatio = try fields.number("mlp_ratio", in: 0...Double(FieldReader.largestSize))
         dropout = try fields.number("dropout", in: 0...1)
         dropPath = try fields.number("drop_path")
-        guard case .string(let headName)? = fields.object["head"], let head = TransformerHead(rawValue: headName) else {
+        let transformers: [Component] = [.atd, .mvtm, .ar, .critic]
+        guard case .string(let headName)? = fields.object["head"], let role = Component(rawValue: headName), transformers.contains(role) else {
             throw fields.refuse("head must be one of 'atd', 'mvtm', 'ar', 'critic', got \((fields.object["head"] ?? .null).pythonDescription)")
         }
-        self.head = head
+        self.role = role
         causal = try fields.bool("causal")
         layerNormEps = try fields.number("layer_norm_eps", in: Double.leastNonzeroMagnitude...1)
         guard dim % heads == 0 else { throw fields.refuse("dim \(dim) is not divisible by heads \(heads)") }

@@ -33,7 +33,7 @@ public struct TokenTransformer: Sendable {
 
     /// Detector heads (atd, critic): sigmoid of the per-token logit, one row of N probabilities per sequence.
     public func probabilities(_ sequences: [[Int]]) -> [[Float]] {
-        precondition(config.outputWidth == 1, "head '\(config.head.rawValue)' does not output one logit per token")
+        precondition(config.outputWidth == 1, "head '\(config.role.rawValue)' does not output one logit per token")
         let probabilities = sigmoid(logits(sequences)).scalars
         let length = sequences.first?.count ?? 0
         return sequences.indices.map { Array(probabilities[$0 * length ..< ($0 + 1) * length]) }
@@ -190,7 +190,7 @@ public struct KVCache: Sendable {
 
 extension TokenTransformer {
     public func makeCache(sequences: Int) -> KVCache {
-        precondition(config.causal, "only a causal Transformer decodes incrementally; '\(config.head.rawValue)' is not causal")
+        precondition(config.causal, "only a causal Transformer decodes incrementally; '\(config.role.rawValue)' is not causal")
         return KVCache(sequences: sequences, config: config)
     }
 
