@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "HTTPServer", targets: ["HTTPServer"]),
         // For the decoder fuzzers (Fuzz/).
         .library(name: "Detection", targets: ["Detection"]),
+        .library(name: "JSON", targets: ["JSON"]),
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "ZlibCodec", targets: ["ZlibCodec"]),
         .executable(name: "mimood", targets: ["mimood"]),

@@ -1,8 +1,8 @@
 // swift-tools-version: 6.0
 // The libFuzzer targets: the HTTP request parser, and the image decoders every request body goes through
-// (NIfTI plain and gzip, NPY, NPZ, PNG). A package of its own because a fuzzer only links with
-// -sanitize=fuzzer (it calls libFuzzer's driver), which would break a plain `swift build` of the root
-// package. Build and run them with scripts/fuzz-parser and scripts/fuzz-decoders.
+// (NIfTI plain and gzip, NPY, NPZ, PNG), and the strict JSON parser of checkpoint manifests. A package of its
+// own because a fuzzer only links with -sanitize=fuzzer (it calls libFuzzer's driver), which would break a
+// plain `swift build` of the root package. Build and run them with scripts/fuzz-parser and scripts/fuzz-decoders.
 import PackageDescription
 
 let decoders = ["NIfTIFuzz", "NIfTIGzipFuzz", "NPYFuzz", "NPZFuzz", "PNGFuzz"]
@@ -19,6 +19,7 @@ let package = Package(
             "CFuzzerDriver", .product(name: "Detection", package: "MIMOOD"), .product(name: "Imaging", package: "MIMOOD"),
             .product(name: "ZlibCodec", package: "MIMOOD"),
         ]),
+        .executableTarget(name: "JSONFuzz", dependencies: ["DecoderFuzzing", .product(name: "JSON", package: "MIMOOD")]),
     ] + decoders.map { name in
         .executableTarget(name: name, dependencies: [
             "DecoderFuzzing", .product(name: "Detection", package: "MIMOOD"), .product(name: "Imaging", package: "MIMOOD"),

@@ -35,6 +35,9 @@ public struct DetectionResult: Sendable {
     public let grid: Int
     /// The passes each slice's restoration ran (early exit: fewer than T when nothing is left to resample).
     public let sliceStepsRun: [Int]
+    /// The slices the triage scores and the overlay read: those with at least `minimumBrainPixelsToShow`
+    /// brain pixels, or every slice when none has.
+    private let scoredSlices: [Int]
     /// The most passes any slice's restoration ran.
     public var stepsRun: Int { sliceStepsRun.max() ?? 0 }
 
@@ -51,6 +54,10 @@ public struct DetectionResult: Sendable {
         sliceMaps = results.flatMap(\.anomalyMap.scalars)
         sliceTokenScores = results.flatMap(\.tokenScores.scalars)
         sliceStepsRun = results.map(\.stepsRun)
+        let brainy = (0..<input.sliceCount).filter { z in
+            input.brain[z * Self.area ..< (z + 1) * Self.area].lazy.filter { $0 }.count >= Self.minimumBrainPixelsToShow
+        }
+        scoredSlices = brainy.isEmpty ? Array(0..<input.sliceCount) : brainy
     }
 
     /// The anomaly map on the input's grid: the image's pixels, the volume's voxels, or the slices' shape.
@@ -104,14 +111,6 @@ public struct DetectionResult: Sendable {
         (z * Self.area ..< (z + 1) * Self.area).reduce(Float(0)) { input.brain[$1] ? max($0, sliceMaps[$1]) : $0 }
     }
 
-    /// The slices with at least `minimumBrainPixelsToShow` brain pixels, or every slice when none has.
-    private var scoredSlices: [Int] {
-        let slices = 0..<input.sliceCount
-        let brainy = slices.filter { z in
-            input.brain[z * Self.area ..< (z + 1) * Self.area].lazy.filter { $0 }.count >= Self.minimumBrainPixelsToShow
-        }
-        return brainy.isEmpty ? Array(slices) : brainy
-    }
 
     /// A `.nii.gz` of the anomaly map with the input's header geometry; nil unless the input was a volume.
     public func niftiAnomalyMap() throws -> [UInt8]? {
@@ -130,7 +129,7 @@ public struct DetectionResult: Sendable {
     /// so slices with less brain than the training slices had are passed over when others exist.
     public func overlayPNG() throws -> [UInt8] {
         let size = Preprocessing.sliceSize, area = Self.area
-        let shown = scoredSlices.max { brainMaximum($0) < brainMaximum($1) } ?? 0
+        let shown = scoredSlices.map { ($0, brainMaximum($0)) }.max { $0.1 < $1.1 }?.0 ?? 0
         let window = shown * area ..< (shown + 1) * area
         let image = GrayImage(width: size, height: size, pixels: Array(input.slices[window]))
         let scores = GrayImage(width: size, height: size, pixels: Array(sliceMaps[window]))
