@@ -14,15 +14,68 @@
 #include <dcmtk/dcmjpeg/djdecode.h>
 #include <dcmtk/oflog/oflog.h>
 
+#include <dcmtk/dcmdata/dcstack.h>
+
 #include <cstring>
 #include <exception>
 #include <mutex>
+#include <vector>
 
 struct CDicomObject {
+    /// The data set's bytes, which its long elements are loaded from when first used.
+    std::vector<uint8_t> bytes;
     DcmDataset dataset;
 };
 
 namespace {
+
+/// Elements longer than this are not loaded while parsing but when used, from `CDicomObject::bytes` (as
+/// DCMTK loads them from a file), after every length was checked against the buffer.
+const Uint32 maximumReadLength = 4096;
+
+/// A buffer stream that can be opened again at an offset, so that DCMTK defers long elements instead of
+/// allocating their declared length while parsing.
+class ReopenableBufferStream : public DcmInputBufferStream {
+public:
+    ReopenableBufferStream(const uint8_t *bytes, size_t count, size_t base) : bytes_(bytes), count_(count), base_(base) {
+        setBuffer(bytes + base, static_cast<offile_off_t>(count - base));
+        setEos();
+    }
+    DcmInputStreamFactory *newFactory() const override;
+
+private:
+    const uint8_t *bytes_;
+    size_t count_, base_;
+};
+
+class ReopenableBufferStreamFactory : public DcmInputStreamFactory {
+public:
+    ReopenableBufferStreamFactory(const uint8_t *bytes, size_t count, size_t offset) : bytes_(bytes), count_(count), offset_(offset) {}
+    DcmInputStream *create() const override { return new ReopenableBufferStream(bytes_, count_, offset_); }
+    DcmInputStreamFactory *clone() const override { return new ReopenableBufferStreamFactory(*this); }
+    // Only DCMTK's file and temporary-file factories are named; a deferred element is what this is used for.
+    DcmInputStreamFactoryType ident() const override { return DFT_DcmInputFileStreamFactory; }
+
+private:
+    const uint8_t *bytes_;
+    size_t count_, offset_;
+};
+
+DcmInputStreamFactory *ReopenableBufferStream::newFactory() const {
+    const size_t offset = base_ + static_cast<size_t>(tell());
+    return offset <= count_ ? new ReopenableBufferStreamFactory(bytes_, count_, offset) : nullptr;
+}
+
+/// Whether every element of `item`, at any depth, declares at most `count` bytes (or an undefined
+/// length): then no deferred element can make DCMTK allocate more than the buffer's own size.
+bool lengthsFit(DcmItem &item, size_t count) {
+    DcmStack stack;
+    while (item.nextObject(stack, OFTrue).good()) {
+        const Uint32 length = stack.top()->getLengthField();
+        if (length != DCM_UndefinedLength && length > count) return false;
+    }
+    return true;
+}
 
 void configureOnce() {
     static std::once_flag once;
@@ -52,12 +105,6 @@ CDicomStatus guarded(char *message, size_t capacity, Body body) {
     } catch (...) {
         return fail(CDICOM_MALFORMED, "the DICOM parser failed", message, capacity);
     }
-}
-
-/// No element may claim more bytes than the buffer holds (DCMTK is told so, and checks lengths against
-/// what the stream has left), and DCMTK takes at most 32-bit lengths.
-Uint32 maximumElementLength(size_t count) {
-    return count < 0xFFFFFFFEu ? static_cast<Uint32>(count) : 0xFFFFFFFEu;
 }
 
 /// One numeric value of `element`, whatever its numeric VR.
@@ -100,14 +147,13 @@ extern "C" CDicomStatus cdicom_read_meta(const uint8_t *bytes, size_t count, cha
         if (count < 132 || std::memcmp(bytes + 128, "DICM", 4) != 0) {
             return fail(CDICOM_MALFORMED, "no DICOM preamble ('DICM' at byte 128)", message, messageCapacity);
         }
-        DcmInputBufferStream stream;
-        stream.setBuffer(bytes, static_cast<offile_off_t>(count));
-        stream.setEos();
+        ReopenableBufferStream stream(bytes, count, 0);
         DcmMetaInfo meta;
         meta.transferInit();
-        OFCondition condition = meta.read(stream, EXS_Unknown, EGL_noChange, maximumElementLength(count));
+        OFCondition condition = meta.read(stream, EXS_Unknown, EGL_noChange, maximumReadLength);
         meta.transferEnd();
         if (condition.bad()) return fail(CDICOM_MALFORMED, condition.text(), message, messageCapacity);
+        if (!lengthsFit(meta, count)) return fail(CDICOM_MALFORMED, "a file meta element is longer than the file", message, messageCapacity);
         OFString uid;
         if (meta.findAndGetOFString(DCM_TransferSyntaxUID, uid).bad() || uid.empty() || uid.length() > 64) {
             return fail(CDICOM_MALFORMED, "the file meta information has no valid Transfer Syntax UID (0002,0010)", message, messageCapacity);
@@ -125,18 +171,17 @@ extern "C" CDicomStatus cdicom_parse_dataset(const uint8_t *bytes, size_t count,
         const E_TransferSyntax syntax = DcmXfer(transferSyntax).getXfer();
         if (syntax == EXS_Unknown) return fail(CDICOM_UNSUPPORTED, "unknown transfer syntax", message, messageCapacity);
         CDicomObject *parsed = new CDicomObject();
-        DcmInputBufferStream stream;
-        stream.setBuffer(bytes, static_cast<offile_off_t>(count));
-        stream.setEos();
+        parsed->bytes.assign(bytes, bytes + count);
+        ReopenableBufferStream stream(parsed->bytes.data(), count, 0);
         parsed->dataset.transferInit();
-        const Uint32 maximum = maximumElementLength(count);
         OFCondition condition = headerOnly
-            ? parsed->dataset.readUntilTag(stream, syntax, EGL_noChange, maximum, DCM_PixelData)
-            : parsed->dataset.read(stream, syntax, EGL_noChange, maximum);
+            ? parsed->dataset.readUntilTag(stream, syntax, EGL_noChange, maximumReadLength, DCM_PixelData)
+            : parsed->dataset.read(stream, syntax, EGL_noChange, maximumReadLength);
         parsed->dataset.transferEnd();
-        if (condition.bad()) {
+        if (condition.bad() || !lengthsFit(parsed->dataset, count)) {
             delete parsed;
-            return fail(CDICOM_MALFORMED, condition.text(), message, messageCapacity);
+            return fail(CDICOM_MALFORMED, condition.bad() ? condition.text() : "an element is longer than the data set",
+                        message, messageCapacity);
         }
         *object = parsed;
         return CDICOM_OK;

@@ -80,7 +80,7 @@ enum MultipartRelated {
             position += 2
             let headerLimit = min(body.count, position + maximumPartHeaderBytes)
             guard let headerEnd = body[position ..< headerLimit].firstRange(of: crlf + crlf) else {
-                throw .malformed("a part's header fields do not end within \(maximumPartHeaderBytes) bytes")
+                throw .malformed("a part's header fields do not end (they may take \(maximumPartHeaderBytes) bytes; a truncated body?)")
             }
             let headers = String(decoding: body[position ..< headerEnd.lowerBound], as: UTF8.self)
             let contentType = headers.split(separator: "\r\n").compactMap { line -> Substring? in
