@@ -131,7 +131,7 @@ public struct DetectionInput: Sendable {
             maximumElements = bytes / 4
             png = PNGLimits(maximumPixels: bytes / 4)
             nifti = NIfTILimits(maximumVoxels: bytes / 4, maximumBytes: bytes)
-            // Half: a series' files, their data sets and pixels, and its volume take up to six times that.
+            // Half: a series' files, data sets, pixels and volume take up to seven times that (`InputCost`).
             dicom = DICOMLimits(maximumFramePixels: bytes / 4, maximumBytes: bytes / 2)
             maximumResampledVoxels = bytes / 4
         }

@@ -73,10 +73,11 @@ public struct InputCost: Sendable, Equatable {
         let pixels = min(limits.png.maximumPixels, grid)
         let png = peakBytes(decodedAndInputBytes: pixels * (8 + 2 * 4 + 2 * 4 + float + 8) + 2 * min(limits.png.maximumHeight, pixels) + 7,
                             resampledVoxels: pixels, outputSlices: 1)
-        // The files, then the largest object and the volume (`DICOMSeries.decodingBytes`), each within
-        // `maximumBytes`, then the two copies of the input grid.
-        let dicom = peakBytes(decodedAndInputBytes: 4 * limits.dicom.maximumBytes + 2 * limits.dicom.maximumBytes,
-                              resampledVoxels: grid, outputSlices: slices)
+        // The files (at most `maximumBytes`), the largest object (its data set twice and its stored values,
+        // at most twice `maximumBytes`; its Float32 values) and the volume's (`DICOMSeries.decodingBytes`),
+        // then the two Float32 copies of the input grid: the volume's voxels are at most `maximumBytes` / 4.
+        let dicomBytes = limits.dicom.maximumBytes
+        let dicom = peakBytes(decodedAndInputBytes: 5 * dicomBytes + 8 * (dicomBytes / 4), resampledVoxels: grid, outputSlices: slices)
         return max(npy, nifti, png, dicom)
     }
 

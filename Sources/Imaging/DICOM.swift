@@ -45,31 +45,31 @@ public struct DICOMLimits: Sendable, Equatable {
 }
 
 /// Where one frame lies and how its stored values become intensities.
-public struct DICOMFrame: Sendable, Equatable {
+struct DICOMFrame: Sendable, Equatable {
     /// Image Position (Patient): the first voxel's centre, LPS millimetres.
-    public var position: [Double]
+    var position: [Double]
     /// Image Orientation (Patient): the row direction (along a row, columns increasing), then the column
     /// direction (down a column, rows increasing), LPS unit vectors.
-    public var orientation: [Double]
+    var orientation: [Double]
     /// Pixel Spacing: between rows, then between columns (mm).
-    public var spacing: [Double]
-    public var slope: Double
-    public var intercept: Double
+    var spacing: [Double]
+    var slope: Double
+    var intercept: Double
 }
 
 /// The attributes of one DICOM object that the series assembly needs — no patient attribute is read.
-public struct DICOMHeader: Sendable, Equatable {
-    public let seriesUID: String
-    public let modality: String
-    public let rows: Int
-    public let columns: Int
+struct DICOMHeader: Sendable, Equatable {
+    let seriesUID: String
+    let modality: String
+    let rows: Int
+    let columns: Int
     /// Bytes a stored value takes (1 or 2).
-    public let bytesPerValue: Int
-    public let frames: [DICOMFrame]
+    let bytesPerValue: Int
+    let frames: [DICOMFrame]
     /// Spacing Between Slices, else Slice Thickness: the slice step of a single-slice series.
-    public let sliceStep: Double?
+    let sliceStep: Double?
     /// The bytes parsing the object held: its data set (inflated, when deflated).
-    public let datasetBytes: Int
+    let datasetBytes: Int
 }
 
 /// One DICOM Part 10 object parsed from memory by DCMTK (through CDicom).

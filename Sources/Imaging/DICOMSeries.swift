@@ -11,8 +11,9 @@ public struct DICOMSeries: Sendable {
     public let shape: [Int]
     /// Voxel indices → RAS+ millimetres.
     public let affine: Affine
-    /// Bytes decoding holds besides the files: each object's data set and stored values, and the Float32
-    /// values of the frames and of the volume.
+    /// Bytes decoding holds besides the files, for the largest object: its data set twice (DCMTK's copy,
+    /// from which it loads the long elements such as compressed pixels), its stored and Float32 values;
+    /// and the volume's Float32 values.
     public let decodingBytes: Int
     /// The frames in slice order: which file, which of its frames, and its rescale.
     private let slices: [(file: Int, frame: Int, slope: Double, intercept: Double)]
@@ -97,7 +98,8 @@ public struct DICOMSeries: Sendable {
             }
         }
         let voxels = frames.count * first.rows * first.columns
-        decodingBytes = headers.map { $0.datasetBytes + $0.frames.count * first.rows * first.columns * ($0.bytesPerValue + 4) }.max()! + voxels * 4
+        decodingBytes = headers.map { 2 * $0.datasetBytes + $0.frames.count * first.rows * first.columns * ($0.bytesPerValue + 4) }.max()!
+            + voxels * 4
         guard voxels * 4 <= limits.maximumBytes else {
             throw .tooLarge("the volume's \(voxels) voxels take more than the \(limits.maximumBytes) bytes allowed")
         }

@@ -19,7 +19,8 @@ public enum ZIPError: Error, Equatable, CustomStringConvertible {
 
 /// Reading ZIP archives (APPNOTE 4.3, without ZIP64 or encryption): a folder of files sent as one body.
 /// Every size is checked from the central directory against the limits before anything is inflated, and
-/// each member is inflated to at most its declared size, then checked against its CRC-32.
+/// each member is inflated to at most its declared size, then checked against its CRC-32. Errors name a
+/// member by its place, never by its name (a folder of a series may be named after the patient).
 public enum ZIPArchive {
     /// One file of the archive (folders are skipped).
     public struct Member: Sendable {
@@ -28,22 +29,22 @@ public enum ZIPArchive {
     }
 
     /// One central directory entry: where a member is and what it declares.
-    public struct Entry: Sendable {
-        public let name: String
-        public let method: Int
-        public let flags: Int
-        public let crc: UInt32
-        public let compressedSize: Int
-        public let size: Int
-        public let localHeaderOffset: Int
-        public var isFolder: Bool { name.hasSuffix("/") }
+    private struct Entry {
+        let name: String
+        let method: Int
+        let flags: Int
+        let crc: UInt32
+        let compressedSize: Int
+        let size: Int
+        let localHeaderOffset: Int
+        var isFolder: Bool { name.hasSuffix("/") }
     }
 
     public static let signature: [UInt8] = [0x50, 0x4B, 0x03, 0x04]
 
     /// The entries of the central directory, refused when there are more than `maximumMembers` files or
     /// they declare more than `maximumBytes` inflated bytes in all.
-    public static func entries(_ archive: [UInt8], maximumMembers: Int, maximumBytes: Int) throws(ZIPError) -> [Entry] {
+    private static func entries(_ archive: [UInt8], maximumMembers: Int, maximumBytes: Int) throws(ZIPError) -> [Entry] {
         let reader = ByteReader(bytes: archive, order: .little)
         // The end record is the last 22 bytes unless a comment (at most 65,535 bytes) follows it.
         let lastStart = archive.count - 22
@@ -89,24 +90,25 @@ public enum ZIPArchive {
     public static func members(_ archive: [UInt8], maximumMembers: Int, maximumBytes: Int) throws(ZIPError) -> [Member] {
         let reader = ByteReader(bytes: archive, order: .little)
         var members: [Member] = []
-        for entry in try entries(archive, maximumMembers: maximumMembers, maximumBytes: maximumBytes) where !entry.isFolder {
+        for (index, entry) in try entries(archive, maximumMembers: maximumMembers, maximumBytes: maximumBytes).enumerated() where !entry.isFolder {
+            let member = "member \(index + 1)"
             let local = entry.localHeaderOffset
             guard local + 30 <= archive.count, reader.integer(at: local, as: UInt32.self) == 0x0403_4B50 else {
-                throw .malformed("the local header of '\(quoted(entry.name))' is missing")
+                throw .malformed("the local header of \(member) is missing")
             }
             let dataStart = local + 30 + Int(reader.integer(at: local + 26, as: UInt16.self)) + Int(reader.integer(at: local + 28, as: UInt16.self))
-            guard dataStart + entry.compressedSize <= archive.count else { throw .malformed("'\(quoted(entry.name))' runs past the archive") }
+            guard dataStart + entry.compressedSize <= archive.count else { throw .malformed("\(member) runs past the archive") }
             let stored = Array(archive[dataStart ..< dataStart + entry.compressedSize])
             let bytes: [UInt8]
             if entry.method == 0 {
                 bytes = stored
             } else {
                 do { bytes = try Zlib.decompress(stored, format: .raw, maximumOutputBytes: entry.size) } catch {
-                    throw .malformed("'\(quoted(entry.name))' does not inflate to its declared size: \(error)")
+                    throw .malformed("\(member) does not inflate to its declared size: \(error)")
                 }
             }
             guard bytes.count == entry.size, Zlib.crc32(bytes) == entry.crc else {
-                throw .malformed("'\(quoted(entry.name))' does not match its declared size and CRC-32")
+                throw .malformed("\(member) does not match its declared size and CRC-32")
             }
             members.append(Member(name: entry.name, bytes: bytes))
         }
