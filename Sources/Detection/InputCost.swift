@@ -3,9 +3,10 @@ import Imaging
 /// What an input will cost, found from its header alone — the first bytes of a `.npy`, the IHDR chunk of a
 /// PNG, the 348-byte header of a NIfTI-1 (for `.nii.gz`, only those bytes are inflated), the data sets of a
 /// DICOM series up to Pixel Data (a ZIP's members are inflated within the DICOM limits, from the sizes its
-/// directory declares) — before any image is decoded, inflated or allocated for it. Computing it is the check: an input over `limits`, or one
-/// the model cannot take (a 26-dimensional array, a volume declared preprocessed), throws the refusal
-/// here, so `DetectionInput` never starts on it; a memory budget reserves `peakBytes` from it.
+/// directory declares) — before any image is decoded, inflated or allocated for it. Computing it is the
+/// check: an input over `limits`, or one the model cannot take (a 26-dimensional array, a volume declared
+/// preprocessed), throws the refusal here, so `DetectionInput` never starts on it; a memory budget
+/// reserves `peakBytes` from it.
 ///
 /// Counts (bytes are not counting the input's own bytes):
 /// * `decodedBytes`: what the decoder holds — the inflated stream of a `.nii.gz` (only the bytes the header
