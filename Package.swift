@@ -6,7 +6,7 @@
 //   HTTPServer → JSON, Threading, ZlibCodec
 //   Detection → Models, Imaging, Kernels, JSON, ZlibCodec
 //   Models    → Kernels, JSON, Threading                          (+ swift-crypto for weight digests)
-//   Imaging → ZlibCodec → CZlib;  Kernels → CBLAS;  JSON, Threading, Evaluation: no dependency
+//   Imaging → ZlibCodec → CZlib;  Imaging → CDicom (C++, DCMTK);  Kernels → CBLAS;  JSON, Threading, Evaluation: no dependency
 import PackageDescription
 
 let package = Package(
@@ -33,8 +33,12 @@ let package = Package(
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // gzip, zlib and raw DEFLATE with output limits (zip-bomb guard), and CRC-32: the one zlib wrapper.
         .target(name: "ZlibCodec", dependencies: ["CZlib"]),
-        // Image formats (NPY/NPZ, NIfTI-1, PNG) and the paper's preprocessing to 160×160 slices and back.
-        .target(name: "Imaging", dependencies: ["ZlibCodec"]),
+        // DCMTK (Debian: libdcmtk-dev) behind a narrow C API: DICOM parsed from memory, RLE and JPEG lossless
+        // decoded. Linked by name: Debian's dcmtk.pc requires packages (sndfile, …) the library does not need.
+        .target(name: "CDicom",
+                linkerSettings: ["dcmjpeg", "dcmimgle", "dcmdata", "oflog", "ofstd"].map { .linkedLibrary($0) }),
+        // Image formats (NPY/NPZ, NIfTI-1, PNG, DICOM series, ZIP read) and the paper's preprocessing to 160×160 slices and back.
+        .target(name: "Imaging", dependencies: ["ZlibCodec", "CDicom"]),
         // OpenBLAS from the system (Debian: libopenblas-pthread-dev) for GEMM; see docs/kernels.md for why.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-pthread-dev"])]),

@@ -1,11 +1,11 @@
 // swift-tools-version: 6.0
 // The libFuzzer targets: the HTTP request parser, and the image decoders every request body goes through
-// (NIfTI plain and gzip, NPY, NPZ, PNG), and the strict JSON parser of checkpoint manifests. A package of its
+// (NIfTI plain and gzip, NPY, NPZ, PNG, DICOM), and the strict JSON parser of checkpoint manifests. A package of its
 // own because a fuzzer only links with -sanitize=fuzzer (it calls libFuzzer's driver), which would break a
 // plain `swift build` of the root package. Build and run them with scripts/fuzz-parser and scripts/fuzz-decoders.
 import PackageDescription
 
-let decoders = ["NIfTIFuzz", "NIfTIGzipFuzz", "NPYFuzz", "NPZFuzz", "PNGFuzz"]
+let decoders = ["NIfTIFuzz", "NIfTIGzipFuzz", "NPYFuzz", "NPZFuzz", "PNGFuzz", "DICOMFuzz"]
 
 let package = Package(
     name: "MIMOODFuzz",

@@ -7,6 +7,7 @@ import http.client
 import io
 import json
 import socket
+import sys
 import threading
 import time
 
@@ -134,3 +135,30 @@ def test_every_error_answers_as_the_contract_says(serve, slice_npy):
         thread.join()
     late = serve("--request-timeout-seconds", "0.2", "--batch-max-slices", "1")
     assert call(late, "POST", "/detect", slice_npy, npy, "?preprocessed=true&restorations=8&steps=8")[0] == 504
+
+
+def test_dicom_answers_and_refusals_are_in_the_contract(serve):
+    sys.path.insert(0, str(ROOT / "Training/tools"))
+    import dicom_series
+    from pydicom.data import get_testdata_file
+
+    service = serve("--decode-max-bytes", "8000000")
+    volume = np.repeat((parity_slice().T * 1000).astype(np.float32)[:, :, None], 2, axis=2)
+    files = dicom_series.series(volume, np.diag([1.2, 1.0, 2.0, 1.0]))
+    multipart, multipart_type = dicom_series.multipart(files)
+    ct = open(get_testdata_file("CT_small.dcm"), "rb").read()
+    cases = [
+        (multipart, multipart_type, 200),
+        (dicom_series.zipped(files), "application/zip", 200),
+        (open(get_testdata_file("MR_small_bigendian.dcm"), "rb").read(), "application/dicom", 415),
+        (multipart, "multipart/related", 415),
+        (ct, "application/dicom", 422),
+        (dicom_series.multipart(files[:1] + dicom_series.series(volume, np.eye(4))[1:])[0], multipart_type, 422),
+        (dicom_series.zipped([bytes(16_000_000)]), "application/zip", 413),
+        (files[0][:300], "application/dicom", 400),
+    ]
+    for body, content_type, expected in cases:
+        status, _, answer = call(service, "POST", "/detect", body, {"Content-Type": content_type}, "?restorations=1&steps=1")
+        assert status == expected, (content_type, expected, answer[:300])
+        if status == 200:
+            assert json.loads(answer)["input"]["format"] == "dicom"

@@ -6,8 +6,10 @@ import Models
 /// to an HTTP status; the CLI prints the message).
 public struct InputError: Error, Sendable, CustomStringConvertible {
     public enum Kind: Sendable {
-        /// Not one of the formats read here (.npy, PNG, NIfTI-1).
+        /// Not one of the formats read here (.npy, PNG, NIfTI-1, DICOM).
         case unsupportedFormat
+        /// A format read here in an encoding that is not (a DICOM transfer syntax without a decoder).
+        case unsupportedEncoding
         /// A known format, but broken: truncated, corrupt, an invalid header.
         case malformed
         /// More pixels, voxels or bytes than the limits allow.
@@ -22,7 +24,7 @@ public struct InputError: Error, Sendable, CustomStringConvertible {
         case slices
         /// `maximumResampledVoxels`.
         case resampledVoxels
-        /// One of the decoders' limits (`maximumElements`, `png`, `nifti`).
+        /// One of the decoders' limits (`maximumElements`, `png`, `nifti`, `dicom`).
         case decoder
     }
 
@@ -38,12 +40,15 @@ public struct InputError: Error, Sendable, CustomStringConvertible {
     /// A decoder's or the preprocessing's error, sorted by kind.
     static func refusal(_ error: any Error) -> InputError {
         switch error {
-        case NPYError.tooManyElements, NIfTIError.tooLarge, PNGError.tooLarge:
+        case NPYError.tooManyElements, NIfTIError.tooLarge, PNGError.tooLarge, DICOMError.tooLarge, ZIPError.tooLarge,
+             MultipartError.tooLarge:
             return InputError(.tooLarge, "\(error)", limit: .decoder)
+        case DICOMError.unsupportedTransferSyntax, MultipartError.unsupportedPart:
+            return InputError(.unsupportedEncoding, "\(error)")
         case PreprocessingError.tooLarge:
             return InputError(.tooLarge, "\(error)", limit: .resampledVoxels)
         case NPYError.unsupportedDType, NIfTIError.unsupportedDataType, NIfTIError.nifti2NotSupported,
-             NIfTIError.pairNotSupported, PNGError.notGrayscale, is PreprocessingError:
+             NIfTIError.pairNotSupported, PNGError.notGrayscale, DICOMError.unprocessable, ZIPError.unsupported, is PreprocessingError:
             return InputError(.unprocessable, "\(error)")
         default:
             return InputError(.malformed, "\(error)")
@@ -53,12 +58,16 @@ public struct InputError: Error, Sendable, CustomStringConvertible {
 
 /// The image formats an input may come in, told apart by their first bytes.
 public enum InputFormat: String, Sendable {
-    case npy, png, nifti
+    case npy, png, nifti, dicom
 
     /// The format of `bytes` by their first bytes: .npy and PNG by their magic, NIfTI-1 by `sizeof_hdr`
     /// = 348 (either byte order) or, compressed, by gzip's magic (the NIfTI decoder checks the rest of its
-    /// header); nil when they match none of them.
+    /// header), DICOM by "DICM" after the 128-byte preamble or, as a ZIP of a series folder, by the ZIP
+    /// signature; nil when they match none of them.
     public static func sniff(_ bytes: [UInt8]) -> InputFormat? {
+        if bytes.count >= 132 && bytes[128 ..< 132].elementsEqual("DICM".utf8) || bytes.starts(with: ZIPArchive.signature) {
+            return .dicom
+        }
         if bytes.starts(with: [0x93] + Array("NUMPY".utf8)) { return .npy }
         if bytes.starts(with: [0x89] + Array("PNG".utf8)) { return .png }
         if bytes.starts(with: [0x1F, 0x8B]) || bytes.starts(with: [0x5C, 0x01, 0x00, 0x00]) || bytes.starts(with: [0x00, 0x00, 0x01, 0x5C]) {
@@ -108,6 +117,7 @@ public struct DetectionInput: Sendable {
         public var maximumElements = NPY.defaultMaximumElements
         public var png = PNGLimits()
         public var nifti = NIfTILimits()
+        public var dicom = DICOMLimits()
         /// The preprocessing's largest grid (its RAS copy, or a pass of the resampling to 1 mm).
         public var maximumResampledVoxels = Preprocessing.defaultMaximumResampledVoxels
         /// 160×160 slices after preprocessing (the service sets `request_max_slices`).
@@ -121,16 +131,19 @@ public struct DetectionInput: Sendable {
             maximumElements = bytes / 4
             png = PNGLimits(maximumPixels: bytes / 4)
             nifti = NIfTILimits(maximumVoxels: bytes / 4, maximumBytes: bytes)
+            // Half: a series' files, data sets, pixels and volume take up to seven times that (`InputCost`).
+            dicom = DICOMLimits(maximumFramePixels: bytes / 4, maximumBytes: bytes / 2)
             maximumResampledVoxels = bytes / 4
         }
     }
 
-    /// Reads `.npy` (2-D slice or 3-D volume), PNG (2-D slice) or NIfTI-1 (`.nii`, `.nii.gz`), told apart
-    /// by their magic bytes, and preprocesses it as docs/preprocessing.md and docs/imaging.md say. With
-    /// `preprocessed`, `.npy` and PNG inputs are taken as 160×160 slices in [0, 1] and passed unchanged.
-    /// Its `InputCost` is found first, so an input over `limits` is refused from its header.
-    public init(bytes: [UInt8], preprocessed: Bool, limits: Limits = Limits()) throws(InputError) {
-        let cost = try InputCost(bytes: bytes, preprocessed: preprocessed, limits: limits)
+    /// Reads `.npy` (2-D slice or 3-D volume), PNG (2-D slice), NIfTI-1 (`.nii`, `.nii.gz`) or a DICOM
+    /// series (one file, a ZIP, or multipart/related as `dicom` says), told apart by their magic bytes, and
+    /// preprocesses it as docs/preprocessing.md and docs/imaging.md say. With `preprocessed`, `.npy` and PNG
+    /// inputs are taken as 160×160 slices in [0, 1] and passed unchanged. Its `InputCost` is found first,
+    /// so an input over `limits` is refused from its header.
+    public init(bytes: [UInt8], preprocessed: Bool, limits: Limits = Limits(), dicom: DICOMRequest = DICOMRequest()) throws(InputError) {
+        let cost = try InputCost(bytes: bytes, preprocessed: preprocessed, limits: limits, dicom: dicom)
         let format = cost.format
         switch format {
         case .npy:
@@ -158,6 +171,15 @@ public struct DetectionInput: Sendable {
             let affine: Affine
             do { affine = try nifti.geometry.affine() } catch { throw .refusal(error) }
             self = try DetectionInput(volume: nifti.volume, geometry: nifti.geometry, affine: affine, limits: limits, format: format)
+        case .dicom:
+            let files = try DICOMBody.files(bytes, dicom, limits: limits.dicom)
+            let volume: Volume, affine: Affine
+            do {
+                let series = try DICOMSeries(headersOf: files, anyModality: dicom.anyModality, limits: limits.dicom)
+                (volume, affine) = (try series.volume(of: files, limits: limits.dicom), series.affine)
+            } catch { throw .refusal(error) }
+            // The map is written on the series' grid with its affine, as for a NIfTI input.
+            self = try DetectionInput(volume: volume, geometry: NIfTIGeometry(affine: affine), affine: affine, limits: limits, format: format)
         }
     }
 

@@ -1,15 +1,19 @@
 import Imaging
 
 /// What an input will cost, found from its header alone — the first bytes of a `.npy`, the IHDR chunk of a
-/// PNG, the 348-byte header of a NIfTI-1 (for `.nii.gz`, only those bytes are inflated) — before anything
-/// is decoded, inflated or allocated for it. Computing it is the check: an input over `limits`, or one
-/// the model cannot take (a 26-dimensional array, a volume declared preprocessed), throws the refusal
-/// here, so `DetectionInput` never starts on it; a memory budget reserves `peakBytes` from it.
+/// PNG, the 348-byte header of a NIfTI-1 (for `.nii.gz`, only those bytes are inflated), the data sets of a
+/// DICOM series up to Pixel Data (a ZIP's members are inflated within the DICOM limits, from the sizes its
+/// directory declares) — before any image is decoded, inflated or allocated for it. Computing it is the
+/// check: an input over `limits`, or one the model cannot take (a 26-dimensional array, a volume declared
+/// preprocessed), throws the refusal here, so `DetectionInput` never starts on it; a memory budget
+/// reserves `peakBytes` from it.
 ///
 /// Counts (bytes are not counting the input's own bytes):
 /// * `decodedBytes`: what the decoder holds — the inflated stream of a `.nii.gz` (only the bytes the header
 ///   says the image needs) or PNG, the samples of a PNG, and the values as Float32 (twice for a
-///   Fortran-order `.npy`, which is rearranged into a second array);
+///   Fortran-order `.npy`, which is rearranged into a second array); for DICOM, the files (a ZIP's members
+///   or the multipart parts, copied), the largest object's data set with its stored and Float32 values,
+///   and the volume;
 /// * `resampledVoxels`: voxels of the largest grid the preprocessing builds — the copy in RAS order or a
 ///   pass of the resampling to 1 mm (a 1×1×2 volume with 10^6 mm slices makes 10^6 of them);
 /// * `outputSlices`: the 160×160 slices the model runs, each one job in the inference queue.
@@ -26,7 +30,7 @@ public struct InputCost: Sendable, Equatable {
     private enum Layout: Sendable, Equatable {
         /// A 2-D image (a PNG, or a `.npy` of shape [height, width]).
         case image
-        /// A volume: a NIfTI, or a 3-D `.npy` taken as RAS at 1 mm.
+        /// A volume: a NIfTI, a DICOM series, or a 3-D `.npy` taken as RAS at 1 mm.
         case volume
         /// Slices declared preprocessed.
         case slices
@@ -70,7 +74,12 @@ public struct InputCost: Sendable, Equatable {
         let pixels = min(limits.png.maximumPixels, grid)
         let png = peakBytes(decodedAndInputBytes: pixels * (8 + 2 * 4 + 2 * 4 + float + 8) + 2 * min(limits.png.maximumHeight, pixels) + 7,
                             resampledVoxels: pixels, outputSlices: 1)
-        return max(npy, nifti, png)
+        // The files (at most `maximumBytes`), the largest object (its data set twice and its stored values,
+        // at most twice `maximumBytes`; its Float32 values) and the volume's (`DICOMSeries.decodingBytes`),
+        // then the two Float32 copies of the input grid: the volume's voxels are at most `maximumBytes` / 4.
+        let dicomBytes = limits.dicom.maximumBytes
+        let dicom = peakBytes(decodedAndInputBytes: 5 * dicomBytes + 8 * (dicomBytes / 4), resampledVoxels: grid, outputSlices: slices)
+        return max(npy, nifti, png, dicom)
     }
 
     private static func peakBytes(decodedAndInputBytes: Int, resampledVoxels: Int, outputSlices: Int) -> Int {
@@ -78,11 +87,12 @@ public struct InputCost: Sendable, Equatable {
         return decodedAndInputBytes + (8 + 17) * resampledVoxels + outputSlices * (sliceBytes + sliceMaskBytes)
     }
 
-    /// The cost of `bytes` as `DetectionInput(bytes:preprocessed:limits:)` would read them, or the refusal
-    /// it would end with, found from the header.
-    public init(bytes: [UInt8], preprocessed: Bool, limits: DetectionInput.Limits = DetectionInput.Limits()) throws(InputError) {
-        guard let format = InputFormat.sniff(bytes) else {
-            throw InputError(.unsupportedFormat, "not a .npy, PNG or NIfTI-1 (.nii, .nii.gz) image: its first bytes match none of them")
+    /// The cost of `bytes` as `DetectionInput(bytes:preprocessed:limits:dicom:)` would read them, or the
+    /// refusal it would end with, found from the header.
+    public init(bytes: [UInt8], preprocessed: Bool, limits: DetectionInput.Limits = DetectionInput.Limits(),
+                dicom: DICOMRequest = DICOMRequest()) throws(InputError) {
+        guard let format = dicom.multipartBoundary == nil ? InputFormat.sniff(bytes) : .dicom else {
+            throw InputError(.unsupportedFormat, "not a .npy, PNG, NIfTI-1 (.nii, .nii.gz) or DICOM image: its first bytes match none of them")
         }
         self.format = format
         let float = MemoryLayout<Float>.size
@@ -127,6 +137,20 @@ public struct InputCost: Sendable, Equatable {
             decodedBytes = inflated + header.voxelCount * float
             layout = .volume
             do { affine = try header.geometry.affine() } catch { throw .refusal(error) }
+        case .dicom:
+            guard !preprocessed else {
+                throw InputError(.unprocessable, "only .npy and PNG slices can be declared preprocessed; "
+                                 + "a DICOM series is always preprocessed from its voxel grid")
+            }
+            let files = try DICOMBody.files(bytes, dicom, limits: limits.dicom)
+            let series: DICOMSeries
+            do { series = try DICOMSeries(headersOf: files, anyModality: dicom.anyModality, limits: limits.dicom) } catch { throw .refusal(error) }
+            shape = series.shape
+            // A single file is the body itself; a ZIP's members and multipart parts are copies.
+            let fileCopies = files.count == 1 && files[0].count == bytes.count ? 0 : files.reduce(0) { $0 + $1.count }
+            decodedBytes = fileCopies + series.decodingBytes
+            layout = .volume
+            affine = series.affine
         }
         inputVoxels = shape.reduce(1, *)
 

@@ -50,25 +50,29 @@ public enum ResponseFormat: String, Sendable, CaseIterable {
 
 /// What POST /detect was asked for, read from the request head before its body: the parameters
 /// (the checkpoint's defaults with the query's overrides), whether the body is preprocessed, the
-/// response format, and the input format the Content-Type names (nil: told by the body's magic bytes).
+/// response format, the input format the Content-Type names (nil: told by the body's magic bytes), and
+/// for DICOM the multipart boundary and `force`.
 struct DetectRequest: Sendable {
     var parameters: InferenceParameters
     var preprocessed = false
     var responseFormat: ResponseFormat
     var declaredFormat: InputFormat?
+    var dicom = DICOMRequest()
 
     /// Content-Type values accepted for a body, and the format each names.
     static let bodyTypes: [(mediaType: String, format: InputFormat?)] = [
         ("application/x-npy", .npy), ("image/png", .png), ("application/x-nifti", .nifti),
-        ("application/gzip", .nifti), ("application/octet-stream", nil),
+        ("application/gzip", .nifti), ("application/dicom", .dicom), ("application/zip", .dicom),
+        ("multipart/related", .dicom), ("application/octet-stream", nil),
     ]
 
-    static let queryParameters = ["restorations", "steps", "threshold", "seed", "method", "combine", "preprocessed"]
+    static let queryParameters = ["restorations", "steps", "threshold", "seed", "method", "combine", "preprocessed", "force"]
 
     /// The request as the head asks for it, or the problem response that refuses it (415, 406, 422).
     static func read(_ head: RequestHead, defaults: InferenceParameters, configuration: ServiceConfiguration,
                      engine: Engine) -> Result<DetectRequest, ServiceProblem> {
         let declaredFormat: InputFormat?
+        var multipartBoundary: String?
         if let contentType = head.headers["Content-Type"] {
             let mediaType = contentType.split(separator: ";").first.map { $0.trimmed(of: " \t").lowercased() } ?? ""
             guard let known = bodyTypes.first(where: { $0.mediaType == mediaType }) else {
@@ -78,6 +82,12 @@ struct DetectRequest: Sendable {
                                                + bodyTypes.map(\.mediaType).joined(separator: ", ") + hint))
             }
             declaredFormat = known.format
+            if mediaType == "multipart/related" {
+                switch boundary(ofMultipart: contentType) {
+                case .success(let boundary): multipartBoundary = boundary
+                case .failure(let problem): return .failure(problem)
+                }
+            }
         } else {
             declaredFormat = nil
         }
@@ -85,7 +95,8 @@ struct DetectRequest: Sendable {
             return .failure(ServiceProblem(406, "none of the accepted types is produced here; ask for one of "
                                            + ResponseFormat.allCases.map(\.rawValue).joined(separator: ", ")))
         }
-        var request = DetectRequest(parameters: defaults, responseFormat: responseFormat, declaredFormat: declaredFormat)
+        var request = DetectRequest(parameters: defaults, responseFormat: responseFormat, declaredFormat: declaredFormat,
+                                    dicom: DICOMRequest(multipartBoundary: multipartBoundary))
         var seen = Set<String>()
         var (method, restorations, steps, threshold, seed, combine): (InferenceMethod?, Int?, Int?, Float?, UInt64?, CombineRule?)
         for (name, value) in head.query {
@@ -121,11 +132,11 @@ struct DetectRequest: Sendable {
             case "combine":
                 guard let rule = CombineRule(rawValue: value) else { return refuse("mean or softmax-weighted") }
                 combine = rule
-            default:  // preprocessed
+            default:  // preprocessed, force
                 guard let flag = ["true": true, "1": true, "false": false, "0": false][value.lowercased()] else {
                     return refuse("true or false")
                 }
-                request.preprocessed = flag
+                if name == "force" { request.dicom.anyModality = flag } else { request.preprocessed = flag }
             }
         }
         request.parameters = defaults.overriding(method: method, restorations: restorations, steps: steps,
@@ -139,6 +150,24 @@ struct DetectRequest: Sendable {
         }
         return .success(request)
     }
+}
+
+/// The boundary of a `multipart/related; type="application/dicom"; boundary=…` Content-Type (RFC 2387),
+/// or the 415 that refuses it: the boundary is required, and the type, when given, must be application/dicom.
+private func boundary(ofMultipart contentType: String) -> Result<String, ServiceProblem> {
+    var parameters: [String: String] = [:]
+    for parameter in contentType.split(separator: ";").dropFirst() {
+        guard let equals = parameter.firstIndex(of: "=") else { continue }
+        let name = parameter[..<equals].trimmed(of: " \t").lowercased()
+        parameters[name] = parameter[parameter.index(after: equals)...].trimmed(of: " \t").trimmed(of: "\"")
+    }
+    if let type = parameters["type"], type.lowercased() != "application/dicom" {
+        return .failure(ServiceProblem(415, "multipart/related bodies are read with type=\"application/dicom\" only"))
+    }
+    guard let boundary = parameters["boundary"], !boundary.isEmpty else {
+        return .failure(ServiceProblem(415, "multipart/related needs a boundary parameter"))
+    }
+    return .success(boundary)
 }
 
 /// A refusal as status + detail, turned into an RFC 9457 response where it is answered.

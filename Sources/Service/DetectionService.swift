@@ -232,7 +232,7 @@ public final class DetectionService: Sendable {
         defer { withExtendedLifetime((slot, decodeMemory)) {} }
         return try await offload { [configuration] in
             do {
-                return try DetectionInput(bytes: body, preprocessed: request.preprocessed, limits: limits)
+                return try DetectionInput(bytes: body, preprocessed: request.preprocessed, limits: limits, dicom: request.dicom)
             } catch let error as InputError {
                 throw Self.problem(error, declaredFormat: request.declaredFormat, configuration)
             }
@@ -244,10 +244,10 @@ public final class DetectionService: Sendable {
     /// `request_max_cost`.
     private static func cost(_ body: [UInt8], _ request: DetectRequest, limits: DetectionInput.Limits,
                              _ configuration: ServiceConfiguration) throws -> InputCost {
-        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG or NIfTI-1 image") }
+        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG, NIfTI-1 or DICOM image") }
         let cost: InputCost
         do {
-            cost = try InputCost(bytes: body, preprocessed: request.preprocessed, limits: limits)
+            cost = try InputCost(bytes: body, preprocessed: request.preprocessed, limits: limits, dicom: request.dicom)
         } catch {
             throw problem(error, declaredFormat: request.declaredFormat, configuration)
         }
@@ -271,6 +271,7 @@ public final class DetectionService: Sendable {
         switch error.kind {
         // The sender named a format, so the body is a broken one of it rather than an unknown type.
         case .unsupportedFormat: return ServiceProblem(declaredFormat == nil ? 415 : 400, error.description)
+        case .unsupportedEncoding: return ServiceProblem(415, error.description)
         case .malformed: return ServiceProblem(400, error.description)
         case .unprocessable: return ServiceProblem(422, error.description)
         case .tooLarge:

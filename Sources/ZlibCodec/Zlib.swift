@@ -88,6 +88,12 @@ public enum Zlib {
         try inflated(input, format: format, keep: maximumOutputBytes, limit: maximumOutputBytes, rest: .check)
     }
 
+    /// As `decompress`, for a stream that need not fill `input`: what follows its end is ignored (a DICOM
+    /// file's deflated data set may be padded).
+    public static func decompressLeading(_ input: [UInt8], format: Format, maximumOutputBytes: Int) throws(ZlibError) -> [UInt8] {
+        try inflated(input, format: format, keep: maximumOutputBytes, limit: maximumOutputBytes, rest: .check, trailingAllowed: true)
+    }
+
     /// As `decompress`, but only the first `keptBytes` of the output are held (fewer when the stream is
     /// shorter): the rest is inflated through a small scratch buffer, so that the whole stream is still
     /// checked (its end, gzip's CRC-32 and length, the `maximumOutputBytes` limit) without its memory
@@ -117,7 +123,8 @@ public enum Zlib {
 
     /// Inflates `input`, holding the first `keep` bytes of output; past them, `rest` says what happens.
     /// More than `limit` bytes of output in all throws `.outputLimitExceeded`.
-    private static func inflated(_ input: [UInt8], format: Format, keep: Int, limit: Int, rest: Rest) throws(ZlibError) -> [UInt8] {
+    private static func inflated(_ input: [UInt8], format: Format, keep: Int, limit: Int, rest: Rest,
+                                 trailingAllowed: Bool = false) throws(ZlibError) -> [UInt8] {
         precondition(keep >= 0 && limit >= 0, "negative output limit")
         var stream = z_stream()
         let initStatus = inflateInit2_(&stream, format.windowBits, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
@@ -170,7 +177,7 @@ public enum Zlib {
             switch status {
             case Z_STREAM_END:
                 let trailing = input[consumed...]
-                if trailing.isEmpty { return Array(output[..<kept]) }
+                if trailing.isEmpty || trailingAllowed { return Array(output[..<kept]) }
                 guard case .gzip = format else { throw .trailingData(count: trailing.count) }
                 if trailing.allSatisfy({ $0 == 0 }) { return Array(output[..<kept]) }
                 guard trailing.starts(with: [0x1F, 0x8B]) else { throw .trailingData(count: trailing.count) }

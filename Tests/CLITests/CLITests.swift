@@ -143,7 +143,7 @@ final class CLITests: XCTestCase {
                               corrupt, good, missing, line, truncated, directory.path, duplicate, text])
         XCTAssertEqual(run.status, 1)
         XCTAssertTrue(run.errors.contains("corrupt.npy: the .npy data is truncated"), run.errors)
-        XCTAssertTrue(run.errors.contains("text.npy: not a .npy, PNG or NIfTI-1 (.nii, .nii.gz) image"), run.errors)
+        XCTAssertTrue(run.errors.contains("text.npy: not a .npy, PNG, NIfTI-1 (.nii, .nii.gz) or DICOM image"), run.errors)
         XCTAssertTrue(run.errors.contains("missing.nii.gz: no such file"), run.errors)
         XCTAssertTrue(run.errors.contains("line.npy: a .npy input must be a 2-D slice or a 3-D volume"), run.errors)
         XCTAssertTrue(run.errors.contains("truncated.nii: the NIfTI file is truncated"), run.errors)

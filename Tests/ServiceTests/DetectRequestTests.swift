@@ -79,9 +79,28 @@ final class DetectRequestTests: XCTestCase {
         let engine = try Self.engine()
         let cases: [(String, InputFormat?)] = [("application/x-nifti", .nifti), ("application/gzip", .nifti),
                                                ("application/x-npy; charset=binary", .npy), ("image/png", .png),
+                                               ("application/dicom", .dicom), ("application/zip", .dicom),
                                                ("application/octet-stream", nil)]   // told by the magic bytes
         for (type, format) in cases {
             XCTAssertEqual(try read(engine, query: [], headers: [("Content-Type", type)]).get().declaredFormat, format, type)
+        }
+    }
+
+    /// A WADO-RS body: the boundary (quoted or not) from the Content-Type; `force` lets another modality through.
+    func testMultipartRelatedNamesItsBoundaryAndForceAllowsAnyModality() throws {
+        let engine = try Self.engine()
+        for type in ["multipart/related; type=\"application/dicom\"; boundary=abc:1", "Multipart/Related;boundary=\"abc:1\""] {
+            let request = try read(engine, query: [("force", "true")], headers: [("Content-Type", type)]).get()
+            XCTAssertEqual(request.declaredFormat, .dicom, type)
+            XCTAssertEqual(request.dicom, DICOMRequest(multipartBoundary: "abc:1", anyModality: true), type)
+        }
+        XCTAssertEqual(try read(engine, query: [], headers: [("Content-Type", "application/dicom")]).get().dicom, DICOMRequest())
+        let refused = [("multipart/related; type=\"application/dicom\"", "needs a boundary"),
+                       ("multipart/related; type=\"image/png\"; boundary=b", "type=\"application/dicom\" only")]
+        for (type, detail) in refused {
+            guard case .failure(let problem) = read(engine, query: [], headers: [("Content-Type", type)]) else { return XCTFail(type) }
+            XCTAssertEqual(problem.status, 415, type)
+            XCTAssertTrue(problem.detail.contains(detail), problem.detail)
         }
     }
 

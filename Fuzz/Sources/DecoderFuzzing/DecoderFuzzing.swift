@@ -19,17 +19,18 @@ public let fuzzLimits: DetectionInput.Limits = {
     limits.png = PNGLimits(maximumWidth: 1024, maximumHeight: 1024, maximumPixels: 1 << 16)
     limits.nifti = NIfTILimits(maximumVoxels: 1 << 16, maximumBytes: 1 << 20)
     limits.maximumResampledVoxels = 1 << 18
+    limits.dicom = DICOMLimits(maximumFiles: 16, maximumFrames: 64, maximumFramePixels: 1 << 14, maximumBytes: 1 << 20)
     limits.maximumSlices = 16
     return limits
 }()
 
-/// Checks invariant 3 for `bytes`, as plain and as preprocessed input.
-public func checkInputCost(_ bytes: [UInt8]) {
+/// Checks invariant 3 for `bytes`, as plain and as preprocessed input (`dicom`: how a DICOM body was sent).
+public func checkInputCost(_ bytes: [UInt8], dicom: DICOMRequest = DICOMRequest()) {
     for preprocessed in [false, true] {
-        guard let cost = try? InputCost(bytes: bytes, preprocessed: preprocessed, limits: fuzzLimits) else { continue }
+        guard let cost = try? InputCost(bytes: bytes, preprocessed: preprocessed, limits: fuzzLimits, dicom: dicom) else { continue }
         check(cost.outputSlices <= fuzzLimits.maximumSlices && cost.resampledVoxels <= fuzzLimits.maximumResampledVoxels,
               "InputCost passed a cost over the limits")
-        guard let input = try? DetectionInput(bytes: bytes, preprocessed: preprocessed, limits: fuzzLimits) else { continue }
+        guard let input = try? DetectionInput(bytes: bytes, preprocessed: preprocessed, limits: fuzzLimits, dicom: dicom) else { continue }
         check(input.sliceCount == cost.outputSlices, "InputCost said \(cost.outputSlices) slices, preprocessing made \(input.sliceCount)")
         check(input.slices.count == input.sliceCount * 160 * 160 && input.brain.count == input.slices.count, "slices of the wrong size")
         check(input.format == cost.format, "InputCost and DetectionInput disagree on the format")

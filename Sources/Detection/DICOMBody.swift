@@ -1,0 +1,105 @@
+import Imaging
+
+/// How a DICOM body was sent, beyond its bytes, and what the request allows of it.
+public struct DICOMRequest: Sendable, Equatable {
+    /// The boundary of a `multipart/related; type="application/dicom"` body (a series as WADO-RS returns
+    /// it); nil when the body is one DICOM file or a ZIP of a series folder.
+    public var multipartBoundary: String?
+    /// `force`: run a series whose Modality is not MR.
+    public var anyModality = false
+
+    public init(multipartBoundary: String? = nil, anyModality: Bool = false) {
+        (self.multipartBoundary, self.anyModality) = (multipartBoundary, anyModality)
+    }
+}
+
+/// The DICOM files of a body: the body itself (one Part 10 file), a ZIP's members (folders and a DICOMDIR
+/// skipped), or the parts of a multipart/related body. Their bytes are copies; together they may take at
+/// most `limits.maximumBytes`.
+enum DICOMBody {
+    static func files(_ bytes: [UInt8], _ request: DICOMRequest, limits: DICOMLimits) throws(InputError) -> [[UInt8]] {
+        if let boundary = request.multipartBoundary {
+            do { return try MultipartRelated.parts(bytes, boundary: boundary, limits: limits) } catch { throw .refusal(error) }
+        }
+        guard bytes.starts(with: ZIPArchive.signature) else { return [bytes] }
+        let members: [ZIPArchive.Member]
+        do { members = try ZIPArchive.members(bytes, maximumMembers: limits.maximumFiles, maximumBytes: limits.maximumBytes) } catch {
+            throw .refusal(error)
+        }
+        let files = members.filter { member in
+            let name = member.name.split(separator: "/").last.map(String.init) ?? ""
+            return name.uppercased() != "DICOMDIR" && !name.hasPrefix(".")
+        }
+        guard !files.isEmpty else { throw InputError(.malformed, "the ZIP archive holds no DICOM file") }
+        return files.map(\.bytes)
+    }
+}
+
+/// Why a multipart/related body could not be split.
+enum MultipartError: Error, CustomStringConvertible {
+    case malformed(String)
+    case tooLarge(String)
+    /// A part of another type than application/dicom.
+    case unsupportedPart(String)
+
+    var description: String {
+        switch self {
+        case .malformed(let detail): "the multipart/related body is malformed: \(detail)"
+        case .tooLarge(let detail): detail
+        case .unsupportedPart(let type): "every part of a multipart/related body must be application/dicom, got '\(type)'"
+        }
+    }
+}
+
+/// A strict reader of `multipart/related` bodies (RFC 2387, RFC 2046 §5.1.1): delimiters `--boundary` at
+/// line starts, each part's header fields (at most 8 KiB, Content-Type application/dicom required), and
+/// the close delimiter `--boundary--` required; preamble and epilogue ignored.
+enum MultipartRelated {
+    static let maximumPartHeaderBytes = 8192
+
+    static func parts(_ body: [UInt8], boundary: String, limits: DICOMLimits) throws(MultipartError) -> [[UInt8]] {
+        guard (1...70).contains(boundary.utf8.count) else { throw .malformed("the boundary must have 1 to 70 characters") }
+        let delimiter = Array("--\(boundary)".utf8)
+        let crlf: [UInt8] = [13, 10]
+        // The first delimiter may open the body; every other one follows a CRLF.
+        var position: Int
+        if body.starts(with: delimiter) {
+            position = delimiter.count
+        } else if let found = body.firstRange(of: crlf + delimiter) {
+            position = found.upperBound
+        } else {
+            throw .malformed("no delimiter '--' + boundary")
+        }
+        var parts: [[UInt8]] = []
+        var totalBytes = 0
+        while true {
+            if body[position...].starts(with: [45, 45]) { break }  // "--": the close delimiter
+            // Transport padding (spaces, tabs) may follow a delimiter before its CRLF.
+            while position < body.count, body[position] == 32 || body[position] == 9 { position += 1 }
+            guard body[position...].starts(with: crlf) else { throw .malformed("a delimiter is not followed by CRLF") }
+            position += 2
+            let headerLimit = min(body.count, position + maximumPartHeaderBytes)
+            guard let headerEnd = body[position ..< headerLimit].firstRange(of: crlf + crlf) else {
+                throw .malformed("a part's header fields do not end (they may take \(maximumPartHeaderBytes) bytes; a truncated body?)")
+            }
+            let headers = String(decoding: body[position ..< headerEnd.lowerBound], as: UTF8.self)
+            let contentType = headers.split(separator: "\r\n").compactMap { line -> Substring? in
+                guard let colon = line.firstIndex(of: ":"), line[..<colon].lowercased() == "content-type" else { return nil }
+                return line[line.index(after: colon)...]
+            }.first
+            // A media type has no white space: what surrounds it is dropped with the parameters.
+            let mediaType = contentType?.split(separator: ";").first.map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() } ?? ""
+            guard mediaType == "application/dicom" else { throw .unsupportedPart(String(mediaType.prefix(100))) }
+            guard let end = body[headerEnd.upperBound...].firstRange(of: crlf + delimiter) else {
+                throw .malformed("a part is not closed by a delimiter (truncated body?)")
+            }
+            totalBytes += end.lowerBound - headerEnd.upperBound
+            guard parts.count < limits.maximumFiles else { throw .tooLarge("more than the \(limits.maximumFiles) DICOM files allowed") }
+            guard totalBytes <= limits.maximumBytes else { throw .tooLarge("the parts take more than the \(limits.maximumBytes) bytes allowed") }
+            parts.append(Array(body[headerEnd.upperBound ..< end.lowerBound]))
+            position = end.upperBound
+        }
+        guard !parts.isEmpty else { throw .malformed("no part") }
+        return parts
+    }
+}
