@@ -38,8 +38,9 @@ public struct DICOMLimits: Sendable, Equatable {
     public var maximumFrames: Int
     /// Rows × Columns of one frame.
     public var maximumFramePixels: Int
-    /// Bytes the files and their decoded pixels may take: inflated data sets and ZIP members, the stored
-    /// pixels and their Float32 values.
+    /// Bytes each of these may take: a ZIP's members (each the larger of its stored and inflated sizes);
+    /// a multipart body's parts; the parsed data sets (each checked as stored, before it is copied or
+    /// inflated) with their stored pixels; the volume's Float32 values.
     public var maximumBytes: Int
 
     public init(maximumFiles: Int = 2048, maximumFrames: Int = 2048, maximumFramePixels: Int = 1 << 24, maximumBytes: Int = 1 << 30) {
