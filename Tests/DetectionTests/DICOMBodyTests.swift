@@ -13,9 +13,12 @@ final class DICOMBodyTests: XCTestCase {
         Array(("preamble\r\n" + parts.map { "--\(boundary)\r\nContent-Type: \(type)\r\n\r\n\($0)\r\n" }.joined() + close + "\r\nepilogue").utf8)
     }
 
-    /// A Part 10 file in explicit VR little endian holding the data set `elements` (tag, VR, value), in order.
-    private func dicomFile(_ elements: [(group: UInt16, element: UInt16, vr: String, value: [UInt8])]) -> [UInt8] {
-        func encoded(_ elements: [(group: UInt16, element: UInt16, vr: String, value: [UInt8])]) -> [UInt8] {
+    /// A data element: its tag, VR and value.
+    private typealias Element = (group: UInt16, element: UInt16, vr: String, value: [UInt8])
+
+    /// A Part 10 file in explicit VR little endian holding the data set `elements`, in order.
+    private func dicomFile(_ elements: [Element]) -> [UInt8] {
+        func encoded(_ elements: [Element]) -> [UInt8] {
             elements.flatMap { element -> [UInt8] in
                 let value = element.value.count % 2 == 0 ? element.value : element.value + [element.vr == "UI" ? 0 : 32]
                 let tag = withUnsafeBytes(of: element.group.littleEndian, Array.init) + withUnsafeBytes(of: element.element.littleEndian, Array.init)
@@ -31,12 +34,17 @@ final class DICOMBodyTests: XCTestCase {
         return [UInt8](repeating: 0, count: 128) + Array("DICM".utf8) + groupLength + meta + encoded(elements)
     }
 
-    /// The header of a grayscale image of `count` frames of 4 × 4 pixels placed in space, without pixels.
-    private func frames(_ count: Int) -> [UInt8] {
-        dicomFile([(0x0020, 0x0032, "DS", Array("0\\0\\0".utf8)), (0x0020, 0x0037, "DS", Array("1\\0\\0\\0\\1\\0".utf8)),
-                   (0x0028, 0x0002, "US", [1, 0]), (0x0028, 0x0004, "CS", Array("MONOCHROME2".utf8)),
-                   (0x0028, 0x0008, "IS", Array(String(count).utf8)), (0x0028, 0x0010, "US", [4, 0]), (0x0028, 0x0011, "US", [4, 0]),
-                   (0x0028, 0x0030, "DS", Array("1\\1".utf8)), (0x0028, 0x0100, "US", [16, 0])])
+    /// A 16-bit grayscale MR image of `count` frames of 4 × 4 pixels placed in space, with `pixels` (little
+    /// endian) as Pixel Data or without it.
+    private func frames(_ count: Int, pixels: [UInt8]? = nil) -> [UInt8] {
+        let header: [Element] = [
+            (0x0008, 0x0060, "CS", Array("MR".utf8)), (0x0020, 0x0032, "DS", Array("0\\0\\0".utf8)),
+            (0x0020, 0x0037, "DS", Array("1\\0\\0\\0\\1\\0".utf8)), (0x0028, 0x0002, "US", [1, 0]),
+            (0x0028, 0x0004, "CS", Array("MONOCHROME2".utf8)), (0x0028, 0x0008, "IS", Array(String(count).utf8)),
+            (0x0028, 0x0010, "US", [4, 0]), (0x0028, 0x0011, "US", [4, 0]), (0x0028, 0x0030, "DS", Array("1\\1".utf8)),
+            (0x0028, 0x0100, "US", [16, 0]), (0x0028, 0x0101, "US", [16, 0]),
+        ]
+        return dicomFile(header + (pixels.map { [(0x7FE0, 0x0010, "OW", $0)] } ?? []))
     }
 
     func testMultipartPartsAreReadBetweenDelimiters() throws {
@@ -112,6 +120,21 @@ final class DICOMBodyTests: XCTestCase {
 
     func testTheBoundReadBeforeParsingCoversThePeakOfTheHeaderReadAfter() throws {
         let limits = DetectionInput.Limits(maximumDecodedBytes: 1 << 20)
+        let file = frames(1)
+        for (bytes, boundary) in [(file, nil), (body([String(decoding: file, as: Unicode.ASCII.self)]), "b")] {
+            let request = DICOMRequest(multipartBoundary: boundary)
+            let header = try InputHeader(bytes: bytes, preprocessed: false, limits: limits, dicom: request)
+            XCTAssertEqual(header.cost.volumeShape, [4, 4, 1])
+            let bound = try XCTUnwrap(InputHeader.dicomPeakBound(bytes: bytes, preprocessed: false, limits: limits, dicom: request))
+            XCTAssertLessThanOrEqual(header.cost.peakBytes, bound)
+            // Parsed in place: reading a file holds nothing besides the body.
+            XCTAssertEqual(bound, InputCost.largestDICOMPeakBytes(fileReadingBytes: 0, limits))
+        }
+        // Decoded from its header, whose parsed object gives its pixels.
+        let image = frames(1, pixels: (0..<16).flatMap { index -> [UInt8] in [UInt8(index * 10 + 50), 0] })
+        let input = try DetectionInput(bytes: image, header: InputHeader(bytes: image, preprocessed: false, limits: limits))
+        XCTAssertEqual(input.sliceCount, 1)
+        // A ZIP's largest member as its directory declares it, stored and inflated.
         let archive = try NPZ.encode([("a", Array(repeating: 1, count: 1000))])
         let bound = try XCTUnwrap(InputHeader.dicomPeakBound(bytes: archive, preprocessed: false, limits: limits, dicom: DICOMRequest()))
         let member = try ZIPArchive.entries(archive, maximumMembers: 1, maximumBytes: 1 << 20)[0]
