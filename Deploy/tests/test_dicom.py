@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import nibabel as nib
 import numpy as np
@@ -213,4 +214,62 @@ def test_broken_series_get_their_specific_4xx_and_the_server_keeps_serving(serve
         assert phrase in problem["detail"], (name, problem)
         assert post(service, b"", "application/x-npy")[0] == 400, f"not serving after {name}"
     assert_no_patient_data(service, *answers)
+    assert service.stop() == 0
+
+
+def test_dicom_file_and_frame_limits_are_settings_named_in_their_413(serve):
+    service = serve("--decode-max-dicom-files", "2", "--decode-max-dicom-frames", "2")
+    files = series()   # three slices
+    multipart, multipart_type = dicom_series.multipart(files)
+    cases = [
+        ("multipart, three parts", multipart, multipart_type, "decode_max_dicom_files: 2"),
+        ("zip, three members", dicom_series.zipped(files), "application/zip", "decode_max_dicom_files: 2"),
+        ("multi-frame, three frames", series(multiframe=True)[0], "application/dicom", "decode_max_dicom_frames: 2"),
+        ("two files, three frames", dicom_series.multipart(files[:1] + series(multiframe=True)[:1])[0], multipart_type,
+         "decode_max_dicom_frames: 2"),
+    ]
+    for name, data, content_type, phrase in cases:
+        status, body = post(service, data, content_type)
+        assert status == 413, (name, body[:500])
+        problem = json.loads(body)
+        assert problem["status"] == 413 and phrase in problem["detail"], (name, problem)
+    # Within both limits: two slices.
+    status, body = post(service, dicom_series.multipart(dicom_series.series(volume(2), AFFINE))[0], multipart_type)
+    assert status == 200, body[:500]
+    assert_no_patient_data(service)
+    assert service.stop() == 0
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident set since the last reset (VmHWM), in bytes."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def hostile_burst(service, clients: int, copies: int, size: int) -> tuple[list[int], int, int]:
+    """`clients` requests at once, each one series file of size × size pixels sent `copies` times — half as a
+    deflated ZIP (a small body whose members inflate to the limits), half as multipart — so that every file is
+    inflated and parsed before the copies are refused as two slices at one position. Returns the statuses, the
+    server's peak RSS before the burst and during it."""
+    one = dicom_series.series(np.zeros((size, size, 1), np.float32), np.eye(4))[0]
+    bodies = [(dicom_series.zipped([one] * copies), "application/zip"), dicom_series.multipart([one] * copies)]
+    baseline = peak_rss(service.process.pid)
+    with open(f"/proc/{service.process.pid}/clear_refs", "w") as reset:
+        reset.write("5")   # VmHWM := VmRSS
+    with ThreadPoolExecutor(clients) as pool:
+        statuses = list(pool.map(lambda index: post(service, *bodies[index % 2])[0], range(clients)))
+    return statuses, baseline, peak_rss(service.process.pid)
+
+
+def test_a_concurrent_burst_of_hostile_dicom_bodies_stays_within_the_memory_budget(serve):
+    budget = 256 << 20
+    service = serve("--memory-budget-bytes", str(budget), "--decode-max-bytes", str(16 << 20))
+    # 7 files of 512 × 512 16-bit pixels: data sets and stored pixels 7 MiB, within decode_max_bytes / 2.
+    statuses, baseline, peak = hostile_burst(service, clients=16, copies=7, size=512)
+    assert set(statuses) == {422}, statuses
+    # Every byte a DICOM read allocates is reserved from the budget first (the bodies too).
+    assert peak <= baseline + budget, (peak >> 20, baseline >> 20)
+    assert post(service, b"", "application/x-npy")[0] == 400   # still serving
     assert service.stop() == 0

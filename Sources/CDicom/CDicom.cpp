@@ -164,7 +164,7 @@ extern "C" CDicomStatus cdicom_read_meta(const uint8_t *bytes, size_t count, cha
     });
 }
 
-extern "C" CDicomStatus cdicom_parse_dataset(const uint8_t *bytes, size_t count, const char *transferSyntax, int headerOnly,
+extern "C" CDicomStatus cdicom_parse_dataset(const uint8_t *bytes, size_t count, const char *transferSyntax,
                                              CDicomObject **object, char *message, size_t messageCapacity) {
     *object = nullptr;
     return guarded(message, messageCapacity, [&]() -> CDicomStatus {
@@ -174,9 +174,7 @@ extern "C" CDicomStatus cdicom_parse_dataset(const uint8_t *bytes, size_t count,
         parsed->bytes.assign(bytes, bytes + count);
         ReopenableBufferStream stream(parsed->bytes.data(), count, 0);
         parsed->dataset.transferInit();
-        OFCondition condition = headerOnly
-            ? parsed->dataset.readUntilTag(stream, syntax, EGL_noChange, maximumReadLength, DCM_PixelData)
-            : parsed->dataset.read(stream, syntax, EGL_noChange, maximumReadLength);
+        OFCondition condition = parsed->dataset.read(stream, syntax, EGL_noChange, maximumReadLength);
         parsed->dataset.transferEnd();
         if (condition.bad() || !lengthsFit(parsed->dataset, count)) {
             delete parsed;

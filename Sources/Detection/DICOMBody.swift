@@ -1,3 +1,4 @@
+import Glibc
 import Imaging
 
 /// How a DICOM body was sent, beyond its bytes, and what the request allows of it.
@@ -13,31 +14,72 @@ public struct DICOMRequest: Sendable, Equatable {
     }
 }
 
-/// The DICOM files of a body: the body itself (one Part 10 file), a ZIP's members (folders and a DICOMDIR
-/// skipped), or the parts of a multipart/related body. Their bytes are copies; together they may take at
-/// most `limits.maximumBytes`.
+/// Where the DICOM files of a body are, found without inflating or copying anything: the body itself (one
+/// Part 10 file), the parts of a multipart/related body, or a ZIP's members (folders, a DICOMDIR and hidden
+/// files skipped). Their count and declared sizes are checked against the limits here.
 enum DICOMBody {
-    static func files(_ bytes: [UInt8], _ request: DICOMRequest, limits: DICOMLimits) throws(InputError) -> [[UInt8]] {
+    case whole
+    /// Ranges of the body.
+    case parts([Range<Int>])
+    /// Inflated one at a time as they are read.
+    case members([ZIPArchive.Entry])
+
+    init(locating bytes: [UInt8], _ request: DICOMRequest, limits: DICOMLimits) throws(InputError) {
         if let boundary = request.multipartBoundary {
-            do { return try MultipartRelated.parts(bytes, boundary: boundary, limits: limits) } catch { throw .refusal(error) }
+            do { self = .parts(try MultipartRelated.parts(bytes, boundary: boundary, limits: limits)) } catch { throw .refusal(error) }
+            return
         }
-        guard bytes.starts(with: ZIPArchive.signature) else { return [bytes] }
-        let members: [ZIPArchive.Member]
-        do { members = try ZIPArchive.members(bytes, maximumMembers: limits.maximumFiles, maximumBytes: limits.maximumBytes) } catch {
+        guard bytes.starts(with: ZIPArchive.signature) else {
+            self = .whole
+            return
+        }
+        let entries: [ZIPArchive.Entry]
+        do { entries = try ZIPArchive.entries(bytes, maximumMembers: limits.maximumFiles, maximumBytes: limits.maximumBytes) } catch {
             throw .refusal(error)
         }
-        let files = members.filter { member in
-            let name = member.name.split(separator: "/").last.map(String.init) ?? ""
-            return name.uppercased() != "DICOMDIR" && !name.hasPrefix(".")
+        let files = entries.filter { entry in
+            let name = entry.name.split(separator: "/").last.map(String.init) ?? ""
+            return !entry.isFolder && name.uppercased() != "DICOMDIR" && !name.hasPrefix(".")
         }
         guard !files.isEmpty else { throw InputError(.malformed, "the ZIP archive holds no DICOM file") }
-        return files.map(\.bytes)
+        self = .members(files)
+    }
+
+    /// What reading one file holds besides the body: a ZIP member's stored and inflated bytes (parts and
+    /// a whole body are parsed in place).
+    var largestFileReadingBytes: Int {
+        guard case .members(let entries) = self else { return 0 }
+        return entries.map(\.readingBytes).max() ?? 0
+    }
+
+    /// The series of the files in `bytes`, each parsed once as it is read.
+    func series(in bytes: [UInt8], anyModality: Bool, limits: DICOMLimits) throws(InputError) -> DICOMSeries {
+        var reader = DICOMSeriesReader(limits: limits)
+        func read(_ file: ArraySlice<UInt8>) throws(InputError) {
+            do { try reader.read(file) } catch { throw .refusal(error) }
+        }
+        switch self {
+        case .whole:
+            try read(bytes[...])
+        case .parts(let ranges):
+            for range in ranges { try read(bytes[range]) }
+        case .members(let entries):
+            for entry in entries {
+                // Its parsed data set is kept; its inflated bytes are not.
+                let contents: [UInt8]
+                do { contents = try ZIPArchive.contents(of: entry, in: bytes) } catch { throw .refusal(error) }
+                try read(contents[...])
+            }
+        }
+        do { return try reader.series(anyModality: anyModality) } catch { throw .refusal(error) }
     }
 }
 
 /// Why a multipart/related body could not be split.
 enum MultipartError: Error, CustomStringConvertible {
     case malformed(String)
+    /// More parts than `DICOMLimits.maximumFiles`.
+    case tooManyParts(String)
     case tooLarge(String)
     /// A part of another type than application/dicom.
     case unsupportedPart(String)
@@ -45,7 +87,7 @@ enum MultipartError: Error, CustomStringConvertible {
     var description: String {
         switch self {
         case .malformed(let detail): "the multipart/related body is malformed: \(detail)"
-        case .tooLarge(let detail): detail
+        case .tooManyParts(let detail), .tooLarge(let detail): detail
         case .unsupportedPart(let type): "every part of a multipart/related body must be application/dicom, got '\(type)'"
         }
     }
@@ -57,7 +99,8 @@ enum MultipartError: Error, CustomStringConvertible {
 enum MultipartRelated {
     static let maximumPartHeaderBytes = 8192
 
-    static func parts(_ body: [UInt8], boundary: String, limits: DICOMLimits) throws(MultipartError) -> [[UInt8]] {
+    /// Where each part's bytes lie in `body`.
+    static func parts(_ body: [UInt8], boundary: String, limits: DICOMLimits) throws(MultipartError) -> [Range<Int>] {
         guard (1...70).contains(boundary.utf8.count) else { throw .malformed("the boundary must have 1 to 70 characters") }
         let delimiter = Array("--\(boundary)".utf8)
         let crlf: [UInt8] = [13, 10]
@@ -65,12 +108,12 @@ enum MultipartRelated {
         var position: Int
         if body.starts(with: delimiter) {
             position = delimiter.count
-        } else if let found = body.firstRange(of: crlf + delimiter) {
+        } else if let found = find(crlf + delimiter, in: body, body.indices) {
             position = found.upperBound
         } else {
             throw .malformed("no delimiter '--' + boundary")
         }
-        var parts: [[UInt8]] = []
+        var parts: [Range<Int>] = []
         var totalBytes = 0
         while true {
             if body[position...].starts(with: [45, 45]) { break }  // "--": the close delimiter
@@ -79,7 +122,7 @@ enum MultipartRelated {
             guard body[position...].starts(with: crlf) else { throw .malformed("a delimiter is not followed by CRLF") }
             position += 2
             let headerLimit = min(body.count, position + maximumPartHeaderBytes)
-            guard let headerEnd = body[position ..< headerLimit].firstRange(of: crlf + crlf) else {
+            guard let headerEnd = find(crlf + crlf, in: body, position ..< headerLimit) else {
                 throw .malformed("a part's header fields do not end (they may take \(maximumPartHeaderBytes) bytes; a truncated body?)")
             }
             let headers = String(decoding: body[position ..< headerEnd.lowerBound], as: UTF8.self)
@@ -90,16 +133,35 @@ enum MultipartRelated {
             // A media type has no white space: what surrounds it is dropped with the parameters.
             let mediaType = contentType?.split(separator: ";").first.map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() } ?? ""
             guard mediaType == "application/dicom" else { throw .unsupportedPart(String(mediaType.prefix(100))) }
-            guard let end = body[headerEnd.upperBound...].firstRange(of: crlf + delimiter) else {
+            guard let end = find(crlf + delimiter, in: body, headerEnd.upperBound ..< body.count) else {
                 throw .malformed("a part is not closed by a delimiter (truncated body?)")
             }
             totalBytes += end.lowerBound - headerEnd.upperBound
-            guard parts.count < limits.maximumFiles else { throw .tooLarge("more than the \(limits.maximumFiles) DICOM files allowed") }
+            guard parts.count < limits.maximumFiles else { throw .tooManyParts("more than the \(limits.maximumFiles) DICOM files allowed") }
             guard totalBytes <= limits.maximumBytes else { throw .tooLarge("the parts take more than the \(limits.maximumBytes) bytes allowed") }
-            parts.append(Array(body[headerEnd.upperBound ..< end.lowerBound]))
+            parts.append(headerEnd.upperBound ..< end.lowerBound)
             position = end.upperBound
         }
         guard !parts.isEmpty else { throw .malformed("no part") }
         return parts
+    }
+
+    /// Where `pattern` (not empty) first lies within `range` of `body`: its first byte found by memchr, the
+    /// rest compared. The generic `firstRange(of:)` takes seconds to cross a body of a few megabytes.
+    private static func find(_ pattern: [UInt8], in body: [UInt8], _ range: Range<Int>) -> Range<Int>? {
+        body.withUnsafeBytes { bytes in
+            pattern.withUnsafeBytes { needle in
+                var start = range.lowerBound
+                while range.upperBound - start >= pattern.count {
+                    guard let hit = memchr(bytes.baseAddress! + start, Int32(pattern[0]), range.upperBound - start) else { return nil }
+                    let offset = bytes.baseAddress!.distance(to: UnsafeRawPointer(hit))
+                    if range.upperBound - offset >= pattern.count, memcmp(hit, needle.baseAddress!, pattern.count) == 0 {
+                        return offset ..< offset + pattern.count
+                    }
+                    start = offset + 1
+                }
+                return nil
+            }
+        }
     }
 }

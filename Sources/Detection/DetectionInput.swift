@@ -24,8 +24,12 @@ public struct InputError: Error, Sendable, CustomStringConvertible {
         case slices
         /// `maximumResampledVoxels`.
         case resampledVoxels
-        /// One of the decoders' limits (`maximumElements`, `png`, `nifti`, `dicom`).
+        /// One of the decoders' limits (`maximumElements`, `png`, `nifti`, the bytes and pixels of `dicom`).
         case decoder
+        /// `dicom.maximumFiles`.
+        case dicomFiles
+        /// `dicom.maximumFrames`.
+        case dicomFrames
     }
 
     public let kind: Kind
@@ -40,6 +44,10 @@ public struct InputError: Error, Sendable, CustomStringConvertible {
     /// A decoder's or the preprocessing's error, sorted by kind.
     static func refusal(_ error: any Error) -> InputError {
         switch error {
+        case ZIPError.tooManyMembers, MultipartError.tooManyParts, DICOMError.tooManyFiles:
+            return InputError(.tooLarge, "\(error)", limit: .dicomFiles)
+        case DICOMError.tooManyFrames:
+            return InputError(.tooLarge, "\(error)", limit: .dicomFrames)
         case NPYError.tooManyElements, NIfTIError.tooLarge, PNGError.tooLarge, DICOMError.tooLarge, ZIPError.tooLarge,
              MultipartError.tooLarge:
             return InputError(.tooLarge, "\(error)", limit: .decoder)
@@ -140,11 +148,16 @@ public struct DetectionInput: Sendable {
     /// Reads `.npy` (2-D slice or 3-D volume), PNG (2-D slice), NIfTI-1 (`.nii`, `.nii.gz`) or a DICOM
     /// series (one file, a ZIP, or multipart/related as `dicom` says), told apart by their magic bytes, and
     /// preprocesses it as docs/preprocessing.md and docs/imaging.md say. With `preprocessed`, `.npy` and PNG
-    /// inputs are taken as 160×160 slices in [0, 1] and passed unchanged. Its `InputCost` is found first,
-    /// so an input over `limits` is refused from its header.
+    /// inputs are taken as 160×160 slices in [0, 1] and passed unchanged. Its header is read first, so an
+    /// input over `limits` is refused from it.
     public init(bytes: [UInt8], preprocessed: Bool, limits: Limits = Limits(), dicom: DICOMRequest = DICOMRequest()) throws(InputError) {
-        let cost = try InputCost(bytes: bytes, preprocessed: preprocessed, limits: limits, dicom: dicom)
-        let format = cost.format
+        try self.init(bytes: bytes, header: InputHeader(bytes: bytes, preprocessed: preprocessed, limits: limits, dicom: dicom))
+    }
+
+    /// Decodes and preprocesses `bytes`, whose `header` was read already (with its limits, and for DICOM
+    /// its parsed series, whose pixels are taken now).
+    public init(bytes: [UInt8], header: InputHeader) throws(InputError) {
+        let (format, preprocessed, limits) = (header.cost.format, header.preprocessed, header.limits)
         switch format {
         case .npy:
             let array: NPYArray
@@ -172,12 +185,10 @@ public struct DetectionInput: Sendable {
             do { affine = try nifti.geometry.affine() } catch { throw .refusal(error) }
             self = try DetectionInput(volume: nifti.volume, geometry: nifti.geometry, affine: affine, limits: limits, format: format)
         case .dicom:
-            let files = try DICOMBody.files(bytes, dicom, limits: limits.dicom)
-            let volume: Volume, affine: Affine
-            do {
-                let series = try DICOMSeries(headersOf: files, anyModality: dicom.anyModality, limits: limits.dicom)
-                (volume, affine) = (try series.volume(of: files, limits: limits.dicom), series.affine)
-            } catch { throw .refusal(error) }
+            guard let series = header.dicomSeries else { preconditionFailure("a DICOM header holds its parsed series") }
+            let volume: Volume
+            do { volume = try series.volume() } catch { throw .refusal(error) }
+            let affine = series.affine
             // The map is written on the series' grid with its affine, as for a NIfTI input.
             self = try DetectionInput(volume: volume, geometry: NIfTIGeometry(affine: affine), affine: affine, limits: limits, format: format)
         }

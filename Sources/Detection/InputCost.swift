@@ -2,18 +2,17 @@ import Imaging
 
 /// What an input will cost, found from its header alone — the first bytes of a `.npy`, the IHDR chunk of a
 /// PNG, the 348-byte header of a NIfTI-1 (for `.nii.gz`, only those bytes are inflated), the data sets of a
-/// DICOM series up to Pixel Data (a ZIP's members are inflated within the DICOM limits, from the sizes its
-/// directory declares) — before any image is decoded, inflated or allocated for it. Computing it is the
-/// check: an input over `limits`, or one the model cannot take (a 26-dimensional array, a volume declared
-/// preprocessed), throws the refusal here, so `DetectionInput` never starts on it; a memory budget
-/// reserves `peakBytes` from it.
+/// DICOM series without their pixels (`InputHeader`: parsed once, within `InputHeader.dicomPeakBound`) —
+/// before any image is decoded or allocated for it. Computing it is the check: an input over `limits`, or
+/// one the model cannot take (a 26-dimensional array, a volume declared preprocessed), throws the refusal
+/// here, so `DetectionInput` never starts on it; a memory budget reserves `peakBytes` from it.
 ///
 /// Counts (bytes are not counting the input's own bytes):
 /// * `decodedBytes`: what the decoder holds — the inflated stream of a `.nii.gz` (only the bytes the header
 ///   says the image needs) or PNG, the samples of a PNG, and the values as Float32 (twice for a
-///   Fortran-order `.npy`, which is rearranged into a second array); for DICOM, the files (a ZIP's members
-///   or the multipart parts, copied), the largest object's data set with its stored and Float32 values,
-///   and the volume;
+///   Fortran-order `.npy`, which is rearranged into a second array); for DICOM, a ZIP member's stored
+///   and inflated bytes while it is parsed, and what the series holds and its decoding adds
+///   (`DICOMSeries.decodingBytes`: the parsed data sets, the costliest object's pixels, the volume);
 /// * `resampledVoxels`: voxels of the largest grid the preprocessing builds — the copy in RAS order or a
 ///   pass of the resampling to 1 mm (a 1×1×2 volume with 10^6 mm slices makes 10^6 of them);
 /// * `outputSlices`: the 160×160 slices the model runs, each one job in the inference queue.
@@ -74,12 +73,20 @@ public struct InputCost: Sendable, Equatable {
         let pixels = min(limits.png.maximumPixels, grid)
         let png = peakBytes(decodedAndInputBytes: pixels * (8 + 2 * 4 + 2 * 4 + float + 8) + 2 * min(limits.png.maximumHeight, pixels) + 7,
                             resampledVoxels: pixels, outputSlices: 1)
-        // The files (at most `maximumBytes`), the largest object (its data set twice and its stored values,
-        // at most twice `maximumBytes`; its Float32 values) and the volume's (`DICOMSeries.decodingBytes`),
-        // then the two Float32 copies of the input grid: the volume's voxels are at most `maximumBytes` / 4.
-        let dicomBytes = limits.dicom.maximumBytes
-        let dicom = peakBytes(decodedAndInputBytes: 5 * dicomBytes + 8 * (dicomBytes / 4), resampledVoxels: grid, outputSlices: slices)
+        // A ZIP member's stored and inflated bytes: each at most `maximumBytes`.
+        let dicom = largestDICOMPeakBytes(fileReadingBytes: 2 * limits.dicom.maximumBytes, limits)
         return max(npy, nifti, png, dicom)
+    }
+
+    /// The largest `peakBytes` of a DICOM series `limits` let through, when reading one of its files holds
+    /// `fileReadingBytes` besides the body. `DICOMSeries.decodingBytes` is at most 4 × `maximumBytes`: the
+    /// data sets with the stored pixels come to at most `maximumBytes`; the costliest object adds its
+    /// stored and inflated data set (at most `maximumBytes` each), or its pixels as Float32 (the volume's
+    /// voxels are at most `maximumBytes` / 4); the volume. Then the two Float32 copies of the input grid.
+    static func largestDICOMPeakBytes(fileReadingBytes: Int, _ limits: DetectionInput.Limits) -> Int {
+        let dicomBytes = limits.dicom.maximumBytes
+        return peakBytes(decodedAndInputBytes: fileReadingBytes + 4 * dicomBytes + 8 * (dicomBytes / 4),
+                         resampledVoxels: limits.maximumResampledVoxels, outputSlices: limits.maximumSlices)
     }
 
     private static func peakBytes(decodedAndInputBytes: Int, resampledVoxels: Int, outputSlices: Int) -> Int {
@@ -88,12 +95,16 @@ public struct InputCost: Sendable, Equatable {
     }
 
     /// The cost of `bytes` as `DetectionInput(bytes:preprocessed:limits:dicom:)` would read them, or the
-    /// refusal it would end with, found from the header.
+    /// refusal it would end with, found from the header (`InputHeader`).
     public init(bytes: [UInt8], preprocessed: Bool, limits: DetectionInput.Limits = DetectionInput.Limits(),
                 dicom: DICOMRequest = DICOMRequest()) throws(InputError) {
-        guard let format = dicom.multipartBoundary == nil ? InputFormat.sniff(bytes) : .dicom else {
-            throw InputError(.unsupportedFormat, "not a .npy, PNG, NIfTI-1 (.nii, .nii.gz) or DICOM image: its first bytes match none of them")
-        }
+        self = try InputHeader(bytes: bytes, preprocessed: preprocessed, limits: limits, dicom: dicom).cost
+    }
+
+    /// The cost of `bytes` in `format`; for DICOM, of the series its header pass parsed, reading one of
+    /// whose files held at most `fileReadingBytes` besides the body.
+    init(bytes: [UInt8], format: InputFormat, preprocessed: Bool, limits: DetectionInput.Limits,
+         dicom: (series: DICOMSeries, fileReadingBytes: Int)?) throws(InputError) {
         self.format = format
         let float = MemoryLayout<Float>.size
         let shape: [Int]
@@ -138,17 +149,9 @@ public struct InputCost: Sendable, Equatable {
             layout = .volume
             do { affine = try header.geometry.affine() } catch { throw .refusal(error) }
         case .dicom:
-            guard !preprocessed else {
-                throw InputError(.unprocessable, "only .npy and PNG slices can be declared preprocessed; "
-                                 + "a DICOM series is always preprocessed from its voxel grid")
-            }
-            let files = try DICOMBody.files(bytes, dicom, limits: limits.dicom)
-            let series: DICOMSeries
-            do { series = try DICOMSeries(headersOf: files, anyModality: dicom.anyModality, limits: limits.dicom) } catch { throw .refusal(error) }
+            guard let (series, fileReadingBytes) = dicom else { preconditionFailure("a DICOM input's cost needs its parsed series") }
             shape = series.shape
-            // A single file is the body itself; a ZIP's members and multipart parts are copies.
-            let fileCopies = files.count == 1 && files[0].count == bytes.count ? 0 : files.reduce(0) { $0 + $1.count }
-            decodedBytes = fileCopies + series.decodingBytes
+            decodedBytes = fileReadingBytes + series.decodingBytes
             layout = .volume
             affine = series.affine
         }

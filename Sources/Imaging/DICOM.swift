@@ -10,7 +10,11 @@ public enum DICOMError: Error, Equatable, CustomStringConvertible {
     case unsupportedTransferSyntax(uid: String, name: String)
     /// Valid DICOM the model cannot take: not MR, colour, several series, a tilted or irregular stack.
     case unprocessable(String)
-    /// More files, frames, pixels or bytes than the limits allow (found from the headers).
+    /// More files than `DICOMLimits.maximumFiles`.
+    case tooManyFiles(String)
+    /// More frames than `DICOMLimits.maximumFrames`.
+    case tooManyFrames(String)
+    /// More pixels or bytes than the limits allow (found from the headers).
     case tooLarge(String)
 
     public var description: String {
@@ -20,7 +24,7 @@ public enum DICOMError: Error, Equatable, CustomStringConvertible {
             "transfer syntax \(uid) (\(name)) is not supported; send implicit or explicit VR little endian, deflated, "
                 + "RLE lossless or JPEG lossless (process 14, SV1)"
         case .unprocessable(let detail): detail
-        case .tooLarge(let detail): detail
+        case .tooManyFiles(let detail), .tooManyFrames(let detail), .tooLarge(let detail): detail
         }
     }
 }
@@ -34,8 +38,9 @@ public struct DICOMLimits: Sendable, Equatable {
     public var maximumFrames: Int
     /// Rows × Columns of one frame.
     public var maximumFramePixels: Int
-    /// Bytes the files and their decoded pixels may take: inflated data sets and ZIP members, the stored
-    /// pixels and their Float32 values.
+    /// Bytes each of these may take: a ZIP's members (each the larger of its stored and inflated sizes);
+    /// a multipart body's parts; the parsed data sets (each checked as stored, before it is copied or
+    /// inflated) with their stored pixels; the volume's Float32 values.
     public var maximumBytes: Int
 
     public init(maximumFiles: Int = 2048, maximumFrames: Int = 2048, maximumFramePixels: Int = 1 << 24, maximumBytes: Int = 1 << 30) {
@@ -68,13 +73,21 @@ struct DICOMHeader: Sendable, Equatable {
     let frames: [DICOMFrame]
     /// Spacing Between Slices, else Slice Thickness: the slice step of a single-slice series.
     let sliceStep: Double?
-    /// The bytes parsing the object held: its data set (inflated, when deflated).
+    /// The bytes the parsed object holds: its data set (inflated, when deflated).
     let datasetBytes: Int
+    /// The bytes parsing held for a while besides: a deflated data set's stored bytes and their inflation.
+    let inflatingBytes: Int
+
+    /// The bytes of its stored pixel values.
+    var storedBytes: Int { frames.count * rows * columns * bytesPerValue }
 }
 
-/// One DICOM Part 10 object parsed from memory by DCMTK (through CDicom).
-final class DICOMObject {
-    private let object: OpaquePointer
+/// One DICOM Part 10 object parsed from memory by DCMTK (through CDicom), once: its header is read at
+/// once, its pixels when they are taken. `@unchecked Sendable`: DCMTK loads long elements when first used,
+/// so an object is used by one thread at a time — the request that parsed it, which then decodes it.
+final class DICOMObject: @unchecked Sendable {
+    /// The parsed data set, until its pixels are taken.
+    private var object: OpaquePointer?
     let header: DICOMHeader
 
     /// Transfer syntaxes read here, each DCMTK's own: the little-endian uncompressed ones, deflated, RLE
@@ -86,37 +99,47 @@ final class DICOMObject {
     private static let deflatedTransferSyntax = "1.2.840.10008.1.2.1.99"
     private static let explicitLittleEndian = "1.2.840.10008.1.2.1"
 
-    /// Parses `bytes` (with `headerOnly`, up to Pixel Data) and reads its header, checking its sizes
-    /// against `limits` before any per-frame value is read. `maximumDatasetBytes` caps a deflated data
-    /// set's inflated size.
-    init(_ bytes: [UInt8], headerOnly: Bool, limits: DICOMLimits, maximumDatasetBytes: Int) throws(DICOMError) {
+    /// Parses `bytes` — every element but the long ones (Pixel Data among them), which DCMTK loads from
+    /// its copy of the data set when they are used — and reads its header, checking its sizes against
+    /// `limits` before any per-frame value is read. The data set, as stored and inflated, may take
+    /// `maximumDatasetBytes`: checked before it is copied or inflated.
+    init(_ bytes: ArraySlice<UInt8>, limits: DICOMLimits, maximumDatasetBytes: Int) throws(DICOMError) {
         var message = [CChar](repeating: 0, count: 256)
         var syntaxBuffer = [CChar](repeating: 0, count: 65)
         var offset = 0
         let metaStatus = bytes.withUnsafeBufferPointer { cdicom_read_meta($0.baseAddress, $0.count, &syntaxBuffer, &offset, &message, message.count) }
         guard metaStatus == CDICOM_OK else { throw .malformed(Self.text(message)) }
+        let stored = bytes.dropFirst(offset)
+        guard stored.count <= maximumDatasetBytes else {
+            throw .tooLarge("a data set of \(stored.count) bytes is more than the \(maximumDatasetBytes) bytes left of those allowed")
+        }
         let syntax = Self.text(syntaxBuffer)
         guard Self.supportedTransferSyntaxes.contains(syntax) else {
             var name = [CChar](repeating: 0, count: 128)
             let known = cdicom_transfer_syntax_name(syntax, &name, name.count) == 0
             throw .unsupportedTransferSyntax(uid: quoted(syntax), name: known ? Self.text(name) : "unknown")
         }
-        var dataset = Array(bytes[offset...])
-        var datasetSyntax = syntax
+        var parsed: OpaquePointer?
+        let status: CDicomStatus
+        let datasetBytes: Int, inflatingBytes: Int
         if syntax == Self.deflatedTransferSyntax {
-            do { dataset = try Zlib.decompressLeading(dataset, format: .raw, maximumOutputBytes: maximumDatasetBytes) } catch {
+            let inflated: [UInt8]
+            do { inflated = try Zlib.decompressLeading(Array(stored), format: .raw, maximumOutputBytes: maximumDatasetBytes) } catch {
                 if case .outputLimitExceeded = error { throw .tooLarge("a deflated data set \(error)") }
                 throw .malformed("the deflated data set does not inflate: \(error)")
             }
-            datasetSyntax = Self.explicitLittleEndian
-        }
-        var parsed: OpaquePointer?
-        let status = dataset.withUnsafeBufferPointer {
-            cdicom_parse_dataset($0.baseAddress, $0.count, datasetSyntax, headerOnly ? 1 : 0, &parsed, &message, message.count)
+            status = inflated.withUnsafeBufferPointer {
+                cdicom_parse_dataset($0.baseAddress, $0.count, Self.explicitLittleEndian, &parsed, &message, message.count)
+            }
+            (datasetBytes, inflatingBytes) = (inflated.count, stored.count + inflated.count)
+        } else {
+            // Parsed in place: DCMTK's copy is the only one.
+            status = stored.withUnsafeBufferPointer { cdicom_parse_dataset($0.baseAddress, $0.count, syntax, &parsed, &message, message.count) }
+            (datasetBytes, inflatingBytes) = (stored.count, 0)
         }
         guard status == CDICOM_OK, let parsed else { throw .malformed(Self.text(message)) }
         object = parsed
-        do { header = try Self.header(parsed, datasetBytes: dataset.count, limits: limits) } catch {
+        do { header = try Self.header(parsed, datasetBytes: datasetBytes, inflatingBytes: inflatingBytes, limits: limits) } catch {
             cdicom_free(parsed)
             throw error
         }
@@ -125,7 +148,14 @@ final class DICOMObject {
     deinit { cdicom_free(object) }
 
     /// The stored values of every frame as Float32 (frame after frame, rows top to bottom), before rescale.
-    func storedValues() throws(DICOMError) -> [Float] {
+    /// Taken once: the parsed data set, with the pixels DCMTK loaded, is freed then, so that a series
+    /// decoded object after object holds one object's pixels at a time.
+    func takeStoredValues() throws(DICOMError) -> [Float] {
+        guard let object else { preconditionFailure("the pixels of a DICOM object are taken once") }
+        defer {
+            cdicom_free(object)
+            self.object = nil
+        }
         let count = header.frames.count * header.rows * header.columns
         var message = [CChar](repeating: 0, count: 256)
         var status = CDICOM_OK
@@ -139,7 +169,7 @@ final class DICOMObject {
         return values
     }
 
-    private static func header(_ object: OpaquePointer, datasetBytes: Int, limits: DICOMLimits) throws(DICOMError) -> DICOMHeader {
+    private static func header(_ object: OpaquePointer, datasetBytes: Int, inflatingBytes: Int, limits: DICOMLimits) throws(DICOMError) -> DICOMHeader {
         func string(_ group: UInt16, _ element: UInt16) -> String? {
             var value = [CChar](repeating: 0, count: 1025)
             return cdicom_string(object, group, element, &value, value.count) >= 0 ? text(value) : nil
@@ -167,7 +197,7 @@ final class DICOMObject {
             throw .tooLarge("a frame of \(rows) × \(columns) pixels has more than the \(limits.maximumFramePixels) allowed")
         }
         guard frameCount <= limits.maximumFrames else {
-            throw .tooLarge("\(frameCount) frames, more than the \(limits.maximumFrames) allowed")
+            throw .tooManyFrames("\(frameCount) frames, more than the \(limits.maximumFrames) allowed")
         }
         let samples = numbers((0x0028, 0x0002), count: 1)?[0] ?? 1
         let photometric = string(0x0028, 0x0004)?.trimmingSpaces ?? ""
@@ -198,7 +228,8 @@ final class DICOMObject {
         let sliceStep = (numbers((0x0018, 0x0088), in: (0x0028, 0x9110), count: 1) ?? numbers((0x0018, 0x0050), in: (0x0028, 0x9110), count: 1))?[0]
         return DICOMHeader(seriesUID: string(0x0020, 0x000E)?.trimmingSpaces ?? "", modality: string(0x0008, 0x0060)?.trimmingSpaces ?? "",
                            rows: rows, columns: columns, bytesPerValue: bitsAllocated / 8, frames: frames,
-                           sliceStep: sliceStep.flatMap { $0.isFinite && $0 > 0 ? $0 : nil }, datasetBytes: datasetBytes)
+                           sliceStep: sliceStep.flatMap { $0.isFinite && $0 > 0 ? $0 : nil }, datasetBytes: datasetBytes,
+                           inflatingBytes: inflatingBytes)
     }
 
     private static func text(_ characters: [CChar]) -> String {

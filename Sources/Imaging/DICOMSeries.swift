@@ -11,45 +11,24 @@ public struct DICOMSeries: Sendable {
     public let shape: [Int]
     /// Voxel indices → RAS+ millimetres.
     public let affine: Affine
-    /// Bytes decoding holds besides the files, for the largest object: its data set twice (DCMTK's copy,
-    /// from which it loads the long elements such as compressed pixels), its stored and Float32 values;
-    /// and the volume's Float32 values.
+    /// Bytes the series holds and its decoding adds: every object's data set (DCMTK's copy, held until
+    /// its pixels are taken); for the object that costs most, what parsing it held for a while (a deflated
+    /// data set's stored and inflated bytes) or what taking its pixels holds (long elements loaded from
+    /// its data set, its stored and Float32 values); and the volume's Float32 values.
     public let decodingBytes: Int
-    /// The frames in slice order: which file, which of its frames, and its rescale.
-    private let slices: [(file: Int, frame: Int, slope: Double, intercept: Double)]
+    /// The files, each parsed once (`DICOMSeriesReader`); their pixels are taken by `volume()`.
+    private let objects: [DICOMObject]
+    /// The frames in slice order: which object, which of its frames, and its rescale.
+    private let slices: [(object: Int, frame: Int, slope: Double, intercept: Double)]
 
     static let orientationTolerance = 1e-4
     static let spacingTolerance = 1e-4
     static let tiltTolerance = 1e-3
 
-    /// The series of `files` from their headers alone (parsing stops at Pixel Data): refused when it is
-    /// not one MR series (unless `anyModality`) or not a regular stack, or when it is over `limits`.
-    public init(headersOf files: [[UInt8]], anyModality: Bool, limits: DICOMLimits) throws(DICOMError) {
-        guard !files.isEmpty else { throw .malformed("no DICOM file") }
-        guard files.count <= limits.maximumFiles else {
-            throw .tooLarge("\(files.count) DICOM files, more than the \(limits.maximumFiles) allowed")
-        }
-        var headers: [DICOMHeader] = []
-        var frameCount = 0
-        var bytes = 0
-        for file in files {
-            let header = try DICOMObject(file, headerOnly: true, limits: limits, maximumDatasetBytes: limits.maximumBytes - bytes).header
-            frameCount += header.frames.count
-            guard frameCount <= limits.maximumFrames else {
-                throw .tooLarge("the files hold more than the \(limits.maximumFrames) frames allowed")
-            }
-            // The largest object parsed at once: its data set, its stored values; then Float32 values.
-            let storedBytes = header.frames.count * header.rows * header.columns * header.bytesPerValue
-            bytes += header.datasetBytes + storedBytes
-            guard bytes <= limits.maximumBytes else {
-                throw .tooLarge("the DICOM files and their pixels take more than the \(limits.maximumBytes) bytes allowed")
-            }
-            headers.append(header)
-        }
-        try self.init(headers: headers, anyModality: anyModality, limits: limits)
-    }
-
-    private init(headers: [DICOMHeader], anyModality: Bool, limits: DICOMLimits) throws(DICOMError) {
+    /// The series of `objects` (at least one, each within `limits`): refused when it is not one MR series
+    /// (unless `anyModality`) or not a regular stack, or when its volume is over `limits`.
+    fileprivate init(objects: [DICOMObject], anyModality: Bool, limits: DICOMLimits) throws(DICOMError) {
+        let headers = objects.map(\.header)
         let seriesCount = Set(headers.map(\.seriesUID)).count
         guard seriesCount == 1 else {
             throw .unprocessable("mixed series: the files belong to \(seriesCount) series (Series Instance UID); send one series")
@@ -61,9 +40,9 @@ public struct DICOMSeries: Sendable {
         guard headers.allSatisfy({ $0.rows == first.rows && $0.columns == first.columns }) else {
             throw .unprocessable("the frames are not all \(first.rows) × \(first.columns) pixels (Rows, Columns)")
         }
-        var frames: [(file: Int, frame: Int, geometry: DICOMFrame)] = []
-        for (file, header) in headers.enumerated() {
-            for (index, frame) in header.frames.enumerated() { frames.append((file, index, frame)) }
+        var frames: [(object: Int, frame: Int, geometry: DICOMFrame)] = []
+        for (object, header) in headers.enumerated() {
+            for (index, frame) in header.frames.enumerated() { frames.append((object, index, frame)) }
         }
         let reference = frames[0].geometry
         let row = Array(reference.orientation[0..<3]), column = Array(reference.orientation[3..<6])
@@ -98,13 +77,16 @@ public struct DICOMSeries: Sendable {
             }
         }
         let voxels = frames.count * first.rows * first.columns
-        decodingBytes = headers.map { 2 * $0.datasetBytes + $0.frames.count * first.rows * first.columns * ($0.bytesPerValue + 4) }.max()!
-            + voxels * 4
+        let largestObjectBytes = headers.map { header in
+            max(header.inflatingBytes, header.datasetBytes + header.storedBytes + header.frames.count * first.rows * first.columns * 4)
+        }.max()!
+        decodingBytes = headers.reduce(0) { $0 + $1.datasetBytes } + largestObjectBytes + voxels * 4
         guard voxels * 4 <= limits.maximumBytes else {
             throw .tooLarge("the volume's \(voxels) voxels take more than the \(limits.maximumBytes) bytes allowed")
         }
         shape = [first.columns, first.rows, frames.count]
-        slices = frames.map { ($0.file, $0.frame, $0.geometry.slope, $0.geometry.intercept) }
+        self.objects = objects
+        slices = frames.map { ($0.object, $0.frame, $0.geometry.slope, $0.geometry.intercept) }
         // LPS columns: along a row (columns increasing) by the column spacing, down a column by the row
         // spacing, along the normal by the slice step; RAS+ negates the first two world axes.
         let origin = frames[0].geometry.position, spacing = reference.spacing
@@ -115,17 +97,16 @@ public struct DICOMSeries: Sendable {
         })
     }
 
-    /// The volume: every file parsed whole and its pixels decoded (RLE and JPEG lossless decompressed),
-    /// rescaled, each frame put at its place along the normal. `files` are those the series was read from.
-    public func volume(of files: [[UInt8]], limits: DICOMLimits) throws(DICOMError) -> Volume {
+    /// The volume: each object's pixels taken in turn (RLE and JPEG lossless decompressed), rescaled, each
+    /// frame put at its place along the normal. Called once: the objects are freed as their pixels are taken.
+    public func volume() throws(DICOMError) -> Volume {
         let area = shape[0] * shape[1]
         var voxels = [Float](repeating: 0, count: area * shape[2])
-        var placeOf: [[Int: Int]] = Array(repeating: [:], count: files.count)
-        for (index, slice) in slices.enumerated() { placeOf[slice.file][slice.frame] = index }
-        for (file, bytes) in files.enumerated() {
-            let object = try DICOMObject(bytes, headerOnly: false, limits: limits, maximumDatasetBytes: limits.maximumBytes)
-            let stored = try object.storedValues()
-            for (frame, place) in placeOf[file] {
+        var placeOf: [[Int: Int]] = Array(repeating: [:], count: objects.count)
+        for (index, slice) in slices.enumerated() { placeOf[slice.object][slice.frame] = index }
+        for (index, object) in objects.enumerated() {
+            let stored = try object.takeStoredValues()
+            for (frame, place) in placeOf[index] {
                 let (slope, intercept) = (slices[place].slope, slices[place].intercept)
                 for pixel in 0..<area {
                     voxels[place * area + pixel] = Float(Double(stored[frame * area + pixel]) * slope + intercept)
@@ -133,6 +114,45 @@ public struct DICOMSeries: Sendable {
             }
         }
         return Volume(shape: shape, voxels: voxels)
+    }
+}
+
+/// Reads a DICOM series one file at a time — each parsed once, its sizes checked against the limits
+/// before what they size is allocated — and then assembles it (`series(anyModality:)`).
+public struct DICOMSeriesReader {
+    private let limits: DICOMLimits
+    private var objects: [DICOMObject] = []
+    private var frameCount = 0
+    /// The data sets and stored pixels of the files read so far: at most `limits.maximumBytes`.
+    private var bytes = 0
+
+    public init(limits: DICOMLimits) {
+        self.limits = limits
+    }
+
+    /// Parses one Part 10 file.
+    public mutating func read(_ file: ArraySlice<UInt8>) throws(DICOMError) {
+        guard objects.count < limits.maximumFiles else {
+            throw .tooManyFiles("more than the \(limits.maximumFiles) DICOM files allowed")
+        }
+        let object = try DICOMObject(file, limits: limits, maximumDatasetBytes: limits.maximumBytes - bytes)
+        frameCount += object.header.frames.count
+        guard frameCount <= limits.maximumFrames else {
+            throw .tooManyFrames("the files hold more than the \(limits.maximumFrames) frames allowed")
+        }
+        // Its data set stays parsed until its pixels, stored values, are taken.
+        bytes += object.header.datasetBytes + object.header.storedBytes
+        guard bytes <= limits.maximumBytes else {
+            throw .tooLarge("the DICOM files and their pixels take more than the \(limits.maximumBytes) bytes allowed")
+        }
+        objects.append(object)
+    }
+
+    /// The series of the files read: refused when it is not one MR series (unless `anyModality`) or not
+    /// a regular stack, or when its volume is over the limits.
+    public func series(anyModality: Bool) throws(DICOMError) -> DICOMSeries {
+        guard !objects.isEmpty else { throw .malformed("no DICOM file") }
+        return try DICOMSeries(objects: objects, anyModality: anyModality, limits: limits)
     }
 }
 

@@ -217,43 +217,63 @@ public final class DetectionService: Sendable {
         return response
     }
 
-    /// The body as model slices. Everything that refuses it is found from its header first (`cost`); then
-    /// it waits for a decode slot and for the memory the header says the decode will take, and is decoded.
+    /// The body as model slices. Everything its header refuses is found first; then it waits for a decode
+    /// slot and for the memory its header says the decode will take, and is decoded from that header. A
+    /// DICOM header is read by parsing the files: that runs in the slot, within the most the body's
+    /// framing and the limits allow (`InputHeader.dicomPeakBound`, reserved before anything is inflated or
+    /// parsed), and the reservation shrinks to the header's estimate once it is read.
     private func decode(_ body: [UInt8], _ request: DetectRequest, deadline: ContinuousClock.Instant) async throws -> DetectionInput {
+        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG, NIfTI-1 or DICOM image") }
         let limits = configuration.inputLimits
-        let cost = try Self.cost(body, request, limits: limits, configuration)
-        let slot: PoolReservation
+        let dicomPeakBound: Int?
         do {
-            slot = try await decodeSlots.reserve(1, waitingUntil: deadline)
-        } catch let error as QueueError {
-            throw refusal(error)
+            dicomPeakBound = try InputHeader.dicomPeakBound(bytes: body, preprocessed: request.preprocessed, limits: limits, dicom: request.dicom)
+        } catch {
+            throw Self.problem(error, declaredFormat: request.declaredFormat, configuration)
         }
-        let decodeMemory = try await reserveMemory(RequestMemory.decoding(cost), for: "decoding this image", deadline: deadline)
+        let header: InputHeader, slot: PoolReservation, decodeMemory: PoolReservation
+        if let dicomPeakBound {
+            try Self.checkDeclaredFormat(request, agreesWith: .dicom)
+            slot = try await decodeSlot(waitingUntil: deadline)
+            decodeMemory = try await reserveMemory(dicomPeakBound, for: "reading this DICOM series", deadline: deadline)
+            header = try await offload { [configuration] in try Self.header(body, request, limits: limits, configuration) }
+            decodeMemory.shrink(to: RequestMemory.decoding(header.cost))
+        } else {
+            header = try Self.header(body, request, limits: limits, configuration)
+            slot = try await decodeSlot(waitingUntil: deadline)
+            decodeMemory = try await reserveMemory(RequestMemory.decoding(header.cost), for: "decoding this image", deadline: deadline)
+        }
         defer { withExtendedLifetime((slot, decodeMemory)) {} }
         return try await offload { [configuration] in
             do {
-                return try DetectionInput(bytes: body, preprocessed: request.preprocessed, limits: limits, dicom: request.dicom)
+                return try DetectionInput(bytes: body, header: header)
             } catch let error as InputError {
                 throw Self.problem(error, declaredFormat: request.declaredFormat, configuration)
             }
         }
     }
 
-    /// What decoding `body` will cost, from its header alone, or the problem that refuses it: a limit, a
-    /// format other than the declared one, an answer that cannot be produced, or more work than
-    /// `request_max_cost`.
-    private static func cost(_ body: [UInt8], _ request: DetectRequest, limits: DetectionInput.Limits,
-                             _ configuration: ServiceConfiguration) throws -> InputCost {
-        guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG, NIfTI-1 or DICOM image") }
-        let cost: InputCost
+    /// One of the `decode_max_concurrent` slots, waiting for it at most until `deadline`.
+    private func decodeSlot(waitingUntil deadline: ContinuousClock.Instant) async throws -> PoolReservation {
         do {
-            cost = try InputCost(bytes: body, preprocessed: request.preprocessed, limits: limits, dicom: request.dicom)
+            return try await decodeSlots.reserve(1, waitingUntil: deadline)
+        } catch let error as QueueError {
+            throw refusal(error)
+        }
+    }
+
+    /// The header of `body`, read once, or the problem that refuses it: a limit, a format other than the
+    /// declared one, an answer that cannot be produced, or more work than `request_max_cost`.
+    private static func header(_ body: [UInt8], _ request: DetectRequest, limits: DetectionInput.Limits,
+                               _ configuration: ServiceConfiguration) throws -> InputHeader {
+        let header: InputHeader
+        do {
+            header = try InputHeader(bytes: body, preprocessed: request.preprocessed, limits: limits, dicom: request.dicom)
         } catch {
             throw problem(error, declaredFormat: request.declaredFormat, configuration)
         }
-        if let declared = request.declaredFormat, declared != cost.format {
-            throw ServiceProblem(400, "Content-Type names a \(declared.rawValue) image, but the body is a \(cost.format.rawValue) image")
-        }
+        let cost = header.cost
+        try checkDeclaredFormat(request, agreesWith: cost.format)
         if request.responseFormat == .nifti, let reason = cost.niftiOutputRefusal {
             throw ServiceProblem(406, "application/x-nifti cannot be produced: \(reason); ask for application/json or application/x-npz")
         }
@@ -263,7 +283,13 @@ public final class DetectionService: Sendable {
                                  + "restorations × steps); a request may cost at most \(configuration.requestMaxCost) (request_max_cost): "
                                  + "send fewer slices, restorations or steps")
         }
-        return cost
+        return header
+    }
+
+    private static func checkDeclaredFormat(_ request: DetectRequest, agreesWith format: InputFormat) throws {
+        if let declared = request.declaredFormat, declared != format {
+            throw ServiceProblem(400, "Content-Type names a \(declared.rawValue) image, but the body is a \(format.rawValue) image")
+        }
     }
 
     /// An input's refusal as its status, naming the limit's setting where one sets it.
@@ -277,6 +303,8 @@ public final class DetectionService: Sendable {
         case .tooLarge:
             let setting = switch error.limit {
             case .slices: "request_max_slices: \(configuration.requestMaxSlices)"
+            case .dicomFiles: "decode_max_dicom_files: \(configuration.decodeMaxDicomFiles)"
+            case .dicomFrames: "decode_max_dicom_frames: \(configuration.decodeMaxDicomFrames)"
             case .resampledVoxels, .decoder, nil:
                 "decode_max_bytes: \(configuration.decodeMaxBytes) bytes decoded, \(configuration.decodeMaxBytes / 4) pixels or voxels"
             }

@@ -41,10 +41,13 @@ enum RequestMemory {
 
 extension ServiceConfiguration {
     /// What an input may make the decoders and the preprocessing allocate, every limit from a setting:
-    /// `decode_max_bytes` (decoded bytes; pixels, voxels and resampled voxels as Float32) and
-    /// `request_max_slices`. All are checked from the input's header (`InputCost`) before it is decoded.
+    /// `decode_max_bytes` (decoded bytes; pixels, voxels and resampled voxels as Float32),
+    /// `decode_max_dicom_files`, `decode_max_dicom_frames` and `request_max_slices`. All are checked from
+    /// the input's header (`InputHeader`) before what they size is allocated.
     var inputLimits: DetectionInput.Limits {
         var limits = DetectionInput.Limits(maximumDecodedBytes: decodeMaxBytes)
+        limits.dicom.maximumFiles = decodeMaxDicomFiles
+        limits.dicom.maximumFrames = decodeMaxDicomFrames
         limits.maximumSlices = requestMaxSlices
         return limits
     }

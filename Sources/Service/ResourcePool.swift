@@ -125,5 +125,17 @@ public final class PoolReservation: Sendable {
         }
     }
 
+    /// Holds `total` in all from now on when that is less than it holds: the rest goes back to the pool at
+    /// once, and the waiters it now fits are let in. Holding `total` or less already, it keeps what it holds.
+    public func shrink(to total: Int) {
+        precondition(total >= 0, "a reservation cannot hold \(total)")
+        let returned = held.withLock { held in
+            guard total < held else { return 0 }
+            defer { held = total }
+            return held - total
+        }
+        if returned > 0 { pool.release(returned) }
+    }
+
     deinit { pool.release(held.withLock { $0 }) }
 }

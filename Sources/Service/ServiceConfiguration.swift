@@ -34,6 +34,8 @@ public struct ServiceConfiguration: Sendable, Equatable {
     public var memoryBudgetBytes = 1024 * 1024 * 1024
     public var decodeMaxConcurrent = 2
     public var decodeMaxBytes = 64 * 1024 * 1024
+    public var decodeMaxDicomFiles = 2048
+    public var decodeMaxDicomFrames = 2048
 
     // The inference queue.
     public var batchMaxSlices = 16
@@ -179,6 +181,12 @@ extension ServiceConfiguration {
                     kind: .integer(\.decodeMaxConcurrent, 1...1024)),
             Setting(name: "decode_max_bytes", help: "Most bytes an image may decode to; its pixels, voxels and preprocessing grids at most this / 4 (their Float32 size). Checked from its header (413 beyond).",
                     kind: .integer(\.decodeMaxBytes, (1 << 16)...(1 << 40))),
+            Setting(name: "decode_max_dicom_files", help: "Most files in one DICOM body: a ZIP's members or multipart parts. "
+                    + "Checked from the ZIP's directory or the delimiters, before a file is read (413 beyond).",
+                    kind: .integer(\.decodeMaxDicomFiles, 1...1_000_000)),
+            Setting(name: "decode_max_dicom_frames", help: "Most frames (slices) in one DICOM body, all its files together. "
+                    + "Checked from each file's header, before its frames are read (413 beyond).",
+                    kind: .integer(\.decodeMaxDicomFrames, 1...1_000_000)),
             Setting(name: "batch_max_slices", help: "Most slices in one batch of the inference queue (1: no batching).",
                     kind: .integer(\.batchMaxSlices, 1...4096)),
             Setting(name: "batch_max_cost", help: "Most cost (slices × restorations × steps) in one batch: the work a waiting "

@@ -51,6 +51,10 @@ final class ConfigurationTests: XCTestCase {
         assertRefused(file: "\n\nbatch_max_cost = 0\n", mentioning: ["test.toml:3", "batch_max_cost"])
         assertRefused(file: "log_level = \"loud\"\n", mentioning: ["log_level", "one of trace"])
         assertRefused(flags: ["--request-timeout-seconds", "nan"], mentioning: ["request_timeout_seconds"])
+        assertRefused(flags: ["--decode-max-dicom-files", "0"], mentioning: ["decode_max_dicom_files", "1…1000000"])
+        assertRefused(environment: ["MIMOOD_DECODE_MAX_DICOM_FRAMES": "-1"], mentioning: ["decode_max_dicom_frames", "MIMOOD_DECODE_MAX_DICOM_FRAMES"])
+        XCTAssertEqual(try resolve(flags: ["--decode-max-dicom-files", "16"]).inputLimits.dicom.maximumFiles, 16)
+        XCTAssertEqual(try resolve(flags: ["--decode-max-dicom-frames", "32"]).inputLimits.dicom.maximumFrames, 32)
         // Strings are quoted in the file, numbers are not.
         assertRefused(file: "host = 0.0.0.0\n", mentioning: ["host", "test.toml:1"])
         assertRefused(file: "port = \"8080\"\n", mentioning: ["port"])

@@ -17,6 +17,29 @@ final class ResourcePoolTests: XCTestCase {
         XCTAssertEqual(pool.held, 0)
     }
 
+    func testAShrunkReservationGivesBackTheRestAndKeepsWhatItHolds() {
+        let pool = ResourcePool(capacity: 1000)
+        var reservation = pool.reserve(800)
+        reservation!.shrink(to: 300)
+        XCTAssertEqual([reservation!.amount, pool.held], [300, 300])
+        reservation!.shrink(to: 500)
+        XCTAssertEqual([reservation!.amount, pool.held], [300, 300], "shrinking to more keeps what it holds")
+        XCTAssertNotNil(pool.reserve(700), "the 500 given back are free again")
+        reservation = nil
+        XCTAssertEqual(pool.held, 0, "released, it gives back what it held after shrinking, not what it reserved")
+    }
+
+    func testAShrinkLetsInTheWaitersThatNowFit() async throws {
+        let pool = ResourcePool(capacity: 10)
+        let worstCase = try XCTUnwrap(pool.reserve(9))
+        let waiter = Task { try await pool.reserve(6, waitingUntil: .now + .seconds(60)) }
+        try await Task.sleep(for: .milliseconds(50))
+        XCTAssertEqual(pool.held, 9, "6 does not fit beside 9")
+        worstCase.shrink(to: 4)
+        let admitted = try await waiter.value
+        XCTAssertEqual([admitted.amount, worstCase.amount, pool.held], [6, 4, 10])
+    }
+
     func testWaitersAreServedInArrivalOrderAsAmountsAreReleased() async throws {
         let pool = ResourcePool(capacity: 10)
         var holder = pool.reserve(10)

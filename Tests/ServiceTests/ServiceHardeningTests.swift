@@ -89,6 +89,19 @@ final class ServiceHardeningTests: ServiceTestCase {
         XCTAssertEqual(service.terminate(), 0)
     }
 
+    func testADICOMBodyWithMoreFilesThanAllowedIs413NamingTheSettingAndHoldsNoMemory() throws {
+        let service = try serve(["--decode-max-dicom-files", "2"])
+        // Three members: refused from the ZIP's directory, before one is inflated.
+        let archive = try write(NPZ.encode([("a", [1]), ("b", [2]), ("c", [3])]), "three.zip")
+        let refused = try Curl.detect(service, file: archive, contentType: "application/zip")
+        XCTAssertEqual(refused.status, 413, refused.text)
+        XCTAssertEqual(refused.headers["content-type"], "application/problem+json")
+        XCTAssertTrue(refused.text.contains("decode_max_dicom_files: 2"), refused.text)
+        XCTAssertEqual(try service.metric("mimood_memory_reserved_bytes"), 0)
+        try assertServesANormalRequest(service)
+        XCTAssertEqual(service.terminate(), 0)
+    }
+
     func testATakenMemoryBudgetIs503WithRetryAfterAndFreedWhenItsHoldersLeave() throws {
         let megabyte = 1 << 20
         let service = try serve(["--memory-budget-bytes", String(2 * megabyte), "--max-body-bytes", String(megabyte),

@@ -29,8 +29,9 @@ CDicomStatus cdicom_read_meta(const uint8_t *bytes, size_t count, char transferS
                               char *message, size_t messageCapacity);
 
 /// Parses a data set encoded in `transferSyntax` (a deflated one is given inflated, as explicit VR little
-/// endian). No element longer than `count` is read. With `headerOnly`, parsing stops before Pixel Data.
-CDicomStatus cdicom_parse_dataset(const uint8_t *bytes, size_t count, const char *transferSyntax, int headerOnly,
+/// endian), into a copy of its bytes: elements longer than 4 KiB (Pixel Data among them) are loaded from that
+/// copy when first used, not while parsing. No element longer than `count` is read.
+CDicomStatus cdicom_parse_dataset(const uint8_t *bytes, size_t count, const char *transferSyntax,
                                   CDicomObject **object, char *message, size_t messageCapacity);
 
 void cdicom_free(CDicomObject *object);
