@@ -424,7 +424,7 @@ final class ServiceEndToEndTests: ServiceTestCase {
     func testServeWithoutArgumentsServesTheDefaultModel() throws {
         let service = try ServiceProcess([], environment: ["MIMOOD_PORT": "0"])
         let model = try Curl.run(["\(service.baseURL)/v1/model"]).json()
-        XCTAssertEqual(model["name"] as? String, "mimood-small-synthetic-v2")
+        XCTAssertEqual(model["name"] as? String, "mimood-small-synthetic-v3")
         let detected = try Curl.detect(service, file: try volumeNIfTI(), contentType: "application/x-nifti",
                                        query: "restorations=1&steps=1")
         XCTAssertEqual(detected.status, 200, detected.text)
