@@ -20,12 +20,14 @@ def regenerated(tmp_path_factory):
 
 
 def assert_same_arrays(fresh: Path, committed: Path, name: str, tolerance: float | None) -> None:
-    """Integers exactly; floats within `tolerance` (0 when None): summation order, and so the last bits,
-    depends on the CPU's kernels, so fixtures made on one machine regenerate on another only to rounding."""
+    """Integers exactly; floats within a quarter of the parity `tolerance` (0 when None): summation order,
+    and so the last bits, depends on the CPU's kernels, so fixtures made on one machine regenerate on
+    another only to rounding (4e-5 in the decoder's output between two x86 machines); a quarter still
+    leaves the committed fixtures a valid reference for the Swift engine's parity."""
     new, old = np.load(fresh / name), np.load(committed / name)
     assert new.dtype == old.dtype and new.shape == old.shape, name
     if new.dtype.kind == "f":
-        np.testing.assert_allclose(new, old, rtol=0, atol=(tolerance or 0) / 10, err_msg=name)
+        np.testing.assert_allclose(new, old, rtol=0, atol=(tolerance or 0) / 4, err_msg=name)
     else:
         assert np.array_equal(new, old), name
 
@@ -46,6 +48,9 @@ def test_committed_fixtures_regenerate(regenerated):
         for entries in (manifest["components"], fresh["components"]):
             for entry in entries.values():
                 entry.pop("sha256")   # of weights that agree to rounding, checked below
+        # λ lies between two recorded scores, so it moves with them by rounding too.
+        lambdas = [m["inference"].pop("lambda", None) for m in (manifest, fresh)]
+        assert lambdas[1] == pytest.approx(lambdas[0], abs=1e-6)
         assert fresh == manifest
         for component in manifest["components"]:
             old, new = (load_file(root / directory / f"{component}.safetensors") for root in (COMMITTED, regenerated))
