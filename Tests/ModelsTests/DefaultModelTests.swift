@@ -19,10 +19,12 @@ final class DefaultModelTests: XCTestCase {
         let margins = try NumpyArray(contentsOf: fixtures.appendingPathComponent("token_margins.npy")).floats
         let expectedHeatmap = try NumpyArray(contentsOf: fixtures.appendingPathComponent("atd_probabilities.npy")).floats
 
-        // A trained codebook has near-ties; compare the positions whose decision float32 cannot flip.
+        // A trained codebook has near-ties: compare the positions whose decision float32 cannot flip. The
+        // local tokenizer's codes are unit vectors, so its gaps are small, and the background's one latent
+        // sits 2e-6 from a tie (164 of these 800 positions).
         let tokens = engine.vqvae.tokenize(input).flatMap { $0 }
-        let decided = margins.indices.filter { margins[$0] >= 1e-3 }
-        XCTAssertGreaterThan(decided.count, margins.count * 9 / 10)
+        let decided = margins.indices.filter { margins[$0] >= 1e-4 }
+        XCTAssertGreaterThan(decided.count, margins.count * 3 / 4)
         XCTAssertEqual(decided.filter { tokens[$0] != Int(expectedTokens[$0]) }, [], "positions whose token differs")
 
         // The ATD on PyTorch's own tokens, so a near-tie above cannot move the comparison.
