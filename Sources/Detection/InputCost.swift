@@ -2,7 +2,7 @@ import Imaging
 
 /// What an input will cost, found from its header alone — the first bytes of a `.npy`, the IHDR chunk of a
 /// PNG, the 348-byte header of a NIfTI-1 (for `.nii.gz`, only those bytes are inflated), the data sets of a
-/// DICOM series without their pixels (`InputHeader`: parsed once, within `InputHeader.dicomPeakBound`) —
+/// DICOM series without their pixels (`InputHeader`: parsed once, within `InputHeader.locateDICOM`'s bound) —
 /// before any image is decoded or allocated for it. Computing it is the check: an input over `limits`, or
 /// one the model cannot take (a 26-dimensional array, a volume declared preprocessed), throws the refusal
 /// here, so `DetectionInput` never starts on it; a memory budget reserves `peakBytes` from it.

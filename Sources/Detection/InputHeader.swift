@@ -2,7 +2,7 @@ import Imaging
 
 /// An input's header, read once: its cost and, for DICOM, the series whose every file was parsed (Pixel
 /// Data left to be loaded), which `DetectionInput(bytes:header:)` decodes without parsing anything again.
-/// Reading a DICOM header parses the files, so a memory budget reserves `dicomPeakBound` before it.
+/// Reading a DICOM header parses the files, so a memory budget reserves `locateDICOM`'s bound before it.
 public struct InputHeader: Sendable {
     public let cost: InputCost
     /// What the header was read with, and the input is decoded with.
@@ -10,30 +10,36 @@ public struct InputHeader: Sendable {
     let limits: DetectionInput.Limits
     let dicomSeries: DICOMSeries?
 
-    /// Reads the header of `bytes` (for DICOM, parses its files one at a time), or throws the refusal
-    /// that `DetectionInput` would end with.
+    /// Reads the header of `bytes` (for DICOM, parses its files one at a time, where `located` found them
+    /// if given), or throws the refusal that `DetectionInput` would end with.
     public init(bytes: [UInt8], preprocessed: Bool, limits: DetectionInput.Limits = DetectionInput.Limits(),
-                dicom: DICOMRequest = DICOMRequest()) throws(InputError) {
-        let format = try Self.format(of: bytes, dicom)
+                dicom: DICOMRequest = DICOMRequest(), located: DICOMLocation? = nil) throws(InputError) {
+        let format = located == nil ? try Self.format(of: bytes, dicom) : .dicom
         var parsed: (series: DICOMSeries, fileReadingBytes: Int)?
         if format == .dicom {
-            let body = try Self.dicomBody(bytes, preprocessed: preprocessed, dicom, limits: limits)
+            let body = if let located { located.body } else { try Self.dicomBody(bytes, preprocessed: preprocessed, dicom, limits: limits) }
             parsed = (try body.series(in: bytes, anyModality: dicom.anyModality, limits: limits.dicom), body.largestFileReadingBytes)
         }
         cost = try InputCost(bytes: bytes, format: format, preprocessed: preprocessed, limits: limits, dicom: parsed)
         (self.preprocessed, self.limits, dicomSeries) = (preprocessed, limits, parsed?.series)
     }
 
-    /// For a DICOM body, the most that reading its header and decoding it may hold (at least the
-    /// `peakBytes` of its cost), from where its files are — a ZIP's directory, a multipart body's
-    /// delimiters — and `limits`, found before anything is inflated, copied or parsed; refusals found on
-    /// the way (too many files, a ZIP declaring too many bytes) are thrown. Nil for the other formats,
-    /// whose header is read in place.
-    public static func dicomPeakBound(bytes: [UInt8], preprocessed: Bool, limits: DetectionInput.Limits,
-                                      dicom: DICOMRequest) throws(InputError) -> Int? {
+    /// Where a DICOM body's files are — a ZIP's directory, a multipart body's delimiters — found once, and
+    /// the most that reading its header and decoding it may hold.
+    public struct DICOMLocation: Sendable {
+        let body: DICOMBody
+        /// At least the `peakBytes` of its cost, from the files' framing and the limits alone.
+        public let peakBound: Int
+    }
+
+    /// For a DICOM body, where its files are and `peakBound`, found before anything is inflated, copied or
+    /// parsed; refusals found on the way (too many files, a ZIP declaring too many bytes) are thrown. Nil
+    /// for the other formats, whose header is read in place.
+    public static func locateDICOM(bytes: [UInt8], preprocessed: Bool, limits: DetectionInput.Limits,
+                                   dicom: DICOMRequest) throws(InputError) -> DICOMLocation? {
         guard try format(of: bytes, dicom) == .dicom else { return nil }
         let body = try dicomBody(bytes, preprocessed: preprocessed, dicom, limits: limits)
-        return InputCost.largestDICOMPeakBytes(fileReadingBytes: body.largestFileReadingBytes, limits)
+        return DICOMLocation(body: body, peakBound: InputCost.largestDICOMPeakBytes(fileReadingBytes: body.largestFileReadingBytes, limits))
     }
 
     private static func format(of bytes: [UInt8], _ dicom: DICOMRequest) throws(InputError) -> InputFormat {

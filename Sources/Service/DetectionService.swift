@@ -220,23 +220,23 @@ public final class DetectionService: Sendable {
     /// The body as model slices. Everything its header refuses is found first; then it waits for a decode
     /// slot and for the memory its header says the decode will take, and is decoded from that header. A
     /// DICOM header is read by parsing the files: that runs in the slot, within the most the body's
-    /// framing and the limits allow (`InputHeader.dicomPeakBound`, reserved before anything is inflated or
-    /// parsed), and the reservation shrinks to the header's estimate once it is read.
+    /// framing and the limits allow (`InputHeader.locateDICOM`, reserved before anything is inflated or
+    /// parsed; the files are located once), and the reservation shrinks to the header's estimate once it is read.
     private func decode(_ body: [UInt8], _ request: DetectRequest, deadline: ContinuousClock.Instant) async throws -> DetectionInput {
         guard !body.isEmpty else { throw ServiceProblem(400, "the body is empty; send a .npy, PNG, NIfTI-1 or DICOM image") }
         let limits = configuration.inputLimits
-        let dicomPeakBound: Int?
+        let dicom: InputHeader.DICOMLocation?
         do {
-            dicomPeakBound = try InputHeader.dicomPeakBound(bytes: body, preprocessed: request.preprocessed, limits: limits, dicom: request.dicom)
+            dicom = try InputHeader.locateDICOM(bytes: body, preprocessed: request.preprocessed, limits: limits, dicom: request.dicom)
         } catch {
             throw Self.problem(error, declaredFormat: request.declaredFormat, configuration)
         }
         let header: InputHeader, slot: PoolReservation, decodeMemory: PoolReservation
-        if let dicomPeakBound {
+        if let dicom {
             try Self.checkDeclaredFormat(request, agreesWith: .dicom)
             slot = try await decodeSlot(waitingUntil: deadline)
-            decodeMemory = try await reserveMemory(dicomPeakBound, for: "reading this DICOM series", deadline: deadline)
-            header = try await offload { [configuration] in try Self.header(body, request, limits: limits, configuration) }
+            decodeMemory = try await reserveMemory(dicom.peakBound, for: "reading this DICOM series", deadline: deadline)
+            header = try await offload { [configuration] in try Self.header(body, request, located: dicom, limits: limits, configuration) }
             decodeMemory.shrink(to: RequestMemory.decoding(header.cost))
         } else {
             header = try Self.header(body, request, limits: limits, configuration)
@@ -264,11 +264,11 @@ public final class DetectionService: Sendable {
 
     /// The header of `body`, read once, or the problem that refuses it: a limit, a format other than the
     /// declared one, an answer that cannot be produced, or more work than `request_max_cost`.
-    private static func header(_ body: [UInt8], _ request: DetectRequest, limits: DetectionInput.Limits,
-                               _ configuration: ServiceConfiguration) throws -> InputHeader {
+    private static func header(_ body: [UInt8], _ request: DetectRequest, located: InputHeader.DICOMLocation? = nil,
+                               limits: DetectionInput.Limits, _ configuration: ServiceConfiguration) throws -> InputHeader {
         let header: InputHeader
         do {
-            header = try InputHeader(bytes: body, preprocessed: request.preprocessed, limits: limits, dicom: request.dicom)
+            header = try InputHeader(bytes: body, preprocessed: request.preprocessed, limits: limits, dicom: request.dicom, located: located)
         } catch {
             throw problem(error, declaredFormat: request.declaredFormat, configuration)
         }

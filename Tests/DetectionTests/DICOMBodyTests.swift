@@ -103,7 +103,7 @@ final class DICOMBodyTests: XCTestCase {
         ]
         for (name, bytes, boundary, limit, detail) in cases {
             let request = DICOMRequest(multipartBoundary: boundary)
-            let bound = { _ = try InputHeader.dicomPeakBound(bytes: bytes, preprocessed: false, limits: limits, dicom: request) }
+            let bound = { _ = try InputHeader.locateDICOM(bytes: bytes, preprocessed: false, limits: limits, dicom: request)?.peakBound }
             let header = { _ = try InputHeader(bytes: bytes, preprocessed: false, limits: limits, dicom: request) }
             // Files are counted from the framing, before the memory for reading them is reserved; frames from each file's header.
             for read in limit == .dicomFiles ? [bound, header] : [header] {
@@ -125,7 +125,7 @@ final class DICOMBodyTests: XCTestCase {
             let request = DICOMRequest(multipartBoundary: boundary)
             let header = try InputHeader(bytes: bytes, preprocessed: false, limits: limits, dicom: request)
             XCTAssertEqual(header.cost.volumeShape, [4, 4, 1])
-            let bound = try XCTUnwrap(InputHeader.dicomPeakBound(bytes: bytes, preprocessed: false, limits: limits, dicom: request))
+            let bound = try XCTUnwrap(InputHeader.locateDICOM(bytes: bytes, preprocessed: false, limits: limits, dicom: request)?.peakBound)
             XCTAssertLessThanOrEqual(header.cost.peakBytes, bound)
             // Parsed in place: reading a file holds nothing besides the body.
             XCTAssertEqual(bound, InputCost.largestDICOMPeakBytes(fileReadingBytes: 0, limits))
@@ -136,12 +136,12 @@ final class DICOMBodyTests: XCTestCase {
         XCTAssertEqual(input.sliceCount, 1)
         // A ZIP's largest member as its directory declares it, stored and inflated.
         let archive = try NPZ.encode([("a", Array(repeating: 1, count: 1000))])
-        let bound = try XCTUnwrap(InputHeader.dicomPeakBound(bytes: archive, preprocessed: false, limits: limits, dicom: DICOMRequest()))
+        let bound = try XCTUnwrap(InputHeader.locateDICOM(bytes: archive, preprocessed: false, limits: limits, dicom: DICOMRequest())?.peakBound)
         let member = try ZIPArchive.entries(archive, maximumMembers: 1, maximumBytes: 1 << 20)[0]
         XCTAssertEqual(bound, InputCost.largestDICOMPeakBytes(fileReadingBytes: member.readingBytes, limits))
         XCTAssertLessThanOrEqual(bound, InputCost.largestPeakBytes(limits))
-        XCTAssertNil(try InputHeader.dicomPeakBound(bytes: NPY.encode(shape: [2, 2], float32: [0, 1, 2, 3]), preprocessed: false,
-                                                    limits: limits, dicom: DICOMRequest()))
+        XCTAssertNil(try InputHeader.locateDICOM(bytes: NPY.encode(shape: [2, 2], float32: [0, 1, 2, 3]), preprocessed: false,
+                                                 limits: limits, dicom: DICOMRequest()))
     }
 
     func testDICOMIsSniffedByItsPreamble() {

@@ -5,7 +5,7 @@
 //      decoded sizes are asserted within the limits.
 //   3. What the header promised holds: InputCost (from the header alone) agrees with what DetectionInput
 //      decoded and preprocessed — the same slices, no larger grid, no more decoded bytes; for DICOM, the
-//      bound reserved before the files are parsed (InputHeader.dicomPeakBound) covers the cost found after.
+//      bound reserved before the files are parsed (InputHeader.locateDICOM) covers the cost found after.
 //   4. Where an encoder exists, decode → encode → decode gives the same image, bit for bit.
 // A violation traps, and libFuzzer keeps the input as a crash artifact.
 import CFuzzerDriver
@@ -30,7 +30,7 @@ public func checkInputCost(_ bytes: [UInt8], dicom: DICOMRequest = DICOMRequest(
     for preprocessed in [false, true] {
         guard let cost = try? InputCost(bytes: bytes, preprocessed: preprocessed, limits: fuzzLimits, dicom: dicom) else { continue }
         if cost.format == .dicom {
-            let bound = try? InputHeader.dicomPeakBound(bytes: bytes, preprocessed: preprocessed, limits: fuzzLimits, dicom: dicom)
+            let bound = try? InputHeader.locateDICOM(bytes: bytes, preprocessed: preprocessed, limits: fuzzLimits, dicom: dicom)?.peakBound
             check(cost.peakBytes <= bound ?? 0, "InputCost's peak \(cost.peakBytes) is over the bound reserved before parsing, \(bound ?? 0)")
         }
         check(cost.outputSlices <= fuzzLimits.maximumSlices && cost.resampledVoxels <= fuzzLimits.maximumResampledVoxels,
