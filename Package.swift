@@ -34,10 +34,12 @@ let package = Package(
         // gzip, zlib and raw DEFLATE with output limits (zip-bomb guard), and CRC-32: the one zlib wrapper.
         .target(name: "ZlibCodec", dependencies: ["CZlib"]),
         // DCMTK (Debian: libdcmtk-dev) behind a narrow C API: DICOM parsed from memory, RLE and JPEG lossless
-        // decoded. Linked by name: Debian's dcmtk.pc requires packages (sndfile, …) the library does not need.
+        // decoded; Parametric Maps and Segmentations written (dcmpmap, dcmseg). Linked by name: Debian's
+        // dcmtk.pc requires packages (sndfile, …) the library does not need.
         .target(name: "CDicom",
-                linkerSettings: ["dcmjpeg", "dcmimgle", "dcmdata", "oflog", "ofstd"].map { .linkedLibrary($0) }),
-        // Image formats (NPY/NPZ, NIfTI-1, PNG, DICOM series, ZIP read) and the paper's preprocessing to 160×160 slices and back.
+                linkerSettings: ["dcmseg", "dcmpmap", "dcmfg", "dcmiod", "dcmjpeg", "dcmimgle", "dcmdata", "oflog", "ofstd"]
+                    .map { .linkedLibrary($0) }),
+        // Image formats (NPY/NPZ, NIfTI-1, PNG, DICOM series in and derived objects out, ZIP) and the paper's preprocessing to 160×160 slices and back.
         .target(name: "Imaging", dependencies: ["ZlibCodec", "CDicom"]),
         // OpenBLAS from the system (Debian: libopenblas-pthread-dev) for GEMM; see docs/kernels.md for why.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",

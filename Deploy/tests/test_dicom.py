@@ -273,3 +273,87 @@ def test_a_concurrent_burst_of_hostile_dicom_bodies_stays_within_the_memory_budg
     assert peak <= baseline + budget, (peak >> 20, baseline >> 20)
     assert post(service, b"", "application/x-npy")[0] == 400   # still serving
     assert service.stop() == 0
+
+
+DICOM_ANSWER = 'multipart/related; type="application/dicom"'
+MAP_THRESHOLD = json.loads((ROOT / "Tests/Fixtures/parity/checkpoint/model.json").read_text())["inference"]["map_threshold"]
+
+
+def multipart_parts(body: bytes, content_type: str) -> list[tuple[str, bytes]]:
+    """The parts of a multipart/related body as (Content-Type, bytes), read as a STOW-RS server would."""
+    boundary = content_type.split("boundary=")[1].split(";")[0].strip('"').encode()
+    assert body.endswith(b"--" + boundary + b"--\r\n")
+    parts = []
+    for chunk in body.split(b"--" + boundary)[1:-1]:
+        head, _, data = chunk.partition(b"\r\n\r\n")
+        assert data.endswith(b"\r\n")
+        parts.append((head.decode().split("Content-Type:")[1].strip(), data[:-2]))
+    return parts
+
+
+def test_the_dicom_answer_is_a_parametric_map_and_a_segmentation_on_the_source_geometry(serve):
+    import pydicom
+    service = serve()
+    status, body = post(service, nifti_bytes(volume(), AFFINE), "application/x-nifti")
+    assert status == 200, body
+    expected = anomaly_map(body)   # [i, j, k] on the volume's grid
+    files = series()
+    sources = [pydicom.dcmread(io.BytesIO(f)) for f in files]
+    multipart_body, content_type = dicom_series.multipart(files)
+
+    status, answer = post(service, multipart_body, content_type, accept=DICOM_ANSWER)
+    assert status == 200, answer
+    parts = multipart_parts(answer, DICOM_ANSWER + "; boundary=" + answer.split(b"\r\n")[0][2:].decode())
+    assert [kind for kind, _ in parts] == ["application/dicom"] * 2
+    status, archive = post(service, multipart_body, content_type, accept="application/zip")
+    assert status == 200, archive
+    members = zipfile.ZipFile(io.BytesIO(archive))
+    assert members.namelist() == ["parametric-map.dcm", "segmentation.dcm"]
+
+    for objects in ([data for _, data in parts], [members.read(name) for name in members.namelist()]):
+        parametric_map, segmentation = (pydicom.dcmread(io.BytesIO(data)) for data in objects)
+        assert parametric_map.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
+        assert segmentation.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+        assert segmentation.SegmentationType == "BINARY" and segmentation.SegmentSequence[0].SegmentLabel == "anomaly"
+        # Frames [k, j, i]: frame k lies on source slice k, rows j, columns i.
+        values = parametric_map.pixel_array.transpose(2, 1, 0)
+        np.testing.assert_allclose(values, expected, atol=1e-5)
+        mask = segmentation.pixel_array.transpose(2, 1, 0).astype(bool)
+        np.testing.assert_array_equal(mask, values > MAP_THRESHOLD)
+        assert 0 < mask.sum() < mask.size
+        by_position = sorted(sources, key=lambda s: float(np.dot(s.ImagePositionPatient, np.cross(
+            s.ImageOrientationPatient[:3], s.ImageOrientationPatient[3:]))))
+        for derived in (parametric_map, segmentation):
+            assert derived.StudyInstanceUID == sources[0].StudyInstanceUID
+            assert derived.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+            assert derived.SeriesInstanceUID != sources[0].SeriesInstanceUID and derived.SeriesInstanceUID.startswith("2.25.")
+            assert derived.PatientID == dicom_series.PATIENT_ID   # filed with the source patient
+            shared = derived.SharedFunctionalGroupsSequence[0]
+            np.testing.assert_allclose([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient],
+                                       [float(v) for v in sources[0].ImageOrientationPatient], atol=1e-9)
+            np.testing.assert_allclose([float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing],
+                                       [float(v) for v in sources[0].PixelSpacing], atol=1e-9)
+            for frame, source in zip(derived.PerFrameFunctionalGroupsSequence, by_position, strict=True):
+                np.testing.assert_allclose([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient],
+                                           [float(v) for v in source.ImagePositionPatient], atol=1e-9)
+                assert frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+            referenced = derived.ReferencedSeriesSequence[0]
+            assert referenced.SeriesInstanceUID == sources[0].SeriesInstanceUID
+            assert {item.ReferencedSOPInstanceUID for item in referenced.ReferencedInstanceSequence} == {s.SOPInstanceUID for s in sources}
+    # The enhanced multi-frame object's frames are referenced by number.
+    status, answer = post(service, series(multiframe=True)[0], "application/dicom", accept="application/zip")
+    assert status == 200, answer
+    frames = pydicom.dcmread(io.BytesIO(zipfile.ZipFile(io.BytesIO(answer)).read("parametric-map.dcm"))).PerFrameFunctionalGroupsSequence
+    assert [f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber for f in frames] == [1, 2, 3]
+    # The patient's data travels in the objects, never to the log.
+    assert_no_patient_data(service)
+
+
+def test_the_dicom_answer_is_refused_for_other_inputs_before_inference(serve):
+    service = serve()
+    for accept in (DICOM_ANSWER, "application/zip"):
+        status, body = post(service, nifti_bytes(volume(), AFFINE), "application/x-nifti", accept=accept)
+        assert status == 406 and b"DICOM input only" in body, body
+    # A multipart range of another type is not the DICOM answer: nothing else is acceptable.
+    status, body = post(service, series()[0], "application/dicom", accept='multipart/related; type="image/jpeg"')
+    assert status == 406, body

@@ -2,6 +2,7 @@
 // failure in DCMTK included) and reports it as a status; DCMTK's own logging is switched off, because its
 // warnings may quote attribute values and patient data is never logged.
 #include "CDicom.h"
+#include "CDicomSupport.h"
 
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdatset.h>
@@ -9,23 +10,13 @@
 #include <dcmtk/dcmdata/dcelem.h>
 #include <dcmtk/dcmdata/dcistrmb.h>
 #include <dcmtk/dcmdata/dcmetinf.h>
-#include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcxfer.h>
-#include <dcmtk/dcmjpeg/djdecode.h>
-#include <dcmtk/oflog/oflog.h>
 
 #include <dcmtk/dcmdata/dcstack.h>
 
 #include <cstring>
 #include <exception>
-#include <mutex>
 #include <vector>
-
-struct CDicomObject {
-    /// The data set's bytes, which its long elements are loaded from when first used.
-    std::vector<uint8_t> bytes;
-    DcmDataset dataset;
-};
 
 namespace {
 
@@ -75,36 +66,6 @@ bool lengthsFit(DcmItem &item, size_t count) {
         if (length != DCM_UndefinedLength && length > count) return false;
     }
     return true;
-}
-
-void configureOnce() {
-    static std::once_flag once;
-    std::call_once(once, [] {
-        OFLog::configure(OFLogger::OFF_LOG_LEVEL);
-        DcmRLEDecoderRegistration::registerCodecs();
-        DJDecoderRegistration::registerCodecs();
-    });
-}
-
-CDicomStatus fail(CDicomStatus status, const char *text, char *message, size_t capacity) {
-    if (message && capacity > 0) {
-        std::strncpy(message, text, capacity - 1);
-        message[capacity - 1] = '\0';
-    }
-    return status;
-}
-
-/// Runs `body`, turning any exception into a status: nothing C++ crosses the C boundary.
-template <typename Body>
-CDicomStatus guarded(char *message, size_t capacity, Body body) {
-    try {
-        configureOnce();
-        return body();
-    } catch (const std::bad_alloc &) {
-        return fail(CDICOM_MALFORMED, "out of memory while parsing", message, capacity);
-    } catch (...) {
-        return fail(CDICOM_MALFORMED, "the DICOM parser failed", message, capacity);
-    }
 }
 
 /// One numeric value of `element`, whatever its numeric VR.

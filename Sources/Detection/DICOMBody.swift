@@ -146,6 +146,24 @@ enum MultipartRelated {
         return parts
     }
 
+    /// A `multipart/related; type="<partType>"` body of `parts` and its Content-Type: a random boundary
+    /// that no part contains, each part with its Content-Type, and the close delimiter.
+    static func encode(_ parts: [[UInt8]], partType: String) -> (contentType: String, body: [UInt8]) {
+        var boundary: String
+        repeat {
+            boundary = "mimood-" + (0..<4).map { _ in String(UInt64.random(in: 0...UInt64.max), radix: 36) }.joined()
+        } while parts.contains { part in find(Array(boundary.utf8), in: part, part.indices) != nil }
+        var body: [UInt8] = []
+        body.reserveCapacity(parts.reduce(0) { $0 + $1.count } + parts.count * 100 + 100)
+        for part in parts {
+            body += Array("--\(boundary)\r\nContent-Type: \(partType)\r\n\r\n".utf8)
+            body += part
+            body += Array("\r\n".utf8)
+        }
+        body += Array("--\(boundary)--\r\n".utf8)
+        return ("multipart/related; type=\"\(partType)\"; boundary=\(boundary)", body)
+    }
+
     /// Where `pattern` (not empty) first lies within `range` of `body`: its first byte found by memchr, the
     /// rest compared. The generic `firstRange(of:)` takes seconds to cross a body of a few megabytes.
     private static func find(_ pattern: [UInt8], in body: [UInt8], _ range: Range<Int>) -> Range<Int>? {

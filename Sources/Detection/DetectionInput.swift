@@ -103,6 +103,8 @@ public struct DetectionInput: Sendable {
     public let slices: [Float]
     /// Brain pixels of the slices, same layout.
     public let brain: [Bool]
+    /// For a DICOM series: what objects derived from it (the DICOM answer) are filed and placed with.
+    public private(set) var dicomSource: DICOMSource?
 
     /// Whether the input was a volume with a voxel grid (NIfTI, or a 3-D .npy taken as RAS at 1 mm).
     public var isVolume: Bool {
@@ -191,6 +193,7 @@ public struct DetectionInput: Sendable {
             let affine = series.affine
             // The map is written on the series' grid with its affine, as for a NIfTI input.
             self = try DetectionInput(volume: volume, geometry: NIfTIGeometry(affine: affine), affine: affine, limits: limits, format: format)
+            dicomSource = series.source
         }
     }
 

@@ -67,8 +67,16 @@ public struct DetectionResult: Sendable {
             let map = Preprocessing.sliceToImage(sliceMaps, geometry: geometry)
             return FloatArray(shape: [map.height, map.width], values: map.pixels)
         case .volume(let geometry, _):
+            // The volume's voxels run i fastest (NIfTI's order); the array's run k fastest.
             let map = Preprocessing.slicesToVolume(sliceMaps, geometry: geometry)
-            return FloatArray(shape: map.shape, values: map.voxels)
+            let (nx, ny, nz) = (map.shape[0], map.shape[1], map.shape[2])
+            var values = [Float](repeating: 0, count: map.voxels.count)
+            for k in 0..<nz {
+                for j in 0..<ny {
+                    for i in 0..<nx { values[(i * ny + j) * nz + k] = map.voxels[i + nx * (j + ny * k)] }
+                }
+            }
+            return FloatArray(shape: map.shape, values: values)
         case .slices(let shape):
             return FloatArray(shape: shape, values: sliceMaps)
         }
@@ -117,6 +125,36 @@ public struct DetectionResult: Sendable {
         guard case .volume(let geometry, let header) = input.kind else { return nil }
         return try NIfTI.encode(Preprocessing.slicesToVolume(sliceMaps, geometry: geometry), geometry: header,
                                 description: "mimood anomaly map")
+    }
+
+    /// How the DICOM answer's objects are sent.
+    public enum DICOMPackaging: Sendable {
+        /// `multipart/related; type="application/dicom"`, as STOW-RS takes them.
+        case multipart
+        /// A ZIP archive of `parametric-map.dcm` and `segmentation.dcm`.
+        case zip
+    }
+
+    /// The DICOM answer to a DICOM series, as a Content-Type and its body: a Parametric Map of the anomaly
+    /// map (the NIfTI answer's values, on the series' frames) and, with the model's calibrated
+    /// `mapThreshold`, a Segmentation of the voxels above it; nil unless the input was a DICOM series.
+    public func dicomAnswer(_ packaging: DICOMPackaging, mapThreshold: Float?, softwareVersion: String) throws
+        -> (contentType: String, body: [UInt8])? {
+        guard let source = input.dicomSource, case .volume(let geometry, _) = input.kind else { return nil }
+        let map = Preprocessing.slicesToVolume(sliceMaps, geometry: geometry).voxels
+        var objects: [(name: String, bytes: [UInt8])] = []
+        do {
+            objects.append(("parametric-map.dcm", try source.parametricMap(map, softwareVersion: softwareVersion)))
+            if let mapThreshold {
+                objects.append(("segmentation.dcm", try source.segmentation(map.map { $0 > mapThreshold }, softwareVersion: softwareVersion)))
+            }
+        } catch {
+            throw InputError(.unprocessable, "\(error)")
+        }
+        switch packaging {
+        case .multipart: return MultipartRelated.encode(objects.map(\.bytes), partType: "application/dicom")
+        case .zip: return ("application/zip", try ZIPArchive.encode(objects, compression: .deflated))
+        }
     }
 
     /// An `.npz` with `anomaly_map` and `token_heatmap`.

@@ -65,6 +65,9 @@ struct DICOMFrame: Sendable, Equatable {
 /// The attributes of one DICOM object that the series assembly needs — no patient attribute is read.
 struct DICOMHeader: Sendable, Equatable {
     let seriesUID: String
+    /// SOP Class and SOP Instance UIDs: what derived objects reference the object by.
+    let sopClassUID: String
+    let sopInstanceUID: String
     let modality: String
     let rows: Int
     let columns: Int
@@ -147,6 +150,12 @@ final class DICOMObject: @unchecked Sendable {
 
     deinit { cdicom_free(object) }
 
+    /// A copy of its patient, study and frame-of-reference attributes, taken before its pixels are.
+    func study() throws(DICOMError) -> DICOMStudy {
+        guard let object, let copy = cdicom_study_copy(object) else { throw .malformed("out of memory copying the study attributes") }
+        return DICOMStudy(copy)
+    }
+
     /// The stored values of every frame as Float32 (frame after frame, rows top to bottom), before rescale.
     /// Taken once: the parsed data set, with the pixels DCMTK loaded, is freed then, so that a series
     /// decoded object after object holds one object's pixels at a time.
@@ -226,13 +235,14 @@ final class DICOMObject: @unchecked Sendable {
             frames.append(DICOMFrame(position: position, orientation: orientation, spacing: spacing, slope: slope, intercept: intercept))
         }
         let sliceStep = (numbers((0x0018, 0x0088), in: (0x0028, 0x9110), count: 1) ?? numbers((0x0018, 0x0050), in: (0x0028, 0x9110), count: 1))?[0]
-        return DICOMHeader(seriesUID: string(0x0020, 0x000E)?.trimmingSpaces ?? "", modality: string(0x0008, 0x0060)?.trimmingSpaces ?? "",
+        return DICOMHeader(seriesUID: string(0x0020, 0x000E)?.trimmingSpaces ?? "", sopClassUID: string(0x0008, 0x0016)?.trimmingSpaces ?? "",
+                           sopInstanceUID: string(0x0008, 0x0018)?.trimmingSpaces ?? "", modality: string(0x0008, 0x0060)?.trimmingSpaces ?? "",
                            rows: rows, columns: columns, bytesPerValue: bitsAllocated / 8, frames: frames,
                            sliceStep: sliceStep.flatMap { $0.isFinite && $0 > 0 ? $0 : nil }, datasetBytes: datasetBytes,
                            inflatingBytes: inflatingBytes)
     }
 
-    private static func text(_ characters: [CChar]) -> String {
+    static func text(_ characters: [CChar]) -> String {
         String(decoding: characters.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 

@@ -20,6 +20,8 @@ public struct DICOMSeries: Sendable {
     private let objects: [DICOMObject]
     /// The frames in slice order: which object, which of its frames, and its rescale.
     private let slices: [(object: Int, frame: Int, slope: Double, intercept: Double)]
+    /// What objects derived from the series are filed and placed with.
+    public let source: DICOMSource
 
     static let orientationTolerance = 1e-4
     static let spacingTolerance = 1e-4
@@ -91,6 +93,14 @@ public struct DICOMSeries: Sendable {
         // spacing, along the normal by the slice step; RAS+ negates the first two world axes.
         let origin = frames[0].geometry.position, spacing = reference.spacing
         let axes = [row.map { $0 * spacing[1] }, column.map { $0 * spacing[0] }, normal.map { $0 * step }]
+        source = DICOMSource(
+            study: try objects[0].study(), seriesUID: first.seriesUID, rows: first.rows, columns: first.columns,
+            positions: frames.map(\.geometry.position), orientation: reference.orientation, spacing: spacing, sliceSpacing: step,
+            frames: frames.map { frame in
+                let header = headers[frame.object]
+                return DICOMSource.Frame(sopClassUID: header.sopClassUID, sopInstanceUID: header.sopInstanceUID,
+                                         number: header.frames.count > 1 ? frame.frame + 1 : 0)
+            })
         affine = Affine(rows3x4: (0..<3).map { world in
             let sign: Double = world < 2 ? -1 : 1
             return [sign * axes[0][world], sign * axes[1][world], sign * axes[2][world], sign * origin[world]]

@@ -19,7 +19,8 @@ public enum ZIPError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// Reading ZIP archives (APPNOTE 4.3, without ZIP64 or encryption): a folder of files sent as one body.
+/// Reading ZIP archives (APPNOTE 4.3, without ZIP64 or encryption): a folder of files sent as one body;
+/// writing them (stored or deflated): `.npz` files and the DICOM objects a request asks for as a ZIP.
 /// Every size is checked from the central directory against the limits before anything is inflated, and
 /// each member is inflated to at most its declared size, then checked against its CRC-32. Errors name a
 /// member by its place, never by its name (a folder of a series may be named after the patient).
@@ -113,5 +114,72 @@ public enum ZIPArchive {
             throw .malformed("\(member) does not match its declared size and CRC-32")
         }
         return bytes
+    }
+
+    public enum Compression: Sendable {
+        case stored, deflated
+    }
+
+    /// An archive of `files` (name → bytes) in the given order, without ZIP64: `.tooLarge` for members or
+    /// an archive past 4 GiB, or more than 65,535 members. Names are written as given (UTF-8).
+    public static func encode(_ files: [(name: String, bytes: [UInt8])], compression: Compression = .deflated) throws -> [UInt8] {
+        let tooLarge = ZIPError.tooLarge("members or an archive past 4 GiB, or more than 65,535 members, need ZIP64")
+        guard files.count <= Int(UInt16.max) else { throw tooLarge }
+        var archive = ByteWriter(order: .little)
+        var centralDirectory = ByteWriter(order: .little)
+        for (name, contents) in files {
+            let fileName = Array(name.utf8)
+            let crc = Zlib.crc32(contents)
+            let data = compression == .deflated ? try Zlib.compress(contents, format: .raw) : contents
+            let offset = archive.bytes.count
+            guard contents.count < Int(UInt32.max), data.count < Int(UInt32.max), offset < Int(UInt32.max) else { throw tooLarge }
+            let method: UInt16 = compression == .deflated ? 8 : 0
+            // Bit 11: the name is UTF-8.
+            let flags: UInt16 = fileName.allSatisfy { $0 < 0x80 } ? 0 : 1 << 11
+
+            archive.append(UInt32(0x0403_4B50))            // local file header signature
+            appendCommonFields(&archive, method: method, flags: flags, crc: crc, compressedSize: data.count,
+                               size: contents.count, nameLength: fileName.count)
+            archive.append(bytes: fileName)
+            archive.append(bytes: data)
+
+            centralDirectory.append(UInt32(0x0201_4B50))   // central directory header signature
+            centralDirectory.append(UInt16(20))            // version made by: 2.0, MS-DOS attributes
+            appendCommonFields(&centralDirectory, method: method, flags: flags, crc: crc, compressedSize: data.count,
+                               size: contents.count, nameLength: fileName.count)
+            centralDirectory.append(UInt16(0))             // file comment length
+            centralDirectory.append(UInt16(0))             // disk number start
+            centralDirectory.append(UInt16(0))             // internal attributes
+            centralDirectory.append(UInt32(0))             // external attributes
+            centralDirectory.append(UInt32(offset))
+            centralDirectory.append(bytes: fileName)
+        }
+        let directoryOffset = archive.bytes.count
+        guard directoryOffset + centralDirectory.bytes.count < Int(UInt32.max) else { throw tooLarge }
+        archive.append(bytes: centralDirectory.bytes)
+        archive.append(UInt32(0x0605_4B50))                // end of central directory signature
+        archive.append(UInt16(0))                          // this disk
+        archive.append(UInt16(0))                          // disk with the directory
+        archive.append(UInt16(files.count))
+        archive.append(UInt16(files.count))
+        archive.append(UInt32(centralDirectory.bytes.count))
+        archive.append(UInt32(directoryOffset))
+        archive.append(UInt16(0))                          // comment length
+        return archive.bytes
+    }
+
+    /// The fields from "version needed" to "extra field length", the same in both headers.
+    private static func appendCommonFields(_ writer: inout ByteWriter, method: UInt16, flags: UInt16, crc: UInt32,
+                                           compressedSize: Int, size: Int, nameLength: Int) {
+        writer.append(UInt16(20))                          // version needed: 2.0 (deflate)
+        writer.append(flags)
+        writer.append(method)
+        writer.append(UInt16(0))                           // time 00:00:00
+        writer.append(UInt16(0x21))                        // date 1980-01-01, the DOS epoch: reproducible archives
+        writer.append(crc)
+        writer.append(UInt32(compressedSize))
+        writer.append(UInt32(size))
+        writer.append(UInt16(nameLength))
+        writer.append(UInt16(0))                           // extra field length
     }
 }

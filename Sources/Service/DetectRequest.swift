@@ -12,6 +12,13 @@ public enum ResponseFormat: String, Sendable, CaseIterable {
     case nifti = "application/x-nifti"
     /// The anomaly map over the most anomalous slice, for a person.
     case png = "image/png"
+    /// DICOM input only: a Parametric Map and a Segmentation, as STOW-RS takes them.
+    case dicom = "multipart/related; type=\"application/dicom\""
+    /// DICOM input only: the same objects as files of a ZIP archive.
+    case zip = "application/zip"
+
+    /// Whether the format answers DICOM input only.
+    var isDICOM: Bool { self == .dicom || self == .zip }
 
     /// The format an `Accept` field value prefers (RFC 9110 §12.5.1: the highest q, then the most specific
     /// range, then the order of our formats); JSON when the field is absent; nil when none is acceptable.
@@ -22,14 +29,18 @@ public enum ResponseFormat: String, Sendable, CaseIterable {
             let parts = range.split(separator: ";").map { $0.trimmed(of: " \t").lowercased() }
             guard let mediaRange = parts.first, !mediaRange.isEmpty else { continue }
             var quality = 1.0
-            for parameter in parts.dropFirst() where parameter.hasPrefix("q=") {
-                quality = Double(parameter.dropFirst(2)) ?? 0
+            var relatedType: String?
+            for parameter in parts.dropFirst() {
+                if parameter.hasPrefix("q=") { quality = Double(parameter.dropFirst(2)) ?? 0 }
+                if parameter.hasPrefix("type=") { relatedType = parameter.dropFirst(5).trimmed(of: "\"") }
             }
             guard quality > 0 else { continue }
             let (type, subtype) = mediaRange.firstIndex(of: "/").map { (mediaRange[..<$0], mediaRange[mediaRange.index(after: $0)...]) }
                 ?? (Substring(mediaRange), "")
             for format in allCases {
                 let (ownType, ownSubtype) = format.mediaType
+                // multipart/related names what its parts are: DICOM only, when it says.
+                if format == .dicom, let relatedType, relatedType != "application/dicom" { continue }
                 let specificity: Int
                 if type == "*" && subtype == "*" { specificity = 0 }
                 else if type == ownType && subtype == "*" { specificity = 1 }
@@ -42,9 +53,10 @@ public enum ResponseFormat: String, Sendable, CaseIterable {
         return best?.format
     }
 
+    /// Type and subtype, without parameters.
     private var mediaType: (Substring, Substring) {
         let slash = rawValue.firstIndex(of: "/")!
-        return (rawValue[..<slash], rawValue[rawValue.index(after: slash)...])
+        return (rawValue[..<slash], rawValue[rawValue.index(after: slash)...].prefix { $0 != ";" })
     }
 }
 

@@ -193,7 +193,8 @@ public final class DetectionService: Sendable {
         let decodeStarted = ContinuousClock.now
         let input = try await decode(body, request, deadline: deadline)
         let decodeTime = ContinuousClock.now - decodeStarted
-        ticket.hold(try await reserveMemory(RequestMemory.inFlight(input, request.parameters, tokensPerSlice: engine.vqvae.config.grid * engine.vqvae.config.grid),
+        ticket.hold(try await reserveMemory(RequestMemory.inFlight(input, request.parameters, tokensPerSlice: engine.vqvae.config.grid * engine.vqvae.config.grid,
+                                                                   answer: request.responseFormat),
                                             for: "answering this request", deadline: deadline))
         let report: QueueReport
         do {
@@ -277,6 +278,10 @@ public final class DetectionService: Sendable {
         if request.responseFormat == .nifti, let reason = cost.niftiOutputRefusal {
             throw ServiceProblem(406, "application/x-nifti cannot be produced: \(reason); ask for application/json or application/x-npz")
         }
+        if request.responseFormat.isDICOM, cost.format != .dicom {
+            throw ServiceProblem(406, "\(request.responseFormat.rawValue) is produced for DICOM input only; ask for application/json, "
+                                 + "application/x-npz or application/x-nifti")
+        }
         let work = cost.outputSlices * request.parameters.sliceCost
         guard work <= configuration.requestMaxCost else {
             throw ServiceProblem(422, "the request would cost \(work) (\(cost.outputSlices) slices × \(request.parameters.sliceCost) per slice: "
@@ -350,6 +355,18 @@ public final class DetectionService: Sendable {
             return HTTPResponse(status: 200, headers: download(request.responseFormat, "anomaly.nii.gz"), body: nifti)
         case .png:
             return HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "image/png")]), body: try result.overlayPNG())
+        case .dicom, .zip:
+            let answer: (contentType: String, body: [UInt8])?
+            do {
+                answer = try result.dicomAnswer(request.responseFormat == .zip ? .zip : .multipart, mapThreshold: engine.manifest.mapThreshold,
+                                                softwareVersion: String(engine.manifest.name.prefix(64)))
+            } catch let error as InputError {
+                throw ServiceProblem(422, error.description)
+            }
+            guard let answer else { throw ServiceProblem(406, "\(request.responseFormat.rawValue) is produced for DICOM input only") }
+            var headers = HTTPHeaders([("Content-Type", answer.contentType)])
+            if request.responseFormat == .zip { headers.set("Content-Disposition", "attachment; filename=\"anomaly-dicom.zip\"") }
+            return HTTPResponse(status: 200, headers: headers, body: answer.body)
         }
     }
 

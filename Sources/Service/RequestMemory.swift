@@ -17,14 +17,15 @@ enum RequestMemory {
 
     /// Bytes a request holds from its decoded input until it is answered: its slices and their jobs, the
     /// engine's results for each (R decoded restorations, tokens, each step's scores and masks), and the
-    /// response (the map on the input's grid, its bytes, compressed and base64-encoded, and the body).
-    static func inFlight(_ input: DetectionInput, _ parameters: InferenceParameters, tokensPerSlice: Int) -> Int {
+    /// response (the map on the input's grid, its bytes, compressed and base64-encoded, and the body; for
+    /// the DICOM answer, DCMTK's copies of the frames and data sets, the encoded files and the mask besides).
+    static func inFlight(_ input: DetectionInput, _ parameters: InferenceParameters, tokensPerSlice: Int, answer: ResponseFormat) -> Int {
         let (restorations, steps) = (parameters.restorations, parameters.method == .ar ? 1 : parameters.steps)
         let perSlice = modelSliceValues * (4 + 1 + 4 + 4)            // slice, brain mask, job image, anomaly map
             + restorations * (modelSliceValues * 4 + tokensPerSlice * 8)  // restorations, restored tokens
             + restorations * steps * tokensPerSlice * 5             // each step's scores and masks
             + tokensPerSlice * 12                                    // input tokens and token scores
-        return input.sliceCount * perSlice + outputValues(input) * 4 * 7
+        return input.sliceCount * perSlice + outputValues(input) * 4 * (answer.isDICOM ? 11 : 7)
     }
 
     /// Values of the anomaly map on the input's grid.

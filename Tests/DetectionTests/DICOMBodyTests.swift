@@ -55,6 +55,15 @@ final class DICOMBodyTests: XCTestCase {
         XCTAssertEqual(try MultipartRelated.parts(opening, boundary: "b", limits: limits).map { Array(opening[$0]) }, [Array("x".utf8)])
     }
 
+    /// The DICOM answer's framing reads back with the reader a request's body goes through.
+    func testMultipartWrittenReadsBackPartForPart() throws {
+        let parts = [Array("first".utf8), Array("\r\n--second\r\n".utf8), []]
+        let (contentType, body) = MultipartRelated.encode(parts, partType: "application/dicom")
+        XCTAssertTrue(contentType.hasPrefix("multipart/related; type=\"application/dicom\"; boundary=mimood-"), contentType)
+        let boundary = String(contentType.split(separator: "=").last!)
+        XCTAssertEqual(try MultipartRelated.parts(body, boundary: boundary, limits: limits).map { Array(body[$0]) }, parts)
+    }
+
     func testMultipartRefusalsAreSpecific() {
         let cases: [([UInt8], String)] = [
             (body(["one"], type: "image/png"), "must be application/dicom"),

@@ -15,7 +15,7 @@ final class NPZTests: XCTestCase {
     func testArchivesLoadInNumPyStoredAndDeflated() throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        for compression in [NPZ.Compression.stored, .deflated] {
+        for compression in [ZIPArchive.Compression.stored, .deflated] {
             let path = directory.appendingPathComponent("\(compression).npz")
             let archive = try NPZ.encode(arrays(), compression: compression)
             try Data(archive).write(to: path)

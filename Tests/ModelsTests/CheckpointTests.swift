@@ -28,6 +28,7 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(manifest.inference.combine, .softmaxWeighted)
         XCTAssertEqual(manifest.inference.minPool, 3)
         XCTAssertEqual(manifest.inference.avgPool, 7)
+        XCTAssertEqual(manifest.mapThreshold, 0.25)
 
         guard case .vqvae(let vqvae)? = checkpoint.components[.vqvae]?.architecture else { return XCTFail("vqvae kind") }
         XCTAssertEqual(vqvae.chMult, [1, 2, 1, 1])
@@ -109,6 +110,8 @@ final class CheckpointTests: XCTestCase {
             }, ["inference method 'mim-ood' needs component(s) ['mvtm']"]),
             ("inference field missing", { try $0.editManifest { $0["inference"] = .object({ var i = $0["inference"]!.objectValue!; i["lambda"] = nil; return i }($0)) } },
              ["inference.lambda must be a number, got None"]),
+            ("map threshold outside (0, 1)", { try $0.editManifest { $0["inference"] = .object({ var i = $0["inference"]!.objectValue!; i["map_threshold"] = .integer(1); return i }($0)) } },
+             ["inference.map_threshold must be a number in (0, 1), got 1"]),
             ("even smoothing window", { copy in
                 try copy.editManifest { $0["inference"] = .object({ var i = $0["inference"]!.objectValue!
                     var smoothing = JSONObject(); smoothing["min_pool"] = .integer(3); smoothing["avg_pool"] = .integer(6)

@@ -16,6 +16,9 @@ final class DetectRequestTests: XCTestCase {
             ("application/*;q=0.8, image/png;q=0.8", .png),   // equal q: the more specific range wins
             ("application/x-npz;q=0, */*;q=0.1", .json),      // q=0 refuses the format; the wildcard picks ours first
             ("text/html", nil), ("application/x-npz;q=0", nil),
+            // The DICOM answer: multipart/related of DICOM parts (type quoted or not), or their ZIP.
+            ("multipart/related; type=\"application/dicom\"", .dicom), ("multipart/related;type=application/dicom", .dicom),
+            ("multipart/related", .dicom), ("multipart/related; type=\"image/jpeg\"", nil), ("application/zip", .zip),
         ]
         for (accept, expected) in cases {
             XCTAssertEqual(ResponseFormat.negotiate(accept), expected, accept ?? "(absent)")

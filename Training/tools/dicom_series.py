@@ -38,10 +38,11 @@ def _geometry(affine: np.ndarray) -> tuple[list[str], list[str], np.ndarray]:
     return [_number(v) for v in orientation], [_number(v) for v in spacing], lps
 
 
-def _base(series_uid: str, modality: str, rows: int, columns: int) -> Dataset:
+def _base(uids: tuple[str, str, str], modality: str, rows: int, columns: int) -> Dataset:
+    """The attributes every file of the series shares; `uids`: its study, series and frame of reference."""
     ds = Dataset()
     ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT_NAME, PATIENT_ID, "19700101"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), series_uid, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
     ds.Modality, ds.SeriesNumber = modality, 1
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = rows, columns
@@ -66,7 +67,7 @@ def _encoded(ds: Dataset, sop_class: str, transfer_syntax: str) -> bytes:
 
 def series(volume: np.ndarray, affine: np.ndarray, *, multiframe: bool = False, modality: str = "MR",
            transfer_syntax: str = ExplicitVRLittleEndian, slope: float = 1.0, intercept: float = 0.0,
-           series_uid: str | None = None) -> list[bytes]:
+           series_uid: str | None = None, study_uid: str | None = None) -> list[bytes]:
     """The volume ([x, y, z], voxel → RAS `affine`) as DICOM files, slice k at k along the normal. Stored values
     are (value − intercept) / slope as uint16: choose them so that this is exact for exact round trips."""
     stored = np.rint((np.asarray(volume, np.float64) - intercept) / slope)
@@ -75,7 +76,7 @@ def series(volume: np.ndarray, affine: np.ndarray, *, multiframe: bool = False, 
     columns, rows, slices = volume.shape
     orientation, spacing, lps = _geometry(np.asarray(affine, np.float64))
     thickness = _number(np.linalg.norm(lps[:3, 2]))
-    series_uid = series_uid or generate_uid()
+    uids = (study_uid or generate_uid(), series_uid or generate_uid(), generate_uid())
 
     def position(k: int) -> list[str]:
         return [_number(v) for v in (lps @ [0, 0, k, 1])[:3]]
@@ -86,7 +87,7 @@ def series(volume: np.ndarray, affine: np.ndarray, *, multiframe: bool = False, 
     if not multiframe:
         files = []
         for k in range(slices):
-            ds = _base(series_uid, modality, rows, columns)
+            ds = _base(uids, modality, rows, columns)
             ds.InstanceNumber = k + 1
             ds.ImagePositionPatient, ds.ImageOrientationPatient = position(k), orientation
             ds.PixelSpacing, ds.SliceThickness = spacing, thickness
@@ -94,7 +95,7 @@ def series(volume: np.ndarray, affine: np.ndarray, *, multiframe: bool = False, 
             ds.PixelData = frame(k)
             files.append(_encoded(ds, MRImageStorage, transfer_syntax))
         return files
-    ds = _base(series_uid, modality, rows, columns)
+    ds = _base(uids, modality, rows, columns)
     ds.InstanceNumber, ds.NumberOfFrames = 1, slices
     measures, plane = Dataset(), Dataset()
     measures.PixelSpacing, measures.SliceThickness = spacing, thickness

@@ -35,6 +35,9 @@ LOCAL_VQVAE_CONFIG = VQVAEConfig(ch=32, ch_mult=[1, 2, 1, 1], num_res_blocks=1, 
                                  z_channels=32, embed_dim=8, n_embed=64, encoder="patch", l2_codes=True)
 TRANSFORMER_SIZES = dict(dim=48, depth=2, heads=4, dropout=0.0)
 PIPELINE = dict(steps=3, restorations=2)
+# The DICOM Segmentation's threshold on the anomaly map: random weights calibrate nothing, so a value that
+# marks part of the parity volume's map.
+MAP_THRESHOLD = 0.25
 # Absolute tolerances the Swift side must meet (float32 with different summation orders). Measured
 # float32-vs-float64 error: 1.7e-5 (encoder), 4.1e-5 (decoder, outputs up to ~5.5), under 2e-6 for the
 # Transformers and 1.4e-5 for the anomaly maps; the VQ-VAE's conv stacks get a looser bound.
@@ -168,7 +171,7 @@ def write_fixtures(out: Path) -> Path:
         lam = threshold_with_margin(atd, mvtm, tokens)
 
         export_checkpoint(out / "checkpoint", models, name="parity-fixture", created="2024-09-17T00:00:00Z",
-                          inference={"lambda": lam, **PIPELINE, "seed": SEED},
+                          inference={"lambda": lam, **PIPELINE, "seed": SEED, "map_threshold": MAP_THRESHOLD},
                           provenance={"data": "random weights (Training/tools/fixtures.py)"})
         record = Recorder(out)
         k = VQVAE_CONFIG.n_embed

@@ -13,7 +13,7 @@ func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let input = bytes(data, size)
     guard let first = input.first else { return 0 }
     let members = parseMembers(input.dropFirst())
-    let compression: NPZ.Compression = first % 2 == 0 ? .stored : .deflated
+    let compression: ZIPArchive.Compression = first % 2 == 0 ? .stored : .deflated
     let archive: [UInt8]
     do {
         archive = try NPZ.encode(members, compression: compression)

@@ -1,5 +1,6 @@
-// A narrow C API over DCMTK (dcmdata with the RLE and JPEG lossless decoders) for Swift: parse a DICOM
-// object from memory, read the attributes the series assembly needs, decode the pixels. No C++ exception
+// A narrow C API over DCMTK (dcmdata with the RLE and JPEG lossless decoders; dcmpmap and dcmseg) for Swift:
+// parse a DICOM object from memory, read the attributes the series assembly needs, decode the pixels; write
+// a Parametric Map and a Segmentation on a source series' geometry. No C++ exception
 // crosses it, and nothing it reports holds an attribute's value (messages name tags, never values).
 #ifndef CDICOM_H
 #define CDICOM_H
@@ -57,6 +58,59 @@ size_t cdicom_numbers(const CDicomObject *object, uint32_t frame, uint16_t macro
 /// bits allocated, as the caller checked from the header. Values are the stored integers (signed when
 /// Pixel Representation is 1, masked to Bits Stored), before any rescale.
 CDicomStatus cdicom_pixels(CDicomObject *object, float *values, size_t count, char *message, size_t messageCapacity);
+
+/// The patient, study and frame-of-reference attributes of a parsed object (and its Specific Character
+/// Set), copied so that objects derived from its series can be filed with its study after it is freed.
+typedef struct CDicomStudy CDicomStudy;
+
+/// A copy of `object`'s study attributes; NULL when memory runs out. Freed with cdicom_study_free.
+CDicomStudy *cdicom_study_copy(const CDicomObject *object);
+
+void cdicom_study_free(CDicomStudy *study);
+
+/// The source frame a derived frame lies on.
+typedef struct {
+    const char *sopClassUID;
+    const char *sopInstanceUID;
+    /// 1-based, in a multi-frame object; 0 for a single-frame one.
+    uint32_t frameNumber;
+} CDicomSourceFrame;
+
+/// Where the frames of a derived object lie (those of its source series, in slice order) and what names it.
+typedef struct {
+    uint16_t rows;
+    uint16_t columns;
+    uint32_t frames;
+    /// frames × 3: each frame's Image Position (Patient), LPS millimetres.
+    const double *positions;
+    /// Image Orientation (Patient): row direction, then column direction.
+    double orientation[6];
+    /// Pixel Spacing: between rows, then between columns (mm).
+    double pixelSpacing[2];
+    /// Between slice centres (mm), also written as the slice thickness.
+    double sliceSpacing;
+    /// frames entries.
+    const CDicomSourceFrame *sources;
+    const char *sourceSeriesUID;
+    /// The new object's Series Instance UID, SOP Instance UID and Dimension Organization UID.
+    const char *seriesUID;
+    const char *instanceUID;
+    const char *dimensionOrganizationUID;
+    /// Software Versions of the equipment module.
+    const char *softwareVersion;
+} CDicomDerivedFrames;
+
+/// A Parametric Map (Float32, one frame per source frame, `values` frame after frame, row after row) filed
+/// with `study`, as a Part 10 file in explicit VR little endian into `*bytes` (freed with cdicom_free_bytes).
+CDicomStatus cdicom_write_parametric_map(const CDicomStudy *study, const CDicomDerivedFrames *frames, const float *values,
+                                         uint8_t **bytes, size_t *count, char *message, size_t messageCapacity);
+
+/// A binary Segmentation with one segment, "anomaly" (`mask`: one byte per pixel, laid out as the map's,
+/// non-zero inside), filed with `study`, as cdicom_write_parametric_map writes.
+CDicomStatus cdicom_write_segmentation(const CDicomStudy *study, const CDicomDerivedFrames *frames, const uint8_t *mask,
+                                       uint8_t **bytes, size_t *count, char *message, size_t messageCapacity);
+
+void cdicom_free_bytes(uint8_t *bytes);
 
 #ifdef __cplusplus
 }

@@ -21,6 +21,9 @@ public struct Manifest: Sendable {
     public let preprocessing: Preprocessing
     /// The checkpoint's default inference settings.
     public let inference: InferenceParameters
+    /// `inference.map_threshold`: the anomaly-map value above which a pixel is marked anomalous (the DICOM
+    /// Segmentation's), calibrated on validation for the default settings; nil when the checkpoint has none.
+    public let mapThreshold: Float?
     /// Free-form record of where the weights came from, uninterpreted.
     public let provenance: JSONValue
     /// The whole manifest as parsed, for fields this reader does not interpret.
@@ -72,6 +75,14 @@ extension Manifest {
         self.created = created
         preprocessing = try Preprocessing(json: object["preprocessing"])
         inference = try InferenceParameters(json: object["inference"])
+        switch object["inference"]?.objectValue?["map_threshold"] {
+        case nil: mapThreshold = nil
+        case let value?:
+            guard let number = value.numberValue, number > 0, number < 1 else {
+                throw ManifestProblem("inference.map_threshold must be a number in (0, 1), got \(value.pythonDescription)")
+            }
+            mapThreshold = Float(number)
+        }
         provenance = object["provenance"] ?? .null
         guard provenance.objectValue != nil else { throw ManifestProblem("'provenance' must be an object") }
         json = object
