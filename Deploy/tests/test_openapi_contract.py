@@ -162,3 +162,10 @@ def test_dicom_answers_and_refusals_are_in_the_contract(serve):
         assert status == expected, (content_type, expected, answer[:300])
         if status == 200:
             assert json.loads(answer)["input"]["format"] == "dicom"
+    # The DICOM answer, in both packagings, and its 406 for other input (call() checks each against the contract).
+    for accept, content_type in (('multipart/related; type="application/dicom"', "multipart/related"), ("application/zip", "application/zip")):
+        status, headers, _ = call(service, "POST", "/detect", multipart, {"Content-Type": multipart_type, "Accept": accept},
+                                  "?restorations=1&steps=1")
+        assert status == 200 and headers["content-type"].startswith(content_type)
+        nifti = (ROOT / "Tests/Fixtures/imaging/preprocessing/oblique.nii.gz").read_bytes()
+        assert call(service, "POST", "/detect", nifti, {"Content-Type": "application/x-nifti", "Accept": accept})[0] == 406
