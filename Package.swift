@@ -3,7 +3,7 @@
 // point toward the kernels (every `import`, as scripts/check-module-graph verifies):
 //   mimood (CLI) → Service, Detection, Evaluation, HTTPServer, JSON, Models, Imaging, Kernels, Threading
 //   Service   → HTTPServer, Detection, Models, JSON, Threading   (+ swift-log, swift-prometheus; swift-crypto for the API key)
-//   HTTPServer → JSON, Threading, ZlibCodec
+//   HTTPServer → JSON, Threading, ZlibCodec, COpenSSL
 //   Detection → Models, Imaging, Kernels, JSON, ZlibCodec
 //   Models    → Kernels, JSON, Threading                          (+ swift-crypto for weight digests)
 //   Imaging → ZlibCodec → CZlib;  Imaging → CDicom (C++, DCMTK);  Kernels → CBLAS;  JSON, Threading, Evaluation: no dependency
@@ -57,8 +57,11 @@ let package = Package(
         // Slice-parallel batches and the warm-up are the engine's, so that the CLI and the service share them.
         .target(name: "Models", dependencies: ["Kernels", "JSON", "Threading", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "JSON", .product(name: "Crypto", package: "swift-crypto")]),
-        // HTTP/1.1 on POSIX sockets and Dispatch: a pure request parser and the socket server. Knows nothing of models.
-        .target(name: "HTTPServer", dependencies: ["ZlibCodec", "JSON", "Threading"]),
+        // OpenSSL's libssl from the system (Debian: libssl-dev) for TLS.
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // HTTP/1.1 on POSIX sockets and Dispatch, plain or over TLS: a pure request parser and the socket server.
+        // Knows nothing of models.
+        .target(name: "HTTPServer", dependencies: ["ZlibCodec", "JSON", "Threading", "COpenSSL"]),
         // JSON (RFC 8259): the strict parser of manifests and safetensors headers, and the one writer of every
         // JSON text (problem+json, responses, log lines), which never writes a non-finite number.
         .target(name: "JSON"),

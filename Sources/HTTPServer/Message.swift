@@ -78,10 +78,14 @@ public struct RequestHead: Sendable, Equatable {
 public struct HTTPRequest: Sendable {
     public var head: RequestHead
     public var body: [UInt8]
+    /// Over TLS with client authentication: the verified client certificate's subject in RFC 2253 form
+    /// ("CN=pacs-gateway,O=Radiology"); nil without one.
+    public var clientCertificateSubject: String?
 
-    public init(head: RequestHead, body: [UInt8]) {
+    public init(head: RequestHead, body: [UInt8], clientCertificateSubject: String? = nil) {
         self.head = head
         self.body = body
+        self.clientCertificateSubject = clientCertificateSubject
     }
 }
 

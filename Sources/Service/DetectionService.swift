@@ -107,6 +107,8 @@ public final class DetectionService: Sendable {
         ]
         // Handlers may set any id: only a sane one is logged (the HTTP layer's own answers carry sane ones).
         if let requestID = record.requestID, RequestID.isSane(requestID) { metadata["request_id"] = .string(requestID) }
+        // A TLS client certificate names an operator or a system, not a patient.
+        if let subject = record.clientCertificateSubject { metadata["client_subject"] = .string(subject) }
         // Probes and scrapes come every few seconds: they are logged at debug unless they fail.
         let level: Logger.Level = record.status >= 500 ? .warning : Self.quietRoutes.contains(route) && record.status < 400 ? .debug : .info
         logger.log(level: level, "request", metadata: metadata)

@@ -64,6 +64,11 @@ public final class Metrics: Sendable {
         registry.makeCounter(descriptor: Self.refusals, labels: [("reason", reason)]).increment()
     }
 
+    /// One TLS handshake: `result` is completed, closed, refused or timed_out.
+    public func recordTLSHandshake(result: String) {
+        registry.makeCounter(descriptor: Self.tlsHandshakes, labels: [("result", result)]).increment()
+    }
+
     /// The exposition text, with the queue's depth, the memory held and readiness read at scrape time.
     public func exposition(depth: QueueDepth, memoryReservedBytes: Int, ready isReady: Bool) -> String {
         queueRequests.set(Int64(depth.requests))
@@ -77,6 +82,9 @@ public final class Metrics: Sendable {
     private static var requests: MetricNameDescriptor { name("http_requests", "total", "HTTP requests answered, by route, method and status.") }
     private static var requestDuration: MetricNameDescriptor {
         name("http_request_duration", "seconds", "Time from the request head to the response, by route.")
+    }
+    private static var tlsHandshakes: MetricNameDescriptor {
+        name("tls_handshakes", "total", "TLS handshakes, by result: completed, closed (by the client), refused, timed_out.")
     }
     private static var refusals: MetricNameDescriptor {
         name("requests_refused", "total", "Detection requests refused or abandoned before their results, by reason.")

@@ -1,3 +1,4 @@
+import HTTPServer
 import Models
 
 /// Every setting of `mimood serve`. Each one has a name (`batch_max_slices`), read from the configuration
@@ -16,6 +17,14 @@ public struct ServiceConfiguration: Sendable, Equatable {
     public var logLevel = "info"
     /// When set, /detect and /v1/model need `Authorization: Bearer <key>`.
     public var apiKey = ""
+
+    // TLS (off while no certificate is set).
+    /// PEM certificate chain; when set, the server speaks HTTPS only.
+    public var tlsCertificateFile = ""
+    public var tlsKeyFile = ""
+    public var tlsClientCAFile = ""
+    public var tlsClientAuth = TLSConfiguration.ClientAuthentication.none.rawValue
+    public var tlsHandshakeTimeoutSeconds = 10.0
 
     // HTTP limits and timeouts.
     public var maxBodyBytes = 256 * 1024 * 1024
@@ -59,6 +68,7 @@ public struct ServiceConfiguration: Sendable, Equatable {
 
     /// Settings that only make sense together; the first conflict, naming both settings.
     public var conflict: String? {
+        if let tlsConflict { return tlsConflict }
         if requestMaxSlices > queueMaxSlices {
             return "request_max_slices (\(requestMaxSlices)) exceeds queue_max_slices (\(queueMaxSlices)): "
                 + "a request that large could never be queued"
@@ -73,6 +83,42 @@ public struct ServiceConfiguration: Sendable, Equatable {
                 + "memory_budget_bytes (\(memoryBudgetBytes)): an image at that limit could never be decoded"
         }
         return nil
+    }
+
+    private var tlsConflict: String? {
+        if tlsCertificateFile.isEmpty != tlsKeyFile.isEmpty {
+            return "tls_certificate_file and tls_key_file go together: set both for HTTPS, or neither"
+        }
+        if tlsCertificateFile.isEmpty && (!tlsClientCAFile.isEmpty || tlsClientAuth != TLSConfiguration.ClientAuthentication.none.rawValue) {
+            return "tls_client_ca_file and tls_client_auth need TLS: set tls_certificate_file and tls_key_file"
+        }
+        if tlsClientAuth != TLSConfiguration.ClientAuthentication.none.rawValue && tlsClientCAFile.isEmpty {
+            return "tls_client_auth '\(tlsClientAuth)' needs tls_client_ca_file, the CAs that client certificates are verified against"
+        }
+        if tlsClientAuth == TLSConfiguration.ClientAuthentication.none.rawValue && !tlsClientCAFile.isEmpty {
+            return "tls_client_ca_file is set but tls_client_auth is 'none': client certificates would not be asked for"
+        }
+        return nil
+    }
+
+    /// The server's TLS settings; nil when no certificate is set (plain HTTP).
+    public var tls: TLSConfiguration? {
+        guard !tlsCertificateFile.isEmpty else { return nil }
+        var tls = TLSConfiguration(certificateChainFile: tlsCertificateFile, privateKeyFile: tlsKeyFile)
+        tls.clientAuthentication = TLSConfiguration.ClientAuthentication(rawValue: tlsClientAuth) ?? .none
+        tls.clientCAFile = tlsClientCAFile.isEmpty ? nil : tlsClientCAFile
+        tls.handshakeTimeout = .seconds(tlsHandshakeTimeoutSeconds)
+        return tls
+    }
+
+    /// The setting that names the file a TLS error is about.
+    public static func settingName(of source: TLSConfigurationError.Source) -> String {
+        switch source {
+        case .certificateChain: "tls_certificate_file"
+        case .privateKey: "tls_key_file"
+        case .clientCA: "tls_client_ca_file"
+        case .library: "tls"
+        }
     }
 }
 
@@ -157,6 +203,17 @@ extension ServiceConfiguration {
                     kind: .text(\.logLevel, allowed: ["trace", "debug", "info", "notice", "warning", "error", "critical"])),
             Setting(name: "api_key", help: "When not empty, /detect and /v1/model need 'Authorization: Bearer <api_key>'.",
                     kind: .text(\.apiKey, allowed: nil)),
+            Setting(name: "tls_certificate_file", help: "PEM certificate chain (the server's certificate first); when set, "
+                    + "the server speaks HTTPS only (TLS 1.2 and 1.3). Reread with the key on SIGHUP.",
+                    kind: .text(\.tlsCertificateFile, allowed: nil)),
+            Setting(name: "tls_key_file", help: "PEM private key of the certificate (unencrypted).", kind: .text(\.tlsKeyFile, allowed: nil)),
+            Setting(name: "tls_client_ca_file", help: "PEM CA bundle that client certificates are verified against (mutual TLS).",
+                    kind: .text(\.tlsClientCAFile, allowed: nil)),
+            Setting(name: "tls_client_auth", help: "Client certificates: 'none' (not asked for), 'optional' (verified when "
+                    + "presented), 'required' (no handshake without a verified one).",
+                    kind: .text(\.tlsClientAuth, allowed: TLSConfiguration.ClientAuthentication.allCases.map(\.rawValue))),
+            Setting(name: "tls_handshake_timeout_seconds", help: "A TLS handshake not finished this long after the connection "
+                    + "was accepted is abandoned (the connection closed).", kind: .number(\.tlsHandshakeTimeoutSeconds, 0.001...day)),
             Setting(name: "max_body_bytes", help: "Largest request body (413 beyond).", kind: .integer(\.maxBodyBytes, 1...(1 << 40))),
             Setting(name: "max_connections", help: "Open connections; more are answered 503 and closed.",
                     kind: .integer(\.maxConnections, 1...1_000_000)),

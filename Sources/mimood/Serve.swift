@@ -52,22 +52,28 @@ struct Serve: AsyncParsableCommand {
         let service = DetectionService(configuration: configuration, engine: engine,
                                        openapiDocument: openapi, logger: logger)
         let server = HTTPServer(configuration: serverConfiguration(configuration), router: service.router,
-                                onShutdownBegin: { service.beginDrain() }, responseObserver: { service.observe($0) })
+                                onShutdownBegin: { service.beginDrain() }, responseObserver: { service.observe($0) },
+                                tlsObserver: { service.observeTLS($0) })
         // Listening before the warm-up: /healthz answers at once, /readyz once the model is warm.
-        try await server.run { port in
-            logger.notice("listening", metadata: [
-                "host": .string(configuration.host), "port": .stringConvertible(port), "model": .string(engine.manifest.name),
-                "model_sha256": .string(engine.modelSHA256), "threads": .stringConvertible(Threads.count),
-            ])
-            Thread.detachNewThread {
-                do {
-                    try service.warmUp()
-                } catch {
-                    // A model that cannot run one slice will not run requests: stop, so that the orchestrator sees it.
-                    logger.critical("warm-up failed", metadata: ["error": .string("\(error)")])
-                    Foundation.exit(1)
+        do {
+            try await server.run { port in
+                logger.notice("listening", metadata: [
+                    "host": .string(configuration.host), "port": .stringConvertible(port),
+                    "scheme": .string(configuration.tls == nil ? "http" : "https"), "model": .string(engine.manifest.name),
+                    "model_sha256": .string(engine.modelSHA256), "threads": .stringConvertible(Threads.count),
+                ])
+                Thread.detachNewThread {
+                    do {
+                        try service.warmUp()
+                    } catch {
+                        // A model that cannot run one slice will not run requests: stop, so that the orchestrator sees it.
+                        logger.critical("warm-up failed", metadata: ["error": .string("\(error)")])
+                        Foundation.exit(1)
+                    }
                 }
             }
+        } catch let error as TLSConfigurationError {
+            throw CLIError("configuration: setting \(ServiceConfiguration.settingName(of: error.source)): \(error.reason)")
         }
         service.shutDown()
         logger.notice("stopped")
@@ -93,6 +99,7 @@ struct Serve: AsyncParsableCommand {
         server.idleTimeout = .seconds(configuration.idleTimeoutSeconds)
         server.writeTimeout = .seconds(configuration.writeTimeoutSeconds)
         server.drainTimeout = .seconds(configuration.drainTimeoutSeconds)
+        server.tls = configuration.tls
         return server
     }
 }

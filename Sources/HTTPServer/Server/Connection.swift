@@ -5,6 +5,11 @@ import Threading
 /// write sources, the timer and the handler's task, reports what they find to the machine as events, and
 /// performs the machine's actions. It decides nothing itself.
 ///
+/// With TLS, the handshake comes first, on the same sources and timer (its own timeout), and the machine
+/// starts once it is done; then the bytes go through the TLS session (`Transport`). Which source is resumed
+/// follows from what the reading mode and the transport wait for: a TLS read may wait for writability and a
+/// TLS write for readability, and input OpenSSL already holds is read without waiting for the socket.
+///
 /// `@unchecked Sendable`: every mutable property is read and written only on `queue` (a serial queue);
 /// the dispatch sources deliver their events there, and handler results hop back onto it.
 final class Connection: @unchecked Sendable {
@@ -12,10 +17,17 @@ final class Connection: @unchecked Sendable {
 
     let queue: DispatchQueue
     private let descriptor: Int32
+    private let transport: Transport
+    private let configuration: ServerConfiguration
+    private let router: Router
     private let encoder: ResponseEncoder
     private let responseObserver: (@Sendable (ResponseRecord) -> Void)?
+    private let tlsObserver: (@Sendable (TLSEvent) -> Void)?
     private let onClose: @Sendable (Connection) -> Void
     private var machine: Machine
+    private let acceptedAt = ContinuousClock.now
+    /// The TLS handshake is under way: the machine has not started.
+    private var isHandshaking: Bool
 
     private var outbound: [UInt8] = []
     private var outboundSent = 0
@@ -25,20 +37,31 @@ final class Connection: @unchecked Sendable {
     private let readSource: DispatchSourceRead
     private let writeSource: DispatchSourceWrite
     private let timer: DispatchSourceTimer
-    /// What the read source does when the socket is readable; it is suspended while paused.
+    /// What the read source does when the socket is readable.
     private var readingMode = Machine.ReadingMode.paused
-    /// Whether the write source is resumed: only while written bytes wait for room in the socket.
-    private var isWaitingToWrite = false
+    /// What the last read (or the handshake) waits for: TLS may need to write before it can read.
+    private var readWaitsFor = Readiness.readable
+    /// What written bytes wait for, nil when none wait: room in the socket, or for TLS maybe input.
+    private var writeWaitsFor: Readiness?
+    private var isReadSourceResumed = false
+    private var isWriteSourceResumed = false
     /// Sources not yet cancelled; the descriptor is closed when none is left.
     private var openSources = 2
     /// When the timer source is set to fire; never after the machine's deadline, but maybe before.
     private var timerFireTime = DispatchTime.distantFuture
 
-    init(descriptor: Int32, queue: DispatchQueue, configuration: ServerConfiguration, router: Router,
-         responseObserver: (@Sendable (ResponseRecord) -> Void)?, onClose: @escaping @Sendable (Connection) -> Void) {
+    /// `tls`: the session to hand-shake on the descriptor, nil for plain HTTP.
+    init(descriptor: Int32, tls: TLSSession?, queue: DispatchQueue, configuration: ServerConfiguration, router: Router,
+         responseObserver: (@Sendable (ResponseRecord) -> Void)?, tlsObserver: (@Sendable (TLSEvent) -> Void)?,
+         onClose: @escaping @Sendable (Connection) -> Void) {
         self.descriptor = descriptor
+        transport = tls.map { .tls($0, descriptor: descriptor) } ?? .plain(descriptor: descriptor)
+        isHandshaking = tls != nil
         self.queue = queue
+        self.configuration = configuration
+        self.router = router
         self.responseObserver = responseObserver
+        self.tlsObserver = tlsObserver
         self.onClose = onClose
         encoder = ResponseEncoder(serverName: configuration.serverName, gzipMinimumBytes: configuration.gzipMinimumBytes)
         machine = ConnectionStateMachine(configuration: configuration, router: router, acceptedAt: .now)
@@ -62,7 +85,12 @@ final class Connection: @unchecked Sendable {
     /// Call on `queue`, once.
     func start() {
         dispatchPrecondition(condition: .onQueue(queue))
-        receive([.started])
+        if isHandshaking {
+            arm(acceptedAt + (configuration.tls?.handshakeTimeout ?? .seconds(10)))
+            continueHandshake()
+        } else {
+            receive([.started])
+        }
     }
 
     /// Shutdown has begun: close now if no request is in progress, otherwise after its response.
@@ -105,7 +133,8 @@ final class Connection: @unchecked Sendable {
             flush(reporting: &found)
         case .armTimer(let deadline):
             arm(deadline)
-        case .runHandler(let handler, let request):
+        case .runHandler(let handler, var request):
+            request.clientCertificateSubject = clientSubject
             handlerTask = Task {
                 let result: Result<HTTPResponse, any Error>
                 do {
@@ -121,63 +150,137 @@ final class Connection: @unchecked Sendable {
         case .cancelHandler:
             handlerTask?.cancel()
             handlerTask = nil
-        case .observe(let record):
+        case .observe(var record):
+            record.clientCertificateSubject = clientSubject
             responseObserver?(record)
         case .shutDownWriteSide:
-            Socket.shutdownWrites(descriptor)
+            transport.shutdownWrites()
         case .close:
             close()
         }
     }
 
-    // MARK: Reading
+    private var clientSubject: String? {
+        if case .tls(let session, _) = transport { session.clientSubject } else { nil }
+    }
+
+    // MARK: The TLS handshake
+
+    private func continueHandshake() {
+        guard case .tls(let session, _) = transport else { return }
+        switch session.handshake() {
+        case .completed:
+            isHandshaking = false
+            readWaitsFor = .readable
+            tlsObserver?(.handshakeCompleted(TLSHandshake(
+                protocolVersion: session.protocolVersion, cipher: session.cipher, applicationProtocol: session.applicationProtocol,
+                clientSubject: session.clientSubject, duration: .now - acceptedAt)))
+            // The request's timeouts count from here: the handshake had its own.
+            machine = Machine(configuration: configuration, router: router, acceptedAt: .now)
+            receive([.started])
+        case .wouldBlock(let readiness):
+            readWaitsFor = readiness
+            updateSources()
+        case .failed(let reason, let peerClosed):
+            tlsObserver?(.handshakeFailed(TLSHandshakeFailure(kind: peerClosed ? .closed : .refused, reason: reason,
+                                                              duration: .now - acceptedAt)))
+            close()
+        }
+    }
+
+    // MARK: Sources
+
+    /// Resumes the sources whose readiness something waits for and suspends the others.
+    private func updateSources() {
+        let waitsForInput = isHandshaking || readingMode != .paused
+        let wantsReadable = (waitsForInput && readWaitsFor == .readable) || writeWaitsFor == .readable
+        let wantsWritable = (waitsForInput && readWaitsFor == .writable) || writeWaitsFor == .writable
+        if wantsReadable != isReadSourceResumed {
+            isReadSourceResumed = wantsReadable
+            wantsReadable ? readSource.resume() : readSource.suspend()  // the first resume activates the source
+        }
+        if wantsWritable != isWriteSourceResumed {
+            isWriteSourceResumed = wantsWritable
+            wantsWritable ? writeSource.resume() : writeSource.suspend()
+        }
+    }
 
     private func readable() {
+        guard !isClosed else { return }
+        if isHandshaking { return continueHandshake() }
+        if writeWaitsFor == .readable { retryWrite() }
+        if readWaitsFor == .readable { readInput() }
+    }
+
+    private func writable() {
+        guard !isClosed else { return }
+        if isHandshaking { return continueHandshake() }
+        if readWaitsFor == .writable { readInput() }
+        if writeWaitsFor == .writable { retryWrite() }
+    }
+
+    // MARK: Reading
+
+    private func readInput() {
         guard !isClosed else { return }
         switch readingMode {
         case .reading:
             let event: Machine.Event? = withUnsafeTemporaryAllocation(byteCount: 64 * 1024, alignment: 1) { buffer in
-                switch Socket.receive(descriptor, into: buffer) {
-                case .transferred(let count): .bytesRead(Array(UnsafeRawBufferPointer(rebasing: buffer[..<count])))
-                case .wouldBlock: nil
-                case .endOfStream, .failed: .peerClosed
+                switch transport.receive(into: buffer) {
+                case .transferred(let count):
+                    readWaitsFor = .readable
+                    return .bytesRead(Array(UnsafeRawBufferPointer(rebasing: buffer[..<count])))
+                case .wouldBlock(let readiness):
+                    readWaitsFor = readiness
+                    updateSources()
+                    return nil
+                case .endOfStream, .failed:
+                    return .peerClosed
                 }
             }
             if let event { receive([event]) }
         case .watching:
-            switch Socket.peek(descriptor) {
-            case .transferred: receive([.inputWaiting])
-            case .endOfStream, .failed: receive([.peerHungUp])
-            case .wouldBlock: break
+            switch transport.peek() {
+            case .transferred:
+                readWaitsFor = .readable
+                receive([.inputWaiting])
+            case .endOfStream, .failed:
+                receive([.peerHungUp])
+            case .wouldBlock(let readiness):
+                readWaitsFor = readiness
+                updateSources()
             }
         case .paused:
-            break  // an event already under way when reading paused
+            return  // an event already under way when reading paused
         }
+        readBufferedInput()
+    }
+
+    /// Input that TLS already holds raises no readiness event: it is read in a turn of its own.
+    private func readBufferedInput() {
+        guard !isClosed, readingMode != .paused, transport.hasBufferedInput else { return }
+        queue.async { self.readInput() }
     }
 
     private func setReading(_ mode: Machine.ReadingMode) {
-        let wasActive = readingMode != .paused
         readingMode = mode
-        switch (wasActive, mode != .paused) {
-        case (false, true): readSource.resume()  // the first resume activates the source
-        case (true, false): readSource.suspend()
-        case (false, false), (true, true): break
-        }
+        updateSources()
+        readBufferedInput()
     }
 
     // MARK: Writing
 
-    /// Sends what it can without blocking; on a full socket buffer, waits for writability.
+    /// Sends what it can without blocking; when blocked, waits for the readiness the transport needs.
     private func flush(reporting found: inout [Machine.Event]) {
         while outboundSent < outbound.count {
-            let result = outbound.withUnsafeBytes { Socket.send(descriptor, UnsafeRawBufferPointer(rebasing: $0[outboundSent...])) }
+            let result = outbound.withUnsafeBytes { transport.send(UnsafeRawBufferPointer(rebasing: $0[outboundSent...])) }
             switch result {
             case .transferred(let count):
                 outboundSent += count
-            case .wouldBlock:
-                if !isWaitingToWrite {
-                    isWaitingToWrite = true
-                    writeSource.resume()
+            case .wouldBlock(let readiness):
+                if writeWaitsFor != readiness {
+                    writeWaitsFor = readiness
+                    updateSources()
                 }
                 found.append(.writeBlocked)
                 return
@@ -188,15 +291,14 @@ final class Connection: @unchecked Sendable {
         }
         outbound.removeAll(keepingCapacity: outbound.capacity <= 64 * 1024)
         outboundSent = 0
-        if isWaitingToWrite {
-            isWaitingToWrite = false
-            writeSource.suspend()
+        if writeWaitsFor != nil {
+            writeWaitsFor = nil
+            updateSources()
         }
         found.append(.writeCompleted)
     }
 
-    private func writable() {
-        guard !isClosed else { return }
+    private func retryWrite() {
         var found: [Machine.Event] = []
         flush(reporting: &found)
         receive(found)
@@ -216,16 +318,23 @@ final class Connection: @unchecked Sendable {
 
     private func timerFired() {
         timerFireTime = .distantFuture
+        if isHandshaking {
+            tlsObserver?(.handshakeFailed(TLSHandshakeFailure(kind: .timedOut, reason: "the handshake did not finish in time",
+                                                              duration: .now - acceptedAt)))
+            close()
+            return
+        }
         receive([.timerFired])
     }
 
     private func close() {
+        if case .tls(let session, _) = transport { session.sendCloseNotify() }
         isClosed = true
         outbound = []
         timer.cancel()
         // A suspended or never-activated source runs its cancel handler only once resumed.
-        if readingMode == .paused { readSource.resume() }
-        if !isWaitingToWrite { writeSource.resume() }
+        if !isReadSourceResumed { readSource.resume() }
+        if !isWriteSourceResumed { writeSource.resume() }
         readSource.cancel()
         writeSource.cancel()
         onClose(self)

@@ -2,7 +2,8 @@ import Dispatch
 import Threading
 import Glibc
 
-/// The HTTP/1.1 server: a listening socket whose accepted connections are spread over a few serial queues.
+/// The HTTP/1.1 server: a listening socket whose accepted connections are spread over a few serial queues;
+/// over TLS when the configuration has `tls` (certificate and key reloaded on SIGHUP by `run()`).
 ///
 ///     var router = Router()
 ///     router.add(method: "GET", path: "/hello") { _ in HTTPResponse(status: 200, body: Array("hi".utf8)) }
@@ -30,33 +31,39 @@ public final class HTTPServer: Sendable {
         var isListenerOpen = false
         /// Callers of `run()` and `shutdown()` waiting for `.stopped`.
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
+        /// New connections hand-shake with this; a reload replaces it, and open connections keep theirs.
+        var tlsContext: TLSContext?
     }
 
     private let configuration: ServerConfiguration
     private let router: Router
     private let onShutdownBegin: (@Sendable () -> Void)?
     private let responseObserver: (@Sendable (ResponseRecord) -> Void)?
+    private let tlsObserver: (@Sendable (TLSEvent) -> Void)?
     private let acceptQueue = DispatchQueue(label: "HTTPServer.accept")
     private let ioQueues: [DispatchQueue]
     private let state = LockedValue(State())
 
     /// `onShutdownBegin` runs once, when graceful shutdown begins (a readiness check turns 503 then);
     /// `responseObserver` sees every final response (metrics, access logs) on the connection's queue, so it
-    /// must be quick.
+    /// must be quick; so must `tlsObserver`, which sees handshakes and reloads.
     public init(configuration: ServerConfiguration, router: Router, onShutdownBegin: (@Sendable () -> Void)? = nil,
-                responseObserver: (@Sendable (ResponseRecord) -> Void)? = nil) {
+                responseObserver: (@Sendable (ResponseRecord) -> Void)? = nil, tlsObserver: (@Sendable (TLSEvent) -> Void)? = nil) {
         self.configuration = configuration
         self.router = router
         self.onShutdownBegin = onShutdownBegin
         self.responseObserver = responseObserver
+        self.tlsObserver = tlsObserver
         ioQueues = (0..<max(1, configuration.ioQueueCount)).map { DispatchQueue(label: "HTTPServer.io.\($0)") }
     }
 
-    /// Binds and starts accepting; returns the bound port (the chosen one when the configuration says 0).
+    /// Loads the TLS files (when configured), binds and starts accepting; returns the bound port (the chosen
+    /// one when the configuration says 0). Throws `TLSConfigurationError` or `SocketError`.
     @discardableResult
-    public func start() throws(SocketError) -> Int {
-        // Writes use MSG_NOSIGNAL; this also covers any other write to a closed socket in the process.
+    public func start() throws -> Int {
+        // Writes use MSG_NOSIGNAL, but OpenSSL's do not: a write to a closed socket must not end the process.
         signal(SIGPIPE, SIG_IGN)
+        let tlsContext = try configuration.tls.map(TLSContext.init)
         let (descriptor, port) = try Socket.listen(host: configuration.host, port: configuration.port,
                                                    backlog: configuration.listenBacklog)
         let listener = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: acceptQueue)
@@ -65,6 +72,7 @@ public final class HTTPServer: Sendable {
             guard case .notStarted = state.lifecycle else { return false }
             state.lifecycle = .running(listener: sendableListener)
             state.isListenerOpen = true
+            state.tlsContext = tlsContext
             return true
         }
         listener.setCancelHandler {
@@ -93,18 +101,37 @@ public final class HTTPServer: Sendable {
     }
 
     /// Starts, calls `started` with the bound port, serves until SIGTERM or SIGINT, then shuts down
-    /// gracefully and returns.
+    /// gracefully and returns. With TLS, SIGHUP reloads the certificate, key and CA files (`reloadTLS()`).
     public func run(started: (Int) -> Void = { _ in }) async throws {
         started(try start())
-        let signalSources = [SIGTERM, SIGINT].map { signalNumber in
+        var handlers: [(Int32, () -> Void)] = [(SIGTERM, beginShutdown), (SIGINT, beginShutdown)]
+        if configuration.tls != nil {
+            handlers.append((SIGHUP, {
+                do throws(TLSConfigurationError) {
+                    try self.reloadTLS()
+                } catch {
+                    self.tlsObserver?(.reloadFailed(error))
+                }
+            }))
+        }
+        let signalSources = handlers.map { signalNumber, handler in
             signal(signalNumber, SIG_IGN)  // delivered to the source instead of ending the process
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: acceptQueue)
-            source.setEventHandler { self.beginShutdown() }
+            source.setEventHandler(handler: handler)
             source.activate()
             return source
         }
         await waitUntilStopped()
         for source in signalSources { source.cancel() }
+    }
+
+    /// Reads the TLS files again: connections accepted from now on hand-shake with them, open ones keep
+    /// what they hand-shook with. On an error nothing changes.
+    public func reloadTLS() throws(TLSConfigurationError) {
+        guard let tls = configuration.tls else { return }
+        let context = try TLSContext(tls)
+        state.withLock { $0.tlsContext = context }
+        tlsObserver?(.reloaded)
     }
 
     /// Stops accepting (new connections are refused), closes idle connections, lets requests in progress
@@ -175,6 +202,8 @@ public final class HTTPServer: Sendable {
         case admitted(Connection)
         case overCapacity
         case stopping
+        /// No TLS session could be made (out of memory).
+        case failed
     }
 
     private func acceptPending(on descriptor: Int32, listener: ListenerSource) {
@@ -187,7 +216,7 @@ public final class HTTPServer: Sendable {
                     connection.queue.async { connection.start() }
                 case .overCapacity:
                     refuse(client)
-                case .stopping:
+                case .stopping, .failed:
                     Socket.close(client)
                 }
             case .noneReady:
@@ -206,10 +235,15 @@ public final class HTTPServer: Sendable {
         state.withLock { state in
             guard case .running = state.lifecycle else { return .stopping }
             guard state.connections.count < configuration.maxConnections else { return .overCapacity }
+            var session: TLSSession?
+            if let context = state.tlsContext {
+                guard let made = TLSSession(context: context, descriptor: client) else { return .failed }
+                session = made
+            }
             let queue = ioQueues[state.acceptedCount % ioQueues.count]
             state.acceptedCount &+= 1
-            let connection = Connection(descriptor: client, queue: queue, configuration: configuration, router: router,
-                                        responseObserver: responseObserver) { self.connectionClosed($0) }
+            let connection = Connection(descriptor: client, tls: session, queue: queue, configuration: configuration, router: router,
+                                        responseObserver: responseObserver, tlsObserver: tlsObserver) { self.connectionClosed($0) }
             state.connections[ObjectIdentifier(connection)] = connection
             return .admitted(connection)
         }
@@ -221,8 +255,12 @@ public final class HTTPServer: Sendable {
     }
 
     /// Best effort, without blocking the accept queue: one send of a prepared 503 into the fresh socket's
-    /// empty buffer, our side shut, then close.
+    /// empty buffer, our side shut, then close. Over TLS, where that needs a handshake, only the close.
     private func refuse(_ client: Int32) {
+        guard configuration.tls == nil else {
+            Socket.close(client)
+            return
+        }
         let response = ProblemDetails.response(status: 503, detail: "the server is at its connection limit",
                                                headers: HTTPHeaders([("Retry-After", "1")]))
         let bytes = ResponseEncoder(serverName: configuration.serverName, gzipMinimumBytes: .max)
@@ -252,4 +290,6 @@ public struct ResponseRecord: Sendable {
     public let responseBodyBytes: Int
     /// The response's `X-Request-ID`, else the request's.
     public let requestID: String?
+    /// The verified TLS client certificate's subject (RFC 2253), when the client presented one.
+    public internal(set) var clientCertificateSubject: String? = nil
 }

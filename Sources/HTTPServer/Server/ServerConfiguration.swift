@@ -38,6 +38,8 @@ public struct ServerConfiguration: Sendable {
     public var serverName: String? = "MIM-OOD"
     /// Compressible bodies from this size on are gzip-encoded for clients that accept it.
     public var gzipMinimumBytes = 1024
+    /// HTTPS: the certificate, key and client verification; nil serves plain HTTP.
+    public var tls: TLSConfiguration?
     /// Serial queues that connections are spread over; one per core by default.
     public var ioQueueCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 
