@@ -26,11 +26,13 @@ class Service:
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
         self.log: list[str] = []
         self.port = None
+        self.scheme = "http"
         for line in self.process.stdout:
             self.log.append(line)
             event = json.loads(line)
             if event["message"] == "listening":
                 self.port = event["port"]
+                self.scheme = event.get("scheme", "http")
             if event["message"] == "warm":
                 break
         assert self.port, "".join(self.log)
@@ -38,7 +40,7 @@ class Service:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self) -> int:
         self.process.terminate()

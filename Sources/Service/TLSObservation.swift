@@ -25,7 +25,8 @@ extension DetectionService {
         case .reloaded:
             logger.notice("tls reloaded", metadata: ["certificate": .string(configuration.tlsCertificateFile)])
         case .reloadFailed(let error):
-            logger.error("tls reload failed: the previous certificate stays in use", metadata: [
+            // The previous certificate and key stay in use.
+            logger.error("tls reload failed", metadata: [
                 "setting": .string(ServiceConfiguration.settingName(of: error.source)), "error": .string(error.reason),
             ])
         }

@@ -1,0 +1,366 @@
+"""HTTPS on the real `mimood serve` (docs/service.md, "TLS"): certificates made here by `openssl req`, spoken
+to by curl, `openssl s_client` and Python's ssl module. The handshake rules (TLS 1.2 and 1.3 only, ALPN
+http/1.1, the intermediate ciphers), client certificates (none, optional, required), the handshake timeout,
+reload on SIGHUP, bad files refused at start, and the HTTP/1.1 raw-socket edge cases over both transports."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import PARITY, ROOT, parity_slice
+
+CLIENT_SUBJECT = "CN=pacs-gateway,O=Radiology"
+
+
+def openssl(*arguments: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *arguments], cwd=cwd, check=True, capture_output=True)
+
+
+def issue(directory: Path, name: str, subject: str, ca: str, extensions: str = "") -> None:
+    """A P-256 key and a certificate for `subject`, signed by the CA `ca` (its .pem and .key)."""
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
+    signing = ["x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+               "-days", "2", "-out", f"{name}.pem"]
+    if extensions:
+        (directory / f"{name}.ext").write_text(extensions + "\n")
+        signing += ["-extfile", f"{name}.ext"]
+    openssl(*signing, cwd=directory)
+
+
+@dataclass
+class PKI:
+    directory: Path
+
+    def __getattr__(self, name: str) -> str:
+        """`pki.client_key` is the path of client.key."""
+        stem, extension = name.rsplit("_", 1)
+        return str(self.directory / f"{stem}.{extension}")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> PKI:
+    """Two CAs; server certificates for 127.0.0.1 and localhost (a second one, for the reload); a client
+    certificate from the first CA and one from the other."""
+    directory = tmp_path_factory.mktemp("pki")
+    for ca, subject in (("ca", "/CN=MIM-OOD Test CA"), ("other_ca", "/CN=Another CA")):
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                "-subj", subject, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", cwd=directory)
+    san = "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    issue(directory, "server", "/CN=mimood-first", "ca", san)
+    issue(directory, "server2", "/CN=mimood-reloaded", "ca", san)
+    issue(directory, "client", "/O=Radiology/CN=pacs-gateway", "ca")
+    issue(directory, "stranger", "/O=Elsewhere/CN=stranger", "other_ca")
+    return PKI(directory)
+
+
+def tls_settings(pki: PKI, *more: str) -> list[str]:
+    return ["--tls-certificate-file", pki.server_pem, "--tls-key-file", pki.server_key, *more]
+
+
+def curl(url: str, pki: PKI, *arguments: str) -> subprocess.CompletedProcess:
+    """curl trusting the test CA; stdout ends with the status code (000 when there was no response)."""
+    return subprocess.run(["curl", "-sS", "--max-time", "60", "--cacert", pki.ca_pem, "-o", "/dev/stderr",
+                           "-w", "%{http_code}", *arguments, url], capture_output=True, text=True)
+
+
+def s_client(port: int, *arguments: str) -> tuple[int, str]:
+    finished = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *arguments],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    return finished.returncode, finished.stdout + finished.stderr
+
+
+def log_events(service, message: str) -> list[dict]:
+    return [event for event in map(json.loads, list(service.log)) if event["message"] == message]
+
+
+def wait_for_log(service, message: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if events := log_events(service, message):
+            return events[-1]
+        time.sleep(0.05)
+    raise AssertionError(f"no '{message}' in the log:\n{''.join(service.log)}")
+
+
+def handshake_counts(service, pki: PKI) -> dict[str, float]:
+    metrics = curl(f"{service.url}/metrics", pki).stderr
+    counts = {}
+    for line in metrics.splitlines():
+        if line.startswith("mimood_tls_handshakes_total{"):
+            counts[line.split('result="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_curl_gets_healthz_and_posts_detect_over_https(serve, pki, tmp_path):
+    service = serve(*tls_settings(pki))
+    assert service.url.startswith("https://")
+    health = curl(f"{service.url}/healthz", pki)
+    assert health.stdout == "200" and json.loads(health.stderr) == {"status": "alive"}
+    assert curl(f"https://localhost:{service.port}/readyz", pki).stdout == "200"
+
+    volume = tmp_path / "slice.npy"
+    np.save(volume, parity_slice())
+    detected = curl(f"{service.url}/detect?preprocessed=true&steps=1", pki, "--data-binary", f"@{volume}",
+                    "-H", "Content-Type: application/x-npy")
+    assert detected.stdout == "200", detected.stderr
+    assert "anomaly_score" in detected.stderr or "slices" in detected.stderr
+
+    # The port speaks TLS only: a plain request gets no HTTP answer, and the server goes on.
+    plain = subprocess.run(["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}",
+                            f"http://127.0.0.1:{service.port}/healthz"], capture_output=True, text=True)
+    assert plain.stdout == "000"
+    assert curl(f"{service.url}/healthz", pki).stdout == "200"
+    assert log_events(service, "tls handshake failed")
+
+
+def test_openssl_s_client_handshake_rules(serve, pki):
+    service = serve(*tls_settings(pki))
+    for version in ("-tls1", "-tls1_1"):
+        status, output = s_client(service.port, version)
+        assert status != 0 and "Cipher is (NONE)" in output, output
+    for version, name in (("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")):
+        status, output = s_client(service.port, version, "-alpn", "http/1.1", "-CAfile", pki.ca_pem)
+        assert status == 0, output
+        assert f"New, {name}, Cipher is" in output and "ALPN protocol: http/1.1" in output, output
+        assert "Verify return code: 0 (ok)" in output
+    # h2 is preferred by clients that speak it, http/1.1 chosen while the server offers only that.
+    status, output = s_client(service.port, "-alpn", "h2,http/1.1")
+    assert status == 0 and "ALPN protocol: http/1.1" in output, output
+    # A client that speaks only h2 is refused (no_application_protocol), one without ALPN is served HTTP/1.1.
+    status, output = s_client(service.port, "-alpn", "h2")
+    assert status != 0 and "no application protocol" in output, output
+    status, output = s_client(service.port, "-tls1_3")
+    assert status == 0 and "No ALPN negotiated" in output, output
+    # TLS 1.2 without forward secrecy (RSA key exchange, CBC) is not in the intermediate list.
+    status, output = s_client(service.port, "-tls1_2", "-cipher", "AES128-SHA:AES256-GCM-SHA384")
+    assert status != 0, output
+    status, output = s_client(service.port, "-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305")
+    assert status == 0 and "Cipher is ECDHE-ECDSA-CHACHA20-POLY1305" in output, output
+    counts = handshake_counts(service, pki)
+    assert counts["refused"] >= 4 and counts["completed"] >= 5, counts
+
+
+def test_required_client_certificates(serve, pki):
+    service = serve(*tls_settings(pki, "--tls-client-ca-file", pki.ca_pem, "--tls-client-auth", "required"))
+    good = curl(f"{service.url}/v1/model", pki, "--cert", pki.client_pem, "--key", pki.client_key)
+    assert good.stdout == "200", good.stderr
+    request = [event for event in log_events(service, "request") if event["route"] == "/v1/model"]
+    assert request and request[-1]["client_subject"] == CLIENT_SUBJECT
+
+    for tls_version in ("--tlsv1.2", "--tlsv1.3"):
+        wrong = curl(f"{service.url}/healthz", pki, tls_version, "--cert", pki.stranger_pem, "--key", pki.stranger_key)
+        assert wrong.returncode != 0 and wrong.stdout == "000", wrong
+        missing = curl(f"{service.url}/healthz", pki, tls_version)
+        assert missing.returncode != 0 and missing.stdout == "000", missing
+    # s_client sees the same: the handshake fails without a certificate, and with one from another CA.
+    status, output = s_client(service.port, "-tls1_2", "-cert", pki.stranger_pem, "-key", pki.stranger_key)
+    assert status != 0, output
+    reasons = [event["reason"] for event in log_events(service, "tls handshake failed")]
+    assert any("certificate" in reason for reason in reasons), reasons
+    assert curl(f"{service.url}/healthz", pki, "--cert", pki.client_pem, "--key", pki.client_key).stdout == "200"
+
+
+def test_optional_client_certificates(serve, pki):
+    service = serve(*tls_settings(pki, "--tls-client-ca-file", pki.ca_pem, "--tls-client-auth", "optional"))
+    anonymous = curl(f"{service.url}/v1/model", pki)
+    assert anonymous.stdout == "200", anonymous.stderr
+    known = curl(f"{service.url}/v1/model", pki, "--cert", pki.client_pem, "--key", pki.client_key)
+    assert known.stdout == "200", known.stderr
+    requests = [event for event in log_events(service, "request") if event["route"] == "/v1/model"]
+    assert "client_subject" not in requests[0] and requests[1]["client_subject"] == CLIENT_SUBJECT
+    # A certificate that is presented must verify.
+    stranger = curl(f"{service.url}/v1/model", pki, "--cert", pki.stranger_pem, "--key", pki.stranger_key)
+    assert stranger.returncode != 0 and stranger.stdout == "000"
+
+
+def test_a_client_that_never_finishes_its_handshake_is_closed(serve, pki):
+    service = serve(*tls_settings(pki, "--tls-handshake-timeout-seconds", "1"))
+    silent = socket.create_connection(("127.0.0.1", service.port))
+    partial = socket.create_connection(("127.0.0.1", service.port))
+    partial.sendall(bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]))  # the start of a ClientHello
+    started = time.monotonic()
+    assert curl(f"{service.url}/healthz", pki).stdout == "200"  # served meanwhile
+    for stalled in (silent, partial):
+        stalled.settimeout(5)
+        assert stalled.recv(100) == b""
+    assert 0.8 < time.monotonic() - started < 3
+    assert handshake_counts(service, pki).get("timed_out") == 2
+    assert curl(f"{service.url}/healthz", pki).stdout == "200"
+
+
+def peer_common_name(port: int, cafile: str) -> str:
+    context = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection(("127.0.0.1", port)) as raw, context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        return dict(item[0] for item in tls.getpeercert()["subject"])["commonName"]
+
+
+def test_sighup_reloads_the_certificate_and_keeps_open_connections(serve, pki, tmp_path):
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki.server_pem, certificate)
+    shutil.copy(pki.server_key, key)
+    service = serve("--tls-certificate-file", str(certificate), "--tls-key-file", str(key))
+    assert peer_common_name(service.port, pki.ca_pem) == "mimood-first"
+    kept = Client(service.port, pki)
+    kept.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert kept.response()[0] == 200
+
+    shutil.copy(pki.server2_pem, certificate)
+    shutil.copy(pki.server2_key, key)
+    service.process.send_signal(signal.SIGHUP)
+    wait_for_log(service, "tls reloaded")
+    assert peer_common_name(service.port, pki.ca_pem) == "mimood-reloaded"
+    kept.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert kept.response()[0] == 200
+    assert dict(item[0] for item in kept.socket.getpeercert()["subject"])["commonName"] == "mimood-first"
+
+    # Files that cannot be used leave the current certificate in place.
+    key.write_text("not a key\n")
+    service.process.send_signal(signal.SIGHUP)
+    failure = wait_for_log(service, "tls reload failed")
+    assert failure["setting"] == "tls_key_file"
+    assert peer_common_name(service.port, pki.ca_pem) == "mimood-reloaded"
+    assert service.process.poll() is None
+
+
+@pytest.mark.parametrize("settings, setting", [
+    (["--tls-certificate-file", "/nonexistent/cert.pem", "--tls-key-file", "KEY"], "tls_certificate_file"),
+    (["--tls-certificate-file", "KEY", "--tls-key-file", "KEY"], "tls_certificate_file"),
+    (["--tls-certificate-file", "CERT", "--tls-key-file", "CERT"], "tls_key_file"),
+    (["--tls-certificate-file", "CERT", "--tls-key-file", "OTHER_KEY"], "tls_key_file"),
+    (["--tls-certificate-file", "CERT", "--tls-key-file", "KEY", "--tls-client-auth", "required",
+      "--tls-client-ca-file", "/nonexistent/ca.pem"], "tls_client_ca_file"),
+    (["--tls-certificate-file", "CERT", "--tls-key-file", "KEY", "--tls-client-auth", "required"], "tls_client_ca_file"),
+    (["--tls-certificate-file", "CERT"], "tls_key_file"),
+    (["--tls-certificate-file", "CERT", "--tls-key-file", "KEY", "--tls-client-auth", "sometimes"], "tls_client_auth"),
+])
+def test_bad_tls_files_and_settings_are_refused_at_start(pki, settings, setting):
+    names = {"CERT": pki.server_pem, "KEY": pki.server_key, "OTHER_KEY": pki.client_key}
+    binary = Path(os.environ.get("MIMOOD_BINARY", ROOT / ".build/debug/mimood"))
+    finished = subprocess.run([str(binary), "serve", "--port", "0", "--model", str(PARITY / "checkpoint"),
+                               *[names.get(value, value) for value in settings]],
+                              capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 1, finished  # an error exit, not a crash
+    assert setting in finished.stderr, finished.stderr
+    assert "listening" not in finished.stdout
+
+
+class Client:
+    """One connection, plain or TLS, for byte-exact requests."""
+
+    def __init__(self, port: int, pki: PKI | None, timeout: float = 10):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if pki is not None:
+            context = ssl.create_default_context(cafile=pki.ca_pem)
+            raw = context.wrap_socket(raw, server_hostname="localhost")
+        self.socket = raw
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.socket.sendall(data)
+
+    def _more(self) -> bytes:
+        try:
+            return self.socket.recv(65536)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            return b""
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            more = self._more()
+            assert more, f"closed before a response: {self.buffer!r}"
+            self.buffer += more
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines[1:])}
+        length = 0 if status == 100 else int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            more = self._more()
+            assert more, "closed inside a body"
+            self.buffer += more
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body
+
+    def closed_by_peer(self) -> bool:
+        try:
+            while self._more():
+                pass
+            return True
+        except (TimeoutError, socket.timeout):
+            return False
+
+
+@pytest.fixture(params=["http", "https"])
+def transport(request, serve, pki):
+    """Starts the service with the given settings on the parameter's transport; gives it and a client maker."""
+    def start(*settings: str):
+        service = serve(*(tls_settings(pki) if request.param == "https" else []), *settings)
+        return service, lambda **options: Client(service.port, pki if request.param == "https" else None, **options)
+    return start
+
+
+def test_pipelined_requests_are_answered_in_order(transport):
+    service, connect = transport()
+    client = connect()
+    client.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n"
+                b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert [client.response()[0] for _ in range(3)] == [200, 404, 200]
+
+
+def test_a_chunked_body_with_100_continue_is_read(transport):
+    service, connect = transport()
+    buffer = io.BytesIO()
+    np.save(buffer, parity_slice())
+    body = buffer.getvalue()
+    client = connect(timeout=60)
+    client.send(b"POST /detect?preprocessed=true&steps=1 HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-npy\r\n"
+                b"Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+    assert client.response()[0] == 100
+    for start in range(0, len(body), 40_000):
+        piece = body[start:start + 40_000]
+        client.send(b"%x\r\n" % len(piece) + piece + b"\r\n")
+    client.send(b"0\r\n\r\n")
+    status, headers, answer = client.response()
+    assert status == 200, answer
+    assert headers["content-type"] == "application/json"
+
+
+def test_a_body_over_the_limit_gets_413_and_the_connection_closes(transport):
+    service, connect = transport("--max-body-bytes", "100000")
+    declared = connect()
+    declared.send(b"POST /detect HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-npy\r\nContent-Length: 500000\r\n\r\n")
+    status, headers, _ = declared.response()
+    assert status == 413 and headers["connection"] == "close"
+    assert declared.closed_by_peer()
+    chunked = connect()
+    chunked.send(b"POST /detect HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-npy\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(4):
+        chunked.send(b"8000\r\n" + b"a" * 0x8000 + b"\r\n")
+    assert chunked.response()[0] == 413
+
+
+def test_a_slow_head_gets_408_and_is_closed(transport):
+    service, connect = transport("--header-timeout-seconds", "1")
+    client = connect()
+    started = time.monotonic()
+    client.send(b"GET /healthz HTTP/1.1\r\nHost: t")
+    status, headers, _ = client.response()
+    assert status == 408 and headers["connection"] == "close"
+    assert client.closed_by_peer()
+    assert time.monotonic() - started < 3
+    again = connect()
+    again.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert again.response()[0] == 200
