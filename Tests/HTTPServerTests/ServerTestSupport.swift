@@ -81,13 +81,17 @@ struct ClientError: Error, CustomStringConvertible {
     var description: String
 }
 
-/// A blocking TCP client with a receive timeout, for byte-exact requests the ordinary clients won't send.
+/// A blocking TCP client with a receive timeout, for byte-exact requests the ordinary clients won't send;
+/// over TLS when given options (the handshake happens at the first send or receive).
 final class RawClient {
     let descriptor: Int32
     private var received: [UInt8] = []
+    private let tlsOptions: TLSClientOptions?
+    private var tlsSession: TLSClientSession?
 
     /// Connects to 127.0.0.1 or ::1; throws with errno (e.g. ECONNREFUSED) when the connection fails.
-    init(port: Int, host: String = "127.0.0.1", receiveTimeout: TimeInterval = 5) throws {
+    init(port: Int, host: String = "127.0.0.1", receiveTimeout: TimeInterval = 5, tls: TLSClientOptions? = nil) throws {
+        tlsOptions = tls
         let isIPv6 = host.contains(":")
         descriptor = socket(isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var timeout = timeval(tv_sec: Int(receiveTimeout), tv_usec: Int((receiveTimeout.truncatingRemainder(dividingBy: 1)) * 1_000_000))
@@ -121,14 +125,26 @@ final class RawClient {
         }
     }
 
-    deinit { close(descriptor) }
+    deinit {
+        tlsSession = nil
+        close(descriptor)
+    }
+
+    /// The TLS session, hand-shaking first if this is the first use; nil for plain TCP.
+    func tls() throws -> TLSClientSession? {
+        if tlsSession == nil, let tlsOptions { tlsSession = try TLSClientSession(descriptor: descriptor, options: tlsOptions) }
+        return tlsSession
+    }
 
     func send(_ text: String) throws { try send(Array(text.utf8)) }
 
     func send(_ bytes: [UInt8]) throws {
+        let session = try tls()
         var sent = 0
         while sent < bytes.count {
-            let count = bytes[sent...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let count = bytes[sent...].withUnsafeBytes {
+                session?.send($0) ?? Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard count > 0 else { throw ClientError(description: "send failed: errno \(errno)") }
             sent += count
         }
@@ -136,8 +152,9 @@ final class RawClient {
 
     /// Reads more bytes; false at end of stream. Throws on the receive timeout.
     private func receiveMore() throws -> Bool {
+        let session = try tls()
         var buffer = [UInt8](repeating: 0, count: 65536)
-        let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+        let count = buffer.withUnsafeMutableBytes { session?.receive(into: $0) ?? recv(descriptor, $0.baseAddress, $0.count, 0) }
         if count < 0 {
             if errno == ECONNRESET { return false }
             throw ClientError(description: "receive timed out or failed: errno \(errno)")
