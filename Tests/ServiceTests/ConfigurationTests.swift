@@ -84,6 +84,25 @@ final class ConfigurationTests: XCTestCase {
         assertRefused(flags: ["--decode-max-bytes", "536870912"], mentioning: ["decode_max_bytes", "memory_budget_bytes"])
     }
 
+    func testTLSIsOffWithoutACertificateAndItsSettingsGoTogether() throws {
+        XCTAssertNil(try resolve().tls)
+        let tls = try XCTUnwrap(try resolve(environment: ["MIMOOD_TLS_CERTIFICATE_FILE": "/c.pem", "MIMOOD_TLS_KEY_FILE": "/k.pem"],
+                                            flags: ["--tls-client-ca-file", "/ca.pem", "--tls-client-auth=required",
+                                                    "--tls-handshake-timeout-seconds", "2.5"]).tls)
+        XCTAssertEqual(tls.certificateChainFile, "/c.pem")
+        XCTAssertEqual(tls.privateKeyFile, "/k.pem")
+        XCTAssertEqual(tls.clientCAFile, "/ca.pem")
+        XCTAssertEqual(tls.clientAuthentication, .required)
+        XCTAssertEqual(tls.handshakeTimeout, .milliseconds(2500))
+        assertRefused(flags: ["--tls-certificate-file", "/c.pem"], mentioning: ["tls_certificate_file", "tls_key_file"])
+        assertRefused(flags: ["--tls-client-auth", "optional"], mentioning: ["tls_client_auth", "tls_certificate_file"])
+        assertRefused(flags: ["--tls-certificate-file", "/c.pem", "--tls-key-file", "/k.pem", "--tls-client-auth", "required"],
+                      mentioning: ["tls_client_auth", "tls_client_ca_file"])
+        assertRefused(flags: ["--tls-certificate-file", "/c.pem", "--tls-key-file", "/k.pem", "--tls-client-ca-file", "/ca.pem"],
+                      mentioning: ["tls_client_ca_file", "'none'"])
+        assertRefused(flags: ["--tls-client-auth", "sometimes"], mentioning: ["tls_client_auth", "one of none, optional, required"])
+    }
+
     func testHelpListsEverySettingWithFlagEnvironmentAndDefault() {
         let help = ServiceConfiguration.helpText
         for setting in ServiceConfiguration.settings {

@@ -1,9 +1,10 @@
 # Shared set-up steps for scripts/test and scripts/serve: install only what is missing.
 
 # Debian packages the build needs (also the container's build stage: scripts/container/install-build-packages).
-BUILD_PACKAGES=(zlib1g-dev libopenblas-pthread-dev libdcmtk-dev pkg-config)
-# ... and those the tests add (dcmtk: dcmcjpeg writes the JPEG lossless series of Deploy/tests/test_dicom.py).
-SYSTEM_PACKAGES=("${BUILD_PACKAGES[@]}" curl wrk nginx dcmtk)
+BUILD_PACKAGES=(zlib1g-dev libopenblas-pthread-dev libdcmtk-dev libssl-dev pkg-config)
+# ... and those the tests add (dcmtk: dcmcjpeg writes the JPEG lossless series of Deploy/tests/test_dicom.py;
+# openssl: the TLS tests make their certificates with `openssl req` and handshake with `openssl s_client`).
+SYSTEM_PACKAGES=("${BUILD_PACKAGES[@]}" curl wrk nginx dcmtk openssl)
 
 ensure_system_packages() { ensure_packages "${SYSTEM_PACKAGES[@]}"; }
 
