@@ -98,8 +98,10 @@ final class TLSSession {
         return outcome(SSL_write(ssl, bytes.baseAddress, Int32(clamping: bytes.count)))
     }
 
-    /// Input already read off the socket and held by OpenSSL: the socket will not signal it.
-    var hasBufferedInput: Bool { SSL_has_pending(ssl) == 1 }
+    /// Decrypted input OpenSSL holds (the rest of a record a peek or a short read left): the socket will
+    /// not signal it. Not SSL_has_pending, which also counts a record's first bytes still waiting for the
+    /// rest, and would have the connection spin on a slow peer.
+    var hasBufferedInput: Bool { SSL_pending(ssl) > 0 }
 
     /// Best effort: the close_notify alert, if the socket takes it now.
     func sendCloseNotify() {
