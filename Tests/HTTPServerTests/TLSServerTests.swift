@@ -47,14 +47,20 @@ final class TLSServerTests: XCTestCase {
         await server.shutdown()
     }
 
-    func testRequiredClientCertificatesReachTheHandlerAndTheResponseRecord() async throws {
+    /// Client certificates verified against the test CA, and a route that answers the subject the handler sees.
+    private func clientAuthenticating(_ mode: TLSConfiguration.ClientAuthentication) -> (TLSConfiguration, Router) {
         var tls = TestCertificates.server()
         tls.clientCAFile = TestCertificates.path("ca.pem")
-        tls.clientAuthentication = .required
+        tls.clientAuthentication = mode
         var router = Router()
         router.add(method: "GET", path: "/whoami") { request in
             HTTPResponse(status: 200, body: Array((request.clientCertificateSubject ?? "nobody").utf8))
         }
+        return (tls, router)
+    }
+
+    func testRequiredClientCertificatesReachTheHandlerAndTheResponseRecord() async throws {
+        let (tls, router) = clientAuthenticating(.required)
         let records = LockedValue<[ResponseRecord]>([])
         let (server, port) = try startTLSServer(tls, router: router, records: records)
         let known = try RawClient(port: port, tls: TLSClientOptions(certificate: "client"))
@@ -71,13 +77,7 @@ final class TLSServerTests: XCTestCase {
     }
 
     func testOptionalClientCertificatesServeAnonymousClients() async throws {
-        var tls = TestCertificates.server()
-        tls.clientCAFile = TestCertificates.path("ca.pem")
-        tls.clientAuthentication = .optional
-        var router = Router()
-        router.add(method: "GET", path: "/whoami") { request in
-            HTTPResponse(status: 200, body: Array((request.clientCertificateSubject ?? "nobody").utf8))
-        }
+        let (tls, router) = clientAuthenticating(.optional)
         let (server, port) = try startTLSServer(tls, router: router)
         XCTAssertEqual(try get(RawClient(port: port, tls: TLSClientOptions()), "/whoami").bodyText, "nobody")
         XCTAssertEqual(try get(RawClient(port: port, tls: TLSClientOptions(certificate: "client")), "/whoami").bodyText,
