@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import subprocess
 import sys
 import urllib.request
@@ -17,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 
-from conftest import ROOT, parity_slice
+from conftest import PARITY, ROOT, parity_slice
 
 sys.path.insert(0, str(ROOT / "Training/tools"))
 import dicom_series  # noqa: E402
@@ -100,13 +101,19 @@ def slice_index(ds: pydicom.Dataset, frame: int) -> int:
 
 
 def assert_on_the_source_geometry(ds: pydicom.Dataset, source: list[pydicom.Dataset]) -> list[int]:
-    """Every frame has the source's orientation and spacing and lies on a source slice; their slice indices."""
-    for frame in range(int(ds.NumberOfFrames)):
+    """Every frame has the source's orientation and spacing, lies on a source slice and derives from that slice's
+    instance; the frames go along the normal. Their slice indices in the volume."""
+    slices = [slice_index(ds, frame) for frame in range(int(ds.NumberOfFrames))]
+    for frame, k in enumerate(slices):
         orientation = frame_item(ds, frame, "PlaneOrientationSequence").ImageOrientationPatient
         spacing = frame_item(ds, frame, "PixelMeasuresSequence").PixelSpacing
         np.testing.assert_allclose([float(v) for v in orientation],
                                    [float(v) for v in source[0].ImageOrientationPatient], atol=1e-6)
         np.testing.assert_allclose([float(v) for v in spacing], [float(v) for v in source[0].PixelSpacing], atol=1e-6)
+        derived_from = frame_item(ds, frame, "DerivationImageSequence").SourceImageSequence[0]
+        assert derived_from.ReferencedSOPInstanceUID == source[k].SOPInstanceUID, (frame, k)
+    # The volume's slices step against the normal (a left-handed affine): along the normal, k goes down.
+    assert slices == sorted(slices, reverse=True), slices
     assert (ds.Rows, ds.Columns) == (source[0].Rows, source[0].Columns)
     assert ds.FrameOfReferenceUID == source[0].FrameOfReferenceUID
     assert ds.StudyInstanceUID == source[0].StudyInstanceUID
@@ -116,7 +123,7 @@ def assert_on_the_source_geometry(ds: pydicom.Dataset, source: list[pydicom.Data
     assert [item.SeriesInstanceUID for item in referenced] == [source[0].SeriesInstanceUID]
     assert {item.ReferencedSOPInstanceUID for item in referenced[0].ReferencedInstanceSequence} \
         == {slice_.SOPInstanceUID for slice_ in source}
-    return [slice_index(ds, frame) for frame in range(int(ds.NumberOfFrames))]
+    return slices
 
 
 def test_a_series_fetched_by_wado_rs_gives_the_map_of_the_same_volume_as_nifti(serve, orthanc):
@@ -183,11 +190,15 @@ def test_the_dicomweb_loop_stores_a_parametric_map_and_a_segmentation_in_the_sou
     expected = nifti_map(service)
     pixels = parametric_map.pixel_array
     assert pixels.dtype == np.float32 and pixels.shape == (len(source), 160, 160)
+    mapping = frame_item(parametric_map, 0, "RealWorldValueMappingSequence")   # the stored values are the scores
+    assert (float(mapping.RealWorldValueSlope), float(mapping.RealWorldValueIntercept)) == (1.0, 0.0)
     for frame, k in enumerate(slices):
         # Frames are [row][column] = [j][i]; the NIfTI map is [i, j, k].
         np.testing.assert_allclose(pixels[frame], expected[:, :, k].T, atol=1e-5, rtol=0, err_msg=f"frame {frame}")
 
-    # The Segmentation: binary, one segment "anomaly", its frames on source slices, the map's high values.
+    # The Segmentation: binary, one segment "anomaly", its frames on source slices, the map above the model's
+    # map_threshold (the parity checkpoint's marks part of this map).
+    threshold = json.loads((PARITY / "checkpoint/model.json").read_text())["inference"]["map_threshold"]
     assert segmentation.SegmentationType == "BINARY"
     assert [segment.SegmentLabel for segment in segmentation.SegmentSequence] == ["anomaly"]
     mask = np.zeros_like(expected, dtype=bool)
@@ -196,8 +207,8 @@ def test_the_dicomweb_loop_stores_a_parametric_map_and_a_segmentation_in_the_sou
         assert frame_item(segmentation, frame, "SegmentIdentificationSequence").ReferencedSegmentNumber == 1
         assert set(np.unique(segmented_frames[frame])) <= {0, 1}
         mask[:, :, k] |= segmented_frames[frame].T.astype(bool)
-    if mask.any() and not mask.all():   # a threshold separates them: every segmented value above every other
-        assert expected[mask].min() > expected[~mask].max(), (expected[mask].min(), expected[~mask].max())
+    np.testing.assert_array_equal(mask, expected > threshold)
+    assert 0 < mask.sum() < mask.size
 
     # A reference reader takes both: highdicom puts them on the volume the source series makes.
     source_volume = highdicom.get_volume_from_series(source)
