@@ -147,16 +147,23 @@ def mr_series(dicomweb: str, study: str, attempts: int, log) -> list[str]:
     request = urllib.request.Request(f"{dicomweb}/studies/{urllib.parse.quote(study)}/series?Modality=MR",
                                      headers={"Accept": "application/dicom+json"})
     _, _, body = call(request, "QIDO-RS", attempts, log)
-    matches = json.loads(body) if body.strip() else []   # no match: 204 without a body
-    return [match["0020000E"]["Value"][0] for match in matches]
+    try:
+        matches = json.loads(body) if body.strip() else []   # no match: 204 without a body
+        return [match["0020000E"]["Value"][0] for match in matches]
+    except (ValueError, KeyError, IndexError, TypeError) as error:
+        raise RuntimeError(f"QIDO-RS answered no list of series with their UIDs ({error!r})") from None
 
 
 def stored_count(status: int, body: bytes, expected: int) -> int:
     """How many objects a STOW-RS answer says were stored; RuntimeError unless all `expected` were."""
-    answer = json.loads(body) if body.strip() else {}
-    failed = answer.get("00081198", {}).get("Value", [])             # Failed SOP Sequence
-    referenced = answer.get("00081199", {}).get("Value", [])         # Referenced SOP Sequence
-    reasons = [item["00081197"]["Value"][0] for item in failed + referenced if item.get("00081197", {}).get("Value")]
+    try:
+        answer = json.loads(body) if body.strip() else {}
+        failed = answer.get("00081198", {}).get("Value", [])             # Failed SOP Sequence
+        referenced = answer.get("00081199", {}).get("Value", [])         # Referenced SOP Sequence
+        reasons = [item["00081197"]["Value"][0] for item in failed + referenced
+                   if item.get("00081197", {}).get("Value")]               # Failure Reason
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+        raise RuntimeError(f"STOW-RS answered {status} without a readable DICOM JSON report ({error!r})") from None
     stored = len(referenced) - sum(1 for item in referenced if "00081197" in item)
     if status != 200 or failed or reasons or stored != expected:
         raise RuntimeError(f"STOW-RS answered {status}: {stored} of {expected} objects stored, "
@@ -187,7 +194,7 @@ def process_series(url: str, dicomweb: str, study: str, series: str, params: dic
                                    headers={"Content-Type": answer_type, "Accept": "application/dicom+json"})
     status, _, stow_answer = call(store, "STOW-RS", attempts, log)
     stored = stored_count(status, stow_answer, len(objects))
-    return f"{stored} objects stored ({time.monotonic() - started:.1f} s)"
+    return f"{stored} object{'' if stored == 1 else 's'} stored ({time.monotonic() - started:.1f} s)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--dicomweb needs --study or --series")
     if arguments.inputs and (arguments.study or arguments.series):
         parser.error("--study and --series go with --dicomweb")
+    if any("/" not in item for item in arguments.series):
+        parser.error("--series takes STUDY/SERIES: the Study and the Series Instance UID")
     params = dict(item.split("=", 1) for item in arguments.param)
 
     def log(message: str):

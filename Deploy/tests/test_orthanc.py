@@ -210,8 +210,7 @@ def test_the_dicomweb_loop_stores_a_parametric_map_and_a_segmentation_in_the_sou
 
     # A reference reader takes both: highdicom puts them on the volume the source series makes.
     source_volume = highdicom.get_volume_from_series(source)
-    for ds in (parametric_map, segmentation):
-        kind = highdicom.pm.ParametricMap if ds is parametric_map else highdicom.seg.Segmentation
+    for kind, ds in ((highdicom.pm.ParametricMap, parametric_map), (highdicom.seg.Segmentation, segmentation)):
         read = kind.from_dataset(ds, copy=True)
         np.testing.assert_allclose(read.get_volume_geometry().affine, source_volume.affine, atol=1e-4)
     assert_no_patient_data("".join(service.log), run.stderr, run.stdout)
