@@ -228,8 +228,9 @@ extern "C" CDicomStatus cdicom_write_parametric_map(const CDicomStudy *study, co
         std::string failure;
         IODEnhGeneralEquipmentModule::EquipmentInfo equipment(manufacturer, modelName, "1", frames->softwareVersion);
         ContentIdentificationMacro content("1", "ANOMALY_MAP", "MIM-OOD anomaly map", "MIM-OOD");
-        auto created = DPMParametricMapIOD::create<IODFloatingPointImagePixelModule>("MR", "9901", "1", frames->rows, frames->columns, equipment, content,
-                                                           "VOLUME", "QUANTITY", DPMTypes::CQ_RESEARCH);
+        // Series 9901 (the Segmentation 9902): after a scanner's own series numbers.
+        auto created = DPMParametricMapIOD::create<IODFloatingPointImagePixelModule>(
+            "MR", "9901", "1", frames->rows, frames->columns, equipment, content, "VOLUME", "QUANTITY", DPMTypes::CQ_RESEARCH);
         if (OFCondition *error = OFget<OFCondition>(&created)) {
             check(*error, "Parametric Map", failure);
             return finish(false, failure, message, messageCapacity);
