@@ -1,11 +1,16 @@
 """The real `mimood serve` for the deployment tests: the binary `swift build` made, on a loopback port the
-system picks, with the parity checkpoint (tiny, so requests take a fraction of a second)."""
+system picks, with the parity checkpoint (tiny, so requests take a fraction of a second); and a real PACS,
+Debian's Orthanc with its DICOMweb plugin, on loopback ports with its own temporary storage."""
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -59,6 +64,85 @@ def serve():
     for service in started:
         if service.process.poll() is None:
             service.stop()
+
+
+ORTHANC = Path("/usr/sbin/Orthanc")
+ORTHANC_DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Orthanc:
+    """Orthanc serving REST and DICOMweb on a loopback port, its database and files in `folder`, no DICOM
+    network service, no authentication (nothing but this machine can reach it)."""
+
+    def __init__(self, folder: Path):
+        for needed in (ORTHANC, ORTHANC_DICOMWEB_PLUGIN):
+            if not needed.exists():
+                pytest.fail(f"no {needed}: install Debian's orthanc and orthanc-dicomweb (scripts/test does)")
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = {
+            "Name": "mimood-test-pacs",
+            "StorageDirectory": str(folder / "storage"), "IndexDirectory": str(folder / "index"),
+            "HttpPort": self.port, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "DicomServerEnabled": False, "SaveJobs": False,
+            "Plugins": [str(ORTHANC_DICOMWEB_PLUGIN)],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
+        self.log_path = folder / "orthanc.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen([str(ORTHANC), str(folder / "orthanc.json")], stdout=log,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"Orthanc exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                self.rest("/system")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"Orthanc did not answer /system in 60 s:\n{self.log_path.read_text()[-3000:]}")
+                time.sleep(0.2)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def dicomweb(self) -> str:
+        return self.url + "/dicom-web"
+
+    def rest(self, path: str, body: bytes | None = None, content_type: str = "application/dicom"):
+        """GET (or POST `body` to) Orthanc's REST API: the answer as JSON."""
+        request = urllib.request.Request(self.url + path, data=body,
+                                         headers={"Content-Type": content_type} if body is not None else {})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    def file(self, instance: str) -> bytes:
+        """An instance's DICOM file as Orthanc stored it."""
+        with urllib.request.urlopen(f"{self.url}/instances/{instance}/file", timeout=60) as response:
+            return response.read()
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    pacs = Orthanc(tmp_path / "orthanc")
+    yield pacs
+    if pacs.process.poll() is None:
+        pacs.stop()
 
 
 def parity_slice() -> np.ndarray:

@@ -24,6 +24,7 @@
 #include <dcmtk/dcmseg/segdoc.h>
 #include <dcmtk/dcmseg/segment.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -40,15 +41,15 @@ struct CDicomStudy {
 
 namespace {
 
-/// The attributes copied from a source object: those the Patient, General Study, Patient Study and Frame of
-/// Reference modules hold (DICOM PS3.3 C.7.1.1, C.7.2.1, C.7.2.2, C.7.4.1), nothing else.
+/// The attributes copied from a source object: the Type 1 and 2 attributes of the Patient, General Study
+/// and Frame of Reference modules (DICOM PS3.3 C.7.1.1, C.7.2.1, C.7.4.1), which file a derived object with
+/// its source study, and the character set their values are in; no optional patient or study attribute.
 const DcmTagKey copiedTags[] = {
     DCM_SpecificCharacterSet,
     // Patient
-    DCM_PatientName, DCM_PatientID, DCM_IssuerOfPatientID, DCM_PatientBirthDate, DCM_PatientSex,
-    // General Study, Patient Study
-    DCM_StudyInstanceUID, DCM_StudyDate, DCM_StudyTime, DCM_ReferringPhysicianName, DCM_StudyID,
-    DCM_AccessionNumber, DCM_StudyDescription, DCM_PatientAge, DCM_PatientSize, DCM_PatientWeight,
+    DCM_PatientName, DCM_PatientID, DCM_PatientBirthDate, DCM_PatientSex,
+    // General Study
+    DCM_StudyInstanceUID, DCM_StudyDate, DCM_StudyTime, DCM_ReferringPhysicianName, DCM_StudyID, DCM_AccessionNumber,
     // Frame of Reference
     DCM_FrameOfReferenceUID, DCM_PositionReferenceIndicator,
 };
@@ -227,8 +228,9 @@ extern "C" CDicomStatus cdicom_write_parametric_map(const CDicomStudy *study, co
         std::string failure;
         IODEnhGeneralEquipmentModule::EquipmentInfo equipment(manufacturer, modelName, "1", frames->softwareVersion);
         ContentIdentificationMacro content("1", "ANOMALY_MAP", "MIM-OOD anomaly map", "MIM-OOD");
-        auto created = DPMParametricMapIOD::create<IODFloatingPointImagePixelModule>("MR", "9901", "1", frames->rows, frames->columns, equipment, content,
-                                                           "VOLUME", "QUANTITY", DPMTypes::CQ_RESEARCH);
+        // Series 9901 (the Segmentation 9902): after a scanner's own series numbers.
+        auto created = DPMParametricMapIOD::create<IODFloatingPointImagePixelModule>(
+            "MR", "9901", "1", frames->rows, frames->columns, equipment, content, "VOLUME", "QUANTITY", DPMTypes::CQ_RESEARCH);
         if (OFCondition *error = OFget<OFCondition>(&created)) {
             check(*error, "Parametric Map", failure);
             return finish(false, failure, message, messageCapacity);

@@ -41,7 +41,10 @@ def _geometry(affine: np.ndarray) -> tuple[list[str], list[str], np.ndarray]:
 def _base(uids: tuple[str, str, str], modality: str, rows: int, columns: int) -> Dataset:
     """The attributes every file of the series shares; `uids`: its study, series and frame of reference."""
     ds = Dataset()
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate = PATIENT_NAME, PATIENT_ID, "19700101"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = PATIENT_NAME, PATIENT_ID, "19700101", "O"
+    # The study's other Type 2 attributes, present as a scanner writes them, so that derived objects can copy them.
+    ds.StudyDate, ds.StudyTime, ds.StudyID = "20260101", "120000", "1"
+    ds.AccessionNumber, ds.ReferringPhysicianName = "", ""
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
     ds.Modality, ds.SeriesNumber = modality, 1
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
