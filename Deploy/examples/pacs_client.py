@@ -19,6 +19,10 @@ object stored. `--out DIR` also writes them as DIR/<series UID>/parametric-map.d
     python3 pacs_client.py --url http://mimood.example:8080 --dicomweb http://pacs.example:8042/dicom-web \\
         --study 1.2.826.0.1.3680043.8.498.1 [--series STUDY/SERIES ...] [--out /data/results]
 
+Over HTTPS (`--url https://…`), `--cacert FILE` verifies the server (and an https PACS) against that CA
+bundle instead of the system's, and `--cert FILE --key FILE` presents a client certificate where the
+server requires one (mutual TLS, `tls_client_auth`).
+
 In both modes a 503 (queue full, server warming up or draining) is retried after the server's Retry-After,
 and connection failures, to the server or the PACS, are retried with backoff. Patient data is never
 printed: a series is named by its UIDs. The exit status is 1 when any volume or series failed. Standard
@@ -30,6 +34,7 @@ import argparse
 import concurrent.futures
 import email.message
 import json
+import ssl
 import struct
 import sys
 import time
@@ -57,7 +62,7 @@ def stem(path: Path) -> str:
 
 def call(request: urllib.request.Request, what: str, attempts: int, log) -> tuple[int, email.message.Message, bytes]:
     """The status, headers and body of a 2xx answer. A 503 is retried after its Retry-After and a connection
-    failure with backoff; any other error raises RuntimeError with the status and the answer's detail."""
+    failure with backoff; a TLS failure and any other error raise RuntimeError with what went wrong."""
     for attempt in range(1, attempts + 1):
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
@@ -70,7 +75,12 @@ def call(request: urllib.request.Request, what: str, attempts: int, log) -> tupl
                 time.sleep(wait)
                 continue
             raise RuntimeError(f"HTTP {error.code} from {what}: {detail}") from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+        except (urllib.error.URLError, ssl.SSLError, ConnectionError, TimeoutError) as error:
+            # A certificate either side refuses does not get better by retrying (TLS 1.3 reports the
+            # server's refusal of ours on the first read, not in the handshake).
+            reason = getattr(error, "reason", error)
+            if isinstance(reason, ssl.SSLError):
+                raise RuntimeError(f"TLS with {what} at {request.full_url} failed: {reason}") from None
             if attempt == attempts:
                 raise RuntimeError(f"cannot reach {what} at {request.full_url}: {error}") from None
             wait = min(60.0, 2.0 ** attempt)
@@ -214,7 +224,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="A /detect query parameter (restorations, steps, threshold, seed, method)")
     parser.add_argument("--attempts", type=int, default=10, help="Tries per request (default 10)")
+    parser.add_argument("--cacert", type=Path, help="CA bundle (PEM) that https servers are verified against")
+    parser.add_argument("--cert", type=Path, help="Client certificate (PEM) for servers that require one")
+    parser.add_argument("--key", type=Path, help="The client certificate's private key (PEM), if not in --cert")
     arguments = parser.parse_args(argv)
+    if arguments.key and not arguments.cert:
+        parser.error("--key goes with --cert")
+    if arguments.cacert or arguments.cert:
+        context = ssl.create_default_context(cafile=arguments.cacert)
+        try:
+            if arguments.cert:
+                context.load_cert_chain(arguments.cert, arguments.key)
+        except (OSError, ssl.SSLError) as error:
+            parser.error(f"cannot load the client certificate: {error}")
+        # Every request of this process goes through urlopen: one opener carries the TLS settings to all.
+        urllib.request.install_opener(urllib.request.build_opener(urllib.request.HTTPSHandler(context=context)))
     if arguments.inputs and not arguments.out:
         parser.error("--in needs --out")
     if arguments.dicomweb and not (arguments.study or arguments.series):

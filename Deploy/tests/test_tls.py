@@ -173,6 +173,26 @@ def test_required_client_certificates(serve, pki):
     assert curl(f"{service.url}/healthz", pki, "--cert", pki.client_pem, "--key", pki.client_key).stdout == "200"
 
 
+def test_the_pacs_client_verifies_the_server_and_presents_its_certificate(serve, pki, tmp_path):
+    import sys
+    import nibabel as nib
+    service = serve(*tls_settings(pki, "--tls-client-ca-file", pki.ca_pem, "--tls-client-auth", "required"))
+    (tmp_path / "in").mkdir()
+    volume = np.repeat((parity_slice().T * 1000).astype(np.float32)[:, :, None], 2, axis=2)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "in" / "head.nii.gz")
+    client = [sys.executable, str(ROOT / "Deploy/examples/pacs_client.py"), "--url", service.url, "--in", str(tmp_path / "in"),
+              "--out", str(tmp_path / "out"), "--param", "restorations=1", "--param", "steps=1"]
+    done = subprocess.run(client + ["--cacert", pki.ca_pem, "--cert", pki.client_pem, "--key", pki.client_key],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert nib.load(tmp_path / "out" / "head_anomaly.nii.gz").shape == volume.shape
+    assert [e for e in log_events(service, "request") if e["route"] == "/detect"][-1]["client_subject"] == CLIENT_SUBJECT
+    # Without the test CA the server is not trusted; without a client certificate the server refuses it.
+    for missing in (["--cert", pki.client_pem, "--key", pki.client_key], ["--cacert", pki.ca_pem]):
+        failed = subprocess.run(client + missing, capture_output=True, text=True, timeout=300)
+        assert failed.returncode == 1 and "FAILED: TLS with" in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+
+
 def test_optional_client_certificates(serve, pki):
     service = serve(*tls_settings(pki, "--tls-client-ca-file", pki.ca_pem, "--tls-client-auth", "optional"))
     anonymous = curl(f"{service.url}/v1/model", pki)
