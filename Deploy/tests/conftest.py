@@ -1,6 +1,7 @@
 """The real `mimood serve` for the deployment tests: the binary `swift build` made, on a loopback port the
-system picks, with the parity checkpoint (tiny, so requests take a fraction of a second); and a real PACS,
-Debian's Orthanc with its DICOMweb plugin, on loopback ports with its own temporary storage."""
+system picks, with the parity checkpoint (tiny, so requests take a fraction of a second); a real PACS,
+Debian's Orthanc with its DICOMweb plugin, on loopback ports with its own temporary storage; and test
+certificates made by `openssl req` for the TLS tests."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -64,6 +66,62 @@ def serve():
     for service in started:
         if service.process.poll() is None:
             service.stop()
+
+
+def openssl(*arguments: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *arguments], cwd=cwd, check=True, capture_output=True)
+
+
+def issue(directory: Path, name: str, subject: str, ca: str, extensions: str = "") -> None:
+    """A P-256 key and a certificate for `subject`, signed by the CA `ca` (its .pem and .key)."""
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
+    signing = ["x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+               "-days", "2", "-out", f"{name}.pem"]
+    if extensions:
+        (directory / f"{name}.ext").write_text(extensions + "\n")
+        signing += ["-extfile", f"{name}.ext"]
+    openssl(*signing, cwd=directory)
+
+
+@dataclass
+class PKI:
+    directory: Path
+
+    def __getattr__(self, name: str) -> str:
+        """`pki.client_key` is the path of client.key."""
+        stem, extension = name.rsplit("_", 1)
+        return str(self.directory / f"{stem}.{extension}")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> PKI:
+    """Two CAs; server certificates for 127.0.0.1, localhost and mimood (the upstream's name in
+    Deploy/nginx/upstream.conf; a second certificate, for the reload); client certificates from the first CA
+    (a PACS gateway's and nginx's as a proxy) and one from the other."""
+    directory = tmp_path_factory.mktemp("pki")
+    for ca, subject in (("ca", "/CN=MIM-OOD Test CA"), ("other_ca", "/CN=Another CA")):
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                "-subj", subject, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", cwd=directory)
+    san = "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:mimood"
+    issue(directory, "server", "/CN=mimood-first", "ca", san)
+    issue(directory, "server2", "/CN=mimood-reloaded", "ca", san)
+    issue(directory, "client", "/O=Radiology/CN=pacs-gateway", "ca")
+    issue(directory, "proxy", "/O=Radiology/CN=nginx-proxy", "ca")
+    issue(directory, "stranger", "/O=Elsewhere/CN=stranger", "other_ca")
+    return PKI(directory)
+
+
+def curl(url: str, pki: PKI, *arguments: str) -> subprocess.CompletedProcess:
+    """curl trusting the test CA; stdout ends with the status code (000 when there was no response)."""
+    return subprocess.run(["curl", "-sS", "--max-time", "60", "--cacert", pki.ca_pem, "-o", "/dev/stderr",
+                           "-w", "%{http_code}", *arguments, url], capture_output=True, text=True)
+
+
+def s_client(port: int, *arguments: str) -> tuple[int, str]:
+    finished = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *arguments],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    return finished.returncode, finished.stdout + finished.stderr
 
 
 ORTHANC = Path("/usr/sbin/Orthanc")

@@ -178,9 +178,36 @@ def test_compose_nginx_fronts_the_replicas():
     nginx = compose["services"]["nginx"]
     assert nginx["depends_on"]["mimood"]["condition"] == "service_healthy"
     mounts = {v.split(":")[0]: v.split(":")[1] for v in nginx["volumes"]}
-    # Both files in nginx's conf.d, the upstream first; the upstream points at these replicas.
-    assert mounts["./nginx/upstream.conf"] < mounts["./nginx/mimood.conf"]
-    assert all(target.startswith("/etc/nginx/conf.d/") for target in mounts.values())
+    # The http-context files in nginx's conf.d, the upstream first; the site's snippets where it includes them.
+    assert mounts["./nginx/upstream.conf"] < mounts["./nginx/request-id.conf"] < mounts["./nginx/mimood.conf"]
+    assert all(mounts[f"./nginx/{name}"].startswith("/etc/nginx/conf.d/") for name in
+               ("upstream.conf", "request-id.conf", "mimood.conf"))
+    assert mounts["./nginx/snippets"] == "/etc/nginx/snippets"
     upstream = (DEPLOY / "nginx/upstream.conf").read_text()
     assert re.search(r"upstream\s+mimood\s*\{", upstream) and f"server mimood:{PORT};" in upstream
-    assert "proxy_pass http://mimood;" in (DEPLOY / "nginx/mimood.conf").read_text()
+
+
+SITES = sorted((DEPLOY / "nginx").glob("mimood*.conf"))
+
+
+@pytest.mark.parametrize("site", SITES, ids=lambda p: p.name)
+def test_nginx_sites_share_the_proxy_settings_and_the_upstream(site):
+    """Every site (plain, HTTPS, HTTPS to the replicas too) proxies to the one upstream with the shared
+    limits, timeouts and headers; the HTTPS ones with the shared TLS settings. Snippets they include exist."""
+    text = site.read_text()
+    includes = re.findall(r"^\s*include\s+(\S+);", text, re.M)
+    assert "snippets/mimood-proxy.conf" in includes
+    assert ("snippets/mimood-tls.conf" in includes) == ("ssl;" in text)
+    for include in includes:
+        assert (DEPLOY / "nginx" / include).is_file(), include
+    assert re.findall(r"proxy_pass\s+(\S+);", text) in (["http://mimood"], ["https://mimood"])
+    assert "$mimood_request_id" in (DEPLOY / "nginx/snippets/mimood-proxy.conf").read_text()
+    assert "map $http_x_request_id $mimood_request_id" in (DEPLOY / "nginx/request-id.conf").read_text()
+
+
+def test_nginx_forwards_no_client_identity_the_service_would_trust():
+    """The service takes the client's identity only from its own TLS handshake (client_subject), never from
+    a header: a site that forwarded $ssl_client_* would suggest otherwise."""
+    for path in (DEPLOY / "nginx").rglob("*.conf"):
+        settings = [line.split("#")[0] for line in path.read_text().splitlines()]
+        assert not any("$ssl_client" in line for line in settings), path
