@@ -1,5 +1,6 @@
-"""The deployment files (Dockerfile, Deploy/compose.yaml, Deploy/kubernetes/) parse and agree with the server:
-its port and drain timeout (Config/mimood.toml), its probe routes (openapi.yaml), its setting names."""
+"""The deployment files (Dockerfile, Deploy/compose.yaml, Deploy/nginx/, Deploy/kubernetes/ and its TLS overlay)
+parse and agree with the server: its port and drain timeout (Config/mimood.toml), its probe routes
+(openapi.yaml), its setting names, what its TLS needs."""
 
 import json
 import re
@@ -159,6 +160,77 @@ def test_autoscaler_scales_the_deployment_on_cpu():
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
     assert "cpu" in container()["resources"]["requests"]   # utilization is measured against the request
+
+
+# --- Kubernetes with TLS (the kustomize overlay kubernetes/tls/ on the base kubernetes/) ---
+
+def merge(base, patch):
+    """A strategic merge patch as kustomize applies the overlay's: maps merged key by key, lists of named
+    items (containers, volumes) merged by name with new ones appended, anything else replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{key: merge(base[key], value) if key in base else value for key, value in patch.items()}}
+    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in base + patch):
+        named = {item["name"]: item for item in base}
+        added = [item for item in patch if item["name"] not in named]
+        return [merge(item, next((p for p in patch if p["name"] == item["name"]), {})) for item in base] + added
+    return patch
+
+
+def kustomization(folder):
+    [doc] = load(folder / "kustomization.yaml")
+    assert doc["kind"] == "Kustomization"
+    return doc
+
+
+def overlay():
+    """The TLS overlay's documents: the base's resources with the overlay's patches applied."""
+    folder = DEPLOY / "kubernetes/tls"
+    spec = kustomization(folder)
+    assert spec["resources"] == [".."]
+    base = kustomization(DEPLOY / "kubernetes")["resources"]
+    docs = [doc for name in base for doc in load(DEPLOY / "kubernetes" / name)]
+    for entry in spec["patches"]:
+        [patch] = load(folder / entry["path"])
+        [target] = [i for i, d in enumerate(docs) if (d["kind"], d["metadata"]["name"]) == (patch["kind"], patch["metadata"]["name"])]
+        docs[target] = merge(docs[target], patch)
+    return {doc["kind"]: doc for doc in docs}
+
+
+def test_kubernetes_base_lists_every_manifest():
+    names = kustomization(DEPLOY / "kubernetes")["resources"]
+    assert sorted(names) == sorted(p.name for p in (DEPLOY / "kubernetes").glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def test_tls_overlay_settings_name_the_mounted_secret_files():
+    docs = overlay()
+    settings = docs["ConfigMap"]["data"]
+    for name in settings:
+        assert name.startswith("MIMOOD_") and name[len("MIMOOD_"):].lower() in SETTINGS, name
+    spec = docs["Deployment"]["spec"]["template"]["spec"]
+    [c] = spec["containers"]   # the patch's container is the base's, not a second one
+    [mount] = [m for m in c["volumeMounts"] if m["name"] == "tls"]
+    assert mount["readOnly"] and "subPath" not in mount   # a subPath file would never see a renewal
+    [volume] = [v for v in spec["volumes"] if v["name"] == "tls"]
+    # The keys of a kubernetes.io/tls Secret, and cert-manager's ca.crt.
+    assert settings["MIMOOD_TLS_CERTIFICATE_FILE"] == f"{mount['mountPath']}/tls.crt"
+    assert settings["MIMOOD_TLS_KEY_FILE"] == f"{mount['mountPath']}/tls.key"
+    assert settings["MIMOOD_TLS_CLIENT_CA_FILE"] == f"{mount['mountPath']}/ca.crt"
+    # Readable by the service's user through its group, by nobody else.
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+    [certificate] = load(DEPLOY / "kubernetes/tls/certificate.yaml")
+    assert certificate["spec"]["secretName"] == volume["secret"]["secretName"]
+    assert docs["Service"]["metadata"]["name"] in certificate["spec"]["dnsNames"]
+
+
+def test_tls_overlay_probes_speak_https_and_can_pass_the_handshake():
+    docs = overlay()
+    [c] = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    base = container()
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert c[probe]["httpGet"] == {**base[probe]["httpGet"], "scheme": "HTTPS"}
+    # The kubelet presents no client certificate: with "required" every HTTPS probe would be refused.
+    assert docs["ConfigMap"]["data"]["MIMOOD_TLS_CLIENT_AUTH"] in ("none", "optional")
 
 
 # --- Compose ---
