@@ -1,7 +1,8 @@
-"""HTTPS on the real `mimood serve` (docs/service.md, "TLS"): certificates made here by `openssl req`, spoken
-to by curl, `openssl s_client` and Python's ssl module. The handshake rules (TLS 1.2 and 1.3 only, ALPN
-http/1.1, the intermediate ciphers), client certificates (none, optional, required), the handshake timeout,
-reload on SIGHUP, bad files refused at start, and the HTTP/1.1 raw-socket edge cases over both transports."""
+"""HTTPS on the real `mimood serve` (docs/service.md, "TLS"): certificates made by `openssl req` (conftest's
+`pki`), spoken to by curl, `openssl s_client` and Python's ssl module. The handshake rules (TLS 1.2 and 1.3
+only, ALPN http/1.1, the intermediate ciphers), client certificates (none, optional, required), the handshake
+timeout, reload on SIGHUP, bad files refused at start, and the HTTP/1.1 raw-socket edge cases over both
+transports."""
 from __future__ import annotations
 
 import io
