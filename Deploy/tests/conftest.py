@@ -34,10 +34,13 @@ class Service:
         self.log: list[str] = []
         self.port = None
         self.scheme = "http"
+        self.health_port = None   # the health listener's (health_port), plain HTTP
         for line in self.process.stdout:
             self.log.append(line)
             event = json.loads(line)
-            if event["message"] == "listening":
+            if event["message"] == "listening" and event["listener"] == "health":
+                self.health_port = event["port"]
+            elif event["message"] == "listening":
                 self.port = event["port"]
                 self.scheme = event.get("scheme", "http")
             if event["message"] == "warm":

@@ -1,6 +1,6 @@
 """The deployment files (Dockerfile, Deploy/compose.yaml, Deploy/nginx/, Deploy/kubernetes/ and its TLS overlay)
 parse and agree with the server: its port and drain timeout (Config/mimood.toml), its probe routes
-(openapi.yaml), its setting names, what its TLS needs."""
+(openapi.yaml), its setting names, what its TLS needs (probes on the plain health port)."""
 
 import json
 import re
@@ -96,6 +96,7 @@ def test_image_healthcheck_probes_healthz_on_the_server_port():
     assert f"install -m 755 {HEALTHCHECK_SCRIPT} \"$staging/bin/healthcheck\"" in (ROOT / "scripts/container/build").read_text()
     script = (ROOT / HEALTHCHECK_SCRIPT).read_text()
     assert "GET /healthz " in script and "${MIMOOD_PORT:-%d}" % PORT in script
+    assert "${MIMOOD_HEALTH_PORT:-0}" in script   # test_health_listener runs it against both ports
 
 
 def test_image_stops_by_sigterm_to_the_server_as_pid_1():
@@ -223,14 +224,19 @@ def test_tls_overlay_settings_name_the_mounted_secret_files():
     assert docs["Service"]["metadata"]["name"] in certificate["spec"]["dnsNames"]
 
 
-def test_tls_overlay_probes_speak_https_and_can_pass_the_handshake():
+def test_tls_overlay_probes_use_the_plain_health_port():
+    """The kubelet's probes present no client certificate: on the health port, plain HTTP, they need none,
+    whatever MIMOOD_TLS_CLIENT_AUTH says."""
     docs = overlay()
     [c] = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
     base = container()
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    health_port = int(docs["ConfigMap"]["data"]["MIMOOD_HEALTH_PORT"])
+    assert ports == {"http": PORT, "health": health_port}
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert c[probe]["httpGet"] == {**base[probe]["httpGet"], "scheme": "HTTPS"}
-    # The kubelet presents no client certificate: with "required" every HTTPS probe would be refused.
-    assert docs["ConfigMap"]["data"]["MIMOOD_TLS_CLIENT_AUTH"] in ("none", "optional")
+        assert c[probe]["httpGet"] == {**base[probe]["httpGet"], "port": "health"}   # no scheme: HTTP
+    # Probes and scrapes reach the pod itself; the Service offers only the TLS port.
+    assert [p["port"] for p in docs["Service"]["spec"]["ports"]] == [PORT]
 
 
 # --- Compose ---

@@ -68,20 +68,9 @@ public final class DetectionService: Sendable {
 
     /// The routes: POST /detect; GET /healthz, /readyz, /metrics, /v1/model, /openapi.yaml.
     public var router: Router {
-        var router = Router()
+        var router = healthRouter
         router.add(method: "POST", path: "/detect", admission: { [self] head, length in admitDetection(head, declaredBodyLength: length) },
                    handler: { [self] request, ticket in await detect(request, ticket) })
-        router.add(method: "GET", path: "/healthz", handler: { _ in Self.json(200, JSONObject(["status": .string("alive")])) })
-        router.add(method: "GET", path: "/readyz", handler: { [self] _ in
-            let (isWarm, isDraining) = lifecycle.withLock { ($0.isWarm, $0.isDraining) }
-            if isDraining { return ServiceProblem(503, "the server is draining", headers: retryAfter).response }
-            if !isWarm { return ServiceProblem(503, "the model is warming up", headers: retryAfter).response }
-            return Self.json(200, JSONObject(["status": .string("ready")]))
-        })
-        router.add(method: "GET", path: "/metrics", handler: { [self] _ in
-            HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
-                         body: Array(metrics.exposition(depth: queue.depth, memoryReservedBytes: memory.held, ready: isReady).utf8))
-        })
         router.add(method: "GET", path: "/v1/model", handler: { [self] request in
             if let refusal = authorize(request.head) { return refusal.response }
             return Self.json(200, modelFacts)
@@ -94,8 +83,27 @@ public final class DetectionService: Sendable {
         return router
     }
 
-    /// Every answered request, from the HTTP layer: counted in the metrics and logged (metadata only).
-    public func observe(_ record: ResponseRecord) {
+    /// GET /healthz, /readyz and /metrics, and nothing else: the health listener's routes (`health_port`),
+    /// which answer without TLS, so that no client can reach /detect or /v1/model through them.
+    public var healthRouter: Router {
+        var router = Router()
+        router.add(method: "GET", path: "/healthz", handler: { _ in Self.json(200, JSONObject(["status": .string("alive")])) })
+        router.add(method: "GET", path: "/readyz", handler: { [self] _ in
+            let (isWarm, isDraining) = lifecycle.withLock { ($0.isWarm, $0.isDraining) }
+            if isDraining { return ServiceProblem(503, "the server is draining", headers: retryAfter).response }
+            if !isWarm { return ServiceProblem(503, "the model is warming up", headers: retryAfter).response }
+            return Self.json(200, JSONObject(["status": .string("ready")]))
+        })
+        router.add(method: "GET", path: "/metrics", handler: { [self] _ in
+            HTTPResponse(status: 200, headers: HTTPHeaders([("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]),
+                         body: Array(metrics.exposition(depth: queue.depth, memoryReservedBytes: memory.held, ready: isReady).utf8))
+        })
+        return router
+    }
+
+    /// Every answered request, from the HTTP layer: counted in the metrics and logged (metadata only) with
+    /// the listener that answered it ("main", or "health" for the health listener).
+    public func observe(_ record: ResponseRecord, listener: String = "main") {
         // Label values from a closed set: a client may send any token as its method.
         let method = record.method.map { Self.knownMethods.contains($0) ? $0 : "other" } ?? "-"
         let route = record.route ?? "other"
@@ -105,6 +113,7 @@ public final class DetectionService: Sendable {
             "duration_ms": .stringConvertible(milliseconds(record.duration)),
             "request_bytes": .stringConvertible(record.requestBodyBytes), "response_bytes": .stringConvertible(record.responseBodyBytes),
         ]
+        metadata["listener"] = .string(listener)
         // Handlers may set any id: only a sane one is logged (the HTTP layer's own answers carry sane ones).
         if let requestID = record.requestID, RequestID.isSane(requestID) { metadata["request_id"] = .string(requestID) }
         // A TLS client certificate names an operator or a system, not a patient.

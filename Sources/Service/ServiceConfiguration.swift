@@ -8,6 +8,8 @@ public struct ServiceConfiguration: Sendable, Equatable {
     // Where to listen and what to serve.
     public var host = "127.0.0.1"
     public var port = 8080
+    /// When not 0, a second listener in plain HTTP on this port serves only /healthz, /readyz and /metrics.
+    public var healthPort = 0
     /// The checkpoint directory; empty: `Models/default`, found from the working directory or the executable.
     public var model = ""
     /// The OpenAPI document served at /openapi.yaml; empty: `openapi.yaml`, found like the model.
@@ -69,6 +71,9 @@ public struct ServiceConfiguration: Sendable, Equatable {
     /// Settings that only make sense together; the first conflict, naming both settings.
     public var conflict: String? {
         if let tlsConflict { return tlsConflict }
+        if healthPort != 0 && healthPort == port {
+            return "health_port (\(healthPort)) is the port: the health listener needs a port of its own"
+        }
         if requestMaxSlices > queueMaxSlices {
             return "request_max_slices (\(requestMaxSlices)) exceeds queue_max_slices (\(queueMaxSlices)): "
                 + "a request that large could never be queued"
@@ -194,6 +199,9 @@ extension ServiceConfiguration {
             Setting(name: "host", help: "Numeric IPv4 or IPv6 address to listen on (0.0.0.0 or :: for every interface).",
                     kind: .text(\.host, allowed: nil)),
             Setting(name: "port", help: "TCP port to listen on (0: the system picks one).", kind: .integer(\.port, 0...65535)),
+            Setting(name: "health_port", help: "When not 0, a second listener on this port, in plain HTTP even when the server "
+                    + "speaks TLS, that serves only /healthz, /readyz and /metrics (404 for anything else): for probes and "
+                    + "scrapes that cannot present a client certificate or speak TLS.", kind: .integer(\.healthPort, 0...65535)),
             Setting(name: "model", help: "Checkpoint directory; empty: Models/default near the working directory or the executable.",
                     kind: .text(\.model, allowed: nil)),
             Setting(name: "openapi_file", help: "The OpenAPI document served at /openapi.yaml; empty: openapi.yaml, found like the model.",

@@ -54,14 +54,31 @@ struct Serve: AsyncParsableCommand {
         let server = HTTPServer(configuration: serverConfiguration(configuration), router: service.router,
                                 onShutdownBegin: { service.beginDrain() }, responseObserver: { service.observe($0) },
                                 tlsObserver: { service.observeTLS($0) })
+        let healthServer = configuration.healthPort == 0 ? nil
+            : HTTPServer(configuration: healthServerConfiguration(configuration), router: service.healthRouter,
+                         responseObserver: { service.observe($0, listener: "health") })
+        // Bound before the main listener, so that a port in use stops the start. It outlives the main
+        // listener's drain, so that probes see readiness turn 503 rather than a refused connection.
+        let healthPort: Int?
+        do {
+            healthPort = try healthServer?.start()
+        } catch {
+            throw CLIError("health listener (health_port \(configuration.healthPort)): \(error)")
+        }
         // Listening before the warm-up: /healthz answers at once, /readyz once the model is warm.
         do {
             try await server.run { port in
                 logger.notice("listening", metadata: [
-                    "host": .string(configuration.host), "port": .stringConvertible(port),
+                    "listener": "main", "host": .string(configuration.host), "port": .stringConvertible(port),
                     "scheme": .string(configuration.tls == nil ? "http" : "https"), "model": .string(engine.manifest.name),
                     "model_sha256": .string(engine.modelSHA256), "threads": .stringConvertible(Threads.count),
                 ])
+                if let healthPort {
+                    logger.notice("listening", metadata: [
+                        "listener": "health", "host": .string(configuration.host), "port": .stringConvertible(healthPort),
+                        "scheme": "http",
+                    ])
+                }
                 Thread.detachNewThread {
                     do {
                         try service.warmUp()
@@ -75,6 +92,7 @@ struct Serve: AsyncParsableCommand {
         } catch let error as TLSConfigurationError {
             throw CLIError("configuration: setting \(ServiceConfiguration.settingName(of: error.source)): \(error.reason)")
         }
+        await healthServer?.shutdown()
         service.shutDown()
         logger.notice("stopped")
     }
@@ -101,5 +119,16 @@ struct Serve: AsyncParsableCommand {
         server.drainTimeout = .seconds(configuration.drainTimeoutSeconds)
         server.tls = configuration.tls
         return server
+    }
+
+    /// The main listener's limits and timeouts, in plain HTTP (the point of the health listener), for the
+    /// few connections that probes and scrapes open.
+    private func healthServerConfiguration(_ configuration: ServiceConfiguration) -> ServerConfiguration {
+        var health = serverConfiguration(configuration)
+        health.port = configuration.healthPort
+        health.tls = nil
+        health.maxConnections = min(configuration.maxConnections, 16)
+        health.ioQueueCount = 1
+        return health
     }
 }

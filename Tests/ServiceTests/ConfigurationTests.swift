@@ -84,6 +84,14 @@ final class ConfigurationTests: XCTestCase {
         assertRefused(flags: ["--decode-max-bytes", "536870912"], mentioning: ["decode_max_bytes", "memory_budget_bytes"])
     }
 
+    func testTheHealthListenerIsOffUntilItsPortIsSetAndNeedsAPortOfItsOwn() throws {
+        XCTAssertEqual(try resolve().healthPort, 0)
+        XCTAssertEqual(try resolve(environment: ["MIMOOD_HEALTH_PORT": "8081"]).healthPort, 8081)
+        XCTAssertEqual(try resolve(file: "health_port = 9001\n", flags: ["--health-port", "9002"]).healthPort, 9002)
+        assertRefused(flags: ["--health-port", "8080"], mentioning: ["health_port (8080)", "port"])
+        assertRefused(environment: ["MIMOOD_HEALTH_PORT": "-1"], mentioning: ["health_port", "MIMOOD_HEALTH_PORT"])
+    }
+
     func testTLSIsOffWithoutACertificateAndItsSettingsGoTogether() throws {
         XCTAssertNil(try resolve().tls)
         let tls = try XCTUnwrap(try resolve(environment: ["MIMOOD_TLS_CERTIFICATE_FILE": "/c.pem", "MIMOOD_TLS_KEY_FILE": "/k.pem"],

@@ -132,7 +132,7 @@ final class ServiceHardeningTests: ServiceTestCase {
 }
 
 /// A TCP client on 127.0.0.1 that sends exactly what it is given, when it is given.
-private final class RawClient {
+final class RawClient {
     private let descriptor: Int32
     private var isClosed = false
 
