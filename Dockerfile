@@ -26,7 +26,8 @@ USER 10001:10001
 ENV MIMOOD_HOST=0.0.0.0 \
     MIMOOD_PORT=8080
 EXPOSE 8080
-# bin/healthcheck: GET /healthz on $MIMOOD_PORT through bash's /dev/tcp (no curl in the image).
+# bin/healthcheck: GET /healthz on $MIMOOD_PORT through bash's /dev/tcp (no curl in the image), or on
+# $MIMOOD_HEALTH_PORT when set: with TLS on, set it (e.g. -e MIMOOD_HEALTH_PORT=8081), a plain-HTTP port to probe.
 # The start period covers the model's load and warm-up (about 1 s on 2 cores).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["/app/bin/healthcheck"]
 # SIGTERM starts the drain: readiness turns 503, requests in progress finish (drain_timeout_seconds, 60 s).
