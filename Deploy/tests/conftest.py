@@ -23,13 +23,18 @@ ROOT = Path(__file__).resolve().parents[2]
 PARITY = ROOT / "Tests/Fixtures/parity"
 
 
+def serve_command(*settings: str) -> list[str]:
+    """`mimood serve` on a port the system picks, with the parity checkpoint and these settings."""
+    binary = Path(os.environ.get("MIMOOD_BINARY", ROOT / ".build/debug/mimood"))
+    if not binary.exists():
+        pytest.fail(f"no {binary}: build it with `swift build` first (scripts/test does)")
+    return [str(binary), "serve", "--port", "0", "--model", str(PARITY / "checkpoint"), *settings]
+
+
 class Service:
     def __init__(self, *settings: str):
-        binary = Path(os.environ.get("MIMOOD_BINARY", ROOT / ".build/debug/mimood"))
-        if not binary.exists():
-            pytest.fail(f"no {binary}: build it with `swift build` first (scripts/test does)")
         self.process = subprocess.Popen(
-            [str(binary), "serve", "--port", "0", "--model", str(PARITY / "checkpoint"), *settings],
+            serve_command(*settings),
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
         self.log: list[str] = []
         self.port = None

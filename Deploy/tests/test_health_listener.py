@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, curl, free_port, parity_slice
+from conftest import ROOT, curl, free_port, parity_slice, serve_command
 from test_tls import tls_settings
 
 HEALTHCHECK = ROOT / "scripts/container/healthcheck"
@@ -76,3 +77,14 @@ def test_the_container_healthcheck_probes_the_health_port_when_one_is_set(mutual
     # A plain server without a health port is probed on its port, as before.
     plain = serve()
     assert healthcheck(MIMOOD_PORT=str(plain.port)) == 0
+
+
+def test_a_health_port_in_use_stops_the_start():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        finished = subprocess.run(serve_command("--health-port", str(port)), capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 1, finished   # an error exit, not a crash
+    assert f"health listener (health_port {port})" in finished.stderr, finished.stderr
+    assert "listening" not in finished.stdout
