@@ -333,3 +333,76 @@ def test_a_slow_head_gets_408_and_is_closed(transport):
     again = connect()
     again.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
     assert again.response()[0] == 200
+
+
+class PiecewiseTLSClient:
+    """TLS through memory buffers, so that the test chooses how its bytes reach the socket: records cut into
+    small pieces sent apart, and records left unfinished."""
+
+    def __init__(self, port: int, pki: PKI, piece: int):
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        context = ssl.create_default_context(cafile=pki.ca_pem)
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self.piece = piece
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.flush()
+                self.receive()
+        self.flush()
+
+    def flush(self, up_to: int | None = None) -> None:
+        """Sends what TLS has written, `piece` bytes at a time with a pause between, so that the server's
+        reads end inside records; `up_to` sends only that many bytes and drops the rest."""
+        data = self.outgoing.read()[:up_to]
+        for start in range(0, len(data), self.piece):
+            self.socket.sendall(data[start:start + self.piece])
+            time.sleep(0.002)
+
+    def receive(self) -> bool:
+        data = self.socket.recv(65536)
+        self.incoming.write(data) if data else self.incoming.write_eof()
+        return bool(data)
+
+    def plaintext(self) -> bytes:
+        """The next plaintext the server sends; b"" once it has closed."""
+        while True:
+            try:
+                return self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                if not self.receive():
+                    return b""
+
+    def response_head(self) -> bytes:
+        plain = b""
+        while b"\r\n\r\n" not in plain:
+            more = self.plaintext()
+            assert more, f"closed before a response: {plain!r}"
+            plain += more
+        return plain.split(b"\r\n\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("piece", [1, 7])
+def test_records_cut_into_pieces_make_a_handshake_and_a_request(serve, pki, piece):
+    service = serve(*tls_settings(pki))
+    client = PiecewiseTLSClient(service.port, pki, piece)
+    # Two records, both cut: the request line in one, the rest of the head in the next.
+    client.tls.write(b"GET /healthz HTTP/1.1\r\n")
+    client.tls.write(b"Host: t\r\n\r\n")
+    client.flush()
+    assert client.response_head().startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_unfinished_record_counts_against_the_header_timeout(serve, pki):
+    service = serve(*tls_settings(pki, "--header-timeout-seconds", "1"))
+    client = PiecewiseTLSClient(service.port, pki, 64)
+    client.tls.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    client.flush(up_to=20)  # the record's header and part of its payload: no plaintext can come of it
+    started = time.monotonic()
+    # No byte of a request was read, so the connection closes without an answer, as a silent plain one does.
+    assert client.plaintext() == b""
+    assert 0.5 < time.monotonic() - started < 5
