@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -155,3 +156,51 @@ def write_volume(path: Path, thickness: int, affine: np.ndarray) -> Path:
     volume = np.repeat((parity_slice().T * 1000).astype(np.float32)[:, :, None], thickness, axis=2)
     nib.save(nib.Nifti1Image(volume, affine), path)
     return path
+
+
+# --- Certificates for the TLS tests (test_tls, test_http2), made by `openssl req` ---
+
+def openssl(*arguments: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *arguments], cwd=cwd, check=True, capture_output=True)
+
+
+def issue(directory: Path, name: str, subject: str, ca: str, extensions: str = "") -> None:
+    """A P-256 key and a certificate for `subject`, signed by the CA `ca` (its .pem and .key)."""
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
+    signing = ["x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+               "-days", "2", "-out", f"{name}.pem"]
+    if extensions:
+        (directory / f"{name}.ext").write_text(extensions + "\n")
+        signing += ["-extfile", f"{name}.ext"]
+    openssl(*signing, cwd=directory)
+
+
+@dataclass
+class PKI:
+    directory: Path
+
+    def __getattr__(self, name: str) -> str:
+        """`pki.client_key` is the path of client.key."""
+        stem, extension = name.rsplit("_", 1)
+        return str(self.directory / f"{stem}.{extension}")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> PKI:
+    """Two CAs; server certificates for 127.0.0.1 and localhost (a second one, for the reload); a client
+    certificate from the first CA and one from the other."""
+    directory = tmp_path_factory.mktemp("pki")
+    for ca, subject in (("ca", "/CN=MIM-OOD Test CA"), ("other_ca", "/CN=Another CA")):
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                "-subj", subject, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", cwd=directory)
+    san = "subjectAltName=IP:127.0.0.1,DNS:localhost"
+    issue(directory, "server", "/CN=mimood-first", "ca", san)
+    issue(directory, "server2", "/CN=mimood-reloaded", "ca", san)
+    issue(directory, "client", "/O=Radiology/CN=pacs-gateway", "ca")
+    issue(directory, "stranger", "/O=Elsewhere/CN=stranger", "other_ca")
+    return PKI(directory)
+
+
+def tls_settings(pki: PKI, *more: str) -> list[str]:
+    return ["--tls-certificate-file", pki.server_pem, "--tls-key-file", pki.server_key, *more]

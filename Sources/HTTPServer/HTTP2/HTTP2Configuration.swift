@@ -10,9 +10,10 @@ public struct HTTP2Configuration: Sendable, Equatable {
     /// SETTINGS_INITIAL_WINDOW_SIZE: body bytes a client may send on a stream before it is acknowledged.
     public var initialWindowBytes = 1024 * 1024
 
-    // Flood guards (the library's counters, with its defaults made explicit).
+    // Flood guards (the library's counters with its defaults made explicit, but for resets, counted by us).
     /// Rapid reset (CVE-2023-44487): RST_STREAM frames from the client draw on a bucket of this many
-    /// tokens, refilled at `resetsPerSecond`; an empty bucket ends the connection with GOAWAY.
+    /// tokens, refilled at `resetsPerSecond`; an empty bucket ends the connection with GOAWAY
+    /// (ENHANCE_YOUR_CALM).
     public var resetBurst = 1000
     public var resetsPerSecond = 33
     /// CONTINUATION frames after one HEADERS frame; more end the connection (CVE-2024-28182).

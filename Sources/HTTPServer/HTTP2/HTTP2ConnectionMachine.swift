@@ -1,3 +1,5 @@
+import Threading
+
 /// Every decision of one HTTP/2 connection, as `ConnectionStateMachine` is for HTTP/1.1: events go in
 /// (bytes read, a handler's response, a write done, the timer, the drain) with the time they happened, and
 /// actions come out for `Connection` to perform. No I/O, no Dispatch, no clock; the frames are its
@@ -82,6 +84,7 @@ struct HTTP2ConnectionMachine {
     private var idleSince: Instant
     private var hasServedStream = false
     private var armedDeadline: Instant?
+    private var resetAllowance: TokenBucket
 
     /// nil when the library could not make a session (out of memory). `acceptedAt`: the first request's
     /// header block is due within the header timeout of it.
@@ -94,6 +97,7 @@ struct HTTP2ConnectionMachine {
         bodyPace = BodyPace(timeout: configuration.bodyTimeout, deadline: configuration.bodyDeadline,
                             minimumBytesPerSecond: configuration.bodyMinimumBytesPerSecond)
         (now, idleSince) = (acceptedAt, acceptedAt)
+        resetAllowance = TokenBucket(capacity: http2.resetBurst, perSecond: http2.resetsPerSecond, full: acceptedAt)
     }
 
     /// Takes one event that happened at `now`; returns what to do, in order. A closed connection ignores every event.
@@ -152,7 +156,12 @@ struct HTTP2ConnectionMachine {
             takeBodyPiece(piece, on: stream)
         case .requestEnded(let stream):
             finishRequest(on: stream)
-        case .closed(let stream, _):
+        case .resetByPeer:
+            if !resetAllowance.take(at: now) {
+                session.terminate(calm: true)
+                isEnding = true
+            }
+        case .closed(let stream):
             // Reset by the client while its handler works: like an HTTP/1.1 client that left.
             if case .handling? = streams.removeValue(forKey: stream)?.phase { actions.append(.cancelHandler(stream: stream)) }
             if streams.isEmpty { idleSince = now }
@@ -160,6 +169,7 @@ struct HTTP2ConnectionMachine {
     }
 
     private mutating func beginRequest(on stream: Int32, fields: [(name: String, value: String)], endStream: Bool) {
+        guard !isEnding else { return }  // what came in the same read as a flood's end is not served
         let head: RequestHead
         do {
             head = try Self.requestHead(fields)
@@ -318,5 +328,29 @@ struct HTTP2ConnectionMachine {
         streams = [:]
         isClosed = true
         actions.append(.close)
+    }
+}
+
+/// A count that regains `perSecond` tokens each second up to `capacity`; each event takes one.
+struct TokenBucket {
+    private let capacity: Double
+    private let perSecond: Double
+    private var tokens: Double
+    private var updated: ContinuousClock.Instant
+
+    init(capacity: Int, perSecond: Int, full at: ContinuousClock.Instant) {
+        self.capacity = Double(capacity)
+        self.perSecond = Double(perSecond)
+        tokens = Double(capacity)
+        updated = at
+    }
+
+    /// Takes a token at `now`; false when none is left.
+    mutating func take(at now: ContinuousClock.Instant) -> Bool {
+        tokens = min(capacity, tokens + max(0, (now - updated).inSeconds) * perSecond)
+        updated = now
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
     }
 }

@@ -13,8 +13,10 @@ final class HTTP2Session {
         case data(Int32, [UInt8])
         /// The request's end (END_STREAM, on its body or trailers).
         case requestEnded(Int32)
-        /// The stream is gone: answered, reset by either side, or refused. A non-zero code is a reset.
-        case closed(Int32, errorCode: UInt32)
+        /// The client sent RST_STREAM for it (a `closed` follows).
+        case resetByPeer(Int32)
+        /// The stream is gone: answered, reset by either side, or refused.
+        case closed(Int32)
     }
 
     enum ReceiveResult {
@@ -49,7 +51,9 @@ final class HTTP2Session {
         var options: OpaquePointer?
         guard nghttp2_option_new(&options) == 0, let options else { return nil }
         defer { nghttp2_option_del(options) }
-        nghttp2_option_set_stream_reset_rate_limit(options, UInt64(configuration.resetBurst), UInt64(configuration.resetsPerSecond))
+        // Resets are counted by the connection machine, which ends the connection with ENHANCE_YOUR_CALM; the
+        // library's own count (INTERNAL_ERROR) stays as a backstop at twice the rate.
+        nghttp2_option_set_stream_reset_rate_limit(options, UInt64(2 * configuration.resetBurst), UInt64(2 * configuration.resetsPerSecond))
         nghttp2_option_set_max_continuations(options, configuration.maxContinuations)
         nghttp2_option_set_max_outbound_ack(options, configuration.maxOutboundAcks)
         nghttp2_option_set_max_settings(options, configuration.maxSettingsEntries)
@@ -85,9 +89,8 @@ final class HTTP2Session {
         defer { events = [] }
         let consumed = bytes.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, $0.count) }
         if consumed < 0 {
-            // A guard of ours or the library's: GOAWAY unless the library already sent one.
-            nghttp2_session_terminate_session(session, consumed == Int(NGHTTP2_ERR_FLOODED.rawValue)
-                                              ? UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue) : UInt32(NGHTTP2_PROTOCOL_ERROR.rawValue))
+            // A guard of the library's: GOAWAY unless it already sent one.
+            terminate(calm: consumed == Int(NGHTTP2_ERR_FLOODED.rawValue))
             return .connectionError
         }
         return .events(events)
@@ -140,6 +143,12 @@ final class HTTP2Session {
         }
     }
 
+    /// Ends the session with GOAWAY: ENHANCE_YOUR_CALM for a flood (`calm`), else PROTOCOL_ERROR. Once it is
+    /// sent, the session is no longer active.
+    func terminate(calm: Bool) {
+        nghttp2_session_terminate_session(session, calm ? UInt32(NGHTTP2_ENHANCE_YOUR_CALM.rawValue) : UInt32(NGHTTP2_PROTOCOL_ERROR.rawValue))
+    }
+
     /// Graceful shutdown (RFC 9113 §6.8): streams the server has seen are finished, later ones refused.
     func sendGoAway() {
         nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nghttp2_session_get_last_proc_stream_id(session),
@@ -174,7 +183,9 @@ final class HTTP2Session {
             guard let frame, let session = HTTP2Session.session(userData) else { return 0 }
             let stream = frame.pointee.hd.stream_id
             let endsStream = frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
-            if HTTP2Session.isRequestHeaders(frame), let block = session.headerBlocks.removeValue(forKey: stream) {
+            if frame.pointee.hd.type == UInt8(NGHTTP2_RST_STREAM.rawValue) {
+                session.events.append(.resetByPeer(stream))
+            } else if HTTP2Session.isRequestHeaders(frame), let block = session.headerBlocks.removeValue(forKey: stream) {
                 session.events.append(.headers(stream, fields: block.fields, refusal: block.refusal, endStream: endsStream))
             } else if endsStream {
                 session.headerBlocks[stream] = nil  // trailers, whose fields are not kept
@@ -187,11 +198,11 @@ final class HTTP2Session {
             session.events.append(.data(stream, Array(UnsafeBufferPointer(start: data, count: length))))
             return 0
         }
-        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, errorCode, userData in
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, _, userData in
             guard let session = HTTP2Session.session(userData) else { return 0 }
             session.headerBlocks[stream] = nil
             session.responseBodies[stream] = nil
-            session.events.append(.closed(stream, errorCode: errorCode))
+            session.events.append(.closed(stream))
             return 0
         }
     }
