@@ -83,8 +83,8 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Detection", "HTTPServer", "Models", "Kernels", "Imaging", "ZlibCodec", "Threading", "TestSupport"]),
-        // COpenSSL: a TLS client for the raw-socket tests over TLS.
-        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading", "COpenSSL"]),
+        // COpenSSL: a TLS client for the raw-socket tests over TLS; CNGHTTP2: an HTTP/2 client for those over HTTP/2.
+        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading", "COpenSSL", "CNGHTTP2"]),
         // The command line: `mimood detect`, `mimood bench` (docs/cli.md) and `mimood serve` (docs/service.md).
         .executableTarget(name: "mimood", dependencies: [
             "Service", "Detection", "Evaluation", "HTTPServer", "JSON", "Models", "Imaging", "Kernels", "Threading",
