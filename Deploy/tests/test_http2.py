@@ -155,7 +155,8 @@ def test_curl_chooses_h2_by_alpn_over_tls_and_openssl_sees_it(serve, pki):
     answer = curl("--http1.1", "--cacert", pki.ca_pem, "-w", "%{http_version} %{http_code}", f"{service.url}/healthz")
     assert answer.stdout == "1.1 200", answer
     finished = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{service.port}", "-alpn", "h2,http/1.1",
-                               "-CAfile", pki.ca_pem], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+                               "-CAfile", pki.ca_pem], stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                              timeout=30)
     assert finished.returncode == 0 and "ALPN protocol: h2" in finished.stdout, finished.stdout + finished.stderr
 
 

@@ -31,7 +31,7 @@ def curl(url: str, pki: PKI, *arguments: str) -> subprocess.CompletedProcess:
 
 def s_client(port: int, *arguments: str) -> tuple[int, str]:
     finished = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *arguments],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=30)
     return finished.returncode, finished.stdout + finished.stderr
 
 
