@@ -87,7 +87,7 @@ final class HTTP2ServerTests: XCTestCase {
         let server = HTTPServer(configuration: configuration, router: TestRoutes.router())
         let port = try server.start()
         let client = try connect(port, tls: TLSClientOptions(alpn: ["h2", "http/1.1"]))
-        XCTAssertEqual(try client.connection.tls()?.applicationProtocol, "h2")
+        XCTAssertEqual(try client.connection?.tls()?.applicationProtocol, "h2")
         XCTAssertEqual(try client.response(client.request("GET", "/hello")).body, TestRoutes.helloBody)
         // A client without h2 in its offer is served HTTP/1.1.
         let http1 = try RawClient(port: port, tls: TLSClientOptions(alpn: ["http/1.1"]))

@@ -1,9 +1,11 @@
 import CNGHTTP2
+@testable import HTTPServer
 import XCTest
 
-/// An HTTP/2 client for the tests: nghttp2's client session over a `RawClient` (cleartext by prior
-/// knowledge, or TLS after ALPN), driven step by step from the test: submit, then receive until a
-/// condition holds. Blocking, on the test's thread.
+/// An HTTP/2 client for the tests: nghttp2's client session, driven step by step from the test. Over a
+/// `RawClient` (cleartext by prior knowledge, or TLS after ALPN): submit, then receive until a condition
+/// holds, blocking on the test's thread. Or without a socket, its bytes handed to `send` and the peer's
+/// given to `feed`, to drive a connection machine directly.
 final class HTTP2TestClient {
     struct Response {
         var status: Int?
@@ -17,7 +19,9 @@ final class HTTP2TestClient {
         func header(_ name: String) -> String? { headers.first { $0.name == name }?.value }
     }
 
-    let connection: RawClient
+    /// nil without a socket.
+    let connection: RawClient?
+    private let send: ([UInt8]) throws -> Void
     private var session: OpaquePointer?
     private(set) var responses: [Int32: Response] = [:]
     private(set) var goAway: (lastStreamID: Int32, errorCode: UInt32)?
@@ -25,8 +29,14 @@ final class HTTP2TestClient {
     /// Request bodies being sent, by stream.
     private var requestBodies: [Int32: (bytes: [UInt8], sent: Int)] = [:]
 
-    init(connection: RawClient) throws {
+    convenience init(connection: RawClient) throws {
+        try self.init(connection: connection, settings: [], send: connection.send)
+    }
+
+    /// `settings`: the client's SETTINGS (identifier, value).
+    init(connection: RawClient? = nil, settings: [(Int32, UInt32)], send: @escaping ([UInt8]) throws -> Void) throws {
         self.connection = connection
+        self.send = send
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         defer { nghttp2_session_callbacks_del(callbacks) }
@@ -59,7 +69,8 @@ final class HTTP2TestClient {
             return 0
         }
         nghttp2_session_client_new(&session, callbacks, Unmanaged.passUnretained(self).toOpaque())
-        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil, 0)
+        var entries = settings.map { nghttp2_settings_entry(settings_id: $0.0, value: $0.1) }
+        nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &entries, entries.count)
         try flush()
     }
 
@@ -81,21 +92,7 @@ final class HTTP2TestClient {
     @discardableResult
     func request(_ method: String, _ path: String, headers: [(String, String)] = [], body: [UInt8]? = nil) throws -> Int32 {
         let fields = [(":method", method), (":scheme", "http"), (":path", path), (":authority", "test")] + headers
-        // nghttp2 copies the fields while submitting: one buffer holds them for that call.
-        var storage: [UInt8] = []
-        var ranges: [(name: Range<Int>, value: Range<Int>)] = []
-        for (name, value) in fields {
-            let nameStart = storage.count
-            storage.append(contentsOf: name.utf8)
-            let valueStart = storage.count
-            storage.append(contentsOf: value.utf8)
-            ranges.append((nameStart..<valueStart, valueStart..<storage.count))
-        }
-        let stream = storage.withUnsafeMutableBufferPointer { buffer -> Int32 in
-            var list = ranges.map { range in
-                nghttp2_nv(name: buffer.baseAddress! + range.name.lowerBound, value: buffer.baseAddress! + range.value.lowerBound,
-                           namelen: range.name.count, valuelen: range.value.count, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
-            }
+        let stream = withFieldList(fields) { list -> Int32 in
             guard let body else { return nghttp2_submit_request(session, nil, &list, list.count, nil, nil) }
             var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil)) { _, stream, buffer, capacity, flags, _, userData in
                 HTTP2TestClient.client(userData).readBody(stream: stream, into: buffer!, capacity: capacity, flags: flags!)
@@ -132,21 +129,26 @@ final class HTTP2TestClient {
             guard count > 0, let chunk else { break }
             pending.append(contentsOf: UnsafeBufferPointer(start: chunk, count: count))
         }
-        if !pending.isEmpty { try connection.send(pending) }
+        if !pending.isEmpty { try send(pending) }
     }
 
     /// Reads and answers (SETTINGS and PING acknowledgements, window updates) until `condition` holds or the
     /// server closes the connection; throws on the receive timeout.
     func receive(until condition: () -> Bool) throws {
         while !condition() && !isClosedByPeer {
-            guard let bytes = try connection.receiveBytes() else {
+            guard let bytes = try connection?.receiveBytes() else {
                 isClosedByPeer = true
                 break
             }
-            let consumed = bytes.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, $0.count) }
-            guard consumed >= 0 else { throw ClientError(description: "nghttp2: \(String(cString: nghttp2_strerror(Int32(consumed))))") }
-            try flush()
+            try feed(bytes)
         }
+    }
+
+    /// Takes bytes from the server and sends what they call for.
+    func feed(_ bytes: [UInt8]) throws {
+        let consumed = bytes.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, $0.count) }
+        guard consumed >= 0 else { throw ClientError(description: "nghttp2: \(String(cString: nghttp2_strerror(Int32(consumed))))") }
+        try flush()
     }
 
     /// Reads until `stream` is answered (or reset); returns its response.

@@ -82,6 +82,8 @@ struct HTTP2ConnectionMachine {
     private var writeDeadline: Instant?
     /// When the connection last had no stream: the idle timeout runs from there.
     private var idleSince: Instant
+    /// When output was last handed over: a response that flow control keeps from going out times out from here.
+    private var lastOutput: Instant
     private var hasServedStream = false
     private var armedDeadline: Instant?
     private var resetAllowance: TokenBucket
@@ -96,7 +98,7 @@ struct HTTP2ConnectionMachine {
         encoder = ResponseEncoder(serverName: configuration.serverName, gzipMinimumBytes: configuration.gzipMinimumBytes)
         bodyPace = BodyPace(timeout: configuration.bodyTimeout, deadline: configuration.bodyDeadline,
                             minimumBytesPerSecond: configuration.bodyMinimumBytesPerSecond)
-        (now, idleSince) = (acceptedAt, acceptedAt)
+        (now, idleSince, lastOutput) = (acceptedAt, acceptedAt, acceptedAt)
         resetAllowance = TokenBucket(capacity: http2.resetBurst, perSecond: http2.resetsPerSecond, full: acceptedAt)
     }
 
@@ -109,10 +111,8 @@ struct HTTP2ConnectionMachine {
         case .started:
             break
         case .bytesRead(let bytes):
-            switch session.receive(bytes) {
-            case .events(let events): events.forEach { take($0) }
-            case .connectionError: isEnding = true
-            }
+            if !session.receive(bytes) { isEnding = true }
+            session.takeEvents().forEach { take($0) }
         case .handlerFinished(let stream, let result):
             if case .handling(let head)? = streams[stream]?.phase {
                 respond(on: stream, (try? result.get()) ?? ProblemDetails.handlerFailure, to: head)
@@ -272,23 +272,26 @@ struct HTTP2ConnectionMachine {
     private mutating func sendOrClose() {
         guard !isWriting else { return }
         let output = session.pendingOutput(limit: Self.outputPiece)
+        session.takeEvents().forEach { take($0) }  // streams whose responses went out
         if !output.isEmpty {
-            isWriting = true
+            (isWriting, lastOutput) = (true, now)
             actions.append(.write(output))
         } else if isEnding || !session.isActive || (isDraining && streams.isEmpty) {
             close()
         }
     }
 
-    /// The earliest of: the write timeout while the peer does not read; each stream's header or body
-    /// deadline; and with no stream, the idle timeout (the header timeout before the first request).
+    /// The earliest of: the write timeout while the peer does not read, or while responses wait for a window
+    /// the peer does not open; each stream's header or body deadline; and with no stream, the idle timeout
+    /// (the header timeout before the first request).
     private func nextDeadline() -> Instant? {
         var deadlines = writeDeadline.map { [$0] } ?? []
         for stream in streams.values {
             switch stream.phase {
             case .receivingHead: deadlines.append(stream.started + configuration.headerTimeout)
             case .readingBody: deadlines.append(now + bodyTimeLeft(stream).0)
-            case .handling, .responding: break
+            case .responding: deadlines.append(lastOutput + configuration.writeTimeout)
+            case .handling: break
             }
         }
         if streams.isEmpty {
@@ -303,6 +306,8 @@ struct HTTP2ConnectionMachine {
 
     private mutating func timerFired() {
         if let writeDeadline, now >= writeDeadline { return close() }  // the peer stopped reading
+        let isStalled = streams.values.contains { if case .responding = $0.phase { true } else { false } }
+        if isStalled && now >= lastOutput + configuration.writeTimeout { return close() }  // nor opens its window
         for (id, stream) in streams {
             switch stream.phase {
             case .receivingHead where now >= stream.started + configuration.headerTimeout:

@@ -19,16 +19,11 @@ final class HTTP2Session {
         case closed(Int32)
     }
 
-    enum ReceiveResult {
-        case events([StreamEvent])
-        /// The peer broke the protocol or a flood guard tripped: send what is pending (the GOAWAY), then close.
-        case connectionError
-    }
-
     private let session: OpaquePointer
     private let limits: HTTPLimits
     private let maxHeaderListBytes: Int
-    /// Events of the `receive` in progress, collected by the callbacks.
+    /// Events collected by the callbacks, while receiving and while sending (a stream closes once its
+    /// response is out), until taken.
     private var events: [StreamEvent] = []
     /// Header blocks being received, by stream.
     private var headerBlocks: [Int32: HeaderBlock] = [:]
@@ -75,7 +70,12 @@ final class HTTP2Session {
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
             nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES.rawValue), value: 1),
         ]
-        guard nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count) == 0 else {
+        // The connection's window (RFC 9113 §6.9.2) opens as far as one stream's: otherwise uploads on every
+        // stream together would share the protocol's default 64 KiB.
+        guard nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count) == 0,
+              nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0,
+                                                    Int32(clamping: configuration.initialWindowBytes)) == 0
+        else {
             nghttp2_session_del(made)
             return nil
         }
@@ -83,17 +83,21 @@ final class HTTP2Session {
 
     deinit { nghttp2_session_del(session) }
 
-    /// Feeds bytes read from the peer.
-    func receive(_ bytes: [UInt8]) -> ReceiveResult {
-        events = []
-        defer { events = [] }
+    /// Feeds bytes read from the peer; false when the peer broke the protocol or a flood guard of the
+    /// library's tripped: what is pending (the GOAWAY) is to be sent, then the connection closed.
+    func receive(_ bytes: [UInt8]) -> Bool {
         let consumed = bytes.withUnsafeBufferPointer { nghttp2_session_mem_recv(session, $0.baseAddress, $0.count) }
-        if consumed < 0 {
-            // A guard of the library's: GOAWAY unless it already sent one.
-            terminate(calm: consumed == Int(NGHTTP2_ERR_FLOODED.rawValue))
-            return .connectionError
+        guard consumed >= 0 else {
+            terminate(calm: consumed == Int(NGHTTP2_ERR_FLOODED.rawValue))  // GOAWAY unless the library sent one
+            return false
         }
-        return .events(events)
+        return true
+    }
+
+    /// The stream events since the last call, in order.
+    func takeEvents() -> [StreamEvent] {
+        defer { events = [] }
+        return events
     }
 
     /// Bytes for the peer, up to about `limit` (a frame may pass it); empty when nothing is due.
@@ -117,23 +121,8 @@ final class HTTP2Session {
     /// Submits a final response on `stream`; its body is sent as flow control allows.
     func respond(on stream: Int32, status: Int, fields: [(name: String, value: String)], body: [UInt8]) {
         let allFields = [(":status", String(status))] + fields.map { ($0.name.lowercased(), $0.value) }
-        // nghttp2 copies names and values while submitting: one buffer holds them for that call.
-        var storage: [UInt8] = []
-        var ranges: [(name: Range<Int>, value: Range<Int>)] = []
-        for (name, value) in allFields {
-            let nameStart = storage.count
-            storage.append(contentsOf: name.utf8)
-            let valueStart = storage.count
-            storage.append(contentsOf: value.utf8)
-            ranges.append((nameStart..<valueStart, valueStart..<storage.count))
-        }
         if !body.isEmpty { responseBodies[stream] = (body, 0) }
-        storage.withUnsafeMutableBufferPointer { buffer in
-            guard let base = buffer.baseAddress else { return }
-            var fieldList = ranges.map { range in
-                nghttp2_nv(name: base + range.name.lowerBound, value: base + range.value.lowerBound,
-                           namelen: range.name.count, valuelen: range.value.count, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
-            }
+        withFieldList(allFields) { fieldList in
             var provider = nghttp2_data_provider(source: nghttp2_data_source(ptr: nil), read_callback: readResponseBody)
             let submitted = body.isEmpty
                 ? nghttp2_submit_response(session, stream, &fieldList, fieldList.count, nil)
@@ -252,4 +241,26 @@ private let readResponseBody: nghttp2_data_source_read_callback = { _, stream, b
     guard let buffer, let flags, let userData else { return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue) }
     return Unmanaged<HTTP2Session>.fromOpaque(userData).takeUnretainedValue()
         .readBody(stream: stream, into: buffer, capacity: capacity, flags: flags)
+}
+
+/// Calls `body` with `fields` as nghttp2's name-value list, valid during the call only: nghttp2 copies
+/// names and values while submitting, so one buffer holds them for that call.
+func withFieldList<Result>(_ fields: [(name: String, value: String)], _ body: (inout [nghttp2_nv]) -> Result) -> Result {
+    var storage: [UInt8] = []
+    var ranges: [(name: Range<Int>, value: Range<Int>)] = []
+    for (name, value) in fields {
+        let nameStart = storage.count
+        storage.append(contentsOf: name.utf8)
+        let valueStart = storage.count
+        storage.append(contentsOf: value.utf8)
+        ranges.append((nameStart..<valueStart, valueStart..<storage.count))
+    }
+    storage.append(0)  // never empty: the buffer has an address
+    return storage.withUnsafeMutableBufferPointer { buffer in
+        var list = ranges.map { range in
+            nghttp2_nv(name: buffer.baseAddress! + range.name.lowerBound, value: buffer.baseAddress! + range.value.lowerBound,
+                       namelen: range.name.count, valuelen: range.value.count, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+        }
+        return body(&list)
+    }
 }
