@@ -1,5 +1,6 @@
 // swift-tools-version: 6.0
-// Our HTTP server against Hummingbird 2 on the same tiny handler; scripts/bench-http builds and runs both.
+// Our HTTP server against Hummingbird 2 on the same tiny handler, over HTTP, HTTPS and (Hummingbird only,
+// until ours speaks it) HTTP/2 over TLS; scripts/bench-http builds and runs them.
 // A package of its own so that the root build never compiles SwiftNIO and Hummingbird.
 import PackageDescription
 
@@ -13,7 +14,12 @@ let package = Package(
     ],
     targets: [
         .executableTarget(name: "OursHello", dependencies: [.product(name: "HTTPServer", package: "MIMOOD")]),
-        .executableTarget(name: "HummingbirdHello", dependencies: [.product(name: "Hummingbird", package: "hummingbird")]),
+        .executableTarget(name: "HummingbirdHello", dependencies: [
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "HummingbirdHTTP2", package: "hummingbird"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,6 +1,7 @@
 """The real `mimood serve` for the deployment tests: the binary `swift build` made, on a loopback port the
-system picks, with the parity checkpoint (tiny, so requests take a fraction of a second); and a real PACS,
-Debian's Orthanc with its DICOMweb plugin, on loopback ports with its own temporary storage."""
+system picks, with the parity checkpoint (tiny, so requests take a fraction of a second); a real PACS,
+Debian's Orthanc with its DICOMweb plugin, on loopback ports with its own temporary storage; and test
+certificates made by `openssl req` for the TLS tests."""
 from __future__ import annotations
 
 import json
@@ -65,6 +66,68 @@ def serve():
     for service in started:
         if service.process.poll() is None:
             service.stop()
+
+
+def openssl(*arguments: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *arguments], cwd=cwd, check=True, capture_output=True)
+
+
+def issue(directory: Path, name: str, subject: str, ca: str, extensions: str = "") -> None:
+    """A P-256 key and a certificate for `subject`, signed by the CA `ca` (its .pem and .key)."""
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
+    signing = ["x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+               "-days", "2", "-out", f"{name}.pem"]
+    if extensions:
+        (directory / f"{name}.ext").write_text(extensions + "\n")
+        signing += ["-extfile", f"{name}.ext"]
+    openssl(*signing, cwd=directory)
+
+
+@dataclass
+class PKI:
+    directory: Path
+
+    def __getattr__(self, name: str) -> str:
+        """`pki.client_key` is the path of client.key."""
+        stem, extension = name.rsplit("_", 1)
+        return str(self.directory / f"{stem}.{extension}")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> PKI:
+    """Two CAs; server certificates for 127.0.0.1, localhost and mimood (the upstream's name in
+    Deploy/nginx/upstream.conf; a second certificate, for the reload); client certificates from the first CA
+    (a PACS gateway's and nginx's as a proxy) and one from the other."""
+    directory = tmp_path_factory.mktemp("pki")
+    for ca, subject in (("ca", "/CN=MIM-OOD Test CA"), ("other_ca", "/CN=Another CA")):
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                "-subj", subject, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", cwd=directory)
+    san = "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:mimood"
+    issue(directory, "server", "/CN=mimood-first", "ca", san)
+    issue(directory, "server2", "/CN=mimood-reloaded", "ca", san)
+    issue(directory, "client", "/O=Radiology/CN=pacs-gateway", "ca")
+    issue(directory, "proxy", "/O=Radiology/CN=nginx-proxy", "ca")
+    issue(directory, "stranger", "/O=Elsewhere/CN=stranger", "other_ca")
+    return PKI(directory)
+
+
+def curl(url: str, pki: PKI, *arguments: str) -> subprocess.CompletedProcess:
+    """curl trusting the test CA; stdout ends with the status code (000 when there was no response)."""
+    return subprocess.run(["curl", "-sS", "--max-time", "60", "--cacert", pki.ca_pem, "-o", "/dev/stderr",
+                           "-w", "%{http_code}", *arguments, url], capture_output=True, text=True)
+
+
+def s_client(port: int, *arguments: str) -> tuple[int, str]:
+    """The output is decoded with replacement: after ALPN h2 it may hold the server's first HTTP/2 frames."""
+    finished = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *arguments],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=30)
+    return finished.returncode, finished.stdout + finished.stderr
+
+
+def tls_settings(pki: PKI, *more: str) -> list[str]:
+    """`mimood serve` settings for HTTPS with the test server certificate."""
+    return ["--tls-certificate-file", pki.server_pem, "--tls-key-file", pki.server_key, *more]
 
 
 ORTHANC = Path("/usr/sbin/Orthanc")
@@ -157,50 +220,3 @@ def write_volume(path: Path, thickness: int, affine: np.ndarray) -> Path:
     nib.save(nib.Nifti1Image(volume, affine), path)
     return path
 
-
-# --- Certificates for the TLS tests (test_tls, test_http2), made by `openssl req` ---
-
-def openssl(*arguments: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *arguments], cwd=cwd, check=True, capture_output=True)
-
-
-def issue(directory: Path, name: str, subject: str, ca: str, extensions: str = "") -> None:
-    """A P-256 key and a certificate for `subject`, signed by the CA `ca` (its .pem and .key)."""
-    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", subject,
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=directory)
-    signing = ["x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-               "-days", "2", "-out", f"{name}.pem"]
-    if extensions:
-        (directory / f"{name}.ext").write_text(extensions + "\n")
-        signing += ["-extfile", f"{name}.ext"]
-    openssl(*signing, cwd=directory)
-
-
-@dataclass
-class PKI:
-    directory: Path
-
-    def __getattr__(self, name: str) -> str:
-        """`pki.client_key` is the path of client.key."""
-        stem, extension = name.rsplit("_", 1)
-        return str(self.directory / f"{stem}.{extension}")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> PKI:
-    """Two CAs; server certificates for 127.0.0.1 and localhost (a second one, for the reload); a client
-    certificate from the first CA and one from the other."""
-    directory = tmp_path_factory.mktemp("pki")
-    for ca, subject in (("ca", "/CN=MIM-OOD Test CA"), ("other_ca", "/CN=Another CA")):
-        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                "-subj", subject, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", cwd=directory)
-    san = "subjectAltName=IP:127.0.0.1,DNS:localhost"
-    issue(directory, "server", "/CN=mimood-first", "ca", san)
-    issue(directory, "server2", "/CN=mimood-reloaded", "ca", san)
-    issue(directory, "client", "/O=Radiology/CN=pacs-gateway", "ca")
-    issue(directory, "stranger", "/O=Elsewhere/CN=stranger", "other_ca")
-    return PKI(directory)
-
-
-def tls_settings(pki: PKI, *more: str) -> list[str]:
-    return ["--tls-certificate-file", pki.server_pem, "--tls-key-file", pki.server_key, *more]

@@ -1,5 +1,6 @@
-"""The deployment files (Dockerfile, Deploy/compose.yaml, Deploy/kubernetes/) parse and agree with the server:
-its port and drain timeout (Config/mimood.toml), its probe routes (openapi.yaml), its setting names."""
+"""The deployment files (Dockerfile, Deploy/compose.yaml, Deploy/nginx/, Deploy/kubernetes/ and its TLS overlay)
+parse and agree with the server: its port and drain timeout (Config/mimood.toml), its probe routes
+(openapi.yaml), its setting names, what its TLS needs."""
 
 import json
 import re
@@ -161,6 +162,77 @@ def test_autoscaler_scales_the_deployment_on_cpu():
     assert "cpu" in container()["resources"]["requests"]   # utilization is measured against the request
 
 
+# --- Kubernetes with TLS (the kustomize overlay kubernetes/tls/ on the base kubernetes/) ---
+
+def merge(base, patch):
+    """A strategic merge patch as kustomize applies the overlay's: maps merged key by key, lists of named
+    items (containers, volumes) merged by name with new ones appended, anything else replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{key: merge(base[key], value) if key in base else value for key, value in patch.items()}}
+    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i for i in base + patch):
+        named = {item["name"]: item for item in base}
+        added = [item for item in patch if item["name"] not in named]
+        return [merge(item, next((p for p in patch if p["name"] == item["name"]), {})) for item in base] + added
+    return patch
+
+
+def kustomization(folder):
+    [doc] = load(folder / "kustomization.yaml")
+    assert doc["kind"] == "Kustomization"
+    return doc
+
+
+def overlay():
+    """The TLS overlay's documents: the base's resources with the overlay's patches applied."""
+    folder = DEPLOY / "kubernetes/tls"
+    spec = kustomization(folder)
+    assert spec["resources"] == [".."]
+    base = kustomization(DEPLOY / "kubernetes")["resources"]
+    docs = [doc for name in base for doc in load(DEPLOY / "kubernetes" / name)]
+    for entry in spec["patches"]:
+        [patch] = load(folder / entry["path"])
+        [target] = [i for i, d in enumerate(docs) if (d["kind"], d["metadata"]["name"]) == (patch["kind"], patch["metadata"]["name"])]
+        docs[target] = merge(docs[target], patch)
+    return {doc["kind"]: doc for doc in docs}
+
+
+def test_kubernetes_base_lists_every_manifest():
+    names = kustomization(DEPLOY / "kubernetes")["resources"]
+    assert sorted(names) == sorted(p.name for p in (DEPLOY / "kubernetes").glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def test_tls_overlay_settings_name_the_mounted_secret_files():
+    docs = overlay()
+    settings = docs["ConfigMap"]["data"]
+    for name in settings:
+        assert name.startswith("MIMOOD_") and name[len("MIMOOD_"):].lower() in SETTINGS, name
+    spec = docs["Deployment"]["spec"]["template"]["spec"]
+    [c] = spec["containers"]   # the patch's container is the base's, not a second one
+    [mount] = [m for m in c["volumeMounts"] if m["name"] == "tls"]
+    assert mount["readOnly"] and "subPath" not in mount   # a subPath file would never see a renewal
+    [volume] = [v for v in spec["volumes"] if v["name"] == "tls"]
+    # The keys of a kubernetes.io/tls Secret, and cert-manager's ca.crt.
+    assert settings["MIMOOD_TLS_CERTIFICATE_FILE"] == f"{mount['mountPath']}/tls.crt"
+    assert settings["MIMOOD_TLS_KEY_FILE"] == f"{mount['mountPath']}/tls.key"
+    assert settings["MIMOOD_TLS_CLIENT_CA_FILE"] == f"{mount['mountPath']}/ca.crt"
+    # Readable by the service's user through its group, by nobody else.
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"]
+    [certificate] = load(DEPLOY / "kubernetes/tls/certificate.yaml")
+    assert certificate["spec"]["secretName"] == volume["secret"]["secretName"]
+    assert docs["Service"]["metadata"]["name"] in certificate["spec"]["dnsNames"]
+
+
+def test_tls_overlay_probes_speak_https_and_can_pass_the_handshake():
+    docs = overlay()
+    [c] = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    base = container()
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert c[probe]["httpGet"] == {**base[probe]["httpGet"], "scheme": "HTTPS"}
+    # The kubelet presents no client certificate: with "required" every HTTPS probe would be refused.
+    assert docs["ConfigMap"]["data"]["MIMOOD_TLS_CLIENT_AUTH"] in ("none", "optional")
+
+
 # --- Compose ---
 
 def test_compose_replicas_health_and_grace_period():
@@ -178,9 +250,36 @@ def test_compose_nginx_fronts_the_replicas():
     nginx = compose["services"]["nginx"]
     assert nginx["depends_on"]["mimood"]["condition"] == "service_healthy"
     mounts = {v.split(":")[0]: v.split(":")[1] for v in nginx["volumes"]}
-    # Both files in nginx's conf.d, the upstream first; the upstream points at these replicas.
-    assert mounts["./nginx/upstream.conf"] < mounts["./nginx/mimood.conf"]
-    assert all(target.startswith("/etc/nginx/conf.d/") for target in mounts.values())
+    # The http-context files in nginx's conf.d, the upstream first; the site's snippets where it includes them.
+    assert mounts["./nginx/upstream.conf"] < mounts["./nginx/request-id.conf"] < mounts["./nginx/mimood.conf"]
+    assert all(mounts[f"./nginx/{name}"].startswith("/etc/nginx/conf.d/") for name in
+               ("upstream.conf", "request-id.conf", "mimood.conf"))
+    assert mounts["./nginx/snippets"] == "/etc/nginx/snippets"
     upstream = (DEPLOY / "nginx/upstream.conf").read_text()
     assert re.search(r"upstream\s+mimood\s*\{", upstream) and f"server mimood:{PORT};" in upstream
-    assert "proxy_pass http://mimood;" in (DEPLOY / "nginx/mimood.conf").read_text()
+
+
+SITES = sorted((DEPLOY / "nginx").glob("mimood*.conf"))
+
+
+@pytest.mark.parametrize("site", SITES, ids=lambda p: p.name)
+def test_nginx_sites_share_the_proxy_settings_and_the_upstream(site):
+    """Every site (plain, HTTPS, HTTPS to the replicas too) proxies to the one upstream with the shared
+    limits, timeouts and headers; the HTTPS ones with the shared TLS settings. Snippets they include exist."""
+    text = site.read_text()
+    includes = re.findall(r"^\s*include\s+(\S+);", text, re.M)
+    assert "snippets/mimood-proxy.conf" in includes
+    assert ("snippets/mimood-tls.conf" in includes) == ("ssl;" in text)
+    for include in includes:
+        assert (DEPLOY / "nginx" / include).is_file(), include
+    assert re.findall(r"proxy_pass\s+(\S+);", text) in (["http://mimood"], ["https://mimood"])
+    assert "$mimood_request_id" in (DEPLOY / "nginx/snippets/mimood-proxy.conf").read_text()
+    assert "map $http_x_request_id $mimood_request_id" in (DEPLOY / "nginx/request-id.conf").read_text()
+
+
+def test_nginx_forwards_no_client_identity_the_service_would_trust():
+    """The service takes the client's identity only from its own TLS handshake (client_subject), never from
+    a header: a site that forwarded $ssl_client_* would suggest otherwise."""
+    for path in (DEPLOY / "nginx").rglob("*.conf"):
+        settings = [line.split("#")[0] for line in path.read_text().splitlines()]
+        assert not any("$ssl_client" in line for line in settings), path

@@ -1,7 +1,8 @@
-"""HTTPS on the real `mimood serve` (docs/service.md, "TLS"): certificates made here by `openssl req`, spoken
-to by curl, `openssl s_client` and Python's ssl module. The handshake rules (TLS 1.2 and 1.3 only, ALPN
-h2 then http/1.1, the intermediate ciphers), client certificates (none, optional, required), the handshake timeout,
-reload on SIGHUP, bad files refused at start, and the HTTP/1.1 raw-socket edge cases over both transports."""
+"""HTTPS on the real `mimood serve` (docs/service.md, "TLS"): certificates made by `openssl req` (conftest's
+`pki`), spoken to by curl, `openssl s_client` and Python's ssl module. The handshake rules (TLS 1.2 and 1.3
+only, ALPN h2 then http/1.1, the intermediate ciphers), client certificates (none, optional, required), the handshake
+timeout, reload on SIGHUP, bad files refused at start, and the HTTP/1.1 raw-socket edge cases over both
+transports."""
 from __future__ import annotations
 
 import io
@@ -18,21 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PARITY, PKI, ROOT, parity_slice, tls_settings
+from conftest import PARITY, PKI, ROOT, curl, parity_slice, s_client, tls_settings
 
 CLIENT_SUBJECT = "CN=pacs-gateway,O=Radiology"
-
-
-def curl(url: str, pki: PKI, *arguments: str) -> subprocess.CompletedProcess:
-    """curl trusting the test CA; stdout ends with the status code (000 when there was no response)."""
-    return subprocess.run(["curl", "-sS", "--max-time", "60", "--cacert", pki.ca_pem, "-o", "/dev/stderr",
-                           "-w", "%{http_code}", *arguments, url], capture_output=True, text=True)
-
-
-def s_client(port: int, *arguments: str) -> tuple[int, str]:
-    finished = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *arguments],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=30)
-    return finished.returncode, finished.stdout + finished.stderr
 
 
 def log_events(service, message: str) -> list[dict]:

@@ -5,7 +5,7 @@ BUILD_PACKAGES=(zlib1g-dev libopenblas-pthread-dev libdcmtk-dev libssl-dev libng
 # ... and those the tests add (dcmtk: dcmcjpeg writes the JPEG lossless series of Deploy/tests/test_dicom.py;
 # orthanc and orthanc-dicomweb: the real PACS, with its DICOMweb plugin, of Deploy/tests/test_orthanc.py;
 # openssl: the TLS tests make their certificates with `openssl req` and handshake with `openssl s_client`;
-# nghttp2-client: test_http2's nghttp and h2load clients).
+# nghttp2-client: test_http2's nghttp and h2load clients, and h2load, HTTP/2's wrk, in scripts/bench-http).
 SYSTEM_PACKAGES=("${BUILD_PACKAGES[@]}" curl wrk nginx dcmtk orthanc orthanc-dicomweb openssl nghttp2-client)
 
 ensure_system_packages() { ensure_packages "${SYSTEM_PACKAGES[@]}"; }
