@@ -1,7 +1,8 @@
 """HTTP/2 on the real `mimood serve` (docs/service.md, "HTTP/2"): over TLS chosen by ALPN, and in cleartext by
 prior knowledge, spoken to by curl, nghttp, h2load, httpx and `openssl s_client`; the answers equal HTTP/1.1's
-(resets and the drain are HTTPServerTests' HTTP2ServerTests, with handlers that wait for them); and the known floods (rapid reset, CONTINUATION, SETTINGS, PING, HPACK bomb), each sent on a raw socket as
-hand-made frames, end that connection while the server goes on serving others."""
+(resets and the drain are in HTTPServerTests' HTTP2ServerTests, with handlers that wait for them); and the
+known floods (rapid reset, CONTINUATION, SETTINGS, PING, HPACK bomb), each sent on a raw socket as hand-made
+frames, end that connection while the server goes on serving others."""
 from __future__ import annotations
 
 import json
@@ -291,6 +292,7 @@ def test_a_control_frame_flood_from_a_client_that_does_not_read_ends_the_connect
         finished.set()
 
     threading.Thread(target=flood, daemon=True).start()
+    assert_still_serving(service)  # while the flood goes on
     assert finished.wait(timeout=300)
     if not closed:  # every byte went out: the end shows when reading
         connection.frames_until_closed()

@@ -75,10 +75,7 @@ final class HTTP2Session {
         guard nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count) == 0,
               nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0,
                                                     Int32(clamping: configuration.initialWindowBytes)) == 0
-        else {
-            nghttp2_session_del(made)
-            return nil
-        }
+        else { return nil }  // deinit deletes the session
     }
 
     deinit { nghttp2_session_del(session) }
