@@ -3,7 +3,7 @@
 // point toward the kernels (every `import`, as scripts/check-module-graph verifies):
 //   mimood (CLI) → Service, Detection, Evaluation, HTTPServer, JSON, Models, Imaging, Kernels, Threading
 //   Service   → HTTPServer, Detection, Models, JSON, Threading   (+ swift-log, swift-prometheus; swift-crypto for the API key)
-//   HTTPServer → JSON, Threading, ZlibCodec, COpenSSL
+//   HTTPServer → JSON, Threading, ZlibCodec, COpenSSL, CNGHTTP2
 //   Detection → Models, Imaging, Kernels, JSON, ZlibCodec
 //   Models    → Kernels, JSON, Threading                          (+ swift-crypto for weight digests)
 //   Imaging → ZlibCodec → CZlib;  Imaging → CDicom (C++, DCMTK);  Kernels → CBLAS;  JSON, Threading, Evaluation: no dependency
@@ -59,9 +59,11 @@ let package = Package(
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "JSON", .product(name: "Crypto", package: "swift-crypto")]),
         // OpenSSL's libssl from the system (Debian: libssl-dev) for TLS.
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
-        // HTTP/1.1 on POSIX sockets and Dispatch, plain or over TLS: a pure request parser and the socket server.
-        // Knows nothing of models.
-        .target(name: "HTTPServer", dependencies: ["ZlibCodec", "JSON", "Threading", "COpenSSL"]),
+        // nghttp2 from the system (Debian: libnghttp2-dev): HTTP/2 framing, HPACK and flow control.
+        .systemLibrary(name: "CNGHTTP2", path: "Sources/CNGHTTP2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
+        // HTTP/1.1 and HTTP/2 on POSIX sockets and Dispatch, plain or over TLS: a pure request parser, the
+        // HTTP/2 session layer, and the socket server. Knows nothing of models.
+        .target(name: "HTTPServer", dependencies: ["ZlibCodec", "JSON", "Threading", "COpenSSL", "CNGHTTP2"]),
         // JSON (RFC 8259): the strict parser of manifests and safetensors headers, and the one writer of every
         // JSON text (problem+json, responses, log lines), which never writes a non-finite number.
         .target(name: "JSON"),
@@ -81,8 +83,8 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .testTarget(name: "ServiceTests", dependencies: ["Service", "Detection", "HTTPServer", "Models", "Kernels", "Imaging", "ZlibCodec", "Threading", "TestSupport"]),
-        // COpenSSL: a TLS client for the raw-socket tests over TLS.
-        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading", "COpenSSL"]),
+        // COpenSSL: a TLS client for the raw-socket tests over TLS; CNGHTTP2: an HTTP/2 client for those over HTTP/2.
+        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "Threading", "COpenSSL", "CNGHTTP2"]),
         // The command line: `mimood detect`, `mimood bench` (docs/cli.md) and `mimood serve` (docs/service.md).
         .executableTarget(name: "mimood", dependencies: [
             "Service", "Detection", "Evaluation", "HTTPServer", "JSON", "Models", "Imaging", "Kernels", "Threading",

@@ -127,9 +127,15 @@ def curl(url: str, pki: PKI, *arguments: str) -> subprocess.CompletedProcess:
 
 
 def s_client(port: int, *arguments: str) -> tuple[int, str]:
+    """The output is decoded with replacement: after ALPN h2 it may hold the server's first HTTP/2 frames."""
     finished = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *arguments],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=30)
     return finished.returncode, finished.stdout + finished.stderr
+
+
+def tls_settings(pki: PKI, *more: str) -> list[str]:
+    """`mimood serve` settings for HTTPS with the test server certificate."""
+    return ["--tls-certificate-file", pki.server_pem, "--tls-key-file", pki.server_key, *more]
 
 
 ORTHANC = Path("/usr/sbin/Orthanc")
@@ -221,3 +227,4 @@ def write_volume(path: Path, thickness: int, affine: np.ndarray) -> Path:
     volume = np.repeat((parity_slice().T * 1000).astype(np.float32)[:, :, None], thickness, axis=2)
     nib.save(nib.Nifti1Image(volume, affine), path)
     return path
+

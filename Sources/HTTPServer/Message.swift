@@ -39,7 +39,7 @@ public struct HTTPHeaders: Sendable, Equatable, Sequence {
 }
 
 public enum HTTPVersion: Sendable, Equatable {
-    case http1_0, http1_1
+    case http1_0, http1_1, http2
 }
 
 /// A request's method, request line and header section, as the parser hands it over before any body byte.

@@ -107,9 +107,11 @@ public final class DetectionService: Sendable {
         // Label values from a closed set: a client may send any token as its method.
         let method = record.method.map { Self.knownMethods.contains($0) ? $0 : "other" } ?? "-"
         let route = record.route ?? "other"
-        metrics.recordRequest(route: route, method: method, status: record.status, duration: record.duration)
+        let applicationProtocol = record.applicationProtocol.rawValue
+        metrics.recordRequest(route: route, method: method, status: record.status, protocol: applicationProtocol, duration: record.duration)
         var metadata: Logger.Metadata = [
             "status": .stringConvertible(record.status), "route": .string(route), "method": .string(method),
+            "protocol": .string(applicationProtocol),
             "duration_ms": .stringConvertible(milliseconds(record.duration)),
             "request_bytes": .stringConvertible(record.requestBodyBytes), "response_bytes": .stringConvertible(record.responseBodyBytes),
         ]

@@ -40,9 +40,11 @@ public final class Metrics: Sendable {
             "1 when the model is loaded and warm and the server is not draining."))
     }
 
-    /// One answered request. `route` is a registered path, or "other" for anything else.
-    public func recordRequest(route: String, method: String, status: Int, duration: Duration) {
-        registry.makeCounter(descriptor: Self.requests, labels: [("route", route), ("method", method), ("status", String(status))])
+    /// One answered request. `route` is a registered path, or "other" for anything else; `protocol` is
+    /// "http/1.1" (also for 1.0) or "h2".
+    public func recordRequest(route: String, method: String, status: Int, protocol: String, duration: Duration) {
+        registry.makeCounter(descriptor: Self.requests,
+                             labels: [("route", route), ("method", method), ("status", String(status)), ("protocol", `protocol`)])
             .increment()
         registry.makeDurationHistogram(descriptor: Self.requestDuration, labels: [("route", route)], buckets: Self.latencyBuckets)
             .record(duration)

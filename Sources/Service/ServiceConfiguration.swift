@@ -28,6 +28,12 @@ public struct ServiceConfiguration: Sendable, Equatable {
     public var tlsClientAuth = TLSConfiguration.ClientAuthentication.none.rawValue
     public var tlsHandshakeTimeoutSeconds = 10.0
 
+    // HTTP/2 (beside HTTP/1.1: ALPN over TLS, prior knowledge in cleartext).
+    public var http2 = "on"
+    public var http2MaxConcurrentStreams = 100
+    public var http2MaxHeaderListBytes = 32 * 1024
+    public var http2InitialWindowBytes = 1024 * 1024
+
     // HTTP limits and timeouts.
     public var maxBodyBytes = 256 * 1024 * 1024
     public var maxConnections = 1024
@@ -114,6 +120,16 @@ public struct ServiceConfiguration: Sendable, Equatable {
         tls.clientCAFile = tlsClientCAFile.isEmpty ? nil : tlsClientCAFile
         tls.handshakeTimeout = .seconds(tlsHandshakeTimeoutSeconds)
         return tls
+    }
+
+    /// The server's HTTP/2 settings; nil when `http2` is off.
+    public var http2Configuration: HTTP2Configuration? {
+        guard http2 == "on" else { return nil }
+        var http2 = HTTP2Configuration()
+        http2.maxConcurrentStreams = http2MaxConcurrentStreams
+        http2.maxHeaderListBytes = http2MaxHeaderListBytes
+        http2.initialWindowBytes = http2InitialWindowBytes
+        return http2
     }
 
     /// The setting that names the file a TLS error is about.
@@ -222,6 +238,16 @@ extension ServiceConfiguration {
                     kind: .text(\.tlsClientAuth, allowed: TLSConfiguration.ClientAuthentication.allCases.map(\.rawValue))),
             Setting(name: "tls_handshake_timeout_seconds", help: "A TLS handshake not finished this long after the connection "
                     + "was accepted is abandoned (the connection closed).", kind: .number(\.tlsHandshakeTimeoutSeconds, 0.001...day)),
+            Setting(name: "http2", help: "HTTP/2 beside HTTP/1.1: 'on' (over TLS when the client's ALPN offers h2, in cleartext "
+                    + "when it opens with the HTTP/2 preface) or 'off'.", kind: .text(\.http2, allowed: ["on", "off"])),
+            Setting(name: "http2_max_concurrent_streams", help: "Requests one HTTP/2 connection may have open at once "
+                    + "(SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with RST_STREAM and retried by the client.",
+                    kind: .integer(\.http2MaxConcurrentStreams, 1...65_536)),
+            Setting(name: "http2_max_header_list_bytes", help: "Largest HTTP/2 header section once decoded, 32 bytes counted "
+                    + "per field (SETTINGS_MAX_HEADER_LIST_SIZE; 431 beyond).", kind: .integer(\.http2MaxHeaderListBytes, 1024...(16 << 20))),
+            Setting(name: "http2_initial_window_bytes", help: "Body bytes an HTTP/2 client may send on a stream ahead of the "
+                    + "server's acknowledgement (SETTINGS_INITIAL_WINDOW_SIZE).",
+                    kind: .integer(\.http2InitialWindowBytes, 65_535...2_147_483_647)),
             Setting(name: "max_body_bytes", help: "Largest request body (413 beyond).", kind: .integer(\.maxBodyBytes, 1...(1 << 40))),
             Setting(name: "max_connections", help: "Open connections; more are answered 503 and closed.",
                     kind: .integer(\.maxConnections, 1...1_000_000)),

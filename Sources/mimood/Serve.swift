@@ -118,6 +118,7 @@ struct Serve: AsyncParsableCommand {
         server.writeTimeout = .seconds(configuration.writeTimeoutSeconds)
         server.drainTimeout = .seconds(configuration.drainTimeoutSeconds)
         server.tls = configuration.tls
+        server.http2 = configuration.http2Configuration
         return server
     }
 

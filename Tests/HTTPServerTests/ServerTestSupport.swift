@@ -163,6 +163,14 @@ final class RawClient {
         return count > 0
     }
 
+    /// Reads once unless bytes are already waiting, and hands over every byte received so far; nil at the
+    /// end of the stream. Throws on the receive timeout.
+    func receiveBytes() throws -> [UInt8]? {
+        if received.isEmpty, try !receiveMore() { return nil }
+        defer { received = [] }
+        return received
+    }
+
     /// Reads one response framed by Content-Length (the server never sends chunked); `bodyless` for HEAD.
     func readResponse(bodyless: Bool = false) throws -> RawResponse {
         let separator = Array("\r\n\r\n".utf8)

@@ -293,9 +293,9 @@ final class ServiceEndToEndTests: ServiceTestCase {
         _ = try Curl.run(["-X", "BREW", "\(service.baseURL)/healthz"])  // any token is a method: 405, labelled "other"
         let metrics = try Curl.run(["\(service.baseURL)/metrics"])
         XCTAssertEqual(metrics.headers["content-type"], "text/plain; version=0.0.4; charset=utf-8")
-        for line in ["mimood_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 1",
-                     "mimood_http_requests_total{route=\"other\",method=\"GET\",status=\"404\"} 1",
-                     "mimood_http_requests_total{route=\"/healthz\",method=\"other\",status=\"405\"} 1", "mimood_ready 1.0",
+        for line in ["mimood_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\",protocol=\"http/1.1\"} 1",
+                     "mimood_http_requests_total{route=\"other\",method=\"GET\",status=\"404\",protocol=\"http/1.1\"} 1",
+                     "mimood_http_requests_total{route=\"/healthz\",method=\"other\",status=\"405\",protocol=\"http/1.1\"} 1", "mimood_ready 1.0",
                      "# TYPE mimood_batch_slices histogram", "mimood_queue_slices 0.0"] {
             XCTAssertTrue(metrics.text.contains(line), "no '\(line)' in\n\(metrics.text)")
         }

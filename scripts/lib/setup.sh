@@ -1,11 +1,11 @@
 # Shared set-up steps for scripts/test and scripts/serve: install only what is missing.
 
 # Debian packages the build needs (also the container's build stage: scripts/container/install-build-packages).
-BUILD_PACKAGES=(zlib1g-dev libopenblas-pthread-dev libdcmtk-dev libssl-dev pkg-config)
+BUILD_PACKAGES=(zlib1g-dev libopenblas-pthread-dev libdcmtk-dev libssl-dev libnghttp2-dev pkg-config)
 # ... and those the tests add (dcmtk: dcmcjpeg writes the JPEG lossless series of Deploy/tests/test_dicom.py;
 # orthanc and orthanc-dicomweb: the real PACS, with its DICOMweb plugin, of Deploy/tests/test_orthanc.py;
 # openssl: the TLS tests make their certificates with `openssl req` and handshake with `openssl s_client`;
-# nghttp2-client: h2load, HTTP/2's wrk in scripts/bench-http).
+# nghttp2-client: test_http2's nghttp and h2load clients, and h2load, HTTP/2's wrk, in scripts/bench-http).
 SYSTEM_PACKAGES=("${BUILD_PACKAGES[@]}" curl wrk nginx dcmtk orthanc orthanc-dicomweb openssl nghttp2-client)
 
 ensure_system_packages() { ensure_packages "${SYSTEM_PACKAGES[@]}"; }

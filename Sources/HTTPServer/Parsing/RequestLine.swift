@@ -38,7 +38,7 @@ struct RequestLine {
 
     /// Splits a request-target into decoded path and query (RFC 9112 §3.2). Accepted: origin-form,
     /// absolute-form with an http or https scheme, and asterisk-form for OPTIONS only.
-    private static func parseTarget(_ bytes: ArraySlice<UInt8>, method: String)
+    static func parseTarget(_ bytes: ArraySlice<UInt8>, method: String)
         throws(HTTPParseError) -> (path: String, query: [(name: String, value: String)]) {
         if bytes.first == ASCII.slash { return try parsePathAndQuery(bytes) }
         if bytes.elementsEqual("*".utf8) {

@@ -11,6 +11,9 @@ public enum ProblemDetails {
                                   "status": .integer(status), "detail": .string(detail)])
         return HTTPResponse(status: status, headers: headers, body: Array(JSONValue.object(problem).jsonText.utf8))
     }
+
+    /// The answer for a handler that threw.
+    static let handlerFailure = response(status: 500, detail: "the request could not be processed")
 }
 
 enum HTTPStatus {

@@ -18,48 +18,57 @@ struct ResponseEncoder {
         }
     }
 
-    /// How the head delimits the body. The encoder writes the framing fields itself and drops the handler's.
-    private enum Framing {
-        case none
-        case length(Int)
-        /// A HEAD handler of its own states the Content-Length GET would have: kept as given.
-        case handlersLength
+    /// A final response as both protocols send it: content-coded, its fields those of the head (the
+    /// handler's, less the framing and persistence ones, plus `Content-Length`, `Date` and `Server`), and
+    /// its body as sent (none for HEAD and for statuses without one). HTTP/1.1 adds `Connection`; HTTP/2
+    /// sends the fields lowercased as HPACK wants them.
+    struct Prepared {
+        var status: Int
+        var fields: [(name: String, value: String)]
+        var body: [UInt8]
     }
 
+    /// The HTTP/1.1 bytes of a response: status line, fields, then the body.
     func encode(_ response: HTTPResponse, for request: RequestContext?, keepAlive: Bool,
                 requestVersion: HTTPVersion) -> [UInt8] {
-        var headers = response.headers
-        var body = response.body
-        if let request { applyContentCoding(&headers, &body, accepted: request.acceptedEncodings) }
-
-        let status = response.status
-        let isHead = request?.isHead == true
-        let framing: Framing
-        if (100..<200).contains(status) || status == 204 || status == 304 {
-            framing = .none
-            body = []
-        } else if isHead && body.isEmpty && headers["content-length"] != nil {
-            framing = .handlersLength
-        } else {
-            framing = .length(body.count)
+        var prepared = prepare(response, for: request)
+        if !keepAlive {
+            prepared.fields.append(("Connection", "close"))
+        } else if requestVersion == .http1_0 {
+            prepared.fields.append(("Connection", "keep-alive"))  // 1.0 clients close unless told otherwise
         }
-        var bytes = encodeHead(status: status, headers: headers, framing: framing, keepAlive: keepAlive,
-                               requestVersion: requestVersion, reservingBody: isHead ? 0 : body.count)
-        if !isHead { bytes.append(contentsOf: body) }
-        return bytes
-    }
-
-    private func encodeHead(status: Int, headers: HTTPHeaders, framing: Framing, keepAlive: Bool,
-                            requestVersion: HTTPVersion, reservingBody bodyCount: Int) -> [UInt8] {
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(256 + bodyCount)
-        func appendField(_ name: String, _ value: String) {
+        bytes.reserveCapacity(256 + prepared.body.count)
+        bytes.append(contentsOf: "HTTP/1.1 \(prepared.status) \(HTTPStatus.reasonPhrase(prepared.status))\r\n".utf8)
+        for (name, value) in prepared.fields {
             bytes.append(contentsOf: name.utf8)
             bytes.append(contentsOf: ": ".utf8)
             bytes.append(contentsOf: value.utf8)
             bytes.append(contentsOf: "\r\n".utf8)
         }
-        bytes.append(contentsOf: "HTTP/1.1 \(status) \(HTTPStatus.reasonPhrase(status))\r\n".utf8)
+        bytes.append(contentsOf: "\r\n".utf8)
+        bytes.append(contentsOf: prepared.body)
+        return bytes
+    }
+
+    func prepare(_ response: HTTPResponse, for request: RequestContext?) -> Prepared {
+        var headers = response.headers
+        var body = response.body
+        if let request { applyContentCoding(&headers, &body, accepted: request.acceptedEncodings) }
+        let status = response.status
+        let isHead = request?.isHead == true
+        // The length the body states: none for statuses without a body; a HEAD handler of its own states the
+        // Content-Length GET would have, kept as given.
+        var contentLength: Int?
+        var keepsHandlersLength = false
+        if (100..<200).contains(status) || status == 204 || status == 304 {
+            body = []
+        } else if isHead && body.isEmpty && headers["content-length"] != nil {
+            keepsHandlersLength = true
+        } else {
+            contentLength = body.count
+        }
+        var fields: [(name: String, value: String)] = []
         var hasDate = false
         var hasServer = false
         for (name, value) in headers {
@@ -68,25 +77,21 @@ struct ResponseEncoder {
             } else if name.equalsIgnoringASCIICase("server") {
                 hasServer = true
             } else if name.equalsIgnoringASCIICase("content-length") {
-                guard case .handlersLength = framing else { continue }
-            } else if name.equalsIgnoringASCIICase("connection") || name.equalsIgnoringASCIICase("transfer-encoding") {
+                guard keepsHandlersLength else { continue }
+            } else if Self.isConnectionSpecific(name) {
                 continue  // framing and persistence are the server's to state
             }
-            appendField(name, value)
+            fields.append((name, value))
         }
-        switch framing {
-        case .length(let count): appendField("Content-Length", String(count))
-        case .none, .handlersLength: break
-        }
-        if !hasDate { appendField("Date", HTTPDate.now()) }
-        if let serverName, !hasServer { appendField("Server", serverName) }
-        if !keepAlive {
-            appendField("Connection", "close")
-        } else if requestVersion == .http1_0 {
-            appendField("Connection", "keep-alive")  // 1.0 clients close unless told otherwise
-        }
-        bytes.append(contentsOf: "\r\n".utf8)
-        return bytes
+        if let contentLength { fields.append(("Content-Length", String(contentLength))) }
+        if !hasDate { fields.append(("Date", HTTPDate.now())) }
+        if let serverName, !hasServer { fields.append(("Server", serverName)) }
+        return Prepared(status: status, fields: fields, body: isHead ? [] : body)
+    }
+
+    /// Fields about one hop's connection, which HTTP/2 forbids (RFC 9113 §8.2.2) and HTTP/1.1 states itself.
+    private static func isConnectionSpecific(_ name: String) -> Bool {
+        ["connection", "transfer-encoding", "keep-alive", "proxy-connection", "upgrade"].contains { name.equalsIgnoringASCIICase($0) }
     }
 
     /// gzip when the client accepts it and it is worth it; a body the handler already encoded is left alone.

@@ -1,9 +1,12 @@
 import Dispatch
 import Threading
 
-/// One accepted socket, run by a `ConnectionStateMachine`: this class owns the descriptor, its read and
-/// write sources, the timer and the handler's task, reports what they find to the machine as events, and
-/// performs the machine's actions. It decides nothing itself.
+/// One accepted socket, run by a `ConnectionStateMachine` (HTTP/1.1) or an `HTTP2ConnectionMachine`: this
+/// class owns the descriptor, its read and write sources, the timer and the handlers' tasks, reports what
+/// they find to the machine as events, and performs the machine's actions. It decides nothing itself.
+///
+/// HTTP/2 is chosen by ALPN over TLS, and on a cleartext connection by the client preface its first bytes
+/// carry (h2c by prior knowledge); until those bytes decide, they are held back from the HTTP/1.1 machine.
 ///
 /// With TLS, the handshake comes first, on the same sources and timer (its own timeout), and the machine
 /// starts once it is done; then the bytes go through the TLS session (`Transport`). Which source is resumed
@@ -25,13 +28,19 @@ final class Connection: @unchecked Sendable {
     private let tlsObserver: (@Sendable (TLSEvent) -> Void)?
     private let onClose: @Sendable (Connection) -> Void
     private var machine: Machine
-    private let acceptedAt = ContinuousClock.now
+    /// Set once the connection speaks HTTP/2; `machine` is then unused.
+    private var http2Machine: HTTP2ConnectionMachine?
+    /// A cleartext connection's first bytes while they may still be the HTTP/2 client preface; nil once decided.
+    private var prefaceCandidate: [UInt8]?
+    /// The accept, and after a TLS handshake its end: HTTP/2's first header timeout counts from it.
+    private var acceptedAt = ContinuousClock.now
     /// The TLS handshake is under way: the machine has not started.
     private var isHandshaking: Bool
 
     private var outbound: [UInt8] = []
     private var outboundSent = 0
-    private var handlerTask: Task<Void, Never>?
+    /// By HTTP/2 stream; HTTP/1.1's one handler is under 0, which is no stream's id.
+    private var handlerTasks: [Int32: Task<Void, Never>] = [:]
     private var isClosed = false
 
     private let readSource: DispatchSourceRead
@@ -57,6 +66,7 @@ final class Connection: @unchecked Sendable {
         self.descriptor = descriptor
         transport = tls.map { .tls($0, descriptor: descriptor) } ?? .plain(descriptor: descriptor)
         isHandshaking = tls != nil
+        prefaceCandidate = tls == nil && configuration.http2 != nil ? [] : nil
         self.queue = queue
         self.configuration = configuration
         self.router = router
@@ -93,16 +103,17 @@ final class Connection: @unchecked Sendable {
         }
     }
 
-    /// Shutdown has begun: close now if no request is in progress, otherwise after its response.
+    /// Shutdown has begun: close now if no request is in progress, otherwise after its response (HTTP/2:
+    /// GOAWAY, and the streams in progress finish).
     func beginDrain() {
         dispatchPrecondition(condition: .onQueue(queue))
-        receive([.drainBegan])
+        if http2Machine != nil { receiveHTTP2([.drainBegan]) } else { receive([.drainBegan]) }
     }
 
     /// The drain timeout passed: close whatever is in progress.
     func forceClose() {
         dispatchPrecondition(condition: .onQueue(queue))
-        receive([.drainTimedOut])
+        if http2Machine != nil { receiveHTTP2([.drainTimedOut]) } else { receive([.drainTimedOut]) }
     }
 
     /// Feeds `events` to the machine and performs its actions. What performing an action finds at once (a
@@ -126,38 +137,109 @@ final class Connection: @unchecked Sendable {
             setReading(mode)
         case .writeContinue:
             outbound.append(contentsOf: "HTTP/1.1 100 Continue\r\n\r\n".utf8)
-            flush(reporting: &found)
+            found.append(Self.http1Event(flush()))
         case .writeResponse(let response, let head, let keepAlive):
             outbound.append(contentsOf: encoder.encode(response, for: head.map(ResponseEncoder.RequestContext.init),
                                                        keepAlive: keepAlive, requestVersion: head?.version ?? .http1_1))
-            flush(reporting: &found)
+            found.append(Self.http1Event(flush()))
         case .armTimer(let deadline):
             arm(deadline)
-        case .runHandler(let handler, var request):
-            request.clientCertificateSubject = clientSubject
-            handlerTask = Task {
-                let result: Result<HTTPResponse, any Error>
-                do {
-                    result = .success(try await handler(request))
-                } catch {
-                    result = .failure(error)
-                }
-                self.queue.async {
-                    self.handlerTask = nil
-                    self.receive([.handlerFinished(result)])
-                }
-            }
+        case .runHandler(let handler, let request):
+            runHandler(handler, request, stream: Self.http1Handler) { self.receive([.handlerFinished($0)]) }
         case .cancelHandler:
-            handlerTask?.cancel()
-            handlerTask = nil
-        case .observe(var record):
-            record.clientCertificateSubject = clientSubject
-            responseObserver?(record)
+            cancelHandler(stream: Self.http1Handler)
+        case .observe(let record):
+            observe(record)
         case .shutDownWriteSide:
             transport.shutdownWrites()
         case .close:
             close()
         }
+    }
+
+    private static let http1Handler: Int32 = 0
+
+    private static func http1Event(_ outcome: FlushOutcome) -> Machine.Event {
+        switch outcome {
+        case .completed: .writeCompleted
+        case .blocked: .writeBlocked
+        case .failed: .peerClosed
+        }
+    }
+
+    // MARK: HTTP/2
+
+    private func startHTTP2(receiving initialBytes: [UInt8]) {
+        guard let http2 = configuration.http2,
+              let made = HTTP2ConnectionMachine(configuration: configuration, http2: http2, router: router, acceptedAt: acceptedAt)
+        else { return close() }
+        http2Machine = made
+        setReading(.reading)
+        receiveHTTP2([.started] + (initialBytes.isEmpty ? [] : [.bytesRead(initialBytes)]))
+    }
+
+    private static func http2Event(_ outcome: FlushOutcome) -> HTTP2ConnectionMachine.Event {
+        switch outcome {
+        case .completed: .writeCompleted
+        case .blocked: .writeBlocked
+        case .failed: .peerClosed
+        }
+    }
+
+    private func receiveHTTP2(_ events: [HTTP2ConnectionMachine.Event]) {
+        var pending = events[...]
+        while let event = pending.popFirst() {
+            guard let actions = http2Machine?.receive(event, at: .now) else { return }
+            for action in actions {
+                guard !isClosed else { return }
+                switch action {
+                case .write(let bytes):
+                    outbound.append(contentsOf: bytes)
+                    pending.append(Self.http2Event(flush()))
+                case .armTimer(let deadline):
+                    arm(deadline)
+                case .runHandler(let stream, let handler, let request):
+                    runHandler(handler, request, stream: stream) { self.receiveHTTP2([.handlerFinished(stream: stream, $0)]) }
+                case .cancelHandler(let stream):
+                    cancelHandler(stream: stream)
+                case .observe(let record):
+                    observe(record)
+                case .close:
+                    close()
+                }
+            }
+        }
+    }
+
+    // MARK: Handlers
+
+    /// Runs `handler` in a task of its own; `finished` gets its result on the queue.
+    private func runHandler(_ handler: @escaping HTTPHandler, _ request: HTTPRequest, stream: Int32,
+                            finished: @escaping @Sendable (Result<HTTPResponse, any Error>) -> Void) {
+        var request = request
+        request.clientCertificateSubject = clientSubject
+        handlerTasks[stream] = Task {
+            let result: Result<HTTPResponse, any Error>
+            do {
+                result = .success(try await handler(request))
+            } catch {
+                result = .failure(error)
+            }
+            self.queue.async {
+                guard self.handlerTasks.removeValue(forKey: stream) != nil else { return }  // cancelled meanwhile
+                finished(result)
+            }
+        }
+    }
+
+    private func cancelHandler(stream: Int32) {
+        handlerTasks.removeValue(forKey: stream)?.cancel()
+    }
+
+    private func observe(_ record: ResponseRecord) {
+        var record = record
+        record.clientCertificateSubject = clientSubject
+        responseObserver?(record)
     }
 
     private var clientSubject: String? {
@@ -176,8 +258,13 @@ final class Connection: @unchecked Sendable {
                 protocolVersion: session.protocolVersion, cipher: session.cipher, applicationProtocol: session.applicationProtocol,
                 clientSubject: session.clientSubject, duration: .now - acceptedAt)))
             // The request's timeouts count from here: the handshake had its own.
-            machine = Machine(configuration: configuration, router: router, acceptedAt: .now)
-            receive([.started])
+            if session.applicationProtocol == .h2 {
+                acceptedAt = .now
+                startHTTP2(receiving: [])
+            } else {
+                machine = Machine(configuration: configuration, router: router, acceptedAt: .now)
+                receive([.started])
+            }
         case .wouldBlock(let readiness):
             readWaitsFor = readiness
             updateSources()
@@ -238,7 +325,7 @@ final class Connection: @unchecked Sendable {
                     return .peerClosed
                 }
             }
-            if let event { receive([event]) }
+            if let event { deliver(event) }
         case .watching:
             switch transport.peek() {
             case .transferred:
@@ -256,6 +343,27 @@ final class Connection: @unchecked Sendable {
         readBufferedInput()
     }
 
+    /// Hands what reading found to the protocol's machine, deciding the protocol of a cleartext connection
+    /// from its first bytes.
+    private func deliver(_ event: Machine.Event) {
+        if http2Machine != nil {
+            if case .bytesRead(let bytes) = event { receiveHTTP2([.bytesRead(bytes)]) } else { receiveHTTP2([.peerClosed]) }
+            return
+        }
+        guard var candidate = prefaceCandidate, case .bytesRead(let bytes) = event else { return receive([event]) }
+        candidate.append(contentsOf: bytes)
+        switch ClientPreface.match(candidate) {
+        case .undecided:
+            prefaceCandidate = candidate
+        case .http2:
+            prefaceCandidate = nil
+            startHTTP2(receiving: candidate)
+        case .http1:
+            prefaceCandidate = nil
+            receive([.bytesRead(candidate)])
+        }
+    }
+
     /// Input that TLS already holds raises no readiness event: it is read in a turn of its own.
     private func readBufferedInput() {
         guard !isClosed, readingMode != .paused, transport.hasBufferedInput else { return }
@@ -270,8 +378,12 @@ final class Connection: @unchecked Sendable {
 
     // MARK: Writing
 
+    private enum FlushOutcome {
+        case completed, blocked, failed
+    }
+
     /// Sends what it can without blocking; when blocked, waits for the readiness the transport needs.
-    private func flush(reporting found: inout [Machine.Event]) {
+    private func flush() -> FlushOutcome {
         while outboundSent < outbound.count {
             let result = outbound.withUnsafeBytes { transport.send(UnsafeRawBufferPointer(rebasing: $0[outboundSent...])) }
             switch result {
@@ -282,11 +394,9 @@ final class Connection: @unchecked Sendable {
                     writeWaitsFor = readiness
                     updateSources()
                 }
-                found.append(.writeBlocked)
-                return
+                return .blocked
             case .endOfStream, .failed:
-                found.append(.peerClosed)
-                return
+                return .failed
             }
         }
         outbound.removeAll(keepingCapacity: outbound.capacity <= 64 * 1024)
@@ -295,13 +405,12 @@ final class Connection: @unchecked Sendable {
             writeWaitsFor = nil
             updateSources()
         }
-        found.append(.writeCompleted)
+        return .completed
     }
 
     private func retryWrite() {
-        var found: [Machine.Event] = []
-        flush(reporting: &found)
-        receive(found)
+        let outcome = flush()
+        if http2Machine != nil { receiveHTTP2([Self.http2Event(outcome)]) } else { receive([Self.http1Event(outcome)]) }
     }
 
     // MARK: Timer and closing
@@ -324,7 +433,7 @@ final class Connection: @unchecked Sendable {
             close()
             return
         }
-        receive([.timerFired])
+        if http2Machine != nil { receiveHTTP2([.timerFired]) } else { receive([.timerFired]) }
     }
 
     private func close() {

@@ -80,12 +80,6 @@ struct ConnectionStateMachine {
         case closed
     }
 
-    private enum BodyDestination {
-        case handler(AdmittedRequest)
-        /// The body is read and dropped, then this answer (404, 405) goes out and the connection stays open.
-        case problem(HTTPResponse)
-    }
-
     private let configuration: ServerConfiguration
     private let router: Router
     private let bodyPace: BodyPace
@@ -112,10 +106,9 @@ struct ConnectionStateMachine {
     private var currentRoute: String?
     private var currentBodyBytes = 0
 
-    // Its body: the bytes kept for the handler, how much room its allowance granted, when its head was
-    // parsed, and its bytes so far (also those of a body being dropped), for `BodyPace`.
-    private var requestBody: [UInt8] = []
-    private var grantedBodyBytes = 0
+    // Its body: the bytes kept for the handler, when its head was parsed, and its bytes so far (also those
+    // of a body being dropped), for `BodyPace`.
+    private var requestBody = RequestBody()
     private var bodyStarted: Instant
     private var bodyReceived = 0
 
@@ -158,7 +151,7 @@ struct ConnectionStateMachine {
             timerFired()
         case .handlerFinished(let result):
             if case .handling(let head) = state {
-                respond((try? result.get()) ?? Self.handlerFailure, to: head, close: false)
+                respond((try? result.get()) ?? ProblemDetails.handlerFailure, to: head, close: false)
             }
         case .writeBlocked:
             isWriteBlocked = true
@@ -245,16 +238,13 @@ struct ConnectionStateMachine {
             return
         }
         let destination: BodyDestination
-        switch router.resolve(method: head.method, path: head.path) {
-        case .route(let route):
-            switch route.admit(head, parser.isChunked ? nil : parser.expectedBodyLength ?? 0) {
-            case .admitted(let admitted):
-                destination = .handler(admitted)
-            case .refused(let response):
-                // Answered before the body is read, so the connection cannot carry another request.
-                respond(response, to: head, close: true)
-                return
-            }
+        switch router.route(head, declaredBodyLength: parser.isChunked ? nil : parser.expectedBodyLength ?? 0) {
+        case .handler(let admitted):
+            destination = .handler(admitted)
+        case .refused(let response):
+            // Answered before the body is read, so the connection cannot carry another request.
+            respond(response, to: head, close: true)
+            return
         case .problem(let response):
             destination = .problem(response)
         }
@@ -269,8 +259,8 @@ struct ConnectionStateMachine {
                 return
             }
         }
-        requestBody = []
-        (grantedBodyBytes, bodyReceived, bodyStarted) = (0, 0, now)
+        requestBody = RequestBody()
+        (bodyReceived, bodyStarted) = (0, now)
         state = .readingBody(head, destination)
         armBodyTimer()
     }
@@ -278,24 +268,10 @@ struct ConnectionStateMachine {
     private mutating func takeBodyPiece(_ piece: [UInt8]) {
         bodyReceived += piece.count
         guard case .readingBody(let head, .handler(let admitted)) = state else { return }  // a body to drop
-        guard makeRoomForBody(requestBody.count + piece.count, head, admitted.bodyAllowance) else { return }
-        requestBody.append(contentsOf: piece)
-    }
-
-    /// Asks the body's allowance (if any) for room for `needed` bytes when they pass what it granted, and
-    /// sizes the buffer to the grant, so that what is held is what was granted. False: refused, answered.
-    private mutating func makeRoomForBody(_ needed: Int, _ head: RequestHead, _ allowance: (any BodyAllowance)?) -> Bool {
-        guard let allowance, needed > grantedBodyBytes else { return true }
-        let target = nextBodyAllowance(needed: needed, granted: grantedBodyBytes,
-                                       declaredLength: parser.isChunked ? nil : parser.expectedBodyLength,
-                                       maxBodyBytes: configuration.limits.maxBodyBytes)
-        if let refusal = allowance.extend(to: target) {
+        if let refusal = requestBody.append(piece, declaredLength: parser.isChunked ? nil : parser.expectedBodyLength,
+                                            maxBodyBytes: configuration.limits.maxBodyBytes, allowance: admitted.bodyAllowance) {
             respond(refusal, to: head, close: true)
-            return false
         }
-        grantedBodyBytes = target
-        requestBody.reserveCapacity(target)
-        return true
     }
 
     /// The body's deadline, from its pace: the next wait, the whole-body deadline, or the minimum rate.
@@ -305,7 +281,7 @@ struct ConnectionStateMachine {
 
     private mutating func finishRequest() {
         guard case .readingBody(let head, let destination) = state else { return }
-        currentBodyBytes = requestBody.count
+        currentBodyBytes = requestBody.bytes.count
         deadline = nil
         switch destination {
         case .problem(let response):
@@ -313,12 +289,10 @@ struct ConnectionStateMachine {
         case .handler(let admitted):
             state = .handling(head)
             reading = .watching
-            actions.append(.runHandler(admitted.handler, HTTPRequest(head: head, body: requestBody)))
+            actions.append(.runHandler(admitted.handler, HTTPRequest(head: head, body: requestBody.bytes)))
         }
-        requestBody = []
+        requestBody = RequestBody()
     }
-
-    private static let handlerFailure = ProblemDetails.response(status: 500, detail: "the request could not be processed")
 
     // MARK: Writing
 
@@ -326,16 +300,12 @@ struct ConnectionStateMachine {
     /// with the state its ticket and allowance, whether or not its handler ever ran.
     private mutating func respond(_ response: HTTPResponse, to head: RequestHead?, close mustClose: Bool) {
         var response = response
-        // The request's id comes back on every answer, also on those the HTTP layer gives itself.
-        if response.headers[RequestID.header] == nil, let requestID = (head ?? currentHead).flatMap(RequestID.answering) {
-            response.headers.add(RequestID.header, requestID)
-        }
-        actions.append(.observe(ResponseRecord(
-            method: currentHead?.method, route: currentRoute, status: response.status, duration: now - requestStarted,
-            requestBodyBytes: currentBodyBytes, responseBodyBytes: head?.method == "HEAD" ? 0 : response.body.count,
-            requestID: response.headers[RequestID.header])))
+        RequestID.stamp(&response, answering: head ?? currentHead)
+        actions.append(.observe(ResponseRecord(response, answering: head, method: currentHead?.method, route: currentRoute,
+                                               duration: now - requestStarted, requestBodyBytes: currentBodyBytes,
+                                               applicationProtocol: .http1_1)))
         (currentHead, currentRoute, currentBodyBytes) = (nil, nil, 0)
-        requestBody = []
+        requestBody = RequestBody()
         let keepAlive = !mustClose && !draining && head.map(Self.wantsKeepAlive) == true
             && response.headers["Connection"]?.lowercased() != "close"
         state = .writingResponse(closeAfter: !keepAlive)
@@ -412,7 +382,7 @@ struct ConnectionStateMachine {
         if case .handling = state { actions.append(.cancelHandler) }
         state = .closed
         deadline = nil
-        requestBody = []
+        requestBody = RequestBody()
         actions.append(.close)
     }
 }

@@ -2,7 +2,7 @@ import Dispatch
 import Threading
 import Glibc
 
-/// The HTTP/1.1 server: a listening socket whose accepted connections are spread over a few serial queues;
+/// The HTTP/1.1 and HTTP/2 server: a listening socket whose accepted connections are spread over a few serial queues;
 /// over TLS when the configuration has `tls` (certificate and key reloaded on SIGHUP by `run()`).
 ///
 ///     var router = Router()
@@ -63,7 +63,7 @@ public final class HTTPServer: Sendable {
     public func start() throws -> Int {
         // Writes use MSG_NOSIGNAL, but OpenSSL's do not: a write to a closed socket must not end the process.
         signal(SIGPIPE, SIG_IGN)
-        let tlsContext = try configuration.tls.map(TLSContext.init)
+        let tlsContext = try configuration.tls.map(makeTLSContext)
         let (descriptor, port) = try Socket.listen(host: configuration.host, port: configuration.port,
                                                    backlog: configuration.listenBacklog)
         let listener = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: acceptQueue)
@@ -88,6 +88,10 @@ public final class HTTPServer: Sendable {
         listener.setEventHandler { self.acceptPending(on: descriptor, listener: sendableListener) }
         listener.activate()
         return port
+    }
+
+    private func makeTLSContext(_ tls: TLSConfiguration) throws(TLSConfigurationError) -> TLSContext {
+        try TLSContext(tls, applicationProtocols: configuration.http2 == nil ? [.http1_1] : [.h2, .http1_1])
     }
 
     /// True from the moment graceful shutdown begins.
@@ -129,7 +133,7 @@ public final class HTTPServer: Sendable {
     /// what they hand-shook with. On an error nothing changes.
     public func reloadTLS() throws(TLSConfigurationError) {
         guard let tls = configuration.tls else { return }
-        let context = try TLSContext(tls)
+        let context = try makeTLSContext(tls)
         state.withLock { $0.tlsContext = context }
         tlsObserver?(.reloaded)
     }
@@ -292,4 +296,17 @@ public struct ResponseRecord: Sendable {
     public let requestID: String?
     /// The verified TLS client certificate's subject (RFC 2253), when the client presented one.
     public internal(set) var clientCertificateSubject: String? = nil
+    /// The protocol the request came in: HTTP/1.1 (also for 1.0) or HTTP/2.
+    public internal(set) var applicationProtocol = ApplicationProtocol.http1_1
+}
+
+extension ResponseRecord {
+    /// The record of the final `response` to `head` (nil: answered without it, e.g. a 408 mid-body), for a
+    /// request whose method, route and body size are known so far.
+    init(_ response: HTTPResponse, answering head: RequestHead?, method: String?, route: String?, duration: Duration,
+         requestBodyBytes: Int, applicationProtocol: ApplicationProtocol) {
+        self.init(method: method, route: route, status: response.status, duration: duration, requestBodyBytes: requestBodyBytes,
+                  responseBodyBytes: head?.method == "HEAD" ? 0 : response.body.count,
+                  requestID: response.headers[RequestID.header], applicationProtocol: applicationProtocol)
+    }
 }

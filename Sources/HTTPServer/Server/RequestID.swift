@@ -19,6 +19,11 @@ public enum RequestID {
         head.headers[header].map { isSane($0) ? $0 : fresh() }
     }
 
+    /// The request's id comes back on every answer, also on those the HTTP layer gives itself.
+    static func stamp(_ response: inout HTTPResponse, answering head: RequestHead?) {
+        if response.headers[header] == nil, let id = head.flatMap(answering) { response.headers.add(header, id) }
+    }
+
     private static func isAllowed(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),

@@ -72,9 +72,30 @@ public struct Router: Sendable {
         }
     }
 
-    enum Resolution {
+    /// Where a request goes, decided from its head (the admission check runs here).
+    enum Routing {
+        case handler(AdmittedRequest)
+        /// An error the server answers itself, after reading the body if there is one (404, 405).
+        case problem(HTTPResponse)
+        /// The route's admission refused the request: answered before any body byte is read.
+        case refused(HTTPResponse)
+    }
+
+    /// `declaredBodyLength`: the body's announced length, nil when unknown (chunked).
+    func route(_ head: RequestHead, declaredBodyLength: Int?) -> Routing {
+        switch resolve(method: head.method, path: head.path) {
+        case .route(let route):
+            switch route.admit(head, declaredBodyLength) {
+            case .admitted(let admitted): .handler(admitted)
+            case .refused(let response): .refused(response)
+            }
+        case .problem(let response):
+            .problem(response)
+        }
+    }
+
+    private enum Resolution {
         case route(Route)
-        /// An error the server answers itself, after reading the body if there is one.
         case problem(HTTPResponse)
     }
 
@@ -83,7 +104,7 @@ public struct Router: Sendable {
         routesByPath[path] == nil ? nil : path
     }
 
-    func resolve(method: String, path: String) -> Resolution {
+    private func resolve(method: String, path: String) -> Resolution {
         guard let routes = routesByPath[path] else {
             return .problem(ProblemDetails.response(status: 404, detail: "no resource at this path"))
         }
@@ -109,4 +130,11 @@ enum RouteAdmission {
 struct AdmittedRequest: Sendable {
     let handler: HTTPHandler
     let bodyAllowance: (any BodyAllowance)?
+}
+
+/// Where a routed request's body goes, in either protocol.
+enum BodyDestination {
+    case handler(AdmittedRequest)
+    /// The body is read and dropped, then this answer (404, 405) goes out; the connection stays open.
+    case problem(HTTPResponse)
 }

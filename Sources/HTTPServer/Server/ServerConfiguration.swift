@@ -40,6 +40,9 @@ public struct ServerConfiguration: Sendable {
     public var gzipMinimumBytes = 1024
     /// HTTPS: the certificate, key and client verification; nil serves plain HTTP.
     public var tls: TLSConfiguration?
+    /// HTTP/2 beside HTTP/1.1: chosen by ALPN over TLS (preferred to http/1.1), and in cleartext by a client
+    /// that opens with the HTTP/2 preface (prior knowledge). nil serves HTTP/1.1 only.
+    public var http2: HTTP2Configuration? = HTTP2Configuration()
     /// Serial queues that connections are spread over; one per core by default.
     public var ioQueueCount = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
 

@@ -1,9 +1,9 @@
 import COpenSSL
 import Glibc
 
-/// The application protocols the server speaks over TLS, offered through ALPN in this order of preference.
-/// HTTP/2 will go first once it is served.
+/// The application protocols the server speaks, by their ALPN names.
 public enum ApplicationProtocol: String, Sendable, CaseIterable {
+    case h2
     case http1_1 = "http/1.1"
 }
 
@@ -24,14 +24,17 @@ final class TLSContext: @unchecked Sendable {
 
     let context: OpaquePointer
     let configuration: TLSConfiguration
+    /// What ALPN selects from, in the server's order of preference.
+    let applicationProtocols: [ApplicationProtocol]
 
-    init(_ configuration: TLSConfiguration) throws(TLSConfigurationError) {
+    init(_ configuration: TLSConfiguration, applicationProtocols: [ApplicationProtocol]) throws(TLSConfigurationError) {
         ERR_clear_error()
         guard let context = SSL_CTX_new(TLS_server_method()) else {
             throw TLSConfigurationError(source: .library, reason: "SSL_CTX_new: \(Self.openSSLErrors())")
         }
         self.context = context
         self.configuration = configuration
+        self.applicationProtocols = applicationProtocols
         // From here on, a throw frees the context in deinit.
         func require(_ succeeded: Bool, _ source: TLSConfigurationError.Source, _ what: String) throws(TLSConfigurationError) {
             if !succeeded { throw TLSConfigurationError(source: source, reason: "\(what): \(Self.openSSLErrors())") }
@@ -71,7 +74,8 @@ final class TLSContext: @unchecked Sendable {
         // Sessions are resumed only in the context that verified them (required with client verification).
         let sessionContext = Array("mimood".utf8)
         try require(SSL_CTX_set_session_id_context(context, sessionContext, UInt32(sessionContext.count)) == 1, .library, "the session id context")
-        SSL_CTX_set_alpn_select_cb(context, selectApplicationProtocol, nil)
+        // The callback gets the context back; the SSL_CTX lives no longer than it.
+        SSL_CTX_set_alpn_select_cb(context, selectApplicationProtocol, Unmanaged.passUnretained(self).toOpaque())
     }
 
     deinit { SSL_CTX_free(context) }
@@ -96,10 +100,10 @@ final class TLSContext: @unchecked Sendable {
 
 /// ALPN: the first of our protocols, in our order, that the client offers; a client that offers ALPN but
 /// none of ours is refused with the no_application_protocol alert (RFC 7301 §3.2).
-private let selectApplicationProtocol: SSL_CTX_alpn_select_cb_func = { _, selected, selectedLength, offered, offeredLength, _ in
-    guard let selected, let selectedLength, let offered else { return SSL_TLSEXT_ERR_ALERT_FATAL }
+private let selectApplicationProtocol: SSL_CTX_alpn_select_cb_func = { _, selected, selectedLength, offered, offeredLength, context in
+    guard let selected, let selectedLength, let offered, let context else { return SSL_TLSEXT_ERR_ALERT_FATAL }
     let offers = alpnProtocolNames(UnsafeBufferPointer(start: offered, count: Int(offeredLength)))
-    for candidate in ApplicationProtocol.allCases {
+    for candidate in Unmanaged<TLSContext>.fromOpaque(context).takeUnretainedValue().applicationProtocols {
         if let offer = offers.first(where: { $0.elementsEqual(candidate.rawValue.utf8) }) {
             selected.pointee = UnsafePointer(offer.baseAddress)
             selectedLength.pointee = UInt8(offer.count)

@@ -1,4 +1,5 @@
-// GET /hello → "Hello, world!" on our server. Usage: OursHello PORT [https CERT KEY]
+// GET /hello → "Hello, world!" on our server. Usage: OursHello PORT [https|h2 CERT KEY]
+// (over TLS, ALPN offers h2 and http/1.1 either way: the protocol names the benchmark's row)
 import HTTPServer
 
 let arguments = CommandLine.arguments
@@ -11,8 +12,8 @@ router.add(method: "GET", path: "/hello") { _ in
 var configuration = ServerConfiguration(host: "127.0.0.1", port: port)
 switch arguments.dropFirst(2).first {
 case nil: break
-case "https" where arguments.count == 5:
+case "https" where arguments.count == 5, "h2" where arguments.count == 5:
     configuration.tls = TLSConfiguration(certificateChainFile: arguments[3], privateKeyFile: arguments[4])
-default: fatalError("usage: OursHello PORT [https CERT KEY]")
+default: fatalError("usage: OursHello PORT [https|h2 CERT KEY]")
 }
 try await HTTPServer(configuration: configuration, router: router).run()
