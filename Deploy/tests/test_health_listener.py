@@ -11,8 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import ROOT, curl, free_port, parity_slice, serve_command
-from test_tls import tls_settings
+from conftest import ROOT, curl, free_port, parity_slice, serve_command, tls_settings
 
 HEALTHCHECK = ROOT / "scripts/container/healthcheck"
 
