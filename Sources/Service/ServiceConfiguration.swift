@@ -27,6 +27,7 @@ public struct ServiceConfiguration: Sendable, Equatable {
     public var tlsClientCAFile = ""
     public var tlsClientAuth = TLSConfiguration.ClientAuthentication.none.rawValue
     public var tlsHandshakeTimeoutSeconds = 10.0
+    public var tlsMaxHandshakes = 256
 
     // HTTP/2 (beside HTTP/1.1: ALPN over TLS, prior knowledge in cleartext).
     public var http2 = "on"
@@ -119,6 +120,7 @@ public struct ServiceConfiguration: Sendable, Equatable {
         tls.clientAuthentication = TLSConfiguration.ClientAuthentication(rawValue: tlsClientAuth) ?? .none
         tls.clientCAFile = tlsClientCAFile.isEmpty ? nil : tlsClientCAFile
         tls.handshakeTimeout = .seconds(tlsHandshakeTimeoutSeconds)
+        tls.maxHandshakesInProgress = tlsMaxHandshakes
         return tls
     }
 
@@ -238,6 +240,9 @@ extension ServiceConfiguration {
                     kind: .text(\.tlsClientAuth, allowed: TLSConfiguration.ClientAuthentication.allCases.map(\.rawValue))),
             Setting(name: "tls_handshake_timeout_seconds", help: "A TLS handshake not finished this long after the connection "
                     + "was accepted is abandoned (the connection closed).", kind: .number(\.tlsHandshakeTimeoutSeconds, 0.001...day)),
+            Setting(name: "tls_max_handshakes", help: "TLS handshakes under way at once; connections beyond are closed at "
+                    + "their accept, so that peers stalling handshakes cannot take every connection.",
+                    kind: .integer(\.tlsMaxHandshakes, 1...1_000_000)),
             Setting(name: "http2", help: "HTTP/2 beside HTTP/1.1: 'on' (over TLS when the client's ALPN offers h2, in cleartext "
                     + "when it opens with the HTTP/2 preface) or 'off'.", kind: .text(\.http2, allowed: ["on", "off"])),
             Setting(name: "http2_max_concurrent_streams", help: "Requests one HTTP/2 connection may have open at once "

@@ -104,6 +104,29 @@ final class TLSServerTests: XCTestCase {
         await server.shutdown()
     }
 
+    func testHandshakesInProgressAreCappedWhileEstablishedConnectionsGoOn() async throws {
+        var tls = TestCertificates.server()
+        tls.maxHandshakesInProgress = 2
+        let (server, port) = try startTLSServer(tls)
+        let established = try RawClient(port: port, tls: TLSClientOptions())
+        XCTAssertEqual(try get(established).status, 200)
+        // Two peers that open connections and never send a ClientHello take every handshake place.
+        var silent = try (0..<2).map { _ in try RawClient(port: port, receiveTimeout: 3) }
+        XCTAssertTrue(try RawClient(port: port, receiveTimeout: 3).isClosedByPeer())
+        XCTAssertThrowsError(try get(RawClient(port: port, receiveTimeout: 3, tls: TLSClientOptions())))
+        XCTAssertEqual(try get(established).status, 200)
+        // Their places come back when they leave (or when their handshakes time out).
+        silent = []
+        var served = false
+        for _ in 0..<50 where !served {
+            try await Task.sleep(for: .milliseconds(50))
+            served = (try? get(RawClient(port: port, receiveTimeout: 3, tls: TLSClientOptions())).status) == 200
+        }
+        XCTAssertTrue(served)
+        XCTAssertTrue(silent.isEmpty)
+        await server.shutdown()
+    }
+
     /// Megabytes each way: many records, partial writes and a full socket buffer on both sides.
     func testLargeBodiesAreEchoedOverOneConnection() async throws {
         var configuration = TestRoutes.configuration()

@@ -96,12 +96,13 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertNil(try resolve().tls)
         let tls = try XCTUnwrap(try resolve(environment: ["MIMOOD_TLS_CERTIFICATE_FILE": "/c.pem", "MIMOOD_TLS_KEY_FILE": "/k.pem"],
                                             flags: ["--tls-client-ca-file", "/ca.pem", "--tls-client-auth=required",
-                                                    "--tls-handshake-timeout-seconds", "2.5"]).tls)
+                                                    "--tls-handshake-timeout-seconds", "2.5", "--tls-max-handshakes", "64"]).tls)
         XCTAssertEqual(tls.certificateChainFile, "/c.pem")
         XCTAssertEqual(tls.privateKeyFile, "/k.pem")
         XCTAssertEqual(tls.clientCAFile, "/ca.pem")
         XCTAssertEqual(tls.clientAuthentication, .required)
         XCTAssertEqual(tls.handshakeTimeout, .milliseconds(2500))
+        XCTAssertEqual(tls.maxHandshakesInProgress, 64)
         assertRefused(flags: ["--tls-certificate-file", "/c.pem"], mentioning: ["tls_certificate_file", "tls_key_file"])
         assertRefused(flags: ["--tls-client-auth", "optional"], mentioning: ["tls_client_auth", "tls_certificate_file"])
         assertRefused(flags: ["--tls-certificate-file", "/c.pem", "--tls-key-file", "/k.pem", "--tls-client-auth", "required"],

@@ -35,7 +35,11 @@ final class Connection: @unchecked Sendable {
     /// The accept, and after a TLS handshake its end: HTTP/2's first header timeout counts from it.
     private var acceptedAt = ContinuousClock.now
     /// The TLS handshake is under way: the machine has not started.
-    private var isHandshaking: Bool
+    private var isHandshaking: Bool {
+        didSet { if oldValue && !isHandshaking { onHandshakeEnded() } }
+    }
+    /// Told once when the handshake ends, however it ends (done, refused, timed out, or the connection closed).
+    private let onHandshakeEnded: @Sendable () -> Void
 
     private var outbound: [UInt8] = []
     private var outboundSent = 0
@@ -62,7 +66,7 @@ final class Connection: @unchecked Sendable {
     /// `tls`: the session to hand-shake on the descriptor, nil for plain HTTP.
     init(descriptor: Int32, tls: TLSSession?, queue: DispatchQueue, configuration: ServerConfiguration, router: Router,
          responseObserver: (@Sendable (ResponseRecord) -> Void)?, tlsObserver: (@Sendable (TLSEvent) -> Void)?,
-         onClose: @escaping @Sendable (Connection) -> Void) {
+         onHandshakeEnded: @escaping @Sendable () -> Void, onClose: @escaping @Sendable (Connection) -> Void) {
         self.descriptor = descriptor
         transport = tls.map { .tls($0, descriptor: descriptor) } ?? .plain(descriptor: descriptor)
         isHandshaking = tls != nil
@@ -72,6 +76,7 @@ final class Connection: @unchecked Sendable {
         self.router = router
         self.responseObserver = responseObserver
         self.tlsObserver = tlsObserver
+        self.onHandshakeEnded = onHandshakeEnded
         self.onClose = onClose
         encoder = ResponseEncoder(serverName: configuration.serverName, gzipMinimumBytes: configuration.gzipMinimumBytes)
         machine = ConnectionStateMachine(configuration: configuration, router: router, acceptedAt: .now)
@@ -439,6 +444,7 @@ final class Connection: @unchecked Sendable {
     private func close() {
         if case .tls(let session, _) = transport { session.sendCloseNotify() }
         isClosed = true
+        isHandshaking = false
         outbound = []
         timer.cancel()
         // A suspended or never-activated source runs its cancel handler only once resumed.

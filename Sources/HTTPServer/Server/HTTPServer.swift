@@ -27,6 +27,8 @@ public final class HTTPServer: Sendable {
         var lifecycle = Lifecycle.notStarted
         var connections: [ObjectIdentifier: Connection] = [:]
         var acceptedCount = 0
+        /// Connections whose TLS handshake is under way (`TLSConfiguration.maxHandshakesInProgress`).
+        var handshakesInProgress = 0
         /// Until the listening descriptor is closed, the port still takes connections into its backlog.
         var isListenerOpen = false
         /// Callers of `run()` and `shutdown()` waiting for `.stopped`.
@@ -204,6 +206,7 @@ public final class HTTPServer: Sendable {
 
     private enum Admission {
         case admitted(Connection)
+        /// At `maxConnections`, or over TLS at `maxHandshakesInProgress`.
         case overCapacity
         case stopping
         /// No TLS session could be made (out of memory).
@@ -240,14 +243,18 @@ public final class HTTPServer: Sendable {
             guard case .running = state.lifecycle else { return .stopping }
             guard state.connections.count < configuration.maxConnections else { return .overCapacity }
             var session: TLSSession?
-            if let context = state.tlsContext {
+            if let context = state.tlsContext, let tls = configuration.tls {
+                guard state.handshakesInProgress < tls.maxHandshakesInProgress else { return .overCapacity }
                 guard let made = TLSSession(context: context, descriptor: client) else { return .failed }
                 session = made
+                state.handshakesInProgress += 1
             }
             let queue = ioQueues[state.acceptedCount % ioQueues.count]
             state.acceptedCount &+= 1
             let connection = Connection(descriptor: client, tls: session, queue: queue, configuration: configuration, router: router,
-                                        responseObserver: responseObserver, tlsObserver: tlsObserver) { self.connectionClosed($0) }
+                                        responseObserver: responseObserver, tlsObserver: tlsObserver,
+                                        onHandshakeEnded: { self.state.withLock { $0.handshakesInProgress -= 1 } },
+                                        onClose: { self.connectionClosed($0) })
             state.connections[ObjectIdentifier(connection)] = connection
             return .admitted(connection)
         }

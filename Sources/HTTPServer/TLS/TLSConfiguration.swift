@@ -21,6 +21,10 @@ public struct TLSConfiguration: Sendable, Equatable {
     public var clientAuthentication = ClientAuthentication.none
     /// A client must complete its handshake within this of its accept; then the connection is closed.
     public var handshakeTimeout: Duration = .seconds(10)
+    /// Connections whose handshake is under way at once; more are closed at their accept. Peers that open
+    /// connections and never finish (or stall) their handshakes then hold this many of the server's
+    /// connections and handshake work, not all of `maxConnections`: connections already set up go on.
+    public var maxHandshakesInProgress = 256
 
     public init(certificateChainFile: String, privateKeyFile: String) {
         self.certificateChainFile = certificateChainFile
