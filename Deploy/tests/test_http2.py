@@ -5,6 +5,7 @@ known floods (rapid reset, CONTINUATION, SETTINGS, PING, HPACK bomb), each sent 
 frames, end that connection while the server goes on serving others."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -12,6 +13,7 @@ import ssl
 import struct
 import subprocess
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -135,6 +137,31 @@ def assert_still_serving(service) -> None:
     assert response.status_code == 200 and response.http_version == "HTTP/2"
 
 
+@contextlib.contextmanager
+def flood_going_on(port: int, flood: bytes):
+    """Sends `flood` from another thread again and again, each time on a new connection once the server has
+    ended the last, while the block runs; yields the count of floods the server has ended so far."""
+    stop, ended = threading.Event(), []
+
+    def repeat():
+        while not stop.is_set():
+            connection = RawConnection(port)
+            connection.send(flood)
+            connection.frames_until_closed()
+            connection.close()
+            ended.append(True)
+
+    thread = threading.Thread(target=repeat, daemon=True)
+    thread.start()
+    try:
+        while not ended:  # one flood ended: the next is under way
+            time.sleep(0.01)
+        yield ended
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+
+
 def trusting(pki) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=pki.ca_pem)
 
@@ -256,6 +283,8 @@ def test_rapid_reset_flood_ends_the_connection_with_enhance_your_calm(serve):
     connection.send(flood)
     received = connection.frames_until_closed()
     assert goaway(received) is not None and goaway(received).error_code == ENHANCE_YOUR_CALM, received[-3:]
+    with flood_going_on(service.port, flood):
+        assert_still_serving(service)
     assert_still_serving(service)
     assert memory_kib(service) - before < 64 * 1024
 
@@ -271,6 +300,8 @@ def test_continuation_flood_ends_the_connection(serve):
     received = connection.frames_until_closed()
     assert goaway(received) is not None and goaway(received).error_code != 0, received[-3:]
     assert status_of(received, 1) is None
+    with flood_going_on(service.port, flood):
+        assert_still_serving(service)
     assert_still_serving(service)
 
 
