@@ -106,10 +106,30 @@ public struct DetectionResult: Sendable {
     /// Mean of the map inside the brain of the same slices as `maximumScore` (`mean_score`).
     public var meanScore: Float {
         var (sum, count) = (Float(0), 0)
-        for z in scoredSlices {
-            for index in z * Self.area ..< (z + 1) * Self.area where input.brain[index] { sum += sliceMaps[index]; count += 1 }
-        }
+        forEachScoredBrainValue { sum += $0; count += 1 }
         return count == 0 ? 0 : sum / Float(count)
+    }
+
+    /// The share of the brain of the same slices as `maximumScore` whose map value exceeds `threshold`: with
+    /// the model's calibrated map threshold, the share its Segmentation marks.
+    public func brainShare(above threshold: Float) -> Float {
+        var (above, count) = (0, 0)
+        forEachScoredBrainValue { above += $0 > threshold ? 1 : 0; count += 1 }
+        return count == 0 ? 0 : Float(above) / Float(count)
+    }
+
+    /// Counts of the same values in `bins` equal bins over [0, 1] (the map is clamped to it): every
+    /// percentile and every share above a threshold, to choose a triage score from.
+    public func brainMapHistogram(bins: Int) -> [Int] {
+        var counts = [Int](repeating: 0, count: bins)
+        forEachScoredBrainValue { counts[$0 >= 1 ? bins - 1 : $0 > 0 ? Int($0 * Float(bins)) : 0] += 1 }
+        return counts
+    }
+
+    private func forEachScoredBrainValue(_ body: (Float) -> Void) {
+        for z in scoredSlices {
+            for index in z * Self.area ..< (z + 1) * Self.area where input.brain[index] { body(sliceMaps[index]) }
+        }
     }
 
     private static let area = Preprocessing.sliceSize * Preprocessing.sliceSize

@@ -152,9 +152,12 @@ struct EvalReport {
     }
 
     private func triageCSV(_ triage: Triage) -> String {
-        triage.volumes.reduce("volume,group,max_score,mean_score,intensity_score,slices,mean_steps_run\n") { csv, volume in
-            let steps = volume.detection.sliceStepsRun
-            return csv + "\(volume.id),\(volume.group ?? "healthy"),\(volume.detection.maximumScore),\(volume.detection.meanScore),"
+        triage.volumes.reduce("volume,group,max_score,mean_score,brain_map_p99,brain_map_p999,brain_share_above_map_threshold,"
+                              + "intensity_score,slices,mean_steps_run\n") { csv, volume in
+            let (detection, steps) = (volume.detection, volume.detection.sliceStepsRun)
+            return csv + "\(volume.id),\(volume.group ?? "healthy"),\(detection.maximumScore),\(detection.meanScore),"
+                + "\(detection.brainMapPercentile(0.99)),\(detection.brainMapPercentile(0.999)),"
+                + "\(detection.brainShareAboveMapThreshold.map { "\($0)" } ?? ""),"
                 + "\(volume.intensityScore),\(steps.count),\(Double(steps.reduce(0, +)) / Double(max(steps.count, 1)))\n"
         }
     }

@@ -14,6 +14,25 @@ struct VolumeDetection: Codable {
     let sliceFlaggedTokens: [Int]
     let tokensPerSlice: Int
     let sliceBrainPixels: [Int]
+    /// `DetectionResult.brainMapHistogram(bins: histogramBins)`: the volume scores below, and any other
+    /// percentile or share, without running the volume again.
+    let brainMapHistogram: [Int]
+    /// `DetectionResult.brainShare(above:)` at the model's calibrated map threshold; nil without one.
+    let brainShareAboveMapThreshold: Float?
+
+    static let histogramBins = 1000
+
+    /// The `q`-quantile (0...1) of the brain's map values, to the histogram's resolution (the upper edge of
+    /// the bin that holds it).
+    func brainMapPercentile(_ q: Double) -> Float {
+        let total = brainMapHistogram.reduce(0, +)
+        var cumulative = 0
+        for (bin, count) in brainMapHistogram.enumerated() {
+            cumulative += count
+            if Double(cumulative) >= q * Double(total) { return Float(bin + 1) / Float(brainMapHistogram.count) }
+        }
+        return 1
+    }
 }
 
 /// One volume of the triage, with lesion (its lesion kind, or "all" without kinds) or healthy.
@@ -67,11 +86,16 @@ struct Triage {
                                 intensityScore: try Self.intensityTriageScore(of: volume.1))
         }
         (self.setting, self.volumes) = (setting, volumes)
-        let scores: [(String, (TriageVolume) -> Float)] = [
+        var scores: [(String, (TriageVolume) -> Float)] = [
             ("\(setting.name): max_score", { $0.detection.maximumScore }),
             ("\(setting.name): mean_score", { $0.detection.meanScore }),
-            (Self.intensityScoreName, { $0.intensityScore }),
+            ("99th percentile of the brain's map", { $0.detection.brainMapPercentile(0.99) }),
+            ("99.9th percentile of the brain's map", { $0.detection.brainMapPercentile(0.999) }),
         ]
+        if let threshold = engine.manifest.mapThreshold {
+            scores.append(("share of the brain above the map threshold (\(format(threshold)))", { $0.detection.brainShareAboveMapThreshold ?? 0 }))
+        }
+        scores.append((Self.intensityScoreName, { $0.intensityScore }))
         let negatives = volumes.filter { $0.group == nil }
         rows = try scores.map { name, score in
             func auroc(_ positives: [TriageVolume]) throws -> Double {
@@ -92,8 +116,10 @@ struct Triage {
     private static func detection(of path: String, id: String, engine: Engine, setting: EvalSetting, batch: Int,
                                   folder: URL) throws -> VolumeDetection {
         let file = folder.appendingPathComponent("\(id).json")
-        if let cached = FileManager.default.contents(atPath: file.path) {
-            return try JSONDecoder().decode(VolumeDetection.self, from: cached)
+        // A file of an earlier version of this record (without the histogram) is run again.
+        if let cached = FileManager.default.contents(atPath: file.path),
+           let detection = try? JSONDecoder().decode(VolumeDetection.self, from: cached) {
+            return detection
         }
         let input = try DetectionInput(bytes: fileContents(path), preprocessed: false)
         let result = try Detect.run(input, engine: engine, parameters: setting.parameters, batch: batch, name: id)
@@ -101,7 +127,9 @@ struct Triage {
         let detection = VolumeDetection(
             maximumScore: result.maximumScore, meanScore: result.meanScore, sliceStepsRun: result.sliceStepsRun,
             sliceFlaggedTokens: result.sliceAnomalousTokenCounts, tokensPerSlice: result.grid * result.grid,
-            sliceBrainPixels: (0..<input.sliceCount).map { z in input.brain[z * area ..< (z + 1) * area].lazy.filter { $0 }.count })
+            sliceBrainPixels: (0..<input.sliceCount).map { z in input.brain[z * area ..< (z + 1) * area].lazy.filter { $0 }.count },
+            brainMapHistogram: result.brainMapHistogram(bins: VolumeDetection.histogramBins),
+            brainShareAboveMapThreshold: engine.manifest.mapThreshold.map(result.brainShare(above:)))
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         try JSONEncoder().encode(detection).write(to: file, options: .atomic)
         return detection

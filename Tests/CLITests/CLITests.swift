@@ -381,7 +381,11 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(triage.dropFirst().map { $0.prefix { $0 != "," } }, ["bright_0", "dark_0", "healthy_0", "healthy_1"])
         let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(try read("results.json", in: out))) as? [String: Any])
         let triageRows = try XCTUnwrap((json["triage"] as? [String: Any])?["rows"] as? [[String: Any]])
-        XCTAssertEqual(triageRows.count, 3, "max_score, mean_score and the intensity score")
+        XCTAssertEqual(triageRows.count, 6, "max_score, mean_score, two percentiles of the map, the share above the "
+                       + "checkpoint's map threshold and the intensity score: \(triageRows.map { $0["name"] ?? "" })")
+        XCTAssertEqual(triage.first?.split(separator: ",").count, 10)
+        XCTAssertTrue(triage.dropFirst().allSatisfy { Double($0.split(separator: ",")[6]).map { (0...1).contains($0) } == true },
+                      "each volume's share above the map threshold: \(triage)")
         let intensityRow = try XCTUnwrap(triageRows.last)
         XCTAssertEqual((intensityRow["auroc_per_kind"] as? [String: Double])?["bright"], 1, "\(intensityRow)")
         XCTAssertTrue(run.output.contains("## Triage: healthy volumes against volumes with lesion"), run.output)
