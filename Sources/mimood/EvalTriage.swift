@@ -23,9 +23,10 @@ struct VolumeDetection: Codable {
     static let histogramBins = 1000
 
     /// The `q`-quantile (0...1) of the brain's map values, to the histogram's resolution (the upper edge of
-    /// the bin that holds it).
+    /// the bin that holds it); 0 without brain.
     func brainMapPercentile(_ q: Double) -> Float {
         let total = brainMapHistogram.reduce(0, +)
+        guard total > 0 else { return 0 }
         var cumulative = 0
         for (bin, count) in brainMapHistogram.enumerated() {
             cumulative += count

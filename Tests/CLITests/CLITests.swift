@@ -384,8 +384,10 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(triageRows.count, 6, "max_score, mean_score, two percentiles of the map, the share above the "
                        + "checkpoint's map threshold and the intensity score: \(triageRows.map { $0["name"] ?? "" })")
         XCTAssertEqual(triage.first?.split(separator: ",").count, 10)
-        XCTAssertTrue(triage.dropFirst().allSatisfy { Double($0.split(separator: ",")[6]).map { (0...1).contains($0) } == true },
-                      "each volume's share above the map threshold: \(triage)")
+        XCTAssertTrue(triage.dropFirst().allSatisfy { line in
+            let cells = line.split(separator: ",").compactMap { Double($0) }   // max, mean, p99, p99.9, share, …
+            return cells.count == 8 && (0...1).contains(cells[4]) && cells[2] <= cells[3] && cells[3] <= cells[0] + 0.001
+        }, "each volume's 99th ≤ 99.9th percentile ≤ max (to a bin), and a share in [0, 1]: \(triage)")
         let intensityRow = try XCTUnwrap(triageRows.last)
         XCTAssertEqual((intensityRow["auroc_per_kind"] as? [String: Double])?["bright"], 1, "\(intensityRow)")
         XCTAssertTrue(run.output.contains("## Triage: healthy volumes against volumes with lesion"), run.output)
