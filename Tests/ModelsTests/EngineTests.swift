@@ -78,6 +78,54 @@ final class EngineTests: XCTestCase {
         XCTAssertTrue(together.allSatisfy { $0.anomalyMap.scalars.allSatisfy { (0...1).contains($0) } })
     }
 
+    func testTheDetectorScoresOnlySequencesThatChanged() throws {
+        // Nothing above λ: one pass per image at step 0, not R.
+        let still = try XCTUnwrap(engine.run([RestorationJob(images: try fixture.array("input").tensor,
+                                                             parameters: parameters { $0.lambda = 1; $0.restorations = 4 })]).first)
+        XCTAssertEqual(still.stepsRun, 0)
+        XCTAssertEqual(still.sequencesScored, 2)
+
+        // Resampling: after step 0, a step scores exactly the sequences whose tokens the step before changed
+        // (replayed from the recorded draws; a draw may give back the token it replaces).
+        let restorations = 4
+        let job = RestorationJob(images: slices[1], parameters: parameters { $0.restorations = restorations; $0.steps = 8 })
+        var sampler = RecordingSampler(inner: SeededSampler(seeds: [job.parameters.seed]))
+        let result = try XCTUnwrap(engine.run([job], sampler: &sampler).first)
+        XCTAssertGreaterThan(result.stepsRun, 2, "the fixture's λ resamples over several steps")
+        var tokens = Array(repeating: result.inputTokens[0], count: restorations)
+        var expected = 1
+        for (step, record) in result.steps.enumerated() {
+            for row in 0..<restorations {
+                let before = tokens[row]
+                for position in record.masked[row].indices where record.masked[row][position] {
+                    tokens[row][position] = try XCTUnwrap(sampler.draws[DrawSite(job: 0, image: 0, restoration: row, step: step, position: position)])
+                }
+                if tokens[row] != before && step + 1 < job.parameters.steps { expected += 1 }
+            }
+        }
+        XCTAssertTrue(tokens == result.restoredTokens, "the recorded draws replay the restoration")
+        XCTAssertEqual(result.sequencesScored, expected)
+        XCTAssertLessThan(result.sequencesScored, restorations * result.stepsRun)
+    }
+
+    func testABackgroundOnlySliceSkipsTheNetworksAndHasAZeroMap() throws {
+        let background = Tensor(zeros: [1, 1, 160, 160])
+        let images = stack([unstack(slices[1])[0], unstack(background)[0]], leading: [2])
+        for method in [InferenceMethod.mimOOD, .mvtmCritic, .ar] {
+            let edit: (inout InferenceParameters) -> Void = { $0.method = method; $0.restorations = 2; $0.lambdaNLL = 5; $0.criticThreshold = 0.7 }
+            let both = try XCTUnwrap(engine.run([RestorationJob(images: images, parameters: parameters(edit))]).first)
+            let alone = try XCTUnwrap(engine.run([RestorationJob(images: slices[1], parameters: parameters(edit))]).first)
+            XCTAssertEqual(both.sequencesScored, alone.sequencesScored, "\(method): the background slice is not scored")
+            XCTAssertEqual(Array(both.restoredTokens.prefix(2)), alone.restoredTokens, "\(method)")
+            XCTAssertEqual(Array(both.restoredTokens.suffix(2)), Array(repeating: both.inputTokens[1], count: 2), "\(method)")
+            XCTAssertTrue(both.anomalyMap.scalars[25600...].allSatisfy { $0 == 0 }, "\(method): zero map")
+            XCTAssertTrue(both.tokenScores.scalars[400...].allSatisfy { $0 == 0 }, "\(method): zero scores")
+            XCTAssertTrue(both.restorations.scalars[(2 * 25600)...].allSatisfy { $0 == 0 }, "\(method): the restorations are the slice")
+            XCTAssertTrue(both.steps.allSatisfy { !$0.masked[2].contains(true) && !$0.masked[3].contains(true) }, "\(method)")
+            XCTAssertEqual(Array(both.anomalyMap.scalars[..<25600]), alone.anomalyMap.scalars, "\(method)")
+        }
+    }
+
     func testARBaselineScoresAreTheTeacherForcedNLLAndDrawsReplaceWhatExceedsLambda() throws {
         let input = try fixture.array("input").tensor
         let tokens = try fixture.array("tokens").rows
@@ -147,5 +195,17 @@ final class EngineTests: XCTestCase {
         XCTAssertThrowsError(try Engine(Checkpoint(directory: Fixtures.checkpoint.path, only: [.atd]))) { error in
             XCTAssertTrue("\(error)".contains("every method needs the 'vqvae' component"), "\(error)")
         }
+    }
+}
+
+/// Draws from another sampler, keeping every site's token.
+private struct RecordingSampler: TokenSampler {
+    var inner: SeededSampler
+    var draws: [DrawSite: Int] = [:]
+
+    mutating func draw(at site: DrawSite, logits: ArraySlice<Float>) throws -> Int {
+        let token = try inner.draw(at: site, logits: logits)
+        draws[site] = token
+        return token
     }
 }

@@ -9,7 +9,10 @@ This is the behaviour the Swift engine must reproduce. Conventions (docs/checkpo
   * iterative restoration stops early, jointly for the whole batch, at the first step where no token
     of any restoration scores above the threshold (a restoration with nothing masked would not change
     anyway, so stopping jointly gives the same tokens as stopping each restoration on its own, and it
-    keeps the generator's consumption independent of the batch composition within a step).
+    keeps the generator's consumption independent of the batch composition within a step);
+  * a background-only image (every pixel 0, the value preprocessing gives everything outside the
+    brain) has nothing to restore: its tokens score 0 and are kept, its restorations are the image
+    itself and its anomaly map is 0.
 """
 from __future__ import annotations
 
@@ -77,9 +80,11 @@ def mvtm_sampler(mvtm: nn.Module, generator: torch.Generator) -> Sampler:
 
 @torch.no_grad()
 def restore_iteratively(detector: nn.Module, tokens: torch.Tensor, sampler: Sampler, *, threshold: float,
-                        steps: int, restorations: int, mask_id: int) -> Restoration:
+                        steps: int, restorations: int, mask_id: int,
+                        background: torch.Tensor | None = None) -> Restoration:
     """The loop of §3.4 steps 2–3, repeated T times: probabilities p = detector(y_t); mask m = p > λ;
-    draws ŷ from the sampler on y_t with masked positions set to [MASK]; y_{t+1} = y_t(1−m) + ŷ m."""
+    draws ŷ from the sampler on y_t with masked positions set to [MASK]; y_{t+1} = y_t(1−m) + ŷ m.
+    `background` [B] bool: images whose tokens score 0 (background only)."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     batch, h, w = tokens.shape
@@ -89,8 +94,11 @@ def restore_iteratively(detector: nn.Module, tokens: torch.Tensor, sampler: Samp
         return t.reshape(batch, restorations, h, w)
 
     scores, masks, samples = [], [], []
+    kept = None if background is None else background.repeat_interleave(restorations)[:, None]
     for step in range(steps):
         probs = token_probabilities(detector, current)
+        if kept is not None:
+            probs = probs.masked_fill(kept, 0.0)
         if step == 0:
             token_heatmap = grid(probs)[:, 0]   # all restorations still equal the input
         mask = probs > threshold
@@ -106,10 +114,11 @@ def restore_iteratively(detector: nn.Module, tokens: torch.Tensor, sampler: Samp
 
 
 def restore_mim_ood(atd: nn.Module, mvtm: nn.Module, tokens: torch.Tensor, *, lam: float, steps: int,
-                    restorations: int, generator: torch.Generator) -> Restoration:
+                    restorations: int, generator: torch.Generator,
+                    background: torch.Tensor | None = None) -> Restoration:
     """MIM-OOD: ATD picks the tokens to resample (probability > λ), MVTM in-paints them."""
     return restore_iteratively(atd, tokens, mvtm_sampler(mvtm, generator), threshold=lam, steps=steps,
-                               restorations=restorations, mask_id=mvtm.cfg.vocab_size - 1)
+                               restorations=restorations, mask_id=mvtm.cfg.vocab_size - 1, background=background)
 
 
 def restore_mvtm_critic(mvtm: nn.Module, critic: nn.Module, tokens: torch.Tensor, *, threshold: float,
@@ -202,6 +211,11 @@ def avg_pool(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(x, size, stride=1, padding=size // 2, count_include_pad=False)
 
 
+def background_only(x: torch.Tensor) -> torch.Tensor:
+    """x [B, C, H, W] -> [B] bool: every pixel 0 (outside the brain after preprocessing)."""
+    return (x == 0).flatten(1).all(dim=1)
+
+
 def anomaly_map(x: torch.Tensor, restored: torch.Tensor, *, combine: str = "softmax-weighted",
                 temperature: float = 3.0, min_pool_size: int = 3, avg_pool_size: int = 7) -> torch.Tensor:
     """x [B, C, H, W], restored [B, R, C, H, W] -> smoothed anomaly score [B, C, H, W] in [0, 1].
@@ -229,9 +243,11 @@ def detect_mim_ood(vqvae: nn.Module, atd: nn.Module, mvtm: nn.Module, x: torch.T
                    min_pool_size: int = 3, avg_pool_size: int = 7) -> Detection:
     """End to end (paper §3.4): tokenize, restore, decode, anomaly map."""
     tokens = tokenize(vqvae, x)
+    background = background_only(x)
     restoration = restore_mim_ood(atd, mvtm, tokens, lam=lam, steps=steps, restorations=restorations,
-                                  generator=generator)
+                                  generator=generator, background=background)
     restored_images = decode(vqvae, restoration.tokens)
+    restored_images[background] = x[background].unsqueeze(1).expand(-1, restorations, -1, -1, -1)
     score = anomaly_map(x, restored_images, combine=combine, temperature=temperature,
                         min_pool_size=min_pool_size, avg_pool_size=avg_pool_size)
     return Detection(tokens=tokens, restoration=restoration, restored_images=restored_images,

@@ -104,3 +104,17 @@ def test_detect_end_to_end_shapes(models):
     assert detection.anomaly_map.shape == (2, 1, 160, 160)
     assert 0 <= float(detection.anomaly_map.min()) and float(detection.anomaly_map.max()) <= 1
     assert detection.restoration.token_heatmap.shape == (2, 20, 20)
+
+
+def test_a_background_only_image_is_left_as_it_is_with_a_zero_map(models):
+    x = torch.rand(2, 1, 160, 160)
+    x[1] = 0
+    detection = pipeline.detect_mim_ood(models["vqvae"], models["atd"], models["mvtm"], x, lam=0.0, steps=2,
+                                        restorations=2, generator=torch.Generator().manual_seed(0))
+    restoration = detection.restoration
+    assert restoration.masks[0][0].all(), "λ 0 resamples every token of the image with brain"
+    assert not any(mask[1].any() for mask in restoration.masks)
+    assert torch.equal(restoration.tokens[1], detection.tokens[1].expand(2, -1, -1))
+    assert float(restoration.token_heatmap[1].abs().max()) == 0
+    assert torch.equal(detection.restored_images[1], x[1].expand(2, -1, -1, -1))
+    assert float(detection.anomaly_map[1].max()) == 0

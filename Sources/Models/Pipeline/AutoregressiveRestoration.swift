@@ -17,11 +17,19 @@ extension Engine {
     func restoreAutoregressively(_ jobs: [JobTokens], model: TokenTransformer,
                                  sampler: inout some TokenSampler) throws -> [Restoration] {
         let startID = model.config.vocabSize - 1
-        // Every sequence of every job: (job in `jobs`, row b·R + r).
-        let rows = jobs.indices.flatMap { j in (0..<jobs[j].tokens.count * jobs[j].parameters.restorations).map { (job: j, row: $0) } }
+        // Every sequence of every job that is not of a background-only image: (job in `jobs`, row b·R + r).
+        let rows = jobs.indices.flatMap { j in
+            (0..<jobs[j].tokens.count * jobs[j].parameters.restorations)
+                .filter { !jobs[j].background[$0 / jobs[j].parameters.restorations] }.map { (job: j, row: $0) }
+        }
         var tokens = jobs.map { job in job.tokens.flatMap { Array(repeating: $0, count: job.parameters.restorations) } }
-        var nll = jobs.map { job in [[Float]](repeating: [], count: job.tokens.count * job.parameters.restorations) }
-        var resampled = jobs.map { job in [[Bool]](repeating: [], count: job.tokens.count * job.parameters.restorations) }
+        // Background-only sequences keep NLL 0 and their tokens; the others are filled position by position.
+        var nll = jobs.map { job in
+            (0..<job.tokens.count * job.parameters.restorations).map { row -> [Float] in
+                job.background[row / job.parameters.restorations] ? [Float](repeating: 0, count: job.tokens[0].count) : []
+            }
+        }
+        var resampled = nll.map { rows in rows.map { row in [Bool](repeating: false, count: row.count) } }
 
         for start in stride(from: 0, to: rows.count, by: maxSequencesPerPass) {
             let chunk = Array(rows[start ..< min(rows.count, start + maxSequencesPerPass)])
@@ -66,7 +74,8 @@ extension Engine {
                 }
             }
             return Restoration(tokens: tokens[j], tokenScores: tokenScores,
-                               steps: [RestorationStep(scores: nll[j], masked: resampled[j])])
+                               steps: [RestorationStep(scores: nll[j], masked: resampled[j])],
+                               sequencesScored: rows.filter { $0.job == j }.count)
         }
     }
 }

@@ -53,6 +53,10 @@ public struct RestorationResult: Sendable {
     public var stepsRun: Int { steps.count }
     /// Those passes, in order.
     public let steps: [RestorationStep]
+    /// Sequences the detector (ATD, critic; AR: the raster pass) scored. Work not needed is not done: at step 0
+    /// one per image (its R restorations are still its input), then only sequences that a draw changed; none
+    /// for a background-only image.
+    public let sequencesScored: Int
 }
 
 /// The MIM-OOD engine (paper §3.4; reference Training/mimood_train/pipeline.py): a checkpoint's
@@ -157,6 +161,17 @@ public struct Engine: Sendable {
         }
     }
 
+    /// Which images of x [B, C, H, W] are background only: every pixel at the low end of the output range,
+    /// where preprocessing puts everything outside the brain (docs/preprocessing.md §5). Such a slice has
+    /// nothing to restore, so it skips the Transformers and the decoder.
+    func backgroundOnly(_ images: Tensor) -> [Bool] {
+        let background = Float(manifest.preprocessing.outputRange[0])
+        let size = images.count / max(images.shape[0], 1)
+        return (0..<images.shape[0]).map { image in
+            images.scalars[image * size ..< (image + 1) * size].allSatisfy { $0 == background }
+        }
+    }
+
     /// Runs every job with draws seeded by its own `parameters.seed`; the same jobs give the same results.
     public func run(_ jobs: [RestorationJob]) throws -> [RestorationResult] {
         var sampler = SeededSampler(seeds: jobs.map(\.parameters.seed))
@@ -186,6 +201,7 @@ public struct Engine: Sendable {
         }
         // 1. Tokenise every slice.
         let tokensPerJob = split(tokenize(jobs.map(\.images)), counts: jobs.map { $0.images.shape[0] })
+        let backgroundPerJob = jobs.map { backgroundOnly($0.images) }
         endStage(\.tokenize)
 
         // 2. Restore the token grids, each method's jobs together.
@@ -194,7 +210,8 @@ public struct Engine: Sendable {
             let group = jobs.indices.filter { jobs[$0].parameters.method == method }
             guard !group.isEmpty else { continue }
             let members: [JobTokens] = group.map {
-                (index: $0, tokens: tokensPerJob[$0], parameters: jobs[$0].parameters, isAbandoned: jobs[$0].isAbandoned)
+                (index: $0, tokens: tokensPerJob[$0], background: backgroundPerJob[$0], parameters: jobs[$0].parameters,
+                 isAbandoned: jobs[$0].isAbandoned)
             }
             // validate() has checked that each job's method has its networks.
             let lacking = InferenceError("method '\(method.rawValue)' lacks a network")
@@ -211,21 +228,35 @@ public struct Engine: Sendable {
         }
 
         endStage(\.restore)
-        // 3. Decode every restoration; 4. residuals → anomaly maps.
-        let finals = restorations.map { $0?.tokens ?? [] }
-        let decodedPerJob = split(decode(finals.flatMap { $0 }), counts: finals.map(\.count))
+        // 3. Decode every restoration (a background-only slice's restorations are the slice itself: nothing
+        // was restored, and its map is zero); 4. residuals → anomaly maps.
+        let decodable = jobs.indices.map { index in
+            (restorations[index]?.tokens ?? []).enumerated().filter { !backgroundPerJob[index][$0.offset / jobs[index].parameters.restorations] }
+                .map(\.element)
+        }
+        let decodedPerJob = split(decode(decodable.flatMap { $0 }), counts: decodable.map(\.count))
         endStage(\.decode)
         defer { endStage(\.anomalyMap) }
         return try jobs.indices.map { index in
             let (job, restoration) = (jobs[index], restorations[index])
             guard let restoration else { throw InferenceError("job \(index): no restoration was produced") }
-            let restored = stack(decodedPerJob[index], leading: [job.images.shape[0], job.parameters.restorations])
+            let count = job.parameters.restorations
+            var (restoredSlices, next) = ([Tensor](), 0)
+            for (image, slice) in unstack(job.images).enumerated() {
+                if backgroundPerJob[index][image] {
+                    restoredSlices += Array(repeating: slice, count: count)
+                } else {
+                    restoredSlices += decodedPerJob[index][next ..< next + count]
+                    next += count
+                }
+            }
+            let restored = stack(restoredSlices, leading: [job.images.shape[0], job.parameters.restorations])
             let grid = vqvae.config.grid
             return RestorationResult(
                 parameters: job.parameters, inputTokens: tokensPerJob[index], restoredTokens: restoration.tokens,
                 restorations: restored, anomalyMap: anomalyMap(job.images, restored, job.parameters),
                 tokenScores: Tensor(shape: [job.images.shape[0], grid, grid], scalars: restoration.tokenScores.flatMap { $0 }),
-                steps: restoration.steps)
+                steps: restoration.steps, sequencesScored: restoration.sequencesScored)
         }
     }
 
@@ -272,11 +303,14 @@ struct Restoration {
     /// [B][N] the score of each input token (RestorationResult.tokenScores).
     var tokenScores: [[Float]]
     var steps: [RestorationStep]
+    var sequencesScored = 0
 }
 
-/// A job as the restoration loops see it: its index (for draw sites), its input tokens, its settings,
+/// A job as the restoration loops see it: its index (for draw sites), its input tokens, which of its
+/// images are background only (their sequences are left as they are, with scores 0), its settings,
 /// and whether it is still wanted.
-typealias JobTokens = (index: Int, tokens: [[Int]], parameters: InferenceParameters, isAbandoned: @Sendable () -> Bool)
+typealias JobTokens = (index: Int, tokens: [[Int]], background: [Bool], parameters: InferenceParameters,
+                       isAbandoned: @Sendable () -> Bool)
 
 // MARK: - Small array helpers
 
