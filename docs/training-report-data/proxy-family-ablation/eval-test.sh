@@ -5,14 +5,15 @@
 # networks are v3's.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-PY=.venv/bin/python W=data/w R=Training/resume/latent-local
+source docs/training-report-data/runs.sh
+PY=.venv/bin/python W=data/w R=$RUNS/latent-local
 for atd in $R/atd-paper $R/atd-mix2 $W/ablation/atd-without-* $W/ablation/seed1-atd-without-none; do
     name=$(basename "$atd")
     out=$W/ablation/eval-test/$name
     [[ -f $out/table1.csv ]] && continue
     mkdir -p "$out"
     $PY -m mimood_train.checkpoint export --out $W/ablation/ckpt-test --name "ablation-$name" \
-        --component vqvae=Training/resume/vqvae-local --component atd="$atd" --component mvtm=$R/mvtm \
+        --component vqvae=$RUNS/vqvae-local --component atd="$atd" --component mvtm=$R/mvtm \
         --component ar=$R/ar --component critic=$R/critic --component prior=$W/runs/prior-local.pt \
         --inference '{"lambda": 0.003, "critic_threshold": 0.1, "lambda_nll": 6}' > /dev/null
     .build/release/mimood eval --model $W/ablation/ckpt-test --threads "${THREADS:-2}" --data $W/synthetic-test/test_anomalous \

@@ -2,8 +2,9 @@
 # Per-family ablation of the ATD's proxy mix (issue 13): from the paper-task ATD, 500 steps of the mix with
 # all seven families, and with each one off; glioma-token AP/AUROC on validation at steps 250 and 500.
 set -euo pipefail
-cd /work/main
-PY=.venv/bin/python W=data/w V=Training/resume/vqvae-local T=$W/tokens/train_local.npz R=Training/resume/latent-local
+cd "$(dirname "$0")/../../.."
+source docs/training-report-data/runs.sh
+PY=.venv/bin/python W=data/w V=$RUNS/vqvae-local T=$W/tokens/train_local.npz R=$RUNS/latent-local
 [[ -f $W/sets/glioma_val_local.npz ]] || $PY -m mimood_train.diagnosis token-set --vqvae $V --data $W/cache/val_anomalous.npz --out $W/sets/glioma_val_local.npz
 [[ -f $W/image_proxies_local.npz ]] || $PY -m mimood_train.proxies --vqvae $V --data $W/cache/train.npz --tokens $T --out $W/image_proxies_local.npz --count 6000
 families=(random cross_subject moved mvtm blob patch deform)
