@@ -1,4 +1,5 @@
 import ArgumentParser
+import Detection
 import Foundation
 import Imaging
 import JSON
@@ -7,7 +8,8 @@ import Models
 import Threading
 
 /// `mimood bench`: the restoration pipeline's speed on a batch, per stage. scripts/bench-engine runs it
-/// beside the PyTorch reference on the same weights (Benchmarks/Engine).
+/// beside the PyTorch reference on the same weights (Benchmarks/Engine). With `--volume`, whole volumes
+/// instead, as the service runs them (early exit, the checkpoint's settings), MIM-OOD beside the AR baseline.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time the pipeline on a batch, every step forced to run, per stage.")
@@ -22,6 +24,10 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object (what scripts/bench-engine reads) instead of the table.") var json = false
     @Option(help: "Peak GFLOP/s to compare with, e.g. measured by `KernelsBenchmark peak` (default: the nominal peak).")
     var peakGflops: Double?
+    @Option(name: .customLong("volume"), help: ArgumentHelp(
+        "A whole volume (.nii, .nii.gz, 3-D .npy) to time instead of the forced batch, run as the service runs it with the "
+        + "checkpoint's settings, MIM-OOD beside the AR baseline (KV cache) when the checkpoint has it; repeatable. --batch is then the slices per engine call."))
+    var volumes: [String] = []
 
     func validate() throws {
         for (name, value) in [("--batch", batch), ("--restorations", restorations), ("--steps", steps), ("--repeats", repeats)]
@@ -35,6 +41,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         let (engine, directory) = try modelOptions.engine()
+        if !volumes.isEmpty { return try benchVolumes(engine, directory: directory) }
         let images = try input.map(batchTensor(from:)) ?? phantomBatch()
         var parameters = engine.defaults
         parameters.method = .mimOOD
@@ -46,11 +53,16 @@ struct Bench: ParsableCommand {
         printError("warm-up run (batch \(batch), R = \(restorations), T = \(steps))")
         _ = try engine.run([job])   // page in the weights, grow the allocator
         var runs: [StageTimings] = []
+        var transformerFLOPs = 0.0
         for run in 1...repeats {
             var sampler = SeededSampler(seeds: [parameters.seed])
             var timings = StageTimings()
-            let results = try engine.run([job], sampler: &sampler, timings: &timings)
-            guard results.first?.stepsRun == steps else { throw CLIError("expected all \(steps) steps to run") }
+            let result = try engine.run([job], sampler: &sampler, timings: &timings)[0]
+            guard result.stepsRun == steps else { throw CLIError("expected all \(steps) steps to run") }
+            // The ATD scores one sequence per slice at step 0 (its restorations are still the input), then every changed one.
+            let inpainted = result.steps.reduce(0) { $0 + $1.masked.filter { $0.contains(true) }.count }
+            transformerFLOPs = try flopsPerSequence(engine, .atd) * Double(result.sequencesScored)
+                + flopsPerSequence(engine, .mvtm) * Double(inpainted)
             runs.append(timings)
             printError("run \(run)/\(repeats): \(String(format: "%.3f", timings.total.inSeconds)) s")
         }
@@ -58,7 +70,6 @@ struct Bench: ParsableCommand {
         let ours = Bench.stages.map { (name, path) in (name, median(path)) }
 
         let threads = Threads.count
-        let transformerFLOPs = try transformerFLOPsPerStep(engine) * Double(steps * batch * restorations)
         let restore = median(\.restore)
         let rate = transformerFLOPs / restore / 1e9
         let processor = Processor.current
@@ -88,6 +99,59 @@ struct Bench: ParsableCommand {
         print(String(format: "  %.1f %% of the nominal peak %.0f GFLOP/s = %d thread(s) × %d FMA pipes × %d lanes × 2 × %.3f GHz (%@)",
                      100 * rate / nominal, nominal, threads, processor.fmaPipes, processor.floatLanes, processor.megahertz / 1000,
                      processor.model as NSString))
+    }
+
+    /// Each volume through `Detect.restore` with MIM-OOD and with the AR baseline, the same slices in one run:
+    /// the median seconds of `repeats` runs after a warm-up, and the work the early exits left (detector
+    /// sequences scored, against every step of every restoration of every slice).
+    private func benchVolumes(_ engine: Engine, directory: String) throws {
+        var (mimOOD, ar) = (engine.defaults, engine.defaults)
+        (mimOOD.method, ar.method) = (.mimOOD, .ar)
+        let inputs = try volumes.map { path in (path, try DetectionInput(bytes: fileContents(path), preprocessed: false)) }
+        printError("warm-up run (one batch of \(inputs[0].0))")
+        _ = try engine.run(inputs[0].1.jobs(mimOOD, slices: 0..<min(batch, inputs[0].1.sliceCount)), parallelism: .slices)
+        var rows: [JSONValue] = []
+        if !json {
+            print("mimood bench: \(engine.manifest.name) (\(directory)), whole volumes, \(Threads.count) thread(s), \(batch) slices per call, "
+                  + "median of \(repeats) run(s); R = \(mimOOD.restorations), T = \(mimOOD.steps), λ = \(format(Float(mimOOD.lambda))), "
+                  + "λ_NLL = \(format(Float(ar.lambdaNLL)))")
+            print("volume                          slices  no brain  method    seconds  slices/s  steps  detector sequences (of all)  MIM-OOD/AR")
+        }
+        for (path, input) in inputs {
+            let area = Preprocessing.sliceSize * Preprocessing.sliceSize
+            let backgroundOnly = (0..<input.sliceCount).filter { input.slices[$0 * area ..< ($0 + 1) * area].allSatisfy { $0 == 0 } }.count
+            var secondsOf: [InferenceMethod: Double] = [:]
+            for parameters in [mimOOD] + (engine.supports(.ar) ? [ar] : []) {
+                var times: [Double] = []
+                var results: [RestorationResult] = []
+                for _ in 1...repeats {
+                    let started = ContinuousClock.now
+                    results = try Detect.restore(input, engine: engine, parameters: parameters, batch: batch, name: nil)
+                    times.append((ContinuousClock.now - started).inSeconds)
+                }
+                let seconds = Bench.median(times)
+                secondsOf[parameters.method] = seconds
+                let scored = results.reduce(0) { $0 + $1.sequencesScored }
+                let all = input.sliceCount * parameters.restorations * (parameters.method == .ar ? 1 : parameters.steps)
+                let steps = Double(results.reduce(0) { $0 + $1.stepsRun }) / Double(max(results.count, 1))
+                let ratio = parameters.method == .ar ? secondsOf[.mimOOD].map { $0 / seconds } : nil
+                rows.append(.object(JSONObject([
+                    "volume": .string(path), "slices": .integer(input.sliceCount), "background_only_slices": .integer(backgroundOnly),
+                    "method": .string(parameters.method.rawValue), "seconds": .number(seconds),
+                    "slices_per_second": .number(Double(input.sliceCount) / seconds), "mean_steps_run": .number(steps),
+                    "detector_sequences": .integer(scored), "detector_sequences_without_early_exit": .integer(all),
+                ])))
+                if !json {
+                    let name = URL(fileURLWithPath: path).lastPathComponent
+                    print(name.padding(toLength: 32, withPad: " ", startingAt: 0)
+                          + String(format: "%6d  %8d  %-8@ %8.2f  %8.2f  %5.2f  %9d (%9d) %6.1f %%", input.sliceCount, backgroundOnly,
+                                   parameters.method.rawValue as NSString, seconds, Double(input.sliceCount) / seconds, steps,
+                                   scored, all, 100 * Double(scored) / Double(all))
+                          + (ratio.map { String(format: "  %10.2f", $0) } ?? ""))
+                }
+            }
+        }
+        if json { print(JSONValue.object(JSONObject(["engine": .string("mimood"), "threads": .integer(Threads.count), "volumes": .array(rows)])).jsonText) }
     }
 
     /// The stages `Engine.run` times, in pipeline order, with PyTorch bench's names.
@@ -120,17 +184,15 @@ struct Bench: ParsableCommand {
         return sliceTensor((0..<batch).flatMap { _ in slice }[...], count: batch, size: size)
     }
 
-    /// FLOPs of one ATD pass and one MVTM pass over one sequence, counting 2·M·N·K per matrix product:
+    /// FLOPs of one pass of a Transformer over one sequence, counting 2·M·N·K per matrix product:
     /// per block QKV (2·n·d·3d), scores and weighted values (2 · 2·n²·d), output projection (2·n·d²),
     /// MLP (2 · 2·n·d·h); then the head (2·n·d·out). Norms, softmax and GELU are not counted.
-    private func transformerFLOPsPerStep(_ engine: Engine) throws -> Double {
-        try [Component.atd, .mvtm].reduce(0.0) { sum, component in
-            guard let network = engine.network(component) else { throw CLIError("the model has no \(component.rawValue)") }
-            let c = network.config
-            let (n, d, h) = (Double(c.nPositions), Double(c.dim), Double(c.mlpHidden))
-            let block = 2 * n * d * 3 * d + 2 * 2 * n * n * d + 2 * n * d * d + 2 * 2 * n * d * h
-            return sum + Double(c.depth) * block + 2 * n * d * Double(c.outputWidth)
-        }
+    private func flopsPerSequence(_ engine: Engine, _ component: Component) throws -> Double {
+        guard let network = engine.network(component) else { throw CLIError("the model has no \(component.rawValue)") }
+        let c = network.config
+        let (n, d, h) = (Double(c.nPositions), Double(c.dim), Double(c.mlpHidden))
+        let block = 2 * n * d * 3 * d + 2 * 2 * n * n * d + 2 * n * d * d + 2 * 2 * n * d * h
+        return Double(c.depth) * block + 2 * n * d * Double(c.outputWidth)
     }
 
     private static func median(_ values: [Double]) -> Double {

@@ -68,16 +68,23 @@ struct Detect: ParsableCommand {
     /// per slice, slice i seeded with the parameters' seed + i. Progress on stderr for inputs over one batch.
     static func run(_ input: DetectionInput, engine: Engine, parameters: InferenceParameters, batch: Int,
                     name: String) throws -> DetectionResult {
+        let results = try restore(input, engine: engine, parameters: parameters, batch: batch, name: name)
+        return DetectionResult(input: input, parameters: parameters, results: results, grid: engine.vqvae.config.grid)
+    }
+
+    /// `run`'s engine calls: each slice's restoration, in order. `name` labels the progress lines (nil: none).
+    static func restore(_ input: DetectionInput, engine: Engine, parameters: InferenceParameters, batch: Int,
+                        name: String?) throws -> [RestorationResult] {
         let started = ContinuousClock.now
         var results: [RestorationResult] = []
         for start in stride(from: 0, to: input.sliceCount, by: batch) {
             let end = min(input.sliceCount, start + batch)
             results += try engine.run(input.jobs(parameters, slices: start..<end), parallelism: .slices)
-            if input.sliceCount > batch {
+            if let name, input.sliceCount > batch {
                 printError("\(name): \(end)/\(input.sliceCount) slices, \(seconds(since: started)) s")
             }
         }
-        return DetectionResult(input: input, parameters: parameters, results: results, grid: engine.vqvae.config.grid)
+        return results
     }
 
     /// `<stem>_anomaly.npy` and `<stem>_tokens.npy` (and for volumes `<stem>_anomaly.nii.gz`) on the input's

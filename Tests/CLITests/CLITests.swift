@@ -210,6 +210,35 @@ final class CLITests: XCTestCase {
         XCTAssertGreaterThan(try XCTUnwrap(report["transformer_gflops_per_second"] as? Double), 0)
     }
 
+    /// `--volume`: a whole volume as the service runs it, MIM-OOD beside the AR baseline; slices without brain
+    /// skip the Transformers, and the early exits leave fewer detector sequences than every step would score.
+    func testBenchTimesWholeVolumesWithTheWorkTheEarlyExitsLeft() throws {
+        let (brain, geometry) = try volume()
+        var volume = Volume(zeros: [160, 160, 9])
+        for k in 0..<6 { for j in 0..<160 { for i in 0..<160 { volume[i, j, k] = brain[i, j, k] } } }
+        let path = try write(NIfTI.encode(volume, geometry: geometry), "head.nii.gz")
+        let run = try mimood(["bench", "--model", Self.checkpoint, "--volume", path, "--batch", "4", "--repeats", "1",
+                              "--threads", "1", "--json"])
+        XCTAssertEqual(run.status, 0, run.errors)
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any], run.output)
+        let rows = try XCTUnwrap(report["volumes"] as? [[String: Any]], run.output)
+        XCTAssertEqual(rows.compactMap { $0["method"] as? String }, ["mim-ood", "ar"])
+        for row in rows {
+            let slices = try XCTUnwrap(row["slices"] as? Int)
+            XCTAssertEqual(slices, 17, "9 slices of 2 mm resampled to 1 mm")
+            XCTAssertEqual(row["background_only_slices"] as? Int, 5, "\(row)")
+            let scored = try XCTUnwrap(row["detector_sequences"] as? Int), all = try XCTUnwrap(row["detector_sequences_without_early_exit"] as? Int)
+            XCTAssertGreaterThan(scored, 0)
+            XCTAssertLessThan(scored, all, "\(row)")
+            XCTAssertGreaterThan(try XCTUnwrap(row["seconds"] as? Double), 0)
+        }
+        let table = try mimood(["bench", "--model", Self.checkpoint, "--volume", path, "--repeats", "1", "--threads", "1"])
+        XCTAssertEqual(table.status, 0, table.errors)
+        for column in ["no brain", "detector sequences (of all)", "MIM-OOD/AR", "head.nii.gz", "mim-ood", "ar "] {
+            XCTAssertTrue(table.output.contains(column), "\(column) missing in:\n\(table.output)")
+        }
+    }
+
     /// The comparison with PyTorch (scripts/bench-engine), on this build's binary and the repository's
     /// `.venv` (scripts/test creates it): every cell of the table is a positive number.
     func testTheEngineComparisonRunsThePyTorchReferenceSideBySide() throws {
