@@ -289,8 +289,8 @@ extension ServiceConfiguration {
                     + "request may wait for (a single slice always runs).", kind: .integer(\.batchMaxCost, 1...1_000_000)),
             Setting(name: "batch_max_wait_ms", help: "How long the oldest queued slice waits for others to share its batch.",
                     kind: .number(\.batchMaxWaitMilliseconds, 0...60_000)),
-            Setting(name: "batch_parallelism", help: "How a batch uses the cores: 'slices' spreads its slices over them, one core each; "
-                    + "'kernels' runs it as one call whose every kernel uses all cores.",
+            Setting(name: "batch_parallelism", help: "How a batch uses the cores: 'slices' runs its slices one per core, each core taking the next "
+                    + "when it is free; 'kernels' runs it as one call whose every kernel uses all cores.",
                     kind: .text(\.batchParallelism, allowed: BatchParallelism.allCases.map(\.rawValue))),
             Setting(name: "queue_order", help: "How waiting requests share batches: 'round-robin' takes a slice from each in turn; "
                     + "'shortest-first' serves the request with the least work left first.",

@@ -144,8 +144,9 @@ struct Bench: ParsableCommand {
                 if !json {
                     let name = URL(fileURLWithPath: path).lastPathComponent
                     print(name.padding(toLength: 32, withPad: " ", startingAt: 0)
-                          + String(format: "%6d  %8d  %-8@ %8.2f  %8.2f  %5.2f  %9d (%9d) %6.1f %%", input.sliceCount, backgroundOnly,
-                                   parameters.method.rawValue as NSString, seconds, Double(input.sliceCount) / seconds, steps,
+                          + String(format: "%6d  %8d  ", input.sliceCount, backgroundOnly)
+                          + parameters.method.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)
+                          + String(format: " %8.2f  %8.2f  %5.2f  %9d (%9d) %6.1f %%", seconds, Double(input.sliceCount) / seconds, steps,
                                    scored, all, 100 * Double(scored) / Double(all))
                           + (ratio.map { String(format: "  %10.2f", $0) } ?? ""))
                 }
