@@ -45,7 +45,7 @@ extension Engine {
                         scored[j][row] = scored[j][row - row % parameters.restorations]
                     }
                 }
-                let p = scored[j].map { $0 ?? [] }
+                let p = scored[j].map { $0! }   // every sequence of a running job has been scored by now
                 if step == 0 {   // restoration 0's scores are the input's
                     states[j].tokenScores = stride(from: 0, to: p.count, by: parameters.restorations).map { p[$0] }
                 }
