@@ -12,7 +12,7 @@ import Threading
 /// instead, as the service runs them (early exit, the checkpoint's settings), MIM-OOD beside the AR baseline.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time the pipeline on a batch, every step forced to run, per stage.")
+        abstract: "Time the pipeline on a batch, every step forced to run, per stage; or whole volumes as the service runs them (--volume).")
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Slices in the batch.") var batch = 32
