@@ -118,8 +118,8 @@ struct Bench: ParsableCommand {
             print("volume                          slices  no brain  method    seconds  slices/s  steps  detector sequences (of all)  MIM-OOD/AR")
         }
         for (path, input) in inputs {
-            let area = Preprocessing.sliceSize * Preprocessing.sliceSize
-            let backgroundOnly = (0..<input.sliceCount).filter { input.slices[$0 * area ..< ($0 + 1) * area].allSatisfy { $0 == 0 } }.count
+            let backgroundOnly = engine.backgroundOnly(sliceTensor(input.slices[...], count: input.sliceCount, size: Preprocessing.sliceSize))
+                .filter { $0 }.count
             var secondsOf: [InferenceMethod: Double] = [:]
             for parameters in [mimOOD] + (engine.supports(.ar) ? [ar] : []) {
                 var times: [Double] = []

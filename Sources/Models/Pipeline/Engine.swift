@@ -164,7 +164,7 @@ public struct Engine: Sendable {
     /// Which images of x [B, C, H, W] are background only: every pixel at the low end of the output range,
     /// where preprocessing puts everything outside the brain (docs/preprocessing.md §5). Such a slice has
     /// nothing to restore, so it skips the Transformers and the decoder.
-    func backgroundOnly(_ images: Tensor) -> [Bool] {
+    public func backgroundOnly(_ images: Tensor) -> [Bool] {
         let background = Float(manifest.preprocessing.outputRange[0])
         let size = images.count / max(images.shape[0], 1)
         return (0..<images.shape[0]).map { image in
