@@ -6,7 +6,7 @@
 //   HTTPServer → JSON, Threading, ZlibCodec, COpenSSL, CNGHTTP2
 //   Detection → Models, Imaging, Kernels, JSON, ZlibCodec
 //   Models    → Kernels, JSON, Threading                          (+ swift-crypto for weight digests)
-//   Imaging → ZlibCodec → CZlib;  Imaging → CDicom (C++, DCMTK);  Kernels → CBLAS;  JSON, Threading, Evaluation: no dependency
+//   Imaging → ZlibCodec → CZlib;  Imaging → CDicom (C++, DCMTK);  Kernels → CBLAS, CKernels;  JSON, Threading, Evaluation: no dependency
 import PackageDescription
 
 let package = Package(
@@ -44,11 +44,14 @@ let package = Package(
         // OpenBLAS from the system (Debian: libopenblas-pthread-dev) for GEMM; see docs/kernels.md for why.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-pthread-dev"])]),
+        // The inner loops GEMM does not cover (fused attention, softmax, GELU, SiLU, LayerNorm), in C compiled
+        // for AVX-512, AVX2 and SSE2 and picked at run time by the CPU. Optimised in debug builds too.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O2"])]),
         // Float32 tensors and the numeric kernels (GEMM through BLAS, convolutions, norms, attention, sampling).
         // Optimised in debug builds too: the parity and engine tests run whole networks through these loops.
-        .target(name: "Kernels", dependencies: ["CBLAS"],
+        .target(name: "Kernels", dependencies: ["CBLAS", "CKernels"],
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels"]),
         // GEMM GFLOP/s per shape and per BLAS library, peak FLOP/s, kernel timings: docs/kernels.md.
         // Built for this CPU (-march=native) so its FMA loop uses the widest vectors there are.
         .executableTarget(name: "KernelsBenchmark", dependencies: ["Kernels"], path: "Benchmarks/Kernels",

@@ -5,8 +5,10 @@
 //   cachedAttention(qkv, keys: k, values: v, length: t, heads: h) -> Tensor
 //                                                       // one decoding step: qkv [S, 3·dim], k, v [S, capacity, dim] → [S, dim]
 //
-// Both read q, k and v where they lie (BLAS takes strides and transposes), one GEMM for the scores,
-// a row softmax, one GEMM for the weighted values, in parallel over (item, head) pairs.
+// The first two run the fused kernel of CKernels (`ck_attention`) on each (item, head) pair, in
+// parallel: it reads q, k and v where they lie and never stores more than a few rows of scores. The
+// decoding step, one query row, is a GEMM for its scores, a softmax and a GEMM for the weighted values.
+import CKernels
 
 /// The multi-head core of a Transformer block, on the output of its qkv Linear as PyTorch lays it out:
 /// features q | k | v of `dim` each, head h at features h·hd ..< (h+1)·hd (hd = dim / heads) within each.
@@ -20,17 +22,13 @@ public func attention(_ qkv: Tensor, heads: Int, causal: Bool = false) -> Tensor
     return Tensor(shape: [batch, tokens, dim]) { out in
         guard out.count > 0 else { return }
         qkv.scalars.withUnsafeBufferPointer { qkv in
-            parallelRanges(batch * heads) { pairs in
-                let scores = UnsafeMutablePointer<Float>.allocate(capacity: tokens * tokens)
-                defer { scores.deallocate() }
-                for pair in pairs {
-                    let (item, head) = (pair / heads, pair % heads)
-                    let q = qkv.baseAddress! + item * tokens * 3 * dim + head * headDim
-                    attend(tokens: tokens, depth: headDim, scale: 1 / Float(headDim).squareRoot(), causal: causal,
-                           q: q, k: q + dim, v: q + 2 * dim, layout: .tokenRows(stride: 3 * dim),
-                           out: out.baseAddress! + item * tokens * dim + head * headDim, outStride: dim,
-                           scores: scores)
-                }
+            attendInParallel(problems: batch * heads, tokens: tokens, depth: headDim) { pair in
+                let (item, head) = (pair / heads, pair % heads)
+                let q = qkv.baseAddress! + item * tokens * 3 * dim + head * headDim
+                return ck_attention_problem(
+                    tokens: tokens, depth: headDim, scale: 1 / Float(headDim).squareRoot(), causal: causal ? 1 : 0,
+                    q: q, k: q + dim, v: q + 2 * dim, token_stride: 3 * dim, feature_stride: 1,
+                    out: out.baseAddress! + item * tokens * dim + head * headDim, out_token_stride: dim, out_feature_stride: 1)
             }
         }
     }
@@ -47,16 +45,14 @@ public func spatialAttention(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
         q.scalars.withUnsafeBufferPointer { q in
             k.scalars.withUnsafeBufferPointer { k in
                 v.scalars.withUnsafeBufferPointer { v in
-                    parallelRanges(batch) { items in
-                        let scores = UnsafeMutablePointer<Float>.allocate(capacity: pixels * pixels)
-                        defer { scores.deallocate() }
-                        for item in items {
-                            let offset = item * channels * pixels
-                            attend(tokens: pixels, depth: channels, scale: 1 / Float(channels).squareRoot(),
-                                   causal: false, q: q.baseAddress! + offset, k: k.baseAddress! + offset,
-                                   v: v.baseAddress! + offset, layout: .featureRows,
-                                   out: out.baseAddress! + offset, outStride: pixels, scores: scores)
-                        }
+                    // Feature f of pixel t at f·pixels + t.
+                    attendInParallel(problems: batch, tokens: pixels, depth: channels) { item in
+                        let offset = item * channels * pixels
+                        return ck_attention_problem(
+                            tokens: pixels, depth: channels, scale: 1 / Float(channels).squareRoot(), causal: 0,
+                            q: q.baseAddress! + offset, k: k.baseAddress! + offset, v: v.baseAddress! + offset,
+                            token_stride: 1, feature_stride: pixels,
+                            out: out.baseAddress! + offset, out_token_stride: 1, out_feature_stride: pixels)
                     }
                 }
             }
@@ -94,7 +90,7 @@ public func cachedAttention(_ qkv: Tensor, keys: Tensor, values: Tensor, length:
                             gemm(transposeB: true, m: 1, n: length, k: headDim, alpha: scale,
                                  a: qkv.baseAddress! + sequence * 3 * dim + head * headDim, lda: headDim,
                                  b: keys.baseAddress! + cached, ldb: dim, c: scores, ldc: length)
-                            softmaxRow(scores, count: length, into: scores)
+                            ck_softmax_row(scores, length, scores)
                             gemm(m: 1, n: headDim, k: length, a: scores, lda: length, b: values.baseAddress! + cached,
                                  ldb: dim, c: out.baseAddress! + sequence * dim + head * headDim, ldc: headDim)
                         }
@@ -105,40 +101,14 @@ public func cachedAttention(_ qkv: Tensor, keys: Tensor, values: Tensor, length:
     }
 }
 
-/// How one sequence's q, k, v (and output) matrices are stored.
-private enum SequenceLayout {
-    /// Token t's features in one row: feature f of token t at t·stride + f (the Transformers).
-    case tokenRows(stride: Int)
-    /// Feature f of every token in one row: feature f of token t at f·tokens + t (images [C, H·W]).
-    case featureRows
-}
-
-/// One sequence: scores = q·kᵀ·scale [tokens, tokens], softmax per row (causal: over 0...i only),
-/// out = scores·v, with q, k, v, out all laid out by `layout` (`outStride` between rows of out).
-private func attend(tokens: Int, depth: Int, scale: Float, causal: Bool,
-                    q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
-                    layout: SequenceLayout, out: UnsafeMutablePointer<Float>, outStride: Int,
-                    scores: UnsafeMutablePointer<Float>) {
-    switch layout {
-    case .tokenRows(let stride):
-        gemm(transposeB: true, m: tokens, n: tokens, k: depth, alpha: scale,
-             a: q, lda: stride, b: k, ldb: stride, c: scores, ldc: tokens)
-    case .featureRows:
-        gemm(transposeA: true, m: tokens, n: tokens, k: depth, alpha: scale,
-             a: q, lda: tokens, b: k, ldb: tokens, c: scores, ldc: tokens)
-    }
-    for i in 0..<tokens {
-        let row = scores + i * tokens
-        let seen = causal ? i + 1 : tokens
-        softmaxRow(row, count: seen, into: row)
-        (row + seen).update(repeating: 0, count: tokens - seen)
-    }
-    switch layout {
-    case .tokenRows(let stride):
-        gemm(m: tokens, n: depth, k: tokens, a: scores, lda: tokens, b: v, ldb: stride, c: out, ldc: outStride)
-    case .featureRows:
-        // outᵀ [depth, tokens] = vᵀ·scoresᵀ, and vᵀ is how v is stored.
-        gemm(transposeB: true, m: depth, n: tokens, k: tokens, a: v, lda: tokens, b: scores, ldb: tokens,
-             c: out, ldc: outStride)
+/// Runs `ck_attention` on problems 0..<problems in parallel, each core with its own scratch memory.
+private func attendInParallel(problems: Int, tokens: Int, depth: Int, _ problem: (Int) -> ck_attention_problem) {
+    parallelRanges(problems) { range in
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: ck_attention_scratch_count(tokens, depth))
+        defer { scratch.deallocate() }
+        for index in range {
+            var problem = problem(index)
+            ck_attention(&problem, scratch)
+        }
     }
 }

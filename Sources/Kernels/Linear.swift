@@ -1,10 +1,23 @@
 // Token-wise layers of the Transformers, with PyTorch's weight layouts.
 //
 //   linear(x, weight: w, bias: b) -> Tensor      // x [..., in], w [out, in], b [out] → x·wᵀ + b  [..., out]
+//   linear(x, weight: w, bias: b, activation: .gelu, adding: r) -> Tensor   // GELU(x·wᵀ + b) + r
 //   embedding(ids, weight: table) -> Tensor       // ids in 0..<V, table [V, dim] → [ids.count, dim]
+import CKernels
 
-/// `y = x·Wᵀ + b` over the last dimension, as torch.nn.Linear: weight [out, in], bias [out] or nil.
-public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+/// What follows a Linear layer's bias, inside the same pass over its output.
+public enum Activation: Sendable {
+    case identity
+    /// The exact GELU, as `gelu(_:)`.
+    case gelu
+}
+
+/// `y = activation(x·Wᵀ + b) + residual` over the last dimension, as torch.nn.Linear (then the activation,
+/// then a residual connection's add): weight [out, in], bias [out] or nil, residual of the output's shape
+/// or nil. Each core runs the GEMM of a block of rows and then the rest on those rows while they are
+/// still in its cache (`ck_linear_epilogue`).
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, activation: Activation = .identity,
+                   adding residual: Tensor? = nil) -> Tensor {
     precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
     let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
     precondition(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
@@ -15,21 +28,41 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
     let rows = x.count / max(inFeatures, 1)
     var outShape = x.shape
     outShape[x.rank - 1] = outFeatures
+    if let residual {
+        precondition(residual.shape == outShape, "linear: residual must be \(outShape) like the output, got \(residual.shape)")
+    }
+    let kind = activation == .gelu ? CK_GELU : CK_IDENTITY
     return Tensor(shape: outShape) { y in
-        // y starts as the bias in every row, and GEMM accumulates x·Wᵀ onto it (beta = 1).
-        for row in 0..<rows {
-            let line = UnsafeMutableBufferPointer(rebasing: y[row * outFeatures ..< (row + 1) * outFeatures])
-            if let bias { _ = line.update(fromContentsOf: bias.scalars) } else { line.update(repeating: 0) }
-        }
-        guard rows > 0, outFeatures > 0, inFeatures > 0 else { return }
+        guard rows > 0, outFeatures > 0 else { return }
         x.scalars.withUnsafeBufferPointer { x in
             weight.scalars.withUnsafeBufferPointer { w in
-                parallelGemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures,
-                             a: x.baseAddress!, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
-                             beta: 1, c: y.baseAddress!, ldc: outFeatures)
+                withOptionalPointer(bias) { bias in
+                    withOptionalPointer(residual) { residual in
+                        // Blocks of 64 rows; below about a million multiply-adds one core does it all.
+                        let blocks = rows * outFeatures * inFeatures < 1 << 20 ? 1 : (rows + 63) / 64
+                        parallelRanges(blocks) { range in
+                            let first = rows * range.lowerBound / blocks, end = rows * range.upperBound / blocks
+                            let out = y.baseAddress! + first * outFeatures
+                            if inFeatures > 0 {
+                                gemm(transposeB: true, m: end - first, n: outFeatures, k: inFeatures,
+                                     a: x.baseAddress! + first * inFeatures, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
+                                     c: out, ldc: outFeatures)
+                            } else {
+                                out.update(repeating: 0, count: (end - first) * outFeatures)
+                            }
+                            ck_linear_epilogue(out, end - first, outFeatures, bias, kind, residual.map { $0 + first * outFeatures })
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// body with a pointer to the tensor's scalars, or nil for no tensor.
+private func withOptionalPointer<Result>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> Result) -> Result {
+    guard let tensor else { return body(nil) }
+    return tensor.scalars.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
 /// Rows of `weight` [V, dim] picked by `ids`, as torch.nn.Embedding: [ids.count, dim].

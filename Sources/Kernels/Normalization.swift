@@ -4,7 +4,10 @@
 //   layerNorm(x, weight: w, bias: b, eps: 1e-5) -> Tensor               // over the last dim, w and b [dim]
 //   l2Normalize(x, axis: 1, eps: 1e-6) -> Tensor                        // unit vectors along one axis
 //
-// Statistics are accumulated in Double, so a group of 100 000 values loses nothing to rounding.
+// GroupNorm's statistics are accumulated in Double, so a group of 100 000 values loses nothing to
+// rounding; LayerNorm's rows (the Transformers' 128 features) in 16 float lanes added up in Double, by
+// the C kernel (CKernels).
+import CKernels
 
 /// torch.nn.GroupNorm: the C channels fall into `groups` equal groups; each (item, group) is normalised
 /// over its channels and all positions, then scaled and shifted per channel.
@@ -54,13 +57,8 @@ public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> 
             weight.scalars.withUnsafeBufferPointer { weight in
                 bias.scalars.withUnsafeBufferPointer { bias in
                     parallelRanges(rows) { range in
-                        for row in range {
-                            let start = row * dim
-                            let (mean, inverseDeviation) = moments(x[start ..< start + dim], eps: eps)
-                            for feature in 0..<dim {
-                                y[start + feature] = (x[start + feature] - mean) * inverseDeviation * weight[feature] + bias[feature]
-                            }
-                        }
+                        ck_layer_norm(x.baseAddress! + range.lowerBound * dim, y.baseAddress! + range.lowerBound * dim,
+                                      range.count, dim, weight.baseAddress!, bias.baseAddress!, eps)
                     }
                 }
             }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Kernels
 import XCTest
@@ -72,7 +73,8 @@ func safetensorsTensor(_ name: String, in url: URL) throws -> Tensor {
 }
 
 /// Fails unless both tensors have one shape and every pair of scalars differs by at most `tolerance`.
-func assertClose(_ actual: Tensor, _ expected: Tensor, tolerance: Float, file: StaticString = #filePath, line: UInt = #line) {
+func assertClose(_ actual: Tensor, _ expected: Tensor, tolerance: Float, _ context: String = "",
+                 file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(actual.shape, expected.shape, "shapes", file: file, line: line)
     guard actual.shape == expected.shape else { return }
     var worst: (difference: Float, index: Int) = (0, 0)
@@ -81,6 +83,18 @@ func assertClose(_ actual: Tensor, _ expected: Tensor, tolerance: Float, file: S
         if !(difference <= worst.difference) { worst = (difference, i) }
     }
     XCTAssert(worst.difference <= tolerance,
-              "scalar \(worst.index): \(actual.scalars[worst.index]) vs \(expected.scalars[worst.index]) (tolerance \(tolerance))",
+              "\(context) scalar \(worst.index): \(actual.scalars[worst.index]) vs \(expected.scalars[worst.index]) (tolerance \(tolerance))",
               file: file, line: line)
+}
+
+/// The copies of the C kernels (CKernels), widest first.
+private let instructionSets = ["avx512f", "avx2", "sse2"]
+
+/// body once with each copy of the C kernels this CPU runs selected, named by its argument; the widest
+/// is selected again afterwards, as at start-up.
+func forEachInstructionSet(_ body: (String) throws -> Void) rethrows {
+    defer { _ = instructionSets.first { ck_select_instruction_set($0) == 1 } }
+    for name in instructionSets where ck_select_instruction_set(name) == 1 {
+        try body(name)
+    }
 }

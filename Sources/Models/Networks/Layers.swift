@@ -54,7 +54,9 @@ struct Linear<Parameter: Sendable>: Sendable {
 }
 
 extension Linear<Tensor> {
-    func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+    func callAsFunction(_ x: Tensor, activation: Activation = .identity, adding residual: Tensor? = nil) -> Tensor {
+        linear(x, weight: weight, bias: bias, activation: activation, adding: residual)
+    }
 }
 
 /// nn.Embedding: `weight` [count, dim], row t the vector of token t.

@@ -100,15 +100,15 @@ struct TransformerBlock<Parameter: Sendable>: Sendable {
 extension TransformerBlock<Tensor> {
     /// x [B, N, dim].
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = x + attn(ln1(x))
-        return h + mlp(ln2(h))
+        let h = attn(ln1(x), adding: x)
+        return mlp(ln2(h), adding: h)
     }
 
     /// x [S, dim], one position per sequence: `callAsFunction` at position `cache.length`, this block's
     /// (number `index`) keys and values kept in the cache.
     func step(_ x: Tensor, block index: Int, cache: inout KVCache) -> Tensor {
-        let h = x + attn.step(ln1(x), block: index, cache: &cache)
-        return h + mlp(ln2(h))
+        let h = attn.step(ln1(x), block: index, cache: &cache, adding: x)
+        return mlp(ln2(h), adding: h)
     }
 }
 
@@ -128,13 +128,18 @@ struct MultiHeadAttention<Parameter: Sendable>: Sendable {
 }
 
 extension MultiHeadAttention<Tensor> {
-    func callAsFunction(_ x: Tensor) -> Tensor { proj(attention(qkv(x), heads: heads, causal: causal)) }
+    /// residual + proj(MHA(qkv(x))), the residual add done by the projection's pass over its output.
+    func callAsFunction(_ x: Tensor, adding residual: Tensor) -> Tensor {
+        proj(attention(qkv(x), heads: heads, causal: causal), adding: residual)
+    }
 
-    /// The causal attention output of position `cache.length` alone, x [S, dim], its k and v appended to the cache.
-    func step(_ x: Tensor, block index: Int, cache: inout KVCache) -> Tensor {
+    /// The causal attention output of position `cache.length` alone, x [S, dim], its k and v appended to
+    /// the cache, plus the residual.
+    func step(_ x: Tensor, block index: Int, cache: inout KVCache, adding residual: Tensor) -> Tensor {
         let projections = qkv(x)   // [S, 3·dim]: q | k | v
         cache.append(block: index, qkv: projections)
-        return proj(cachedAttention(projections, keys: cache.keys[index], values: cache.values[index], length: cache.length + 1, heads: heads))
+        return proj(cachedAttention(projections, keys: cache.keys[index], values: cache.values[index], length: cache.length + 1, heads: heads),
+                    adding: residual)
     }
 }
 
@@ -150,7 +155,10 @@ struct MLP<Parameter: Sendable>: Sendable {
 }
 
 extension MLP<Tensor> {
-    func callAsFunction(_ x: Tensor) -> Tensor { fc2(gelu(fc1(x))) }
+    /// residual + fc2(GELU(fc1(x))), the GELU and the add done by the Linear layers' passes over their outputs.
+    func callAsFunction(_ x: Tensor, adding residual: Tensor) -> Tensor {
+        fc2(fc1(x, activation: .gelu), adding: residual)
+    }
 }
 
 // MARK: - Incremental decoding

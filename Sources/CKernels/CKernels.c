@@ -1,0 +1,110 @@
+// One copy of VectorKernels.h per x86-64 level, and the dispatch to the one this CPU runs.
+#include "CKernels.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
+#define SPLAT(x) ((v16){0} + (x))
+#define ROUND_UP(n, m) (((n) + (m) - 1) / (m) * (m))
+enum { ATTENTION_ROWS = 8 };
+
+// Passing 16-float vectors between functions without AVX-512 uses another calling convention; every
+// such helper is inlined within its own copy, so the warning does not apply.
+#pragma clang diagnostic ignored "-Wpsabi"
+
+#define KERNEL(name) name##_sse2
+#include "VectorKernels.h"
+#undef KERNEL
+
+#if defined(__x86_64__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#define KERNEL(name) name##_avx2
+#include "VectorKernels.h"
+#undef KERNEL
+#pragma clang attribute pop
+
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,fma"))), apply_to = function)
+#define KERNEL(name) name##_avx512
+#include "VectorKernels.h"
+#undef KERNEL
+#pragma clang attribute pop
+#endif
+
+typedef struct {
+    const char *name;
+    int (*runs_here)(void);
+    void (*softmax_row)(const float *, ptrdiff_t, float *);
+    void (*silu)(const float *, float *, ptrdiff_t);
+    void (*sigmoid)(const float *, float *, ptrdiff_t);
+    void (*linear_epilogue)(float *, ptrdiff_t, ptrdiff_t, const float *, ck_activation, const float *);
+    void (*layer_norm)(const float *, float *, ptrdiff_t, ptrdiff_t, const float *, const float *, float);
+    void (*attention)(const ck_attention_problem *, float *);
+} kernel_set;
+
+#define KERNEL_SET(suffix, label) \
+    { label, runs_##suffix, softmax_row_##suffix, silu_##suffix, sigmoid_map_##suffix, linear_epilogue_##suffix, \
+      layer_norm_##suffix, attention_##suffix }
+
+// __builtin_cpu_supports also checks that the OS saves the wider registers (XSAVE state).
+static int runs_sse2(void) { return 1; }
+#if defined(__x86_64__)
+static int runs_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+static int runs_avx512(void) { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"); }
+#endif
+
+/// Widest first.
+static const kernel_set sets[] = {
+#if defined(__x86_64__)
+    KERNEL_SET(avx512, "avx512f"),
+    KERNEL_SET(avx2, "avx2"),
+#endif
+    KERNEL_SET(sse2, "sse2"),
+};
+
+static _Atomic(const kernel_set *) selected;
+
+/// The widest set this CPU runs, unless `ck_select_instruction_set` picked another.
+static const kernel_set *chosen(void) {
+    const kernel_set *set = atomic_load_explicit(&selected, memory_order_relaxed);
+    if (set) return set;
+    for (set = sets; !set->runs_here(); set++) {}
+    atomic_store_explicit(&selected, set, memory_order_relaxed);
+    return set;
+}
+
+const char *ck_instruction_set(void) { return chosen()->name; }
+
+int ck_select_instruction_set(const char *name) {
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+        if (strcmp(sets[i].name, name) == 0 && sets[i].runs_here()) {
+            atomic_store_explicit(&selected, &sets[i], memory_order_relaxed);
+            return 1;
+        }
+    return 0;
+}
+
+void ck_softmax_row(const float *row, ptrdiff_t count, float *out) { chosen()->softmax_row(row, count, out); }
+
+void ck_silu(const float *x, float *y, ptrdiff_t count) { chosen()->silu(x, y, count); }
+
+void ck_sigmoid(const float *x, float *y, ptrdiff_t count) { chosen()->sigmoid(x, y, count); }
+
+void ck_linear_epilogue(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias, ck_activation activation,
+                        const float *residual) {
+    chosen()->linear_epilogue(y, rows, width, bias, activation, residual);
+}
+
+void ck_layer_norm(const float *x, float *y, ptrdiff_t rows, ptrdiff_t dim, const float *weight, const float *bias,
+                   float eps) {
+    chosen()->layer_norm(x, y, rows, dim, weight, bias, eps);
+}
+
+size_t ck_attention_scratch_count(ptrdiff_t tokens, ptrdiff_t depth) {
+    ptrdiff_t keys = ROUND_UP(tokens, 32), features = ROUND_UP(depth, 32);
+    return (size_t)(2 * keys * features + ATTENTION_ROWS * features + ATTENTION_ROWS * keys + ATTENTION_ROWS);
+}
+
+void ck_attention(const ck_attention_problem *problem, float *scratch) { chosen()->attention(problem, scratch); }

@@ -1,0 +1,237 @@
+// The body of every kernel, included by CKernels.c once per instruction set with KERNEL(name) giving
+// that copy's names. Written with 16-float vectors (clang's vector extension), which the compiler maps
+// to one AVX-512 register, two AVX2 ones or four SSE2 ones.
+
+static inline v16 KERNEL(load)(const float *p) {
+    v16 v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void KERNEL(store)(float *p, v16 v) { __builtin_memcpy(p, &v, sizeof v); }
+
+/// The first `count` (< 16) floats at p, the other lanes `fill`.
+static inline v16 KERNEL(load_partial)(const float *p, ptrdiff_t count, float fill) {
+    v16 v = SPLAT(fill);
+    for (ptrdiff_t i = 0; i < count; i++) v[i] = p[i];
+    return v;
+}
+
+static inline void KERNEL(store_partial)(float *p, v16 v, ptrdiff_t count) {
+    for (ptrdiff_t i = 0; i < count; i++) p[i] = v[i];
+}
+
+static inline float KERNEL(sum_lanes)(v16 v) {
+    float sum = 0;
+    for (int i = 0; i < 16; i++) sum += v[i];
+    return sum;
+}
+
+static inline float KERNEL(max_lanes)(v16 v) {
+    float maximum = v[0];
+    for (int i = 1; i < 16; i++) maximum = v[i] > maximum ? v[i] : maximum;
+    return maximum;
+}
+
+/// e^x to within about 2 ulp: e^x = 2^n · e^r with n = round(x·log₂e) and r = x − n·ln 2 in
+/// [−ln2/2, ln2/2] (ln 2 split into a part exact in float and the rest, so r keeps its precision), e^r
+/// by its Taylor series to r⁷ (remainder below 6·10⁻⁹ there), 2^n built in the exponent bits. Below
+/// −87.3 (out of the normal range), −∞ included, it gives 0; above 88.3, e^88.3.
+static inline v16 KERNEL(exp)(v16 x) {
+    const float lowest = -87.3f, highest = 88.3f;
+    v16 clamped = __builtin_elementwise_min(__builtin_elementwise_max(x, SPLAT(lowest)), SPLAT(highest));
+    // Adding 1.5·2²³ rounds to an integer (ties to even) and leaves it in the low bits of the sum's pattern.
+    const float shifter = 12582912.0f;
+    v16 shifted = clamped * 1.44269504f + shifter;
+    v16 n = shifted - shifter;
+    v16 r = (clamped - n * 0.693359375f) - n * -2.1219444e-4f;
+    v16 p = r * (1.0f / 5040) + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    v16i exponent = ((v16i)shifted - 0x4B400000 + 127) << 23;
+    v16i below = x < lowest;  // all ones where true
+    return (v16)((v16i)(p * (v16)exponent) & ~below);
+}
+
+/// erf(x) by Abramowitz and Stegun 7.1.26, 1 − t·(a1 + t·(a2 + t·(a3 + t·(a4 + t·a5))))·e^(−x²) with
+/// t = 1/(1 + p·|x|), odd in x: within 1.5·10⁻⁷ of erf, within 5·10⁻⁷ in float.
+static inline v16 KERNEL(erf)(v16 x) {
+    v16 a = __builtin_elementwise_abs(x);
+    v16 t = 1.0f / (1.0f + 0.3275911f * a);
+    v16 p = t * 1.061405429f + -1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t + -0.284496736f;
+    p = p * t + 0.254829592f;
+    v16 magnitude = 1.0f - p * t * KERNEL(exp)(-a * a);
+    return __builtin_elementwise_copysign(magnitude, x);
+}
+
+static inline v16 KERNEL(gelu)(v16 x) { return 0.5f * x * (1.0f + KERNEL(erf)(x * 0.70710678f)); }
+
+static inline v16 KERNEL(sigmoid)(v16 x) { return 1.0f / (1.0f + KERNEL(exp)(-x)); }
+
+void KERNEL(softmax_row)(const float *row, ptrdiff_t count, float *out) {
+    ptrdiff_t whole = count / 16 * 16, rest = count - whole;
+    v16 maxima = SPLAT(-INFINITY);
+    for (ptrdiff_t i = 0; i < whole; i += 16) maxima = __builtin_elementwise_max(maxima, KERNEL(load)(row + i));
+    if (rest) maxima = __builtin_elementwise_max(maxima, KERNEL(load_partial)(row + whole, rest, -INFINITY));
+    float maximum = KERNEL(max_lanes)(maxima);
+    v16 sums = SPLAT(0);
+    for (ptrdiff_t i = 0; i < whole; i += 16) {
+        v16 e = KERNEL(exp)(KERNEL(load)(row + i) - maximum);
+        KERNEL(store)(out + i, e);
+        sums += e;
+    }
+    if (rest) {
+        v16 e = KERNEL(exp)(KERNEL(load_partial)(row + whole, rest, -INFINITY) - maximum);
+        KERNEL(store_partial)(out + whole, e, rest);
+        sums += e;
+    }
+    float scale = 1.0f / KERNEL(sum_lanes)(sums);
+    for (ptrdiff_t i = 0; i < whole; i += 16) KERNEL(store)(out + i, KERNEL(load)(out + i) * scale);
+    for (ptrdiff_t i = whole; i < count; i++) out[i] *= scale;
+}
+
+// y = f(x) over count floats, whole vectors then one partial one.
+#define MAP_VECTORS(f)                                                                         \
+    ptrdiff_t whole = count / 16 * 16;                                                         \
+    for (ptrdiff_t i = 0; i < whole; i += 16) KERNEL(store)(y + i, f(KERNEL(load)(x + i)));    \
+    if (count > whole) KERNEL(store_partial)(y + whole, f(KERNEL(load_partial)(x + whole, count - whole, 0)), count - whole);
+
+static inline v16 KERNEL(silu_vector)(v16 x) { return x * KERNEL(sigmoid)(x); }
+
+void KERNEL(silu)(const float *x, float *y, ptrdiff_t count) { MAP_VECTORS(KERNEL(silu_vector)) }
+
+void KERNEL(sigmoid_map)(const float *x, float *y, ptrdiff_t count) { MAP_VECTORS(KERNEL(sigmoid)) }
+
+#undef MAP_VECTORS
+
+void KERNEL(linear_epilogue)(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias,
+                             ck_activation activation, const float *residual) {
+    for (ptrdiff_t row = 0; row < rows; row++) {
+        float *line = y + row * width;
+        const float *added = residual ? residual + row * width : NULL;
+        for (ptrdiff_t i = 0; i < width; i += 16) {
+            ptrdiff_t lanes = width - i < 16 ? width - i : 16;
+            v16 value = lanes == 16 ? KERNEL(load)(line + i) : KERNEL(load_partial)(line + i, lanes, 0);
+            if (bias) value += lanes == 16 ? KERNEL(load)(bias + i) : KERNEL(load_partial)(bias + i, lanes, 0);
+            if (activation == CK_GELU) value = KERNEL(gelu)(value);
+            if (added) value += lanes == 16 ? KERNEL(load)(added + i) : KERNEL(load_partial)(added + i, lanes, 0);
+            if (lanes == 16) KERNEL(store)(line + i, value); else KERNEL(store_partial)(line + i, value, lanes);
+        }
+    }
+}
+
+void KERNEL(layer_norm)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t dim, const float *weight,
+                        const float *bias, float eps) {
+    ptrdiff_t whole = dim / 16 * 16;
+    for (ptrdiff_t row = 0; row < rows; row++) {
+        const float *in = x + row * dim;
+        float *out = y + row * dim;
+        // Two passes, the second over x − mean (no cancellation), each lane's partial sum then added in double.
+        v16 sums = SPLAT(0);
+        double sum = 0;
+        for (ptrdiff_t i = 0; i < whole; i += 16) sums += KERNEL(load)(in + i);
+        for (ptrdiff_t i = whole; i < dim; i++) sum += in[i];
+        for (int lane = 0; lane < 16; lane++) sum += sums[lane];
+        float mean = (float)(sum / (double)dim);
+        v16 squares = SPLAT(0);
+        double square = 0;
+        for (ptrdiff_t i = 0; i < whole; i += 16) {
+            v16 deviation = KERNEL(load)(in + i) - mean;
+            squares += deviation * deviation;
+        }
+        for (ptrdiff_t i = whole; i < dim; i++) square += (double)(in[i] - mean) * (in[i] - mean);
+        for (int lane = 0; lane < 16; lane++) square += squares[lane];
+        float inverse = (float)(1.0 / sqrt(square / (double)dim + eps));
+        for (ptrdiff_t i = 0; i < whole; i += 16)
+            KERNEL(store)(out + i, (KERNEL(load)(in + i) - mean) * inverse * KERNEL(load)(weight + i) + KERNEL(load)(bias + i));
+        for (ptrdiff_t i = whole; i < dim; i++) out[i] = (in[i] - mean) * inverse * weight[i] + bias[i];
+    }
+}
+
+// Attention in blocks of ATTENTION_ROWS query rows: scores of the block against every key (a register
+// tile of rows × 32 keys per pass over the features), softmax of each row left unnormalised, then the
+// block's outputs (rows × 32 features per pass over the keys), divided by the row sums at the end.
+void KERNEL(attention)(const ck_attention_problem *problem, float *scratch) {
+    const ck_attention_problem p = *problem;
+    const ptrdiff_t keyStride = ROUND_UP(p.tokens, 32), depth = ROUND_UP(p.depth, 32);
+    float *keys = scratch;                               // [depth][keyStride]: k·scale, transposed
+    float *values = keys + depth * keyStride;            // [keyStride][depth]
+    float *queries = values + keyStride * depth;         // [ATTENTION_ROWS][depth]
+    float *scores = queries + ATTENTION_ROWS * depth;    // [ATTENTION_ROWS][keyStride]
+    float *inverseSums = scores + ATTENTION_ROWS * keyStride;
+
+    // Zero padding (tokens up to keyStride, features up to depth) contributes nothing to either product.
+    for (ptrdiff_t t = 0; t < keyStride; t++)
+        for (ptrdiff_t f = 0; f < depth; f++) {
+            int inside = t < p.tokens && f < p.depth;
+            ptrdiff_t at = t * p.token_stride + f * p.feature_stride;
+            keys[f * keyStride + t] = inside ? p.k[at] * p.scale : 0;
+            values[t * depth + f] = inside ? p.v[at] : 0;
+        }
+
+    for (ptrdiff_t first = 0; first < p.tokens; first += ATTENTION_ROWS) {
+        for (ptrdiff_t r = 0; r < ATTENTION_ROWS; r++)
+            for (ptrdiff_t f = 0; f < depth; f++)
+                queries[r * depth + f] = first + r < p.tokens && f < p.depth
+                    ? p.q[(first + r) * p.token_stride + f * p.feature_stride] : 0;
+        // Causal rows see no key past the block's last row: those columns are neither computed nor read.
+        ptrdiff_t seen = p.causal ? (first + ATTENTION_ROWS < p.tokens ? first + ATTENTION_ROWS : p.tokens) : p.tokens;
+        ptrdiff_t columns = ROUND_UP(seen, 32);
+
+        for (ptrdiff_t j = 0; j < columns; j += 32) {
+            v16 tile[ATTENTION_ROWS][2] = {0};
+            for (ptrdiff_t f = 0; f < depth; f++) {
+                v16 k0 = KERNEL(load)(keys + f * keyStride + j), k1 = KERNEL(load)(keys + f * keyStride + j + 16);
+                for (int r = 0; r < ATTENTION_ROWS; r++) {
+                    float q = queries[r * depth + f];
+                    tile[r][0] += q * k0;
+                    tile[r][1] += q * k1;
+                }
+            }
+            for (int r = 0; r < ATTENTION_ROWS; r++) {
+                KERNEL(store)(scores + r * keyStride + j, tile[r][0]);
+                KERNEL(store)(scores + r * keyStride + j + 16, tile[r][1]);
+            }
+        }
+
+        for (int r = 0; r < ATTENTION_ROWS; r++) {
+            float *row = scores + r * keyStride;
+            ptrdiff_t visible = p.causal ? first + r + 1 : p.tokens;
+            if (visible > p.tokens) visible = p.tokens;
+            for (ptrdiff_t j = visible; j < columns; j++) row[j] = -INFINITY;
+            v16 maxima = SPLAT(-INFINITY);
+            for (ptrdiff_t j = 0; j < columns; j += 16) maxima = __builtin_elementwise_max(maxima, KERNEL(load)(row + j));
+            float maximum = KERNEL(max_lanes)(maxima);
+            v16 sums = SPLAT(0);
+            for (ptrdiff_t j = 0; j < columns; j += 16) {
+                v16 e = KERNEL(exp)(KERNEL(load)(row + j) - maximum);
+                KERNEL(store)(row + j, e);
+                sums += e;
+            }
+            inverseSums[r] = 1.0f / KERNEL(sum_lanes)(sums);
+        }
+
+        for (ptrdiff_t f0 = 0; f0 < depth; f0 += 32) {
+            v16 tile[ATTENTION_ROWS][2] = {0};
+            for (ptrdiff_t j = 0; j < columns; j++) {
+                v16 v0 = KERNEL(load)(values + j * depth + f0), v1 = KERNEL(load)(values + j * depth + f0 + 16);
+                for (int r = 0; r < ATTENTION_ROWS; r++) {
+                    float weight = scores[r * keyStride + j];
+                    tile[r][0] += weight * v0;
+                    tile[r][1] += weight * v1;
+                }
+            }
+            for (int r = 0; r < ATTENTION_ROWS && first + r < p.tokens; r++) {
+                float *out = p.out + (first + r) * p.out_token_stride;
+                for (int f = 0; f < 32 && f0 + f < p.depth; f++)
+                    out[(f0 + f) * p.out_feature_stride] = tile[r][f / 16][f % 16] * inverseSums[r];
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+// The Transformers' and the VQ-VAE's inner loops in C, compiled once per x86-64 instruction-set level
+// and picked at the first call by what the CPU has (AVX-512, AVX2 with FMA, or baseline SSE2): Swift
+// cannot compile one function for several targets, and these loops are where the time goes that GEMM
+// does not take. Every function works on raw rows; the Swift kernels own shapes, checks and threads.
+#ifndef CKERNELS_H
+#define CKERNELS_H
+
+#include <stddef.h>
+
+/// Which copy of the kernels runs: "avx512f", "avx2" or "sse2", the widest this CPU has unless
+/// `ck_select_instruction_set` chose another.
+const char *ck_instruction_set(void);
+
+/// Makes the named copy the one that runs, if this CPU can run it (returns 1; otherwise 0 and nothing
+/// changes): for tests of every copy, and for comparing them.
+int ck_select_instruction_set(const char *name);
+
+/// out[i] = e^(row[i] − max) / Σ e^(row − max) for i < count; out may be row.
+void ck_softmax_row(const float *row, ptrdiff_t count, float *out);
+
+/// The element-wise non-linearities, y[i] = f(x[i]) for i < count; y may be x.
+void ck_silu(const float *x, float *y, ptrdiff_t count);
+void ck_sigmoid(const float *x, float *y, ptrdiff_t count);
+
+/// What `ck_linear_epilogue` applies after adding the bias.
+typedef enum { CK_IDENTITY = 0, CK_GELU = 1 } ck_activation;
+
+/// The end of a Linear layer on `rows` rows of `width` outputs, in place:
+/// y = activation(y + bias) + residual, bias [width] (or NULL), residual [rows, width] (or NULL).
+/// GELU is the exact one, x/2·(1 + erf(x/√2)).
+void ck_linear_epilogue(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias,
+                        ck_activation activation, const float *residual);
+
+/// LayerNorm of `rows` rows of `dim` values: (x − mean)/√(var + eps)·weight + bias; y may be x.
+void ck_layer_norm(const float *x, float *y, ptrdiff_t rows, ptrdiff_t dim, const float *weight,
+                   const float *bias, float eps);
+
+/// One sequence and one head of attention, softmax(q·kᵀ·scale)·v. Element (token t, feature f) of q, k
+/// and v is at [t·token_stride + f·feature_stride], of out at [t·out_token_stride + f·out_feature_stride].
+/// `causal`: token t sees tokens 0...t only.
+typedef struct {
+    ptrdiff_t tokens, depth;
+    float scale;
+    int causal;
+    const float *q, *k, *v;
+    ptrdiff_t token_stride, feature_stride;
+    float *out;
+    ptrdiff_t out_token_stride, out_feature_stride;
+} ck_attention_problem;
+
+/// The floats of scratch memory `ck_attention` needs for this many tokens and features.
+size_t ck_attention_scratch_count(ptrdiff_t tokens, ptrdiff_t depth);
+
+/// Computes one problem in blocks of query rows: no tokens×tokens score matrix is ever stored, only
+/// a few rows of it, which stay in the L1 cache between the two products and the softmax.
+void ck_attention(const ck_attention_problem *problem, float *scratch);
+
+#endif
