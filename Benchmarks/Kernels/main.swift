@@ -307,6 +307,8 @@ func kernels() {
     let image128 = random([1, 128, 160, 160])
     let weight128 = random([128, 128, 3, 3]), bias128 = random([128])
     let image512 = random([2, 512, 20, 20]), weight512 = random([512, 512, 3, 3]), bias512 = random([512])
+    let image32 = random([1, 32, 160, 160]), weight32 = random([32, 32, 3, 3]), bias32 = random([32])
+    let image64 = random([4, 64, 40, 40]), weight64 = random([64, 64, 3, 3]), bias64 = random([64])
     let tokens = random([16, 400, 128])
     let qkvWeight = random([384, 128]), qkvBias = random([384])
     let qkv = random([16, 400, 384]), hidden = random([16, 400, 512])
@@ -314,6 +316,8 @@ func kernels() {
     let map = random([32, 160, 160])
     let cases: [(String, Double, () -> Tensor)] = [
         ("conv2d 128→128 3×3 pad 1, 1×160² (paper)", 2 * 128 * 1152 * 25600, { conv2d(image128, weight: weight128, bias: bias128, padding: 1) }),
+        ("conv2d 32→32 3×3 pad 1, 1×160² (shipped decoder)", 2 * 32 * 288 * 25600, { conv2d(image32, weight: weight32, bias: bias32, padding: 1) }),
+        ("conv2d 64→64 3×3 pad 1, 4×40² (shipped decoder)", 4 * 2 * 64 * 576 * 1600, { conv2d(image64, weight: weight64, bias: bias64, padding: 1) }),
         ("conv2d 128→128 3×3 stride 2 asym pad, 1×160²", 2 * 128 * 1152 * 6400, {
             conv2d(image128, weight: weight128, bias: bias128, stride: 2, padding: Padding(top: 0, left: 0, bottom: 1, right: 1)) }),
         ("conv2d 512→512 3×3 pad 1, 2×20² (paper)", 2 * 2 * 512 * 4608 * 400, { conv2d(image512, weight: weight512, bias: bias512, padding: 1) }),

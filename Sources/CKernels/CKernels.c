@@ -2,6 +2,7 @@
 #include "CKernels.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -9,7 +10,7 @@ typedef float v16 __attribute__((vector_size(64)));
 typedef int v16i __attribute__((vector_size(64)));
 #define SPLAT(x) ((v16){0} + (x))
 #define ROUND_UP(n, m) (((n) + (m) - 1) / (m) * (m))
-enum { ATTENTION_ROWS = 8 };
+enum { ATTENTION_ROWS = 8, CONVOLUTION_CHANNELS = 8, CONVOLUTION_VECTORS = 3 };
 
 // Passing 16-float vectors between functions without AVX-512 uses another calling convention; every
 // such helper is inlined within its own copy, so the warning does not apply.
@@ -26,7 +27,7 @@ enum { ATTENTION_ROWS = 8 };
 #undef KERNEL
 #pragma clang attribute pop
 
-#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma"))), apply_to = function)
 #define KERNEL(name) name##_avx512
 #include "VectorKernels.h"
 #undef KERNEL
@@ -37,22 +38,27 @@ typedef struct {
     const char *name;
     int (*runs_here)(void);
     void (*softmax_row)(const float *, ptrdiff_t, float *);
-    void (*silu)(const float *, float *, ptrdiff_t);
     void (*sigmoid)(const float *, float *, ptrdiff_t);
     void (*linear_epilogue)(float *, ptrdiff_t, ptrdiff_t, const float *, ck_activation, const float *);
     void (*layer_norm)(const float *, float *, ptrdiff_t, ptrdiff_t, const float *, const float *, float);
     void (*attention)(const ck_attention_problem *, float *);
+    void (*moments)(const float *, ptrdiff_t, double *, double *);
+    void (*scale_shift)(const float *, float *, ptrdiff_t, float, float, ck_activation);
+    void (*convolve_rows)(const ck_convolution *, const float *, ptrdiff_t, ptrdiff_t, float *, float *);
 } kernel_set;
 
 #define KERNEL_SET(suffix, label) \
-    { label, runs_##suffix, softmax_row_##suffix, silu_##suffix, sigmoid_map_##suffix, linear_epilogue_##suffix, \
-      layer_norm_##suffix, attention_##suffix }
+    { label, runs_##suffix, softmax_row_##suffix, sigmoid_map_##suffix, linear_epilogue_##suffix, \
+      layer_norm_##suffix, attention_##suffix, moments_##suffix, scale_shift_##suffix, convolve_rows_##suffix }
 
 // __builtin_cpu_supports also checks that the OS saves the wider registers (XSAVE state).
 static int runs_sse2(void) { return 1; }
 #if defined(__x86_64__)
 static int runs_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-static int runs_avx512(void) { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"); }
+static int runs_avx512(void) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw");
+}
 #endif
 
 /// Widest first.
@@ -88,8 +94,6 @@ int ck_select_instruction_set(const char *name) {
 
 void ck_softmax_row(const float *row, ptrdiff_t count, float *out) { chosen()->softmax_row(row, count, out); }
 
-void ck_silu(const float *x, float *y, ptrdiff_t count) { chosen()->silu(x, y, count); }
-
 void ck_sigmoid(const float *x, float *y, ptrdiff_t count) { chosen()->sigmoid(x, y, count); }
 
 void ck_linear_epilogue(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias, ck_activation activation,
@@ -108,3 +112,23 @@ size_t ck_attention_scratch_count(ptrdiff_t tokens, ptrdiff_t depth) {
 }
 
 void ck_attention(const ck_attention_problem *problem, float *scratch) { chosen()->attention(problem, scratch); }
+
+void ck_moments(const float *x, ptrdiff_t count, double *mean, double *variance) {
+    chosen()->moments(x, count, mean, variance);
+}
+
+void ck_scale_shift(const float *x, float *y, ptrdiff_t count, float scale, float shift, ck_activation activation) {
+    chosen()->scale_shift(x, y, count, scale, shift, activation);
+}
+
+size_t ck_convolution_scratch_count(const ck_convolution *c, ptrdiff_t rows) {
+    ptrdiff_t depth = c->in_channels * c->kernel_height * c->kernel_width;
+    ptrdiff_t band = c->in_channels * (rows + c->kernel_height - 1) * (c->width + c->pad_left + c->pad_right);
+    // Weights, one 32-bit offset per tap, the band and what the last tile reads past it.
+    return (size_t)(ROUND_UP(c->out_channels, CONVOLUTION_CHANNELS) * depth + depth + band + 16 * CONVOLUTION_VECTORS);
+}
+
+void ck_convolve_rows(const ck_convolution *convolution, const float *input, ptrdiff_t first_row, ptrdiff_t rows,
+                      float *output, float *scratch) {
+    chosen()->convolve_rows(convolution, input, first_row, rows, output, scratch);
+}

@@ -74,6 +74,14 @@ static inline v16 KERNEL(gelu)(v16 x) { return 0.5f * x * (1.0f + KERNEL(erf)(x 
 
 static inline v16 KERNEL(sigmoid)(v16 x) { return 1.0f / (1.0f + KERNEL(exp)(-x)); }
 
+static inline v16 KERNEL(activate)(v16 x, ck_activation activation) {
+    switch (activation) {
+    case CK_GELU: return KERNEL(gelu)(x);
+    case CK_SILU: return x * KERNEL(sigmoid)(x);
+    default: return x;
+    }
+}
+
 void KERNEL(softmax_row)(const float *row, ptrdiff_t count, float *out) {
     ptrdiff_t whole = count / 16 * 16, rest = count - whole;
     v16 maxima = SPLAT(-INFINITY);
@@ -102,13 +110,45 @@ void KERNEL(softmax_row)(const float *row, ptrdiff_t count, float *out) {
     for (ptrdiff_t i = 0; i < whole; i += 16) KERNEL(store)(y + i, f(KERNEL(load)(x + i)));    \
     if (count > whole) KERNEL(store_partial)(y + whole, f(KERNEL(load_partial)(x + whole, count - whole, 0)), count - whole);
 
-static inline v16 KERNEL(silu_vector)(v16 x) { return x * KERNEL(sigmoid)(x); }
-
-void KERNEL(silu)(const float *x, float *y, ptrdiff_t count) { MAP_VECTORS(KERNEL(silu_vector)) }
-
 void KERNEL(sigmoid_map)(const float *x, float *y, ptrdiff_t count) { MAP_VECTORS(KERNEL(sigmoid)) }
 
+void KERNEL(scale_shift)(const float *x, float *y, ptrdiff_t count, float scale, float shift, ck_activation activation) {
+#define SCALE_SHIFT(v) KERNEL(activate)((v) * scale + shift, activation)
+    MAP_VECTORS(SCALE_SHIFT)
+#undef SCALE_SHIFT
+}
+
 #undef MAP_VECTORS
+
+void KERNEL(moments)(const float *x, ptrdiff_t count, double *mean, double *variance) {
+    // Float lanes over chunks of 256 values, each chunk's lanes then added in double: a group of
+    // 100 000 values loses nothing that matters, at the speed of float vectors.
+    double sum = 0, squares = 0;
+    for (ptrdiff_t start = 0; start < count; start += 256) {
+        ptrdiff_t end = start + 256 < count ? start + 256 : count, i = start;
+        v16 lanes = SPLAT(0);
+        for (; i + 16 <= end; i += 16) lanes += KERNEL(load)(x + i);
+        if (i < end) lanes += KERNEL(load_partial)(x + i, end - i, 0);
+        sum += KERNEL(sum_lanes)(lanes);
+    }
+    float center = (float)(sum / (double)count);
+    for (ptrdiff_t start = 0; start < count; start += 256) {
+        ptrdiff_t end = start + 256 < count ? start + 256 : count, i = start;
+        v16 lanes = SPLAT(0);
+        for (; i + 16 <= end; i += 16) {
+            v16 deviation = KERNEL(load)(x + i) - center;
+            lanes += deviation * deviation;
+        }
+        if (i < end) {
+            // Lanes past the end load `center`, so they add nothing.
+            v16 deviation = KERNEL(load_partial)(x + i, end - i, center) - center;
+            lanes += deviation * deviation;
+        }
+        squares += KERNEL(sum_lanes)(lanes);
+    }
+    *mean = sum / (double)count;
+    *variance = squares / (double)count;
+}
 
 void KERNEL(linear_epilogue)(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias,
                              ck_activation activation, const float *residual) {
@@ -119,7 +159,7 @@ void KERNEL(linear_epilogue)(float *y, ptrdiff_t rows, ptrdiff_t width, const fl
             ptrdiff_t lanes = width - i < 16 ? width - i : 16;
             v16 value = lanes == 16 ? KERNEL(load)(line + i) : KERNEL(load_partial)(line + i, lanes, 0);
             if (bias) value += lanes == 16 ? KERNEL(load)(bias + i) : KERNEL(load_partial)(bias + i, lanes, 0);
-            if (activation == CK_GELU) value = KERNEL(gelu)(value);
+            value = KERNEL(activate)(value, activation);
             if (added) value += lanes == 16 ? KERNEL(load)(added + i) : KERNEL(load_partial)(added + i, lanes, 0);
             if (lanes == 16) KERNEL(store)(line + i, value); else KERNEL(store_partial)(line + i, value, lanes);
         }
@@ -227,10 +267,100 @@ void KERNEL(attention)(const ck_attention_problem *problem, float *scratch) {
                     tile[r][1] += weight * v1;
                 }
             }
+            float values[ATTENTION_ROWS][32];   // through memory, as in convolve_rows
+            for (int r = 0; r < ATTENTION_ROWS; r++) {
+                KERNEL(store)(values[r], tile[r][0] * inverseSums[r]);
+                KERNEL(store)(values[r] + 16, tile[r][1] * inverseSums[r]);
+            }
             for (int r = 0; r < ATTENTION_ROWS && first + r < p.tokens; r++) {
                 float *out = p.out + (first + r) * p.out_token_stride;
-                for (int f = 0; f < 32 && f0 + f < p.depth; f++)
-                    out[(f0 + f) * p.out_feature_stride] = tile[r][f / 16][f % 16] * inverseSums[r];
+                for (int f = 0; f < 32 && f0 + f < p.depth; f++) out[(f0 + f) * p.out_feature_stride] = values[r][f];
+            }
+        }
+    }
+}
+
+// Convolution in tiles of CONVOLUTION_CHANNELS output channels × 16·CONVOLUTION_VECTORS positions. The
+// band of input rows the block reads is copied with its zero padding into rows of padded_width floats;
+// then output (y, x) of the block is at position y·padded_width + x of that band, and tap (ky, kx) of
+// every position is the band value ky·padded_width + kx further on. Positions with x ≥ out_width (under
+// the padding columns) are computed and dropped: a vector runs across row ends without a branch.
+void KERNEL(convolve_rows)(const ck_convolution *problem, const float *input, ptrdiff_t first_row, ptrdiff_t rows,
+                           float *output, float *scratch) {
+    enum { TILE = 16 * CONVOLUTION_VECTORS };
+    const ck_convolution c = *problem;
+    const ptrdiff_t depth = c.in_channels * c.kernel_height * c.kernel_width;
+    const ptrdiff_t paddedWidth = c.width + c.pad_left + c.pad_right;
+    const ptrdiff_t outHeight = c.height + c.pad_top + c.pad_bottom - c.kernel_height + 1;
+    const ptrdiff_t outWidth = paddedWidth - c.kernel_width + 1;
+    const ptrdiff_t bandHeight = rows + c.kernel_height - 1;
+    const ptrdiff_t groups = ROUND_UP(c.out_channels, CONVOLUTION_CHANNELS) / CONVOLUTION_CHANNELS;
+    float *weights = scratch;                                         // [groups][depth][CONVOLUTION_CHANNELS]
+    int32_t *offsets = (int32_t *)(weights + groups * depth * CONVOLUTION_CHANNELS);  // [depth]: tap k's band offset
+    float *band = (float *)(offsets + depth);                         // [in_channels][bandHeight][paddedWidth]
+
+    for (ptrdiff_t g = 0; g < groups; g++)
+        for (ptrdiff_t k = 0; k < depth; k++)
+            for (ptrdiff_t r = 0; r < CONVOLUTION_CHANNELS; r++) {
+                ptrdiff_t channel = g * CONVOLUTION_CHANNELS + r;
+                weights[(g * depth + k) * CONVOLUTION_CHANNELS + r] = channel < c.out_channels ? c.weight[channel * depth + k] : 0;
+            }
+    for (ptrdiff_t channel = 0, k = 0; channel < c.in_channels; channel++)
+        for (ptrdiff_t ky = 0; ky < c.kernel_height; ky++)
+            for (ptrdiff_t kx = 0; kx < c.kernel_width; kx++)
+                offsets[k++] = (int32_t)((channel * bandHeight + ky) * paddedWidth + kx);
+    for (ptrdiff_t channel = 0; channel < c.in_channels; channel++)
+        for (ptrdiff_t y = 0; y < bandHeight; y++) {
+            float *row = band + (channel * bandHeight + y) * paddedWidth;
+            ptrdiff_t source = first_row + y - c.pad_top;
+            if (source < 0 || source >= c.height) {
+                memset(row, 0, (size_t)paddedWidth * sizeof(float));
+                continue;
+            }
+            memset(row, 0, (size_t)c.pad_left * sizeof(float));
+            memcpy(row + c.pad_left, input + (channel * c.height + source) * c.width, (size_t)c.width * sizeof(float));
+            memset(row + c.pad_left + c.width, 0, (size_t)c.pad_right * sizeof(float));
+        }
+    // The last tile's vectors read up to TILE − 1 floats past the band.
+    memset(band + c.in_channels * bandHeight * paddedWidth, 0, TILE * sizeof(float));
+
+    const ptrdiff_t end = (rows - 1) * paddedWidth + outWidth;
+    for (ptrdiff_t position = 0; position < end; position += TILE) {
+        // The tile's positions as runs along output rows: from tile lane `lane`, `count` values go to
+        // offset `target` of each output plane (the lanes under the padding columns in between are dropped).
+        struct { ptrdiff_t lane, count, target; } runs[TILE];
+        int runCount = 0;
+        for (ptrdiff_t lane = 0, y = position / paddedWidth, x = position % paddedWidth; lane < TILE && position + lane < end;
+             y++, x = 0) {
+            ptrdiff_t kept = outWidth - x, available = end - position - lane;
+            if (kept > TILE - lane) kept = TILE - lane;
+            if (kept > available) kept = available;
+            if (kept > 0) runs[runCount++] = (typeof(runs[0])){lane, kept, (first_row + y) * outWidth + x};
+            lane += paddedWidth - x;
+        }
+        for (ptrdiff_t g = 0; g < groups; g++) {
+            v16 tile[CONVOLUTION_CHANNELS][CONVOLUTION_VECTORS];
+            for (int r = 0; r < CONVOLUTION_CHANNELS; r++) {
+                ptrdiff_t channel = g * CONVOLUTION_CHANNELS + r;
+                float bias = c.bias && channel < c.out_channels ? c.bias[channel] : 0;
+                for (int v = 0; v < CONVOLUTION_VECTORS; v++) tile[r][v] = SPLAT(bias);
+            }
+            const float *w = weights + g * depth * CONVOLUTION_CHANNELS;
+            const float *origin = band + position;
+            for (ptrdiff_t k = 0; k < depth; k++, w += CONVOLUTION_CHANNELS) {
+                v16 x[CONVOLUTION_VECTORS];
+                for (int v = 0; v < CONVOLUTION_VECTORS; v++) x[v] = KERNEL(load)(origin + offsets[k] + 16 * v);
+                for (int r = 0; r < CONVOLUTION_CHANNELS; r++)
+                    for (int v = 0; v < CONVOLUTION_VECTORS; v++) tile[r][v] += w[r] * x[v];
+            }
+            // Through memory: a tile read at computed lanes would be kept there during the loop above.
+            float values[CONVOLUTION_CHANNELS][TILE];
+            for (int r = 0; r < CONVOLUTION_CHANNELS; r++)
+                for (int v = 0; v < CONVOLUTION_VECTORS; v++) KERNEL(store)(values[r] + 16 * v, tile[r][v]);
+            for (int r = 0; r < CONVOLUTION_CHANNELS && g * CONVOLUTION_CHANNELS + r < c.out_channels; r++) {
+                float *plane = output + (g * CONVOLUTION_CHANNELS + r) * outHeight * outWidth;
+                for (int run = 0; run < runCount; run++)
+                    memcpy(plane + runs[run].target, values[r] + runs[run].lane, (size_t)runs[run].count * sizeof(float));
             }
         }
     }

@@ -7,9 +7,26 @@
 import CKernels
 import Glibc
 
+/// A non-linearity that a norm or a Linear layer applies in its own pass over its output.
+public enum Activation: Sendable {
+    case identity
+    /// The exact GELU, as `gelu(_:)`.
+    case gelu
+    /// x·σ(x), as `silu(_:)`.
+    case silu
+
+    var kernel: ck_activation {
+        switch self {
+        case .identity: CK_IDENTITY
+        case .gelu: CK_GELU
+        case .silu: CK_SILU
+        }
+    }
+}
+
 /// x·σ(x), torch.nn.SiLU (the VQ-VAE's non-linearity).
 public func silu(_ x: Tensor) -> Tensor {
-    map(x) { ck_silu($0, $1, $2) }
+    map(x) { ck_scale_shift($0, $1, $2, 1, 0, CK_SILU) }
 }
 
 /// The exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), as torch.nn.GELU() (not its tanh approximation).

@@ -4,8 +4,10 @@
 //   conv2d(x, weight: w, bias: b, stride: 2, padding: Padding(top: 0, left: 0, bottom: 1, right: 1))
 //   upsampleNearest2x(x) -> Tensor                                    // [N, C, H, W] → [N, C, 2H, 2W]
 //
-// A convolution is one GEMM per block of output rows: weight [Cout, Cin·kh·kw] times the block's
-// im2col matrix [Cin·kh·kw, rows·Wo] (a 1×1, stride-1, unpadded convolution multiplies the input itself).
+// A stride-1 convolution runs the direct kernel of CKernels (`ck_convolve_rows`) on blocks of output
+// rows. A strided one is one GEMM per block of output rows: weight [Cout, Cin·kh·kw] times the block's
+// im2col matrix [Cin·kh·kw, rows·Wo]; a 1×1, stride-1, unpadded one multiplies the input itself.
+import CKernels
 
 /// Zero padding on each side of the image. An integer literal pads all four sides alike; the Taming
 /// downsampler's `F.pad(x, (0, 1, 0, 1))` is `Padding(top: 0, left: 0, bottom: 1, right: 1)`.
@@ -51,6 +53,9 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     let patchSize = inChannels * kernelHeight * kernelWidth
     let outPlane = outHeight * outWidth
     let multipliesInput = kernelHeight == 1 && kernelWidth == 1 && stride == 1 && padding == 0
+    if stride == 1 && !multipliesInput && patchSize > 0 {
+        return directConvolution(x, weight: weight, bias: bias, padding: padding, outHeight: outHeight)
+    }
     // Blocks of output rows whose im2col matrix stays within a few MB (cache-sized GEMM operands),
     // and enough blocks to give every thread work when the batch is small.
     var rowsPerBlock = max(1, min(outHeight, (1 << 20) / max(1, patchSize * outWidth)))
@@ -83,6 +88,44 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
                         gemm(m: outChannels, n: rows * outWidth, k: patchSize,
                              a: w.baseAddress!, lda: patchSize, b: columns.map { UnsafePointer($0) } ?? input, ldb: rows * outWidth,
                              beta: 1, c: output, ldc: outPlane)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stride-1 convolution by `ck_convolve_rows` (no im2col matrix, no GEMM), in blocks of output rows
+/// whose padded input band stays within about 256 KB, a core's L2 share, in parallel over images and blocks.
+private func directConvolution(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: Padding, outHeight: Int) -> Tensor {
+    let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (outChannels, kernelHeight, kernelWidth) = (weight.shape[0], weight.shape[2], weight.shape[3])
+    let paddedWidth = width + padding.left + padding.right
+    let outWidth = paddedWidth - kernelWidth + 1
+    let bandRows = max(1, (1 << 16) / max(1, inChannels * paddedWidth))
+    var rowsPerBlock = max(1, min(outHeight, bandRows - kernelHeight + 1))
+    let blocksPerImageWanted = (Threads.count + batch - 1) / max(batch, 1)
+    rowsPerBlock = min(rowsPerBlock, max(1, outHeight / blocksPerImageWanted))
+    let blocksPerImage = (outHeight + rowsPerBlock - 1) / rowsPerBlock
+    return Tensor(shape: [batch, outChannels, outHeight, outWidth]) { y in
+        guard y.count > 0 else { return }
+        x.scalars.withUnsafeBufferPointer { x in
+            weight.scalars.withUnsafeBufferPointer { w in
+                withOptionalPointer(bias) { bias in
+                    var convolution = ck_convolution(
+                        in_channels: inChannels, out_channels: outChannels, height: height, width: width,
+                        kernel_height: kernelHeight, kernel_width: kernelWidth, pad_top: padding.top, pad_left: padding.left,
+                        pad_bottom: padding.bottom, pad_right: padding.right, weight: w.baseAddress!, bias: bias)
+                    parallelRanges(batch * blocksPerImage) { blocks in
+                        let scratch = UnsafeMutablePointer<Float>.allocate(
+                            capacity: ck_convolution_scratch_count(&convolution, rowsPerBlock))
+                        defer { scratch.deallocate() }
+                        for block in blocks {
+                            let (image, firstRow) = (block / blocksPerImage, block % blocksPerImage * rowsPerBlock)
+                            ck_convolve_rows(&convolution, x.baseAddress! + image * inChannels * height * width, firstRow,
+                                             min(rowsPerBlock, outHeight - firstRow),
+                                             y.baseAddress! + image * outChannels * outHeight * outWidth, scratch)
+                        }
                     }
                 }
             }

@@ -5,13 +5,6 @@
 //   embedding(ids, weight: table) -> Tensor       // ids in 0..<V, table [V, dim] → [ids.count, dim]
 import CKernels
 
-/// What follows a Linear layer's bias, inside the same pass over its output.
-public enum Activation: Sendable {
-    case identity
-    /// The exact GELU, as `gelu(_:)`.
-    case gelu
-}
-
 /// `y = activation(x·Wᵀ + b) + residual` over the last dimension, as torch.nn.Linear (then the activation,
 /// then a residual connection's add): weight [out, in], bias [out] or nil, residual of the output's shape
 /// or nil. Each core runs the GEMM of a block of rows and then the rest on those rows while they are
@@ -31,7 +24,6 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, activation:
     if let residual {
         precondition(residual.shape == outShape, "linear: residual must be \(outShape) like the output, got \(residual.shape)")
     }
-    let kind = activation == .gelu ? CK_GELU : CK_IDENTITY
     return Tensor(shape: outShape) { y in
         guard rows > 0, outFeatures > 0 else { return }
         x.scalars.withUnsafeBufferPointer { x in
@@ -50,19 +42,13 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, activation:
                             } else {
                                 out.update(repeating: 0, count: (end - first) * outFeatures)
                             }
-                            ck_linear_epilogue(out, end - first, outFeatures, bias, kind, residual.map { $0 + first * outFeatures })
+                            ck_linear_epilogue(out, end - first, outFeatures, bias, activation.kernel, residual.map { $0 + first * outFeatures })
                         }
                     }
                 }
             }
         }
     }
-}
-
-/// body with a pointer to the tensor's scalars, or nil for no tensor.
-private func withOptionalPointer<Result>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> Result) -> Result {
-    guard let tensor else { return body(nil) }
-    return tensor.scalars.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
 /// Rows of `weight` [V, dim] picked by `ids`, as torch.nn.Embedding: [ids.count, dim].

@@ -41,6 +41,12 @@ extension Tensor {
     }
 }
 
+/// body with a pointer to the tensor's scalars, or nil for no tensor (an optional bias or residual).
+func withOptionalPointer<Result>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> Result) -> Result {
+    guard let tensor else { return body(nil) }
+    return tensor.scalars.withUnsafeBufferPointer { body($0.baseAddress) }
+}
+
 /// Asks Linux to back a large, not yet touched buffer with 2 MB pages. glibc serves allocations above
 /// 32 MB with fresh mmap'd memory every time, and transparent huge pages are opt-in (madvise) on this
 /// kind of machine: without the advice, writing a 52 MB output took 12 800 page faults and 43 ms, with

@@ -29,15 +29,72 @@ final class ConvolutionTests: XCTestCase {
             ("conv1x1_input", "conv1x1_weight", "conv1x1_bias", "conv1x1_output", 1, 0),
             ("conv1x1_input", "conv1x1_weight", "conv1x1_bias", "conv1x1_stride2_output", 2, 0),
         ]
-        for threads in [1, 2, 5] {
-            for c in cases {
-                let y = try Threads.withCount(threads) {
-                    try conv2d(kernelFixture(c.input).tensor, weight: kernelFixture(c.weight).tensor,
-                               bias: kernelFixture(c.bias).tensor, stride: c.stride, padding: c.padding)
+        try forEachInstructionSet { set in
+            for threads in [1, 2, 5] {
+                for c in cases {
+                    let y = try Threads.withCount(threads) {
+                        try conv2d(kernelFixture(c.input).tensor, weight: kernelFixture(c.weight).tensor,
+                                   bias: kernelFixture(c.bias).tensor, stride: c.stride, padding: c.padding)
+                    }
+                    assertClose(y, try kernelFixture(c.output).tensor, tolerance: 2e-5, "\(set), \(c.output):")
                 }
-                assertClose(y, try kernelFixture(c.output).tensor, tolerance: 2e-5)
             }
         }
+    }
+
+    func testDirectConvolutionMatchesADoubleReferenceOnUnevenShapes() {
+        // Output channels not a multiple of the kernel's 8, rows shorter and longer than its 48-position
+        // tile, an uneven kernel with uneven padding, and the decoder's one-channel conv_out.
+        let cases: [(input: [Int], outChannels: Int, kernel: (Int, Int), padding: Padding)] = [
+            ([2, 3, 7, 11], 10, (3, 3), 1),
+            ([1, 5, 9, 53], 3, (5, 3), Padding(top: 2, left: 1, bottom: 0, right: 2)),
+            ([1, 4, 20, 20], 1, (3, 3), 1),
+        ]
+        for c in cases {
+            var generator = Xoshiro256StarStar(seed: UInt64(c.outChannels))
+            func random(_ shape: [Int]) -> Tensor {
+                Tensor(shape: shape, scalars: (0..<shape.reduce(1, *)).map { _ in Float.random(in: -1...1, using: &generator) })
+            }
+            let x = random(c.input)
+            let weight = random([c.outChannels, c.input[1], c.kernel.0, c.kernel.1]), bias = random([c.outChannels])
+            let expected = referenceConvolution(x, weight: weight, bias: bias, padding: c.padding)
+            forEachInstructionSet { set in
+                for threads in [1, 3] {
+                    let y = Threads.withCount(threads) { conv2d(x, weight: weight, bias: bias, padding: c.padding) }
+                    assertClose(y, expected, tolerance: 1e-5, "\(set), \(threads) threads, input \(c.input):")
+                }
+            }
+        }
+    }
+
+    /// Stride-1 cross-correlation with zero padding, in Double.
+    private func referenceConvolution(_ x: Tensor, weight: Tensor, bias: Tensor, padding: Padding) -> Tensor {
+        let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (outChannels, kernelHeight, kernelWidth) = (weight.shape[0], weight.shape[2], weight.shape[3])
+        let outHeight = height + padding.top + padding.bottom - kernelHeight + 1
+        let outWidth = width + padding.left + padding.right - kernelWidth + 1
+        var out = [Float](repeating: 0, count: batch * outChannels * outHeight * outWidth)
+        for n in 0..<batch {
+            for o in 0..<outChannels {
+                for oy in 0..<outHeight {
+                    for ox in 0..<outWidth {
+                        var sum = Double(bias.scalars[o])
+                        for c in 0..<inChannels {
+                            for ky in 0..<kernelHeight {
+                                for kx in 0..<kernelWidth {
+                                    let (iy, ix) = (oy + ky - padding.top, ox + kx - padding.left)
+                                    guard (0..<height).contains(iy), (0..<width).contains(ix) else { continue }
+                                    sum += Double(x.scalars[((n * inChannels + c) * height + iy) * width + ix])
+                                        * Double(weight.scalars[((o * inChannels + c) * kernelHeight + ky) * kernelWidth + kx])
+                                }
+                            }
+                        }
+                        out[((n * outChannels + o) * outHeight + oy) * outWidth + ox] = Float(sum)
+                    }
+                }
+            }
+        }
+        return Tensor(shape: [batch, outChannels, outHeight, outWidth], scalars: out)
     }
 
     func testUpsampleRepeatsEachPixelTwiceEachWay() throws {

@@ -17,10 +17,16 @@ final class NormalizationTests: XCTestCase {
     }
 
     func testGroupNormMatchesPyTorch() throws {
-        let y = try groupNorm(kernelFixture("groupnorm_input").tensor, groups: 4,
-                              weight: kernelFixture("groupnorm_weight").tensor,
-                              bias: kernelFixture("groupnorm_bias").tensor, eps: 1e-6)
-        assertClose(y, try kernelFixture("groupnorm_output").tensor, tolerance: 1e-5)
+        try forEachInstructionSet { set in
+            let y = try groupNorm(kernelFixture("groupnorm_input").tensor, groups: 4,
+                                  weight: kernelFixture("groupnorm_weight").tensor,
+                                  bias: kernelFixture("groupnorm_bias").tensor, eps: 1e-6)
+            assertClose(y, try kernelFixture("groupnorm_output").tensor, tolerance: 1e-5, set)
+            let fused = try groupNorm(kernelFixture("groupnorm_input").tensor, groups: 4,
+                                      weight: kernelFixture("groupnorm_weight").tensor,
+                                      bias: kernelFixture("groupnorm_bias").tensor, eps: 1e-6, activation: .silu)
+            assertClose(fused, silu(y), tolerance: 1e-6, "\(set), with SiLU:")
+        }
     }
 
     /// The parity fixture: encoder.down.3.block.0.norm1 of the fixture checkpoint (32 groups, eps 1e-6).

@@ -8,7 +8,7 @@ import XCTest
 final class VectorKernelsTests: XCTestCase {
     func testTheWidestCopyThisCPURunsIsSelected() {
         let flags = Processor.current.flags
-        let widest = flags.isSuperset(of: ["avx512f", "avx512dq"]) ? "avx512f"
+        let widest = flags.isSuperset(of: ["avx512f", "avx512dq", "avx512vl", "avx512bw"]) ? "avx512f"
             : flags.isSuperset(of: ["avx2", "fma"]) ? "avx2" : "sse2"
         XCTAssertEqual(String(cString: ck_instruction_set()), widest)
         XCTAssertEqual(ck_select_instruction_set("avx1024"), 0)

@@ -18,12 +18,11 @@ int ck_select_instruction_set(const char *name);
 /// out[i] = e^(row[i] − max) / Σ e^(row − max) for i < count; out may be row.
 void ck_softmax_row(const float *row, ptrdiff_t count, float *out);
 
-/// The element-wise non-linearities, y[i] = f(x[i]) for i < count; y may be x.
-void ck_silu(const float *x, float *y, ptrdiff_t count);
+/// y[i] = 1/(1 + e^−x[i]) for i < count; y may be x.
 void ck_sigmoid(const float *x, float *y, ptrdiff_t count);
 
-/// What `ck_linear_epilogue` applies after adding the bias.
-typedef enum { CK_IDENTITY = 0, CK_GELU = 1 } ck_activation;
+/// A non-linearity applied inside another kernel's pass (SiLU: x·σ(x)).
+typedef enum { CK_IDENTITY = 0, CK_GELU = 1, CK_SILU = 2 } ck_activation;
 
 /// The end of a Linear layer on `rows` rows of `width` outputs, in place:
 /// y = activation(y + bias) + residual, bias [width] (or NULL), residual [rows, width] (or NULL).
@@ -54,5 +53,29 @@ size_t ck_attention_scratch_count(ptrdiff_t tokens, ptrdiff_t depth);
 /// Computes one problem in blocks of query rows: no tokens×tokens score matrix is ever stored, only
 /// a few rows of it, which stay in the L1 cache between the two products and the softmax.
 void ck_attention(const ck_attention_problem *problem, float *scratch);
+
+/// Mean and variance (biased) of count floats, two passes (the second over x − mean), in double.
+void ck_moments(const float *x, ptrdiff_t count, double *mean, double *variance);
+
+/// y = activation(x·scale + shift) over count floats; y may be x.
+void ck_scale_shift(const float *x, float *y, ptrdiff_t count, float scale, float shift, ck_activation activation);
+
+/// A stride-1 2-D cross-correlation of one [in_channels, height, width] image with weight
+/// [out_channels, in_channels, kernel_height, kernel_width] and bias [out_channels] (or NULL), zero padding
+/// on each side; the output is [out_channels, height + pad_top + pad_bottom − kernel_height + 1, width + … + 1].
+typedef struct {
+    ptrdiff_t in_channels, out_channels, height, width, kernel_height, kernel_width;
+    ptrdiff_t pad_top, pad_left, pad_bottom, pad_right;
+    const float *weight, *bias;
+} ck_convolution;
+
+/// The floats of scratch memory `ck_convolve_rows` needs for blocks of up to `rows` output rows.
+size_t ck_convolution_scratch_count(const ck_convolution *convolution, ptrdiff_t rows);
+
+/// Output rows first_row ..< first_row + rows of every output channel, written into output (the whole
+/// output image). No im2col matrix: the block's input rows are copied once with their zero padding, and
+/// each output pixel reads them at kernel_height × kernel_width fixed offsets (docs/kernels.md).
+void ck_convolve_rows(const ck_convolution *convolution, const float *input, ptrdiff_t first_row, ptrdiff_t rows,
+                      float *output, float *scratch);
 
 #endif

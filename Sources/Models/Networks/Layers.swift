@@ -102,7 +102,9 @@ struct GroupNorm<Parameter: Sendable>: Sendable {
 }
 
 extension GroupNorm<Tensor> {
-    func callAsFunction(_ x: Tensor) -> Tensor { groupNorm(x, groups: VQVAEConfig.groups, weight: weight, bias: bias, eps: 1e-6) }
+    func callAsFunction(_ x: Tensor, activation: Activation = .identity) -> Tensor {
+        groupNorm(x, groups: VQVAEConfig.groups, weight: weight, bias: bias, eps: 1e-6, activation: activation)
+    }
 }
 
 /// nn.Conv2d: `weight` [out, in, k, k], `bias` [out]; by default stride 1 and the padding that keeps

@@ -121,7 +121,7 @@ struct ResnetBlock<Parameter: Sendable>: Sendable {
 
 extension ResnetBlock<Tensor> {
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = conv2(silu(norm2(conv1(silu(norm1(x))))))
+        let h = conv2(norm2(conv1(norm1(x, activation: .silu)), activation: .silu))
         return (ninShortcut?(x) ?? x) + h
     }
 }
@@ -240,7 +240,7 @@ extension TamingEncoder<Tensor> {
             h = level.stage(h)
             if let downsample = level.downsample { h = downsample(h) }
         }
-        return convOut(silu(normOut(mid(h))))
+        return convOut(normOut(mid(h), activation: .silu))
     }
 }
 
@@ -330,6 +330,6 @@ extension VQVAEDecoder<Tensor> {
             h = level.stage(h)
             if let upsample = level.upsample { h = upsample(upsampleNearest2x(h)) }
         }
-        return convOut(silu(normOut(h)))
+        return convOut(normOut(h, activation: .silu))
     }
 }
