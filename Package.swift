@@ -53,9 +53,7 @@ let package = Package(
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CKernels"]),
         // GEMM GFLOP/s per shape and per BLAS library, peak FLOP/s, kernel timings: docs/kernels.md.
-        // Built for this CPU (-march=native) so its FMA loop uses the widest vectors there are.
-        .executableTarget(name: "KernelsBenchmark", dependencies: ["Kernels"], path: "Benchmarks/Kernels",
-                          swiftSettings: [.unsafeFlags(["-Xcc", "-march=native"])]),
+        .executableTarget(name: "KernelsBenchmark", dependencies: ["Kernels"], path: "Benchmarks/Kernels"),
         // Checkpoint loader, the networks (VQ-VAE, token Transformers) and the MIM-OOD restoration pipeline.
         // Slice-parallel batches and the warm-up are the engine's, so that the CLI and the service share them.
         .target(name: "Models", dependencies: ["Kernels", "JSON", "Threading", .product(name: "Crypto", package: "swift-crypto")]),

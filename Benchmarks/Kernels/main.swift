@@ -72,19 +72,6 @@ func minorPageFaults() -> Int {
 /// One core's FMA throughput: 12 independent chains of 16-wide FMAs (more than the FMA latency of
 /// 4 cycles times 2 pipes, so the pipes never wait), compiled for this CPU (-march=native).
 @inline(never)
-func fmaChains(iterations: Int, seed: Float) -> Float {
-    let m = SIMD16<Float>(repeating: 0.999_999)
-    var a0 = SIMD16<Float>(repeating: seed), a1 = a0 + 1, a2 = a0 + 2, a3 = a0 + 3, a4 = a0 + 4, a5 = a0 + 5
-    var a6 = a0 + 6, a7 = a0 + 7, a8 = a0 + 8, a9 = a0 + 9, a10 = a0 + 10, a11 = a0 + 11
-    for _ in 0..<iterations {
-        a0 = a0.addingProduct(a0, m); a1 = a1.addingProduct(a1, m); a2 = a2.addingProduct(a2, m)
-        a3 = a3.addingProduct(a3, m); a4 = a4.addingProduct(a4, m); a5 = a5.addingProduct(a5, m)
-        a6 = a6.addingProduct(a6, m); a7 = a7.addingProduct(a7, m); a8 = a8.addingProduct(a8, m)
-        a9 = a9.addingProduct(a9, m); a10 = a10.addingProduct(a10, m); a11 = a11.addingProduct(a11, m)
-    }
-    return (a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11).sum()
-}
-
 func peak() {
     let processor = Processor.current
     let (model, megahertz, flags) = (processor.model, processor.megahertz, processor.flags)
@@ -96,17 +83,9 @@ func peak() {
     emit("   vector: \(lanes) Float lanes (\(lanes == 16 ? "AVX-512" : lanes == 8 ? "AVX2" : "SSE")), FMA \(hasFMA ? "yes" : "no"), \(pipes) FMA pipes per core (assumed)")
     let nominal = processor.nominalPeakGFLOPS(cores: cores)
     emit("   theoretical at nominal clock: \(cores) cores × \(pipes) pipes × \(lanes) lanes × 2 FLOP × \(format(megahertz / 1000, 3)) GHz = \(format(nominal, 0)) GFLOP/s")
-    let iterations = 2_000_000
-    let flopsPerCall = Double(iterations * 12 * 16 * 2)
-    var sink: Float = 0
-    let single = bestTime(repeats: 5, minimum: 0.1) { sink += fmaChains(iterations: iterations, seed: sink.isFinite ? 1 : 2) }
-    let singleRate = flopsPerCall / single / 1e9
-    emit("   measured FMA loop, 1 thread: \(format(singleRate, 0)) GFLOP/s = \(format(singleRate / Double(pipes * 16 * 2), 2)) GHz × \(pipes) pipes × 16 lanes × 2")
-    let all = bestTime(repeats: 5, minimum: 0.1) {
-        DispatchQueue.concurrentPerform(iterations: cores) { _ in _ = fmaChains(iterations: iterations, seed: 1) }
-    }
-    emit("   measured FMA loop, \(cores) threads: \(format(flopsPerCall * Double(cores) / all / 1e9, 0)) GFLOP/s (a busy neighbour process lowers this)")
-    if sink == 42 { emit("\(sink)") }
+    let single = processor.measuredPeakGFLOPS(threads: 1)
+    emit("   measured multiply-add loop, 1 thread: \(format(single, 0)) GFLOP/s = \(format(single / Double(pipes * lanes * 2), 2)) GHz × \(pipes) pipes × \(lanes) lanes × 2 (kernels: \(vectorInstructionSet))")
+    emit("   measured multiply-add loop, \(cores) threads: \(format(processor.measuredPeakGFLOPS(threads: cores), 0)) GFLOP/s (a busy neighbour process lowers this)")
 }
 
 // MARK: - BLAS libraries loaded at run time

@@ -16,27 +16,37 @@ enum { ATTENTION_ROWS = 8, CONVOLUTION_CHANNELS = 8, CONVOLUTION_VECTORS = 3 };
 // such helper is inlined within its own copy, so the warning does not apply.
 #pragma clang diagnostic ignored "-Wpsabi"
 
+// Independent chains enough to cover 2 pipes × 4 cycles of latency where the registers allow: a
+// 16-float vector is 4 SSE registers (16 in all), 2 AVX2 ones (16), 1 AVX-512 one (32).
+#define MULTIPLY_ADD_CHAINS 3
 #define KERNEL(name) name##_sse2
 #include "VectorKernels.h"
 #undef KERNEL
+#undef MULTIPLY_ADD_CHAINS
 
 #if defined(__x86_64__)
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#define MULTIPLY_ADD_CHAINS 6
 #define KERNEL(name) name##_avx2
 #include "VectorKernels.h"
 #undef KERNEL
+#undef MULTIPLY_ADD_CHAINS
 #pragma clang attribute pop
 
 #pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma"))), apply_to = function)
+#define MULTIPLY_ADD_CHAINS 12
 #define KERNEL(name) name##_avx512
 #include "VectorKernels.h"
 #undef KERNEL
+#undef MULTIPLY_ADD_CHAINS
 #pragma clang attribute pop
 #endif
 
 typedef struct {
     const char *name;
     int (*runs_here)(void);
+    float (*multiply_add_loop)(ptrdiff_t, float);
+    double (*multiply_add_flops)(ptrdiff_t);
     void (*softmax_row)(const float *, ptrdiff_t, float *);
     void (*sigmoid)(const float *, float *, ptrdiff_t);
     void (*linear_epilogue)(float *, ptrdiff_t, ptrdiff_t, const float *, ck_activation, const float *);
@@ -48,7 +58,8 @@ typedef struct {
 } kernel_set;
 
 #define KERNEL_SET(suffix, label) \
-    { label, runs_##suffix, softmax_row_##suffix, sigmoid_map_##suffix, linear_epilogue_##suffix, \
+    { label, runs_##suffix, multiply_add_loop_##suffix, multiply_add_flops_##suffix, \
+      softmax_row_##suffix, sigmoid_map_##suffix, linear_epilogue_##suffix, \
       layer_norm_##suffix, attention_##suffix, moments_##suffix, scale_shift_##suffix, convolve_rows_##suffix }
 
 // __builtin_cpu_supports also checks that the OS saves the wider registers (XSAVE state).
@@ -91,6 +102,10 @@ int ck_select_instruction_set(const char *name) {
         }
     return 0;
 }
+
+float ck_multiply_add_loop(ptrdiff_t iterations, float seed) { return chosen()->multiply_add_loop(iterations, seed); }
+
+double ck_multiply_add_flops(ptrdiff_t iterations) { return chosen()->multiply_add_flops(iterations); }
 
 void ck_softmax_row(const float *row, ptrdiff_t count, float *out) { chosen()->softmax_row(row, count, out); }
 

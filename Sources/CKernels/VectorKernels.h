@@ -82,6 +82,18 @@ static inline v16 KERNEL(activate)(v16 x, ck_activation activation) {
     }
 }
 
+float KERNEL(multiply_add_loop)(ptrdiff_t iterations, float seed) {
+    v16 chains[MULTIPLY_ADD_CHAINS], factor = SPLAT(0.999999f);
+    for (int c = 0; c < MULTIPLY_ADD_CHAINS; c++) chains[c] = SPLAT(seed + (float)c);
+    for (ptrdiff_t i = 0; i < iterations; i++)
+        for (int c = 0; c < MULTIPLY_ADD_CHAINS; c++) chains[c] = chains[c] * factor + factor;
+    v16 sum = SPLAT(0);
+    for (int c = 0; c < MULTIPLY_ADD_CHAINS; c++) sum += chains[c];
+    return KERNEL(sum_lanes)(sum);
+}
+
+double KERNEL(multiply_add_flops)(ptrdiff_t iterations) { return (double)iterations * MULTIPLY_ADD_CHAINS * 16 * 2; }
+
 void KERNEL(softmax_row)(const float *row, ptrdiff_t count, float *out) {
     ptrdiff_t whole = count / 16 * 16, rest = count - whole;
     v16 maxima = SPLAT(-INFINITY);
@@ -207,19 +219,21 @@ void KERNEL(attention)(const ck_attention_problem *problem, float *scratch) {
     float *inverseSums = scores + ATTENTION_ROWS * keyStride;
 
     // Zero padding (tokens up to keyStride, features up to depth) contributes nothing to either product.
-    for (ptrdiff_t t = 0; t < keyStride; t++)
-        for (ptrdiff_t f = 0; f < depth; f++) {
-            int inside = t < p.tokens && f < p.depth;
-            ptrdiff_t at = t * p.token_stride + f * p.feature_stride;
-            keys[f * keyStride + t] = inside ? p.k[at] * p.scale : 0;
-            values[t * depth + f] = inside ? p.v[at] : 0;
-        }
+    memset(keys, 0, (size_t)(2 * keyStride * depth + ATTENTION_ROWS * depth) * sizeof(float));
+    // Keys transposed 16 tokens at a time, so that both the rows read and the rows written stay in L1.
+    for (ptrdiff_t t0 = 0; t0 < p.tokens; t0 += 16) {
+        ptrdiff_t t1 = t0 + 16 < p.tokens ? t0 + 16 : p.tokens;
+        for (ptrdiff_t f = 0; f < p.depth; f++)
+            for (ptrdiff_t t = t0; t < t1; t++) keys[f * keyStride + t] = p.k[t * p.token_stride + f * p.feature_stride] * p.scale;
+    }
+    for (ptrdiff_t t = 0; t < p.tokens; t++)
+        for (ptrdiff_t f = 0; f < p.depth; f++) values[t * depth + f] = p.v[t * p.token_stride + f * p.feature_stride];
 
     for (ptrdiff_t first = 0; first < p.tokens; first += ATTENTION_ROWS) {
-        for (ptrdiff_t r = 0; r < ATTENTION_ROWS; r++)
-            for (ptrdiff_t f = 0; f < depth; f++)
-                queries[r * depth + f] = first + r < p.tokens && f < p.depth
-                    ? p.q[(first + r) * p.token_stride + f * p.feature_stride] : 0;
+        for (ptrdiff_t r = 0; r < ATTENTION_ROWS && first + r < p.tokens; r++)
+            for (ptrdiff_t f = 0; f < p.depth; f++) queries[r * depth + f] = p.q[(first + r) * p.token_stride + f * p.feature_stride];
+        if (first + ATTENTION_ROWS > p.tokens)
+            memset(queries + (p.tokens - first) * depth, 0, (size_t)((first + ATTENTION_ROWS - p.tokens) * depth) * sizeof(float));
         // Causal rows see no key past the block's last row: those columns are neither computed nor read.
         ptrdiff_t seen = p.causal ? (first + ATTENTION_ROWS < p.tokens ? first + ATTENTION_ROWS : p.tokens) : p.tokens;
         ptrdiff_t columns = ROUND_UP(seen, 32);

@@ -30,8 +30,8 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, activation:
             weight.scalars.withUnsafeBufferPointer { w in
                 withOptionalPointer(bias) { bias in
                     withOptionalPointer(residual) { residual in
-                        // Blocks of 64 rows; below about a million multiply-adds one core does it all.
-                        let blocks = rows * outFeatures * inFeatures < 1 << 20 ? 1 : (rows + 63) / 64
+                        // Blocks of 256 rows; below about a million multiply-adds one core does it all.
+                        let blocks = rows * outFeatures * inFeatures < 1 << 20 ? 1 : (rows + 255) / 256
                         parallelRanges(blocks) { range in
                             let first = rows * range.lowerBound / blocks, end = rows * range.upperBound / blocks
                             let out = y.baseAddress! + first * outFeatures

@@ -15,6 +15,13 @@ const char *ck_instruction_set(void);
 /// changes): for tests of every copy, and for comparing them.
 int ck_select_instruction_set(const char *name);
 
+/// `iterations` rounds of independent 16-wide multiply-add chains, as many as this copy keeps in
+/// registers, for measuring the peak rate; returns their sum, so that nothing is optimised away.
+float ck_multiply_add_loop(ptrdiff_t iterations, float seed);
+
+/// The floating-point operations of `ck_multiply_add_loop(iterations, …)`.
+double ck_multiply_add_flops(ptrdiff_t iterations);
+
 /// out[i] = e^(row[i] − max) / Σ e^(row − max) for i < count; out may be row.
 void ck_softmax_row(const float *row, ptrdiff_t count, float *out);
 

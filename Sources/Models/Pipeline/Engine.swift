@@ -274,13 +274,23 @@ public struct Engine: Sendable {
     }
 
     /// Images of the token grids, one [C, H, W] tensor each, decoding at most `maxImagesPerPass` at a time.
+    /// A grid that occurs more than once is decoded once: a slice whose detector flags nothing keeps its
+    /// tokens in all R restorations.
     func decode(_ grids: [[Int]]) -> [Tensor] {
+        var firstIndex: [[Int]: Int] = [:]
+        var distinct: [[Int]] = []
+        let indices = grids.map { grid in
+            if let index = firstIndex[grid] { return index }
+            firstIndex[grid] = distinct.count
+            distinct.append(grid)
+            return distinct.count - 1
+        }
         var images: [Tensor] = []
-        for start in stride(from: 0, to: grids.count, by: maxImagesPerPass) {
-            let decoded = vqvae.decode(Array(grids[start ..< min(grids.count, start + maxImagesPerPass)]))
+        for start in stride(from: 0, to: distinct.count, by: maxImagesPerPass) {
+            let decoded = vqvae.decode(Array(distinct[start ..< min(distinct.count, start + maxImagesPerPass)]))
             images += unstack(decoded)
         }
-        return images
+        return indices.map { images[$0] }
     }
 }
 
