@@ -4,9 +4,12 @@ Single slices at concurrency 1, 4 and 16 on three servers started side by side: 
 (batching, each batch's slices spread over the cores), batching with every kernel of a batch using all
 cores (batch_parallelism = kernels), and no batching (batch_max_slices = 1). The three are measured in
 turn, round after round, so that a change in the machine's load falls on all of them; each figure is the
-median over the rounds. Then the time for one volume of 160 axial slices on the shipped settings. Each
-client thread keeps one HTTP/1.1 connection alive and sends its requests one after another; latency is
-measured at the client, from sending the request to reading the whole response.
+median over the rounds. Client i posts slice i of 16 distinct axial slices of one subject. Then the same
+16 slices through the engine offline (`mimood bench --slice`, 16 jobs per call, as the service's batches
+at concurrency 16 hold), and the service's rate at concurrency 16 as a share of it; then the time for one
+volume of 160 axial slices on the shipped settings. Each client thread keeps one HTTP/1.1 connection
+alive and sends its requests one after another; latency is measured at the client, from sending the
+request to reading the whole response.
 
 Usage: scripts/bench-serve [--rounds N] [--requests-per-client N] [--json FILE]   (builds the release binary first)
 """
@@ -64,19 +67,19 @@ def post(connection: http.client.HTTPConnection, body: bytes, content_type: str)
     return time.perf_counter() - started, payload
 
 
-def run_clients(port: int, concurrency: int, requests_per_client: int, body: bytes, content_type: str) -> dict:
+def run_clients(port: int, concurrency: int, requests_per_client: int, bodies: list[bytes], content_type: str) -> dict:
     latencies: list[float] = []
     lock = threading.Lock()
 
-    def client():
+    def client(index: int):
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         for _ in range(requests_per_client):
-            latency, _ = post(connection, body, content_type)
+            latency, _ = post(connection, bodies[index % len(bodies)], content_type)
             with lock:
                 latencies.append(latency)
         connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(concurrency)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -88,9 +91,9 @@ def run_clients(port: int, concurrency: int, requests_per_client: int, body: byt
             "p50_s": float(np.percentile(latencies, 50)), "p99_s": float(np.percentile(latencies, 99))}
 
 
-def inputs(folder: Path) -> tuple[bytes, bytes, int]:
-    """A synthetic test subject (docs/synthetic-data.md): its middle axial slice as a 2-D .npy, and the
-    volume cut to its central 160 axial slices as .nii.gz."""
+def inputs(folder: Path) -> tuple[list[Path], bytes, int]:
+    """A synthetic test subject (docs/synthetic-data.md): its 16 middle axial slices, each a 2-D .npy file in
+    display orientation, and the volume cut to its central 160 axial slices as .nii.gz."""
     subprocess.run([sys.executable, "-m", "mimood_train.synthetic", "--out", str(folder), "--train", "0", "--val", "0",
                     "--val-anomalous", "0", "--test-anomalous", "1", "--seed", "0"], check=True, cwd=ROOT / "Training",
                    stdout=subprocess.DEVNULL)
@@ -101,10 +104,22 @@ def inputs(folder: Path) -> tuple[bytes, bytes, int]:
     cut = volume[:, :, start:start + 160]
     affine = image.affine.copy()
     affine[:3, 3] += affine[:3, 2] * start
-    slice_file = io.BytesIO()
-    np.save(slice_file, np.ascontiguousarray(volume[:, :, depth // 2].T))
+    slices = []
+    for offset in range(-8, 8):
+        path = folder / f"slice_{offset + 8:02d}.npy"
+        np.save(path, np.ascontiguousarray(volume[:, :, depth // 2 + offset].T))
+        slices.append(path)
     nib.save(nib.Nifti1Image(cut, affine), folder / "volume.nii.gz")
-    return slice_file.getvalue(), (folder / "volume.nii.gz").read_bytes(), cut.shape[2]
+    return slices, (folder / "volume.nii.gz").read_bytes(), cut.shape[2]
+
+
+def offline_rate(binary: Path, slices: list[Path], rounds: int) -> float:
+    """The engine's slices/s on the same slices, without HTTP and the queue: `mimood bench --slice`."""
+    arguments = [str(binary), "bench", "--json", "--batch", str(len(slices)), "--repeats", str(max(rounds, 1))]
+    for path in slices:
+        arguments += ["--slice", str(path)]
+    report = json.loads(subprocess.run(arguments, check=True, cwd=ROOT, capture_output=True, text=True).stdout)
+    return report["slices_per_second"]
 
 
 def main() -> int:
@@ -116,14 +131,15 @@ def main() -> int:
     parser.add_argument("--binary", type=Path, default=ROOT / ".build/release/mimood")
     arguments = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as scratch:
-        slice_npy, volume_nii, volume_slices = inputs(Path(scratch))
+    scratch = tempfile.TemporaryDirectory()
+    slice_files, volume_nii, volume_slices = inputs(Path(scratch.name))
+    slice_bodies = [path.read_bytes() for path in slice_files]
     modes = {"on (slices over cores)": [], "on (kernels over cores)": ["--batch-parallelism", "kernels"],
              "off": ["--batch-max-slices", "1"]}
     servers = {mode: Server(arguments.binary, settings) for mode, settings in modes.items()}
     results = {"machine": {"cpus": os.cpu_count(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),
                            "load_average_before": os.getloadavg()},
-               "rounds": arguments.rounds, "slice": [], "volume": None}
+               "rounds": arguments.rounds, "slice": [], "engine_offline": None, "volume": None}
     try:
         for concurrency, default_requests in ((1, 8), (4, 4), (16, 2)):
             runs = {mode: [] for mode in modes}
@@ -131,13 +147,18 @@ def main() -> int:
                 for mode, server in servers.items():
                     runs[mode].append(run_clients(server.port, concurrency,
                                                   arguments.requests_per_client or default_requests,
-                                                  slice_npy, "application/x-npy"))
+                                                  slice_bodies, "application/x-npy"))
             for mode, rows in runs.items():
                 row = {key: float(np.median([r[key] for r in rows])) for key in ("throughput_per_s", "p50_s", "p99_s")}
                 row.update(batching=mode, concurrency=concurrency, requests=sum(r["requests"] for r in rows))
                 results["slice"].append(row)
                 print(f"batching {mode:24} concurrency {concurrency:2}: {row['throughput_per_s']:.2f} slices/s, "
                       f"p50 {row['p50_s']:.2f} s, p99 {row['p99_s']:.2f} s", file=sys.stderr)
+        engine = offline_rate(arguments.binary, slice_files, arguments.rounds)
+        served = next(row for row in results["slice"] if row["concurrency"] == 16 and row["batching"] == "on (slices over cores)")
+        results["engine_offline"] = {"slices_per_s": engine, "service_share": served["throughput_per_s"] / engine}
+        print(f"engine offline, the same 16 slices: {engine:.2f} slices/s; the service at concurrency 16 reaches "
+              f"{100 * served['throughput_per_s'] / engine:.0f} % of it", file=sys.stderr)
         connection = http.client.HTTPConnection("127.0.0.1", servers["on (slices over cores)"].port, timeout=3600)
         seconds, payload = post(connection, volume_nii, "application/x-nifti")
         model_slices = json.loads(payload)["input"]["slices"]
@@ -146,6 +167,7 @@ def main() -> int:
     finally:
         for server in servers.values():
             server.stop()
+        scratch.cleanup()
     results["machine"]["load_average_after"] = os.getloadavg()
 
     print("| batching | concurrency | requests | throughput (slices/s) | p50 latency (s) | p99 latency (s) |")
@@ -153,6 +175,9 @@ def main() -> int:
     for row in results["slice"]:
         print(f"| {row['batching']} | {row['concurrency']} | {row['requests']} | {row['throughput_per_s']:.2f} | "
               f"{row['p50_s']:.2f} | {row['p99_s']:.2f} |")
+    offline = results["engine_offline"]
+    print(f"\nThe engine offline on the same 16 slices (`mimood bench --slice`, 16 per call): {offline['slices_per_s']:.2f} slices/s; "
+          f"the service at concurrency 16 with the shipped settings: {100 * offline['service_share']:.0f} % of it.")
     volume = results["volume"]
     print(f"\nOne volume, {volume['axial_slices']} axial slices ({volume['model_slices']} model slices), batching on: "
           f"{volume['seconds']:.1f} s")

@@ -49,17 +49,17 @@ typedef struct {
     double (*multiply_add_flops)(ptrdiff_t);
     void (*softmax_row)(const float *, ptrdiff_t, float *);
     void (*sigmoid)(const float *, float *, ptrdiff_t);
-    void (*linear_epilogue)(float *, ptrdiff_t, ptrdiff_t, const float *, ck_activation, const float *);
+    void (*fill_rows)(float *, ptrdiff_t, ptrdiff_t, const float *, const float *);
     void (*layer_norm)(const float *, float *, ptrdiff_t, ptrdiff_t, const float *, const float *, float);
     void (*attention)(const ck_attention_problem *, float *);
     void (*moments)(const float *, ptrdiff_t, double *, double *);
     void (*scale_shift)(const float *, float *, ptrdiff_t, float, float, ck_activation);
-    void (*convolve_rows)(const ck_convolution *, const float *, ptrdiff_t, ptrdiff_t, float *, float *);
+    void (*convolve_rows)(const ck_convolution *, const float *, const float *, ptrdiff_t, ptrdiff_t, float *, float *);
 } kernel_set;
 
 #define KERNEL_SET(suffix, label) \
     { label, runs_##suffix, multiply_add_loop_##suffix, multiply_add_flops_##suffix, \
-      softmax_row_##suffix, sigmoid_map_##suffix, linear_epilogue_##suffix, \
+      softmax_row_##suffix, sigmoid_map_##suffix, fill_rows_##suffix, \
       layer_norm_##suffix, attention_##suffix, moments_##suffix, scale_shift_##suffix, convolve_rows_##suffix }
 
 // __builtin_cpu_supports also checks that the OS saves the wider registers (XSAVE state).
@@ -111,9 +111,8 @@ void ck_softmax_row(const float *row, ptrdiff_t count, float *out) { chosen()->s
 
 void ck_sigmoid(const float *x, float *y, ptrdiff_t count) { chosen()->sigmoid(x, y, count); }
 
-void ck_linear_epilogue(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias, ck_activation activation,
-                        const float *residual) {
-    chosen()->linear_epilogue(y, rows, width, bias, activation, residual);
+void ck_fill_rows(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias, const float *residual) {
+    chosen()->fill_rows(y, rows, width, bias, residual);
 }
 
 void ck_layer_norm(const float *x, float *y, ptrdiff_t rows, ptrdiff_t dim, const float *weight, const float *bias,
@@ -136,14 +135,31 @@ void ck_scale_shift(const float *x, float *y, ptrdiff_t count, float scale, floa
     chosen()->scale_shift(x, y, count, scale, shift, activation);
 }
 
+size_t ck_convolution_packed_count(const ck_convolution *c) {
+    return (size_t)(ROUND_UP(c->out_channels, CONVOLUTION_CHANNELS) * c->in_channels * c->kernel_height * c->kernel_width);
+}
+
+/// [groups of CONVOLUTION_CHANNELS output channels][in_channels · kernel_height · kernel_width][channel in the
+/// group]: the tile's weights for one tap are adjacent; channels past out_channels are zero.
+void ck_pack_convolution(const ck_convolution *c, float *packed) {
+    ptrdiff_t depth = c->in_channels * c->kernel_height * c->kernel_width;
+    ptrdiff_t groups = ROUND_UP(c->out_channels, CONVOLUTION_CHANNELS) / CONVOLUTION_CHANNELS;
+    for (ptrdiff_t g = 0; g < groups; g++)
+        for (ptrdiff_t k = 0; k < depth; k++)
+            for (ptrdiff_t r = 0; r < CONVOLUTION_CHANNELS; r++) {
+                ptrdiff_t channel = g * CONVOLUTION_CHANNELS + r;
+                packed[(g * depth + k) * CONVOLUTION_CHANNELS + r] = channel < c->out_channels ? c->weight[channel * depth + k] : 0;
+            }
+}
+
 size_t ck_convolution_scratch_count(const ck_convolution *c, ptrdiff_t rows) {
     ptrdiff_t depth = c->in_channels * c->kernel_height * c->kernel_width;
     ptrdiff_t band = c->in_channels * (rows + c->kernel_height - 1) * (c->width + c->pad_left + c->pad_right);
-    // Weights, one 32-bit offset per tap, the band and what the last tile reads past it.
-    return (size_t)(ROUND_UP(c->out_channels, CONVOLUTION_CHANNELS) * depth + depth + band + 16 * CONVOLUTION_VECTORS);
+    // One 32-bit offset per tap, the band and what the last tile reads past it.
+    return (size_t)(depth + band + 16 * CONVOLUTION_VECTORS);
 }
 
-void ck_convolve_rows(const ck_convolution *convolution, const float *input, ptrdiff_t first_row, ptrdiff_t rows,
-                      float *output, float *scratch) {
-    chosen()->convolve_rows(convolution, input, first_row, rows, output, scratch);
+void ck_convolve_rows(const ck_convolution *convolution, const float *packed, const float *input, ptrdiff_t first_row,
+                      ptrdiff_t rows, float *output, float *scratch) {
+    chosen()->convolve_rows(convolution, packed, input, first_row, rows, output, scratch);
 }

@@ -162,16 +162,14 @@ void KERNEL(moments)(const float *x, ptrdiff_t count, double *mean, double *vari
     *variance = squares / (double)count;
 }
 
-void KERNEL(linear_epilogue)(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias,
-                             ck_activation activation, const float *residual) {
+void KERNEL(fill_rows)(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias, const float *residual) {
     for (ptrdiff_t row = 0; row < rows; row++) {
         float *line = y + row * width;
         const float *added = residual ? residual + row * width : NULL;
         for (ptrdiff_t i = 0; i < width; i += 16) {
             ptrdiff_t lanes = width - i < 16 ? width - i : 16;
-            v16 value = lanes == 16 ? KERNEL(load)(line + i) : KERNEL(load_partial)(line + i, lanes, 0);
+            v16 value = SPLAT(0);
             if (bias) value += lanes == 16 ? KERNEL(load)(bias + i) : KERNEL(load_partial)(bias + i, lanes, 0);
-            value = KERNEL(activate)(value, activation);
             if (added) value += lanes == 16 ? KERNEL(load)(added + i) : KERNEL(load_partial)(added + i, lanes, 0);
             if (lanes == 16) KERNEL(store)(line + i, value); else KERNEL(store_partial)(line + i, value, lanes);
         }
@@ -299,8 +297,8 @@ void KERNEL(attention)(const ck_attention_problem *problem, float *scratch) {
 // then output (y, x) of the block is at position y·padded_width + x of that band, and tap (ky, kx) of
 // every position is the band value ky·padded_width + kx further on. Positions with x ≥ out_width (under
 // the padding columns) are computed and dropped: a vector runs across row ends without a branch.
-void KERNEL(convolve_rows)(const ck_convolution *problem, const float *input, ptrdiff_t first_row, ptrdiff_t rows,
-                           float *output, float *scratch) {
+void KERNEL(convolve_rows)(const ck_convolution *problem, const float *packed, const float *input, ptrdiff_t first_row,
+                           ptrdiff_t rows, float *output, float *scratch) {
     enum { TILE = 16 * CONVOLUTION_VECTORS };
     const ck_convolution c = *problem;
     const ptrdiff_t depth = c.in_channels * c.kernel_height * c.kernel_width;
@@ -309,16 +307,9 @@ void KERNEL(convolve_rows)(const ck_convolution *problem, const float *input, pt
     const ptrdiff_t outWidth = paddedWidth - c.kernel_width + 1;
     const ptrdiff_t bandHeight = rows + c.kernel_height - 1;
     const ptrdiff_t groups = ROUND_UP(c.out_channels, CONVOLUTION_CHANNELS) / CONVOLUTION_CHANNELS;
-    float *weights = scratch;                                         // [groups][depth][CONVOLUTION_CHANNELS]
-    int32_t *offsets = (int32_t *)(weights + groups * depth * CONVOLUTION_CHANNELS);  // [depth]: tap k's band offset
-    float *band = (float *)(offsets + depth);                         // [in_channels][bandHeight][paddedWidth]
+    int32_t *offsets = (int32_t *)scratch;               // [depth]: where tap k reads, from a position's own
+    float *band = (float *)(offsets + depth);            // [in_channels][bandHeight][paddedWidth]
 
-    for (ptrdiff_t g = 0; g < groups; g++)
-        for (ptrdiff_t k = 0; k < depth; k++)
-            for (ptrdiff_t r = 0; r < CONVOLUTION_CHANNELS; r++) {
-                ptrdiff_t channel = g * CONVOLUTION_CHANNELS + r;
-                weights[(g * depth + k) * CONVOLUTION_CHANNELS + r] = channel < c.out_channels ? c.weight[channel * depth + k] : 0;
-            }
     for (ptrdiff_t channel = 0, k = 0; channel < c.in_channels; channel++)
         for (ptrdiff_t ky = 0; ky < c.kernel_height; ky++)
             for (ptrdiff_t kx = 0; kx < c.kernel_width; kx++)
@@ -339,6 +330,9 @@ void KERNEL(convolve_rows)(const ck_convolution *problem, const float *input, pt
     memset(band + c.in_channels * bandHeight * paddedWidth, 0, TILE * sizeof(float));
 
     const ptrdiff_t end = (rows - 1) * paddedWidth + outWidth;
+    // Channel groups outside, positions inside: one group's weights stay in L2 while the band streams by
+    // (all the weights of a 512-channel layer are 9 MB).
+    for (ptrdiff_t g = 0; g < groups; g++)
     for (ptrdiff_t position = 0; position < end; position += TILE) {
         // The tile's positions as runs along output rows: from tile lane `lane`, `count` values go to
         // offset `target` of each output plane (the lanes under the padding columns in between are dropped).
@@ -352,14 +346,14 @@ void KERNEL(convolve_rows)(const ck_convolution *problem, const float *input, pt
             if (kept > 0) runs[runCount++] = (typeof(runs[0])){lane, kept, (first_row + y) * outWidth + x};
             lane += paddedWidth - x;
         }
-        for (ptrdiff_t g = 0; g < groups; g++) {
+        {
             v16 tile[CONVOLUTION_CHANNELS][CONVOLUTION_VECTORS];
             for (int r = 0; r < CONVOLUTION_CHANNELS; r++) {
                 ptrdiff_t channel = g * CONVOLUTION_CHANNELS + r;
                 float bias = c.bias && channel < c.out_channels ? c.bias[channel] : 0;
                 for (int v = 0; v < CONVOLUTION_VECTORS; v++) tile[r][v] = SPLAT(bias);
             }
-            const float *w = weights + g * depth * CONVOLUTION_CHANNELS;
+            const float *w = packed + g * depth * CONVOLUTION_CHANNELS;
             const float *origin = band + position;
             for (ptrdiff_t k = 0; k < depth; k++, w += CONVOLUTION_CHANNELS) {
                 v16 x[CONVOLUTION_VECTORS];

@@ -31,10 +31,7 @@ public func silu(_ x: Tensor) -> Tensor {
 
 /// The exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), as torch.nn.GELU() (not its tanh approximation).
 public func gelu(_ x: Tensor) -> Tensor {
-    map(x) { input, output, count in
-        output.update(from: input, count: count)
-        ck_linear_epilogue(output, 1, count, nil, CK_GELU, nil)
-    }
+    map(x) { ck_scale_shift($0, $1, $2, 1, 0, CK_GELU) }
 }
 
 /// The logistic function 1/(1 + e^−x).

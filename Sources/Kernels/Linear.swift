@@ -6,9 +6,9 @@
 import CKernels
 
 /// `y = activation(x·Wᵀ + b) + residual` over the last dimension, as torch.nn.Linear (then the activation,
-/// then a residual connection's add): weight [out, in], bias [out] or nil, residual of the output's shape
-/// or nil. Each core runs the GEMM of a block of rows and then the rest on those rows while they are
-/// still in its cache (`ck_linear_epilogue`).
+/// or a residual connection's add; these models never need both): weight [out, in], bias [out] or nil,
+/// residual of the output's shape or nil. Each core fills a block of output rows with bias + residual
+/// (`ck_fill_rows`), lets GEMM add x·Wᵀ onto them, and applies the activation while they are still in its cache.
 public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, activation: Activation = .identity,
                    adding residual: Tensor? = nil) -> Tensor {
     precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
@@ -23,6 +23,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, activation:
     outShape[x.rank - 1] = outFeatures
     if let residual {
         precondition(residual.shape == outShape, "linear: residual must be \(outShape) like the output, got \(residual.shape)")
+        precondition(activation == .identity, "linear: an activation before a residual add is not supported")
     }
     return Tensor(shape: outShape) { y in
         guard rows > 0, outFeatures > 0 else { return }
@@ -35,14 +36,15 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, activation:
                         parallelRanges(blocks) { range in
                             let first = rows * range.lowerBound / blocks, end = rows * range.upperBound / blocks
                             let out = y.baseAddress! + first * outFeatures
+                            ck_fill_rows(out, end - first, outFeatures, bias, residual.map { $0 + first * outFeatures })
                             if inFeatures > 0 {
                                 gemm(transposeB: true, m: end - first, n: outFeatures, k: inFeatures,
                                      a: x.baseAddress! + first * inFeatures, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
-                                     c: out, ldc: outFeatures)
-                            } else {
-                                out.update(repeating: 0, count: (end - first) * outFeatures)
+                                     beta: 1, c: out, ldc: outFeatures)
                             }
-                            ck_linear_epilogue(out, end - first, outFeatures, bias, activation.kernel, residual.map { $0 + first * outFeatures })
+                            if activation != .identity {
+                                ck_scale_shift(out, out, (end - first) * outFeatures, 1, 0, activation.kernel)
+                            }
                         }
                     }
                 }

@@ -12,7 +12,7 @@ import Threading
 /// instead, as the service runs them (early exit, the checkpoint's settings), MIM-OOD beside the AR baseline.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time the pipeline on a batch, every step forced to run, per stage; or whole volumes as the service runs them (--volume).")
+        abstract: "Time the pipeline on a batch, every step forced to run, per stage; or whole volumes (--volume) or single-slice requests (--slice) as the service runs them.")
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Slices in the batch.") var batch = 32
@@ -26,17 +26,23 @@ struct Bench: ParsableCommand {
         "A whole volume (.nii, .nii.gz, 3-D .npy) to time instead of the forced batch, run as the service runs it with the "
         + "checkpoint's settings, MIM-OOD beside the AR baseline (KV cache) when the checkpoint has it; repeatable. --batch is then the slices per engine call."))
     var volumes: [String] = []
+    @Option(name: .customLong("slice"), help: ArgumentHelp(
+        "A 2-D slice (.npy, PNG) to time as one request to the service is run: repeatable; each is its own job with the "
+        + "checkpoint's settings, --batch jobs per engine call (the engine's offline rate beside scripts/bench-serve's)."))
+    var slices: [String] = []
 
     func validate() throws {
         for (name, value) in [("--batch", batch), ("--restorations", restorations), ("--steps", steps), ("--repeats", repeats)]
         where value < 1 {
             throw ValidationError("\(name) must be at least 1, got \(value)")
         }
+        if !volumes.isEmpty && !slices.isEmpty { throw ValidationError("--volume and --slice time different things; give one of them") }
     }
 
     func run() throws {
         let (engine, directory) = try modelOptions.engine()
         if !volumes.isEmpty { return try benchVolumes(engine, directory: directory) }
+        if !slices.isEmpty { return try benchSlices(engine, directory: directory) }
         let images = try input.map(batchTensor(from:)) ?? phantomBatch()
         var parameters = engine.defaults
         parameters.method = .mimOOD
@@ -156,6 +162,38 @@ struct Bench: ParsableCommand {
             }
         }
         if json { print(JSONValue.object(JSONObject(["engine": .string("mimood"), "threads": .integer(Threads.count), "volumes": .array(rows)])).jsonText) }
+    }
+
+    /// The slices as the service runs concurrent single-slice requests: one job each, with the seed a
+    /// request without one gets, `batch` jobs per engine call spread over the cores; the median seconds
+    /// of `repeats` passes over all of them after a warm-up pass.
+    private func benchSlices(_ engine: Engine, directory: String) throws {
+        let parameters = engine.defaults
+        let jobs = try slices.flatMap { path in
+            let input = try DetectionInput(bytes: fileContents(path), preprocessed: false)
+            guard input.sliceCount == 1 else { throw CLIError("\(path): --slice takes one 2-D slice, this has \(input.sliceCount)") }
+            return input.jobs(parameters, slices: 0..<1)
+        }
+        func pass() throws -> Double {
+            let started = ContinuousClock.now
+            for start in stride(from: 0, to: jobs.count, by: batch) {
+                _ = try engine.run(Array(jobs[start ..< min(jobs.count, start + batch)]), parallelism: .slices)
+            }
+            return (ContinuousClock.now - started).inSeconds
+        }
+        printError("warm-up pass over \(jobs.count) slice(s)")
+        _ = try pass()
+        let seconds = Bench.median(try (1...repeats).map { _ in try pass() })
+        if json {
+            print(JSONValue.object(JSONObject([
+                "engine": .string("mimood"), "threads": .integer(Threads.count), "batch": .integer(batch),
+                "slices": .integer(jobs.count), "seconds": .number(seconds), "slices_per_second": .number(Double(jobs.count) / seconds),
+            ])).jsonText)
+            return
+        }
+        print("mimood bench: \(engine.manifest.name) (\(directory)), \(jobs.count) single-slice job(s), \(batch) per call, "
+              + "\(Threads.count) thread(s), median of \(repeats) pass(es): "
+              + String(format: "%.2f s, %.2f slices/s", seconds, Double(jobs.count) / seconds))
     }
 
     /// The stages `Engine.run` times, in pipeline order, with PyTorch bench's names.

@@ -241,6 +241,26 @@ final class CLITests: XCTestCase {
         }
     }
 
+    /// `--slice`: single slices as the service runs concurrent requests, the engine's offline rate that
+    /// scripts/bench-serve sets the service's beside; a volume is refused there.
+    func testBenchTimesSingleSliceRequests() throws {
+        let values = try paritySlice().values
+        let first = try write(NPY.encode(shape: [160, 160], float32: values), "first.npy")
+        let second = try write(NPY.encode(shape: [160, 160], float32: values.reversed()), "second.npy")
+        let run = try mimood(["bench", "--model", Self.checkpoint, "--slice", first, "--slice", second, "--batch", "2",
+                              "--repeats", "1", "--threads", "1", "--json"])
+        XCTAssertEqual(run.status, 0, run.errors)
+        let report = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any], run.output)
+        XCTAssertEqual(report["slices"] as? Int, 2)
+        XCTAssertGreaterThan(try XCTUnwrap(report["slices_per_second"] as? Double), 0)
+
+        let (brain, geometry) = try volume()
+        let path = try write(NIfTI.encode(brain, geometry: geometry), "brain.nii.gz")
+        let refused = try mimood(["bench", "--model", Self.checkpoint, "--slice", path, "--repeats", "1", "--threads", "1"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.errors.contains("--slice takes one 2-D slice"), refused.errors)
+    }
+
     /// The comparison with PyTorch (scripts/bench-engine), on this build's binary and the repository's
     /// `.venv` (scripts/test creates it): every cell of the table is a positive number.
     func testTheEngineComparisonRunsThePyTorchReferenceSideBySide() throws {

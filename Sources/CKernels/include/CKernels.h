@@ -31,11 +31,9 @@ void ck_sigmoid(const float *x, float *y, ptrdiff_t count);
 /// A non-linearity applied inside another kernel's pass (SiLU: x·σ(x)).
 typedef enum { CK_IDENTITY = 0, CK_GELU = 1, CK_SILU = 2 } ck_activation;
 
-/// The end of a Linear layer on `rows` rows of `width` outputs, in place:
-/// y = activation(y + bias) + residual, bias [width] (or NULL), residual [rows, width] (or NULL).
-/// GELU is the exact one, x/2·(1 + erf(x/√2)).
-void ck_linear_epilogue(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias,
-                        ck_activation activation, const float *residual);
+/// The start of a Linear layer's output, before GEMM adds x·Wᵀ onto it: every one of `rows` rows of
+/// `width` floats set to bias + residual row, bias [width] and residual [rows, width] each optional (NULL).
+void ck_fill_rows(float *y, ptrdiff_t rows, ptrdiff_t width, const float *bias, const float *residual);
 
 /// LayerNorm of `rows` rows of `dim` values: (x − mean)/√(var + eps)·weight + bias; y may be x.
 void ck_layer_norm(const float *x, float *y, ptrdiff_t rows, ptrdiff_t dim, const float *weight,
@@ -76,13 +74,18 @@ typedef struct {
     const float *weight, *bias;
 } ck_convolution;
 
+/// The floats of the weights as `ck_convolve_rows` reads them, and that layout written by `ck_pack_convolution`:
+/// once per call of a layer, shared by every block and thread.
+size_t ck_convolution_packed_count(const ck_convolution *convolution);
+void ck_pack_convolution(const ck_convolution *convolution, float *packed);
+
 /// The floats of scratch memory `ck_convolve_rows` needs for blocks of up to `rows` output rows.
 size_t ck_convolution_scratch_count(const ck_convolution *convolution, ptrdiff_t rows);
 
 /// Output rows first_row ..< first_row + rows of every output channel, written into output (the whole
 /// output image). No im2col matrix: the block's input rows are copied once with their zero padding, and
 /// each output pixel reads them at kernel_height × kernel_width fixed offsets (docs/kernels.md).
-void ck_convolve_rows(const ck_convolution *convolution, const float *input, ptrdiff_t first_row, ptrdiff_t rows,
-                      float *output, float *scratch);
+void ck_convolve_rows(const ck_convolution *convolution, const float *packed, const float *input, ptrdiff_t first_row,
+                      ptrdiff_t rows, float *output, float *scratch);
 
 #endif
