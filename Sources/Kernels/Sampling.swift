@@ -50,19 +50,23 @@ public func sampleCategorical<Logits: Collection<Float>>(logits: Logits,
     guard !logits.contains(where: \.isNaN), let maximum = logits.max(), maximum.isFinite else {
         throw KernelError("sampleCategorical: logits must be non-empty, free of NaN, with a finite maximum")
     }
-    // Cumulative sums in Double: with thousands of classes Float would drift from the total.
-    var total = 0.0
-    for logit in logits { total += exp(Double(logit - maximum)) }
-    let target = Double(generator.next() >> 11) * 0x1p-53 * total
-    var cumulative = 0.0
-    var lastDrawable = 0
-    for (index, logit) in logits.enumerated() {
-        let weight = exp(Double(logit - maximum))
-        guard weight > 0 else { continue }
-        cumulative += weight
-        lastDrawable = index
-        if target < cumulative { return index }
+    // Cumulative sums in Double: with thousands of classes Float would drift from the total. Each weight
+    // is computed once, on the stack: the exps were most of a draw's time.
+    return withUnsafeTemporaryAllocation(of: Double.self, capacity: logits.count) { weights in
+        var total = 0.0
+        for (index, logit) in logits.enumerated() {
+            weights[index] = exp(Double(logit - maximum))
+            total += weights[index]
+        }
+        let target = Double(generator.next() >> 11) * 0x1p-53 * total
+        var cumulative = 0.0
+        var lastDrawable = 0
+        for (index, weight) in weights.enumerated() where weight > 0 {
+            cumulative += weight
+            lastDrawable = index
+            if target < cumulative { return index }
+        }
+        // Only rounding can leave u·total at or above the final sum: the last class that can be drawn.
+        return lastDrawable
     }
-    // Only rounding can leave u·total at or above the final sum: the last class that can be drawn.
-    return lastDrawable
 }
