@@ -204,6 +204,21 @@ void KERNEL(layer_norm)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t dim,
     }
 }
 
+/// tile[r] += Σ_k a[r·aStride + k] · b[k·bStride ..< k·bStride + 32] for r < ATTENTION_ROWS, k < count: the
+/// register tile (16 accumulators) behind both of attention's products.
+static inline __attribute__((always_inline)) void KERNEL(tile_product)(const float *a, ptrdiff_t aStride, const float *b,
+                                                                      ptrdiff_t bStride, ptrdiff_t count,
+                                                                      v16 tile[ATTENTION_ROWS][2]) {
+    for (ptrdiff_t k = 0; k < count; k++) {
+        v16 b0 = KERNEL(load)(b + k * bStride), b1 = KERNEL(load)(b + k * bStride + 16);
+        for (int r = 0; r < ATTENTION_ROWS; r++) {
+            float weight = a[r * aStride + k];
+            tile[r][0] += weight * b0;
+            tile[r][1] += weight * b1;
+        }
+    }
+}
+
 // Attention in blocks of ATTENTION_ROWS query rows: scores of the block against every key (a register
 // tile of rows × 32 keys per pass over the features), softmax of each row left unnormalised, then the
 // block's outputs (rows × 32 features per pass over the keys), divided by the row sums at the end.
@@ -238,14 +253,7 @@ void KERNEL(attention)(const ck_attention_problem *problem, float *scratch) {
 
         for (ptrdiff_t j = 0; j < columns; j += 32) {
             v16 tile[ATTENTION_ROWS][2] = {0};
-            for (ptrdiff_t f = 0; f < depth; f++) {
-                v16 k0 = KERNEL(load)(keys + f * keyStride + j), k1 = KERNEL(load)(keys + f * keyStride + j + 16);
-                for (int r = 0; r < ATTENTION_ROWS; r++) {
-                    float q = queries[r * depth + f];
-                    tile[r][0] += q * k0;
-                    tile[r][1] += q * k1;
-                }
-            }
+            KERNEL(tile_product)(queries, depth, keys + j, keyStride, depth, tile);
             for (int r = 0; r < ATTENTION_ROWS; r++) {
                 KERNEL(store)(scores + r * keyStride + j, tile[r][0]);
                 KERNEL(store)(scores + r * keyStride + j + 16, tile[r][1]);
@@ -271,22 +279,15 @@ void KERNEL(attention)(const ck_attention_problem *problem, float *scratch) {
 
         for (ptrdiff_t f0 = 0; f0 < depth; f0 += 32) {
             v16 tile[ATTENTION_ROWS][2] = {0};
-            for (ptrdiff_t j = 0; j < columns; j++) {
-                v16 v0 = KERNEL(load)(values + j * depth + f0), v1 = KERNEL(load)(values + j * depth + f0 + 16);
-                for (int r = 0; r < ATTENTION_ROWS; r++) {
-                    float weight = scores[r * keyStride + j];
-                    tile[r][0] += weight * v0;
-                    tile[r][1] += weight * v1;
-                }
-            }
-            float values[ATTENTION_ROWS][32];   // through memory, as in convolve_rows
+            KERNEL(tile_product)(scores, keyStride, values + f0, depth, columns, tile);
+            float outputs[ATTENTION_ROWS][32];   // through memory, as in convolve_rows
             for (int r = 0; r < ATTENTION_ROWS; r++) {
-                KERNEL(store)(values[r], tile[r][0] * inverseSums[r]);
-                KERNEL(store)(values[r] + 16, tile[r][1] * inverseSums[r]);
+                KERNEL(store)(outputs[r], tile[r][0] * inverseSums[r]);
+                KERNEL(store)(outputs[r] + 16, tile[r][1] * inverseSums[r]);
             }
             for (int r = 0; r < ATTENTION_ROWS && first + r < p.tokens; r++) {
                 float *out = p.out + (first + r) * p.out_token_stride;
-                for (int f = 0; f < 32 && f0 + f < p.depth; f++) out[(f0 + f) * p.out_feature_stride] = values[r][f];
+                for (int f = 0; f < 32 && f0 + f < p.depth; f++) out[(f0 + f) * p.out_feature_stride] = outputs[r][f];
             }
         }
     }

@@ -31,8 +31,10 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, activation:
             weight.scalars.withUnsafeBufferPointer { w in
                 withOptionalPointer(bias) { bias in
                     withOptionalPointer(residual) { residual in
-                        // Blocks of 256 rows; below about a million multiply-adds one core does it all.
-                        let blocks = rows * outFeatures * inFeatures < 1 << 20 ? 1 : (rows + 255) / 256
+                        // Blocks of about 256 rows, as many for each thread (1600 rows in 7 blocks left one
+                        // thread 4 and the other 3); below about a million multiply-adds one core does it all.
+                        let threads = Threads.count
+                        let blocks = rows * outFeatures * inFeatures < 1 << 20 ? 1 : ((rows + 255) / 256 + threads - 1) / threads * threads
                         parallelRanges(blocks) { range in
                             let first = rows * range.lowerBound / blocks, end = rows * range.upperBound / blocks
                             let out = y.baseAddress! + first * outFeatures
