@@ -110,6 +110,9 @@ private func directConvolution(_ x: Tensor, weight: Tensor, bias: Tensor?, paddi
     let blocksNeeded = (outHeight + mostRows - 1) / mostRows
     let rowsPerBlock = (outHeight + blocksNeeded - 1) / ((blocksNeeded + blocksPerImageWanted - 1) / blocksPerImageWanted * blocksPerImageWanted)
     let blocksPerImage = (outHeight + rowsPerBlock - 1) / rowsPerBlock
+    // The kernel's tap offsets into the band are 32-bit.
+    precondition(inChannels * (rowsPerBlock + kernelHeight - 1) * paddedWidth < Int(Int32.max),
+                 "conv2d: a band of \(inChannels) channels × \(paddedWidth) columns is too large")
     return Tensor(shape: [batch, outChannels, outHeight, outWidth]) { y in
         guard y.count > 0 else { return }
         x.scalars.withUnsafeBufferPointer { x in
