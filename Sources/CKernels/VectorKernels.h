@@ -94,7 +94,8 @@ float KERNEL(multiply_add_loop)(ptrdiff_t iterations, float seed) {
 
 double KERNEL(multiply_add_flops)(ptrdiff_t iterations) { return (double)iterations * MULTIPLY_ADD_CHAINS * 16 * 2; }
 
-void KERNEL(softmax_row)(const float *row, ptrdiff_t count, float *out) {
+/// out[i] = e^(row[i] − max) for i < count (out may be row); returns their sum.
+static inline float KERNEL(exponentiate_row)(const float *row, ptrdiff_t count, float *out) {
     ptrdiff_t whole = count / 16 * 16, rest = count - whole;
     v16 maxima = SPLAT(-INFINITY);
     for (ptrdiff_t i = 0; i < whole; i += 16) maxima = __builtin_elementwise_max(maxima, KERNEL(load)(row + i));
@@ -111,7 +112,12 @@ void KERNEL(softmax_row)(const float *row, ptrdiff_t count, float *out) {
         KERNEL(store_partial)(out + whole, e, rest);
         sums += e;
     }
-    float scale = 1.0f / KERNEL(sum_lanes)(sums);
+    return KERNEL(sum_lanes)(sums);
+}
+
+void KERNEL(softmax_row)(const float *row, ptrdiff_t count, float *out) {
+    float scale = 1.0f / KERNEL(exponentiate_row)(row, count, out);
+    ptrdiff_t whole = count / 16 * 16;
     for (ptrdiff_t i = 0; i < whole; i += 16) KERNEL(store)(out + i, KERNEL(load)(out + i) * scale);
     for (ptrdiff_t i = whole; i < count; i++) out[i] *= scale;
 }
@@ -265,16 +271,7 @@ void KERNEL(attention)(const ck_attention_problem *problem, float *scratch) {
             ptrdiff_t visible = p.causal ? first + r + 1 : p.tokens;
             if (visible > p.tokens) visible = p.tokens;
             for (ptrdiff_t j = visible; j < columns; j++) row[j] = -INFINITY;
-            v16 maxima = SPLAT(-INFINITY);
-            for (ptrdiff_t j = 0; j < columns; j += 16) maxima = __builtin_elementwise_max(maxima, KERNEL(load)(row + j));
-            float maximum = KERNEL(max_lanes)(maxima);
-            v16 sums = SPLAT(0);
-            for (ptrdiff_t j = 0; j < columns; j += 16) {
-                v16 e = KERNEL(exp)(KERNEL(load)(row + j) - maximum);
-                KERNEL(store)(row + j, e);
-                sums += e;
-            }
-            inverseSums[r] = 1.0f / KERNEL(sum_lanes)(sums);
+            inverseSums[r] = 1.0f / KERNEL(exponentiate_row)(row, columns, row);
         }
 
         for (ptrdiff_t f0 = 0; f0 < depth; f0 += 32) {
