@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -20,27 +21,36 @@ enum { ATTENTION_ROWS = 8, CONVOLUTION_CHANNELS = 8, CONVOLUTION_VECTORS = 3 };
 
 // Independent chains enough to cover 2 pipes × 4 cycles of latency where the registers allow: a
 // 16-float vector is 4 SSE registers (16 in all), 2 AVX2 ones (16), 1 AVX-512 one (32).
+// The direct convolution's 24-accumulator tile needs AVX-512's 32 registers: with AVX2 it spilled and
+// ran at 47 GFLOP/s where im2col + OpenBLAS gives 79 (conv2d 32→32 at 160², Zen 4 with avx2 selected), so
+// only that copy has it and the others leave convolutions to GEMM.
 #define MULTIPLY_ADD_CHAINS 3
+#define DIRECT_CONVOLUTION 0
 #define KERNEL(name) name##_sse2
 #include "VectorKernels.h"
 #undef KERNEL
 #undef MULTIPLY_ADD_CHAINS
+#undef DIRECT_CONVOLUTION
 
 #if defined(__x86_64__)
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #define MULTIPLY_ADD_CHAINS 6
+#define DIRECT_CONVOLUTION 0
 #define KERNEL(name) name##_avx2
 #include "VectorKernels.h"
 #undef KERNEL
 #undef MULTIPLY_ADD_CHAINS
+#undef DIRECT_CONVOLUTION
 #pragma clang attribute pop
 
 #pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma"))), apply_to = function)
 #define MULTIPLY_ADD_CHAINS 12
+#define DIRECT_CONVOLUTION 1
 #define KERNEL(name) name##_avx512
 #include "VectorKernels.h"
 #undef KERNEL
 #undef MULTIPLY_ADD_CHAINS
+#undef DIRECT_CONVOLUTION
 #pragma clang attribute pop
 #endif
 
@@ -59,10 +69,10 @@ typedef struct {
     void (*convolve_rows)(const ck_convolution *, const float *, const float *, ptrdiff_t, ptrdiff_t, float *, float *);
 } kernel_set;
 
-#define KERNEL_SET(suffix, label) \
+#define KERNEL_SET(suffix, label, convolve_rows) \
     { label, runs_##suffix, multiply_add_loop_##suffix, multiply_add_flops_##suffix, \
       softmax_row_##suffix, sigmoid_map_##suffix, fill_rows_##suffix, \
-      layer_norm_##suffix, attention_##suffix, moments_##suffix, scale_shift_##suffix, convolve_rows_##suffix }
+      layer_norm_##suffix, attention_##suffix, moments_##suffix, scale_shift_##suffix, convolve_rows }
 
 // __builtin_cpu_supports also checks that the OS saves the wider registers (XSAVE state).
 static int runs_sse2(void) { return 1; }
@@ -77,18 +87,21 @@ static int runs_avx512(void) {
 /// Widest first.
 static const kernel_set sets[] = {
 #if defined(__x86_64__)
-    KERNEL_SET(avx512, "avx512f"),
-    KERNEL_SET(avx2, "avx2"),
+    KERNEL_SET(avx512, "avx512f", convolve_rows_avx512),
+    KERNEL_SET(avx2, "avx2", NULL),
 #endif
-    KERNEL_SET(sse2, "sse2"),
+    KERNEL_SET(sse2, "sse2", NULL),
 };
 
 static _Atomic(const kernel_set *) selected;
 
-/// The widest set this CPU runs, unless `ck_select_instruction_set` picked another.
+/// The set named by MIMOOD_VECTOR_KERNELS if this CPU runs it, else the widest it runs, unless
+/// `ck_select_instruction_set` picked another.
 static const kernel_set *chosen(void) {
     const kernel_set *set = atomic_load_explicit(&selected, memory_order_relaxed);
     if (set) return set;
+    const char *wanted = getenv("MIMOOD_VECTOR_KERNELS");
+    if (wanted && ck_select_instruction_set(wanted)) return atomic_load_explicit(&selected, memory_order_relaxed);
     for (set = sets; !set->runs_here(); set++) {}
     atomic_store_explicit(&selected, set, memory_order_relaxed);
     return set;
@@ -160,6 +173,8 @@ size_t ck_convolution_scratch_count(const ck_convolution *c, ptrdiff_t rows) {
     // One 32-bit offset per tap, the band and what the last tile reads past it.
     return (size_t)(depth + band + 16 * CONVOLUTION_VECTORS);
 }
+
+int ck_has_direct_convolution(void) { return chosen()->convolve_rows != NULL; }
 
 void ck_convolve_rows(const ck_convolution *convolution, const float *packed, const float *input, ptrdiff_t first_row,
                       ptrdiff_t rows, float *output, float *scratch) {

@@ -290,6 +290,7 @@ void KERNEL(attention)(const ck_attention_problem *problem, float *scratch) {
     }
 }
 
+#if DIRECT_CONVOLUTION
 // Convolution in tiles of CONVOLUTION_CHANNELS output channels × 16·CONVOLUTION_VECTORS positions. The
 // band of input rows the block reads is copied with its zero padding into rows of padded_width floats;
 // then output (y, x) of the block is at position y·padded_width + x of that band, and tap (ky, kx) of
@@ -371,3 +372,4 @@ void KERNEL(convolve_rows)(const ck_convolution *problem, const float *packed, c
         }
     }
 }
+#endif

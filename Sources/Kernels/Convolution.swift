@@ -5,8 +5,9 @@
 //   upsampleNearest2x(x) -> Tensor                                    // [N, C, H, W] → [N, C, 2H, 2W]
 //
 // A stride-1 convolution runs the direct kernel of CKernels (`ck_convolve_rows`) on blocks of output
-// rows. A strided one is one GEMM per block of output rows: weight [Cout, Cin·kh·kw] times the block's
-// im2col matrix [Cin·kh·kw, rows·Wo]; a 1×1, stride-1, unpadded one multiplies the input itself.
+// rows where the CPU has AVX-512. Otherwise, and for strided ones, it is one GEMM per block of output
+// rows: weight [Cout, Cin·kh·kw] times the block's im2col matrix [Cin·kh·kw, rows·Wo]; a 1×1, stride-1,
+// unpadded one multiplies the input itself.
 import CKernels
 
 /// Zero padding on each side of the image. An integer literal pads all four sides alike; the Taming
@@ -53,7 +54,7 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     let patchSize = inChannels * kernelHeight * kernelWidth
     let outPlane = outHeight * outWidth
     let multipliesInput = kernelHeight == 1 && kernelWidth == 1 && stride == 1 && padding == 0
-    if stride == 1 && !multipliesInput && patchSize > 0 {
+    if stride == 1 && !multipliesInput && patchSize > 0 && ck_has_direct_convolution() != 0 {
         return directConvolution(x, weight: weight, bias: bias, padding: padding, outHeight: outHeight)
     }
     // Blocks of output rows whose im2col matrix stays within a few MB (cache-sized GEMM operands),

@@ -4,9 +4,9 @@
 //   layerNorm(x, weight: w, bias: b, eps: 1e-5) -> Tensor               // over the last dim, w and b [dim]
 //   l2Normalize(x, axis: 1, eps: 1e-6) -> Tensor                        // unit vectors along one axis
 //
-// The statistics are summed in float vector lanes over short runs (16 values for LayerNorm's rows, 256
-// for GroupNorm's groups) and the runs added up in Double, two passes, by the C kernels (CKernels): a
-// group of 100 000 values loses nothing that matters.
+// The statistics are summed in 16 float vector lanes over short runs (a LayerNorm row, 256 values of a
+// GroupNorm group) and the lanes of each run added up in Double, two passes, by the C kernels (CKernels):
+// a group of 100 000 values loses nothing that matters.
 import CKernels
 
 /// torch.nn.GroupNorm: the C channels fall into `groups` equal groups; each (item, group) is normalised

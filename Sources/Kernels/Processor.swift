@@ -46,10 +46,10 @@ public struct Processor: Sendable {
 
     /// The multiply-add rate the kernels' vector code reaches with `threads` threads at once, in GFLOP/s:
     /// each runs register-only chains (`ck_multiply_add_loop`, the copy this CPU runs); best of 3 rounds of
-    /// about 0.1 s. The nominal peak assumes 2 full-width FMA pipes; this is what the machine gives now
+    /// about 50 ms. The nominal peak assumes 2 full-width FMA pipes; this is what the machine gives now
     /// (a Zen 4 core, for one, runs one 16-wide FMA per cycle, where a Zen 5 core runs two).
     public func measuredPeakGFLOPS(threads: Int) -> Double {
-        let iterations = 1 << 22
+        let iterations = 1 << 24
         var best = Duration.seconds(Int64.max)
         for _ in 0..<3 {
             let elapsed = ContinuousClock().measure {

@@ -74,6 +74,10 @@ typedef struct {
     const float *weight, *bias;
 } ck_convolution;
 
+/// Whether the copy that runs has `ck_convolve_rows` (only the AVX-512 one: the tile needs 32 registers);
+/// without it, convolutions go to im2col + GEMM.
+int ck_has_direct_convolution(void);
+
 /// The floats of the weights as `ck_convolve_rows` reads them, and that layout written by `ck_pack_convolution`:
 /// once per call of a layer, shared by every block and thread.
 size_t ck_convolution_packed_count(const ck_convolution *convolution);
