@@ -210,6 +210,15 @@ final class CLITests: XCTestCase {
         XCTAssertGreaterThan(try XCTUnwrap(report["transformer_gflops_per_second"] as? Double), 0)
         XCTAssertGreaterThan(try XCTUnwrap(report["measured_peak_gflops"] as? Double), 0)
         XCTAssertNotNil(["avx512f", "avx2", "sse2"].firstIndex(of: try XCTUnwrap(report["vector_kernels"] as? String)), run.output)
+
+        // MIMOOD_VECTOR_KERNELS picks a narrower copy of the C kernels; every x86-64 CPU runs the SSE2 one.
+        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let narrow = try runProcess("/usr/bin/env", ["MIMOOD_VECTOR_KERNELS=sse2", products.appendingPathComponent("mimood").path,
+                                                     "bench", "--model", Self.checkpoint, "--batch", "1", "--restorations", "1",
+                                                     "--steps", "1", "--repeats", "1", "--threads", "1", "--json"])
+        XCTAssertEqual(narrow.status, 0, narrow.errors)
+        let narrowReport = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(narrow.output.utf8)) as? [String: Any], narrow.output)
+        XCTAssertEqual(narrowReport["vector_kernels"] as? String, "sse2")
     }
 
     /// `--volume`: a whole volume as the service runs it, MIM-OOD beside the AR baseline; slices without brain
