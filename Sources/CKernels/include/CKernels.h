@@ -7,8 +7,8 @@
 
 #include <stddef.h>
 
-/// Which copy of the kernels runs: "avx512f", "avx2" or "sse2", the widest this CPU has unless
-/// `ck_select_instruction_set` chose another.
+/// Which copy of the kernels runs: "avx512f", "avx2" or "sse2", the widest this CPU has unless the
+/// environment variable MIMOOD_VECTOR_KERNELS names another it runs, or `ck_select_instruction_set` chose one.
 const char *ck_instruction_set(void);
 
 /// Makes the named copy the one that runs, if this CPU can run it (returns 1; otherwise 0 and nothing
@@ -59,7 +59,8 @@ size_t ck_attention_scratch_count(ptrdiff_t tokens, ptrdiff_t depth);
 /// a few rows of it, which stay in the L1 cache between the two products and the softmax.
 void ck_attention(const ck_attention_problem *problem, float *scratch);
 
-/// Mean and variance (biased) of count floats, two passes (the second over x − mean), in double.
+/// Mean and variance (biased) of count floats, two passes (the second over x − mean), float lanes over
+/// runs of 256 values added up in double.
 void ck_moments(const float *x, ptrdiff_t count, double *mean, double *variance);
 
 /// y = activation(x·scale + shift) over count floats; y may be x.
