@@ -119,22 +119,24 @@ private func directConvolution(_ x: Tensor, weight: Tensor, bias: Tensor?, paddi
         x.scalars.withUnsafeBufferPointer { x in
             weight.scalars.withUnsafeBufferPointer { w in
                 withOptionalPointer(bias) { bias in
-                    var convolution = ck_convolution(
+                    let problem = ck_convolution(
                         in_channels: inChannels, out_channels: outChannels, height: height, width: width,
                         kernel_height: kernelHeight, kernel_width: kernelWidth, pad_top: padding.top, pad_left: padding.left,
                         pad_bottom: padding.bottom, pad_right: padding.right, weight: w.baseAddress!, bias: bias)
-                    let packed = UnsafeMutablePointer<Float>.allocate(capacity: ck_convolution_packed_count(&convolution))
-                    defer { packed.deallocate() }
-                    ck_pack_convolution(&convolution, packed)
-                    parallelRanges(batch * blocksPerImage) { blocks in
-                        let scratch = UnsafeMutablePointer<Float>.allocate(
-                            capacity: ck_convolution_scratch_count(&convolution, rowsPerBlock))
-                        defer { scratch.deallocate() }
-                        for block in blocks {
-                            let (image, firstRow) = (block / blocksPerImage, block % blocksPerImage * rowsPerBlock)
-                            ck_convolve_rows(&convolution, packed, x.baseAddress! + image * inChannels * height * width, firstRow,
-                                             min(rowsPerBlock, outHeight - firstRow),
-                                             y.baseAddress! + image * outChannels * outHeight * outWidth, scratch)
+                    withUnsafePointer(to: problem) { convolution in
+                        let packed = UnsafeMutablePointer<Float>.allocate(capacity: ck_convolution_packed_count(convolution))
+                        defer { packed.deallocate() }
+                        ck_pack_convolution(convolution, packed)
+                        parallelRanges(batch * blocksPerImage) { blocks in
+                            let scratch = UnsafeMutablePointer<Float>.allocate(
+                                capacity: ck_convolution_scratch_count(convolution, rowsPerBlock))
+                            defer { scratch.deallocate() }
+                            for block in blocks {
+                                let (image, firstRow) = (block / blocksPerImage, block % blocksPerImage * rowsPerBlock)
+                                ck_convolve_rows(convolution, packed, x.baseAddress! + image * inChannels * height * width, firstRow,
+                                                 min(rowsPerBlock, outHeight - firstRow),
+                                                 y.baseAddress! + image * outChannels * outHeight * outWidth, scratch)
+                            }
                         }
                     }
                 }
