@@ -188,22 +188,9 @@ void KERNEL(layer_norm)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t dim,
     for (ptrdiff_t row = 0; row < rows; row++) {
         const float *in = x + row * dim;
         float *out = y + row * dim;
-        // Two passes, the second over x − mean (no cancellation), each lane's partial sum then added in double.
-        v16 sums = SPLAT(0);
-        double sum = 0;
-        for (ptrdiff_t i = 0; i < whole; i += 16) sums += KERNEL(load)(in + i);
-        for (ptrdiff_t i = whole; i < dim; i++) sum += in[i];
-        for (int lane = 0; lane < 16; lane++) sum += sums[lane];
-        float mean = (float)(sum / (double)dim);
-        v16 squares = SPLAT(0);
-        double square = 0;
-        for (ptrdiff_t i = 0; i < whole; i += 16) {
-            v16 deviation = KERNEL(load)(in + i) - mean;
-            squares += deviation * deviation;
-        }
-        for (ptrdiff_t i = whole; i < dim; i++) square += (double)(in[i] - mean) * (in[i] - mean);
-        for (int lane = 0; lane < 16; lane++) square += squares[lane];
-        float inverse = (float)(1.0 / sqrt(square / (double)dim + eps));
+        double rowMean, variance;
+        KERNEL(moments)(in, dim, &rowMean, &variance);
+        float mean = (float)rowMean, inverse = (float)(1.0 / sqrt(variance + eps));
         for (ptrdiff_t i = 0; i < whole; i += 16)
             KERNEL(store)(out + i, (KERNEL(load)(in + i) - mean) * inverse * KERNEL(load)(weight + i) + KERNEL(load)(bias + i));
         for (ptrdiff_t i = whole; i < dim; i++) out[i] = (in[i] - mean) * inverse * weight[i] + bias[i];

@@ -4,8 +4,8 @@
 //   layerNorm(x, weight: w, bias: b, eps: 1e-5) -> Tensor               // over the last dim, w and b [dim]
 //   l2Normalize(x, axis: 1, eps: 1e-6) -> Tensor                        // unit vectors along one axis
 //
-// The statistics are summed in 16 float vector lanes over short runs (a LayerNorm row, 256 values of a
-// GroupNorm group) and the lanes of each run added up in Double, two passes, by the C kernels (CKernels):
+// The statistics are summed in 16 float vector lanes over runs of at most 256 values and the lanes of
+// each run added up in Double, two passes, by one C kernel (`ck_moments`, which LayerNorm's rows use too):
 // a group of 100 000 values loses nothing that matters.
 import CKernels
 

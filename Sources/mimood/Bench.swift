@@ -51,11 +51,10 @@ struct Bench: ParsableCommand {
         parameters.restorations = restorations
         // One job per slice, each with its own seed: a tiled slice sharing one seed would draw the same
         // restorations as its copies, and the engine decodes a repeated token grid once.
-        let seeds = (0..<UInt64(batch)).map { parameters.seed &+ $0 }
         let area = Preprocessing.sliceSize * Preprocessing.sliceSize
         let jobs = (0..<batch).map { index in
             var own = parameters
-            own.seed = seeds[index]
+            own.seed = parameters.seed &+ UInt64(index)
             return RestorationJob(images: sliceTensor(images.scalars[index * area ..< (index + 1) * area], count: 1, size: Preprocessing.sliceSize),
                                   parameters: own)
         }
@@ -65,7 +64,7 @@ struct Bench: ParsableCommand {
         var runs: [StageTimings] = []
         var transformerFLOPs = 0.0
         for run in 1...repeats {
-            var sampler = SeededSampler(seeds: seeds)
+            var sampler = SeededSampler(seeds: jobs.map(\.parameters.seed))
             var timings = StageTimings()
             let results = try engine.run(jobs, sampler: &sampler, timings: &timings)
             guard results.allSatisfy({ $0.stepsRun == steps }) else { throw CLIError("expected all \(steps) steps to run") }
