@@ -20,15 +20,17 @@ final class CLITests: XCTestCase {
         try? FileManager.default.removeItem(at: folder)
     }
 
-    /// The `mimood` built beside this test bundle (both live in the build products folder).
-    private func mimood(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+    /// The `mimood` built beside this test bundle (both live in the build products folder), with these
+    /// arguments; `environment` ("NAME=value") is set for it through env(1).
+    private func mimood(_ arguments: [String], environment: [String] = []) throws -> (status: Int32, output: String, errors: String) {
         let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         let executable = products.appendingPathComponent("mimood")
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             // A failure, not a skip: a suite that skips looks green while it tested nothing.
             throw MissingExecutable(folder: products.path)
         }
-        let finished = try runProcess(executable.path, arguments)
+        let finished = environment.isEmpty ? try runProcess(executable.path, arguments)
+            : try runProcess("/usr/bin/env", environment + [executable.path] + arguments)
         return (finished.status, finished.output, finished.errors)
     }
 
@@ -212,10 +214,8 @@ final class CLITests: XCTestCase {
         XCTAssertNotNil(["avx512f", "avx2", "sse2"].firstIndex(of: try XCTUnwrap(report["vector_kernels"] as? String)), run.output)
 
         // MIMOOD_VECTOR_KERNELS picks a narrower copy of the C kernels; every x86-64 CPU runs the SSE2 one.
-        let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        let narrow = try runProcess("/usr/bin/env", ["MIMOOD_VECTOR_KERNELS=sse2", products.appendingPathComponent("mimood").path,
-                                                     "bench", "--model", Self.checkpoint, "--batch", "1", "--restorations", "1",
-                                                     "--steps", "1", "--repeats", "1", "--threads", "1", "--json"])
+        let narrow = try mimood(["bench", "--model", Self.checkpoint, "--batch", "1", "--restorations", "1", "--steps", "1",
+                                 "--repeats", "1", "--threads", "1", "--json"], environment: ["MIMOOD_VECTOR_KERNELS=sse2"])
         XCTAssertEqual(narrow.status, 0, narrow.errors)
         let narrowReport = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(narrow.output.utf8)) as? [String: Any], narrow.output)
         XCTAssertEqual(narrowReport["vector_kernels"] as? String, "sse2")
