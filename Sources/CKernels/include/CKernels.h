@@ -7,6 +7,14 @@
 
 #include <stddef.h>
 
+/// Tells the core that this thread is waiting in a spin loop (x86 `pause`): the waiting costs less power
+/// and leaves the core's resources to a sibling hyper-thread.
+static inline void ck_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 /// Which copy of the kernels runs: "avx512f", "avx2" or "sse2", the widest this CPU has unless the
 /// environment variable MIMOOD_VECTOR_KERNELS names another it runs, or `ck_select_instruction_set` chose one.
 const char *ck_instruction_set(void);
