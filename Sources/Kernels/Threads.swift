@@ -71,8 +71,9 @@ func parallelRanges(_ count: Int, _ body: (Range<Int>) -> Void) {
 private final class KernelWorkers: @unchecked Sendable {
     static let shared = KernelWorkers()
 
-    /// How long a worker with nothing to do spins before it sleeps.
-    private static let spinNanoseconds: UInt64 = 200_000
+    /// How long a thread spins for the next loop (a worker) or for the last chunk (the caller) before it
+    /// sleeps.
+    private static let spinNanoseconds: UInt64 = 100_000
 
     private let busy = Atomic<Bool>(false)
     private let generation = Atomic<Int>(0)
@@ -80,15 +81,19 @@ private final class KernelWorkers: @unchecked Sendable {
     private let chunksDone = Atomic<Int>(0)
     private let workersInLoop = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
+    private let callerSleeps = Atomic<Bool>(false)
     private nonisolated(unsafe) var loop: (chunks: Int, body: (Int) -> Void)?
     /// Guarded by `mutex`.
     private nonisolated(unsafe) var workerCount = 0
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    /// Signalled when a loop opens (to sleeping workers) and when its last chunk ends (to a sleeping caller).
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
 
     private init() {
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(wake, nil)
+        pthread_cond_init(finished, nil)
     }
 
     /// Runs `body(0)` … `body(chunks − 1)` on this thread and the workers; false, having run nothing,
@@ -107,12 +112,37 @@ private final class KernelWorkers: @unchecked Sendable {
             pthread_mutex_unlock(mutex)
         }
         let ran = runChunks(body, of: chunks)
-        if ran > 0 { chunksDone.add(ran, ordering: .releasing) }
-        Self.wait { chunksDone.load(ordering: .acquiring) == chunks }
+        if ran > 0 { chunksDone.add(ran, ordering: .sequentiallyConsistent) }
+        awaitChunks(chunks)
         generation.add(1, ordering: .sequentiallyConsistent)   // even: closed to workers that come late
-        Self.wait { workersInLoop.load(ordering: .sequentiallyConsistent) == 0 }
+        // A worker counted here is between two atomic operations: spin, then give up the core if it was
+        // descheduled there.
+        if !Self.spin(until: { workersInLoop.load(ordering: .sequentiallyConsistent) == 0 }) {
+            while workersInLoop.load(ordering: .sequentiallyConsistent) > 0 { sched_yield() }
+        }
         loop = nil
         return true
+    }
+
+    /// Spins, then sleeps, until all `chunks` chunks are done. Sleeping matters when the cores are
+    /// shared (the service's request handling): a waiting thread that spun on would keep the core from the
+    /// worker it waits for.
+    private func awaitChunks(_ chunks: Int) {
+        guard !Self.spin(until: { chunksDone.load(ordering: .acquiring) == chunks }) else { return }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        callerSleeps.store(true, ordering: .sequentiallyConsistent)
+        defer { callerSleeps.store(false, ordering: .sequentiallyConsistent) }
+        while chunksDone.load(ordering: .sequentiallyConsistent) < chunks { pthread_cond_wait(finished, mutex) }
+    }
+
+    /// Counts a worker's chunks as done and wakes the caller if these were the last and it sleeps.
+    private func report(_ ran: Int, of chunks: Int) {
+        guard ran > 0, chunksDone.add(ran, ordering: .sequentiallyConsistent).newValue == chunks,
+              callerSleeps.load(ordering: .sequentiallyConsistent) else { return }
+        pthread_mutex_lock(mutex)
+        pthread_cond_signal(finished)
+        pthread_mutex_unlock(mutex)
     }
 
     /// Claims and runs chunks until none is left; returns how many it ran.
@@ -145,17 +175,18 @@ private final class KernelWorkers: @unchecked Sendable {
             workersInLoop.add(1, ordering: .sequentiallyConsistent)
             // The caller may have closed this loop, and even opened the next one, in the meantime.
             if generation.load(ordering: .sequentiallyConsistent) == current {
-                let ran = takePart()
-                if ran > 0 { chunksDone.add(ran, ordering: .releasing) }
+                let (ran, chunks) = takePart()
+                report(ran, of: chunks)
             }
             workersInLoop.subtract(1, ordering: .sequentiallyConsistent)
         }
     }
 
-    /// Runs chunks of the open loop; the loop's body is released before this returns.
-    private func takePart() -> Int {
-        guard let (chunks, body) = loop else { return 0 }
-        return runChunks(body, of: chunks)
+    /// Runs chunks of the open loop; returns how many, and the loop's count. The loop's body is released
+    /// before this returns.
+    private func takePart() -> (ran: Int, chunks: Int) {
+        guard let (chunks, body) = loop else { return (0, 0) }
+        return (runChunks(body, of: chunks), chunks)
     }
 
     /// Spins until `condition` holds (true) or `spinNanoseconds` have passed (false).
@@ -168,13 +199,6 @@ private final class KernelWorkers: @unchecked Sendable {
             ck_spin_pause()
         }
         return true
-    }
-
-    /// Waits for a chunk another thread runs: spinning first, then giving the core to other threads
-    /// between checks (the other thread may be waiting for a core, with request handling on the other).
-    private static func wait(until condition: () -> Bool) {
-        guard !spin(until: condition) else { return }
-        while !condition() { sched_yield() }
     }
 
     /// Spins, then sleeps, until a loop other than `finished` is open; returns its generation.

@@ -25,7 +25,8 @@ final class ThreadsTests: XCTestCase {
     }
 
     /// Every index is handed to exactly one range, and the ranges tile 0..<count in order, through the
-    /// kernel workers (loops back to back, and again after they have gone to sleep). Each range writes only
+    /// kernel workers (loops back to back, after the workers have gone to sleep, and with one chunk slow
+    /// enough that whoever waits for it sleeps too). Each range writes only
     /// its own cells (no lock, which the thread sanitizer would not see through) and the caller reads them
     /// after the loop.
     func testParallelRangesHandEachIndexToOneRange() {
@@ -42,6 +43,7 @@ final class ThreadsTests: XCTestCase {
                     visits.update(repeating: 0)
                     ends.update(repeating: -1)
                     parallelRanges(count) { range in
+                        if round % 10 == 0 && range.lowerBound == 0 { Thread.sleep(forTimeInterval: 0.001) }
                         for index in range { visitCells[index] += 1 }
                         endCells[range.lowerBound] = range.upperBound
                     }
