@@ -57,7 +57,7 @@ let package = Package(
         // Checkpoint loader, the networks (VQ-VAE, token Transformers) and the MIM-OOD restoration pipeline.
         // Slice-parallel batches and the warm-up are the engine's, so that the CLI and the service share them.
         .target(name: "Models", dependencies: ["Kernels", "JSON", "Threading", .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "JSON", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Kernels", "JSON", "Threading", .product(name: "Crypto", package: "swift-crypto")]),
         // OpenSSL's libssl from the system (Debian: libssl-dev) for TLS.
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         // nghttp2 from the system (Debian: libnghttp2-dev): HTTP/2 framing, HPACK and flow control.

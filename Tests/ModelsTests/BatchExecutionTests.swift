@@ -1,4 +1,5 @@
 import Kernels
+import Threading
 import XCTest
 @testable import Models
 
@@ -18,6 +19,40 @@ final class BatchExecutionTests: XCTestCase {
         let split = try Threads.withCount(2) { try engine.run(jobs, parallelism: .slices) }
         XCTAssertEqual(split.map(\.anomalyMap), whole.map(\.anomalyMap))
         XCTAssertEqual(split.map(\.restoredTokens), whole.map(\.restoredTokens))
+    }
+
+    /// A lone job's passes split over the cores give the results of passes whose kernels use every core.
+    func testALoneJobsPassesOverTheCoresGiveTheSameResults() throws {
+        let engine = try ParityModels.engine()
+        let slice = unstack(try ParityFixture().array("input").tensor)[0].reshaped([1, 1, 160, 160])
+        var parameters = engine.defaults
+        (parameters.seed, parameters.restorations, parameters.steps) = (7, 4, 3)
+        let job = RestorationJob(images: stack([slice, slice], leading: [2]).reshaped([2, 1, 160, 160]), parameters: parameters)
+        let whole = try Threads.withCount(2) { try engine.run([job], parallelism: .kernels) }
+        let split = try Threads.withCount(2) { try engine.run([job], parallelism: .slices) }
+        XCTAssertEqual(split.map(\.anomalyMap), whole.map(\.anomalyMap))
+        XCTAssertEqual(split.map(\.restoredTokens), whole.map(\.restoredTokens))
+        XCTAssertEqual(split.map(\.sequencesScored), whole.map(\.sequencesScored))
+    }
+
+    /// `overCores` gives each thread an equal share when the items divide evenly, and otherwise one pass
+    /// over all of them; the outputs come back in item order either way.
+    func testOverCoresSplitsOnlyAnEvenShare() throws {
+        var engine = try ParityModels.engine()
+        engine.passesOverCores = true
+        for (count, threads, shares) in [(4, 2, [2, 2]), (6, 3, [2, 2, 2]), (3, 2, [3]), (1, 2, [1]), (4, 1, [4])] {
+            let seen = LockedValue<[Int]>([])
+            let outputs = Threads.withCount(threads) {
+                engine.overCores(Array(0..<count)) { share in
+                    seen.withLock { $0.append(share.count) }
+                    return share.map { $0 * 10 }
+                }
+            }
+            XCTAssertEqual(outputs, (0..<count).map { $0 * 10 })
+            XCTAssertEqual(seen.withLock { $0 }, shares, "\(count) items over \(threads) threads")
+        }
+        engine.passesOverCores = false
+        XCTAssertEqual(Threads.withCount(2) { engine.overCores([1, 2]) { [$0.count] } }, [2])
     }
 
     func testWarmUpRunsTheDefaultMethodOnOneSlice() throws {

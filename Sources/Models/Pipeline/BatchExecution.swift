@@ -7,7 +7,7 @@ public enum BatchParallelism: String, Sendable, CaseIterable {
     /// Each kernel thread takes the batch's next job (a slice, as the service and `mimood detect` make
     /// them) as soon as it is free and runs it single-threaded on its own core: no fork and join per
     /// kernel call, each core's activations stay in its own cache, and a core whose slices exited early
-    /// takes more. Falls back to `kernels` for a single job.
+    /// takes more. A single job runs with its passes over the cores (`Engine.passesOverCores`).
     case slices
     /// The whole batch runs as one engine call whose every kernel splits its work over all threads.
     case kernels
@@ -18,7 +18,11 @@ extension Engine {
     /// split: each job draws from its own seed.
     public func run(_ jobs: [RestorationJob], parallelism: BatchParallelism) throws -> [RestorationResult] {
         let workers = min(jobs.count, Threads.count)
-        guard parallelism == .slices, workers > 1 else { return try run(jobs) }
+        guard parallelism == .slices, workers > 1 else {
+            var engine = self
+            engine.passesOverCores = parallelism == .slices
+            return try engine.run(jobs)
+        }
         // A slice's cost is known only once it has run (early exit), so each core takes the next job from a
         // shared counter when it is free, rather than a share of the batch fixed beforehand. One job at a time
         // measured faster than chunks of 4 (docs/engine.md): better balance, and smaller activations.
@@ -31,6 +35,25 @@ extension Engine {
             }
         }
         return try outcomes.withLock { $0 }.map { try $0!.get() }
+    }
+
+    /// `pass` over `items`, one output per item. With `passesOverCores`, when the items divide evenly among
+    /// the threads, each thread runs its share single-threaded: one fork and join for the pass instead of one
+    /// per kernel, which a core taken away for a moment (request handling, the hypervisor) would hold up.
+    /// Otherwise (an uneven split would leave a core idle) one pass whose kernels use every thread.
+    func overCores<Item, Output: Sendable>(_ items: [Item], _ pass: ([Item]) -> [Output]) -> [Output] {
+        let parts = Threads.count
+        guard passesOverCores, parts > 1, items.count >= parts, items.count % parts == 0 else { return pass(items) }
+        let outputs = LockedValue([[Output]](repeating: [], count: parts))
+        withoutActuallyEscaping(pass) { pass in
+            nonisolated(unsafe) let (pass, items) = (pass, items)
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                let share = Array(items[items.count * part / parts ..< items.count * (part + 1) / parts])
+                let output = Threads.withCount(1) { pass(share) }
+                outputs.withLock { $0[part] = output }
+            }
+        }
+        return outputs.withLock { $0 }.flatMap { $0 }
     }
 
     /// Runs one blank slice through every stage of the default method once (first-touch page faults, lazy

@@ -69,7 +69,7 @@ extension Engine {
     /// The detector's probabilities for each sequence, at most `maxSequencesPerPass` sequences per pass.
     private func detect(_ sequences: [[Int]], detector: TokenTransformer) -> [[Float]] {
         stride(from: 0, to: sequences.count, by: maxSequencesPerPass).flatMap { start in
-            detector.probabilities(Array(sequences[start ..< min(sequences.count, start + maxSequencesPerPass)]))
+            overCores(Array(sequences[start ..< min(sequences.count, start + maxSequencesPerPass)])) { detector.probabilities($0) }
         }
     }
 
@@ -85,16 +85,16 @@ extension Engine {
             let inputs = chunk.map { item in
                 zip(states[item.job].tokens[item.row], item.mask).map { token, isMasked in isMasked ? maskID : token }
             }
-            let logits = generator.logits(inputs)   // [M, N, K]
-            let (length, codes) = (logits.shape[1], logits.shape[2])
-            for (m, item) in chunk.enumerated() {
+            let logits = overCores(inputs) { unstack(generator.logits($0)) }   // M × [N, K]
+            for (sequenceLogits, item) in zip(logits, chunk) {
+                let (length, codes) = (sequenceLogits.shape[0], sequenceLogits.shape[1])
                 let restorations = jobs[item.job].parameters.restorations
                 let before = states[item.job].tokens[item.row]
                 for position in 0..<length where item.mask[position] {
                     let site = DrawSite(job: jobs[item.job].index, image: item.row / restorations,
                                         restoration: item.row % restorations, step: step, position: position)
-                    let row = (m * length + position) * codes
-                    states[item.job].tokens[item.row][position] = try sampler.draw(at: site, logits: logits.scalars[row ..< row + codes])
+                    let row = position * codes
+                    states[item.job].tokens[item.row][position] = try sampler.draw(at: site, logits: sequenceLogits.scalars[row ..< row + codes])
                 }
                 if states[item.job].tokens[item.row] != before { changed.append(item) }
             }
