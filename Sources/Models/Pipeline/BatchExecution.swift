@@ -7,9 +7,9 @@ public enum BatchParallelism: String, Sendable, CaseIterable {
     /// Each kernel thread takes the batch's next job (a slice, as the service and `mimood detect` make
     /// them) as soon as it is free and runs it single-threaded on its own core: no fork and join per
     /// kernel call, each core's activations stay in its own cache, and a core whose slices exited early
-    /// takes more. A single job runs with its passes over the cores (`Engine.passesOverCores`).
+    /// takes more. Falls back to `kernels` for a single job.
     case slices
-    /// The whole batch runs as one engine call whose every kernel splits its work over all threads.
+    /// The whole batch runs as one engine call, each pass split over the threads (`Engine.overCores`).
     case kernels
 }
 
@@ -18,11 +18,7 @@ extension Engine {
     /// split: each job draws from its own seed.
     public func run(_ jobs: [RestorationJob], parallelism: BatchParallelism) throws -> [RestorationResult] {
         let workers = min(jobs.count, Threads.count)
-        guard parallelism == .slices, workers > 1 else {
-            var engine = self
-            engine.passesOverCores = parallelism == .slices
-            return try engine.run(jobs)
-        }
+        guard parallelism == .slices, workers > 1 else { return try run(jobs) }
         // A slice's cost is known only once it has run (early exit), so each core takes the next job from a
         // shared counter when it is free, rather than a share of the batch fixed beforehand. One job at a time
         // measured faster than chunks of 4 (docs/engine.md): better balance, and smaller activations.
@@ -37,13 +33,17 @@ extension Engine {
         return try outcomes.withLock { $0 }.map { try $0!.get() }
     }
 
-    /// `pass` over `items`, one output per item. With `passesOverCores`, when the items divide evenly among
-    /// the threads, each thread runs its share single-threaded: one fork and join for the pass instead of one
-    /// per kernel, which a core taken away for a moment (request handling, the hypervisor) would hold up.
-    /// Otherwise (an uneven split would leave a core idle) one pass whose kernels use every thread.
-    func overCores<Item, Output: Sendable>(_ items: [Item], _ pass: ([Item]) -> [Output]) -> [Output] {
+    /// `pass` over `items`, one output per item, split into one share per thread, each share run
+    /// single-threaded: one fork and join for the pass instead of one per kernel (which a core taken away
+    /// for a moment, by request handling or the hypervisor, holds up), and each core's activations stay
+    /// in its own cache. Measured faster than every kernel over every thread both for a lone slice and
+    /// for the forced 32-slice batch (docs/engine.md, *A batch over the cores*). Shares differ by at most
+    /// one item, which leaves a core idle for one item's share of the pass: a few items that do not
+    /// divide evenly (3 sequences on 2 cores) therefore run as one pass over every thread instead, as does
+    /// a single item.
+        func overCores<Item, Output: Sendable>(_ items: [Item], _ pass: ([Item]) -> [Output]) -> [Output] {
         let parts = Threads.count
-        guard passesOverCores, parts > 1, items.count >= parts, items.count % parts == 0 else { return pass(items) }
+        guard parts > 1, items.count >= parts, items.count % parts == 0 || items.count >= 8 * parts else { return pass(items) }
         let outputs = LockedValue([[Output]](repeating: [], count: parts))
         withoutActuallyEscaping(pass) { pass in
             nonisolated(unsafe) let (pass, items) = (pass, items)

@@ -79,10 +79,6 @@ public struct Engine: Sendable {
     /// How the AR baseline computes each raster position's logits. Results do not depend on it
     /// beyond float rounding; only the time does.
     public var arDecoding = ARDecoding.kvCache
-    /// Whether the Transformer and decoder passes split their sequences or images over the cores, each share
-    /// on one core (`overCores`), rather than each kernel of one pass over every core. Results do not depend
-    /// on it beyond float rounding. `run(_:parallelism:)` sets it for a lone job.
-    public var passesOverCores = false
 
     /// The checkpoint's `inference` settings: copy and override per job.
     public var defaults: InferenceParameters { manifest.inference }
