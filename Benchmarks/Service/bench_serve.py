@@ -1,8 +1,8 @@
 """Throughput and latency of `mimood serve` (docs/service.md, "Performance").
 
 Single slices at concurrency 1, 4 and 16 on three servers started side by side: the shipped settings
-(batching, each batch's slices spread over the cores), batching with every kernel of a batch using all
-cores (batch_parallelism = kernels), and no batching (batch_max_slices = 1). The three are measured in
+(batching, each batch's slices spread over the cores), batching with each batch run as one engine call
+(batch_parallelism = kernels), and no batching (batch_max_slices = 1). The three are measured in
 turn, round after round, so that a change in the machine's load falls on all of them; each figure is the
 median over the rounds. Client i posts slice i of 16 distinct axial slices of one subject. Then the same
 16 slices through the engine offline (`mimood bench --slice`, 16 jobs per call, as the service's batches
@@ -133,7 +133,7 @@ def main() -> int:
     scratch = tempfile.TemporaryDirectory()
     slice_files, volume_nii, volume_slices = inputs(Path(scratch.name))
     slice_bodies = [path.read_bytes() for path in slice_files]
-    modes = {"on (slices over cores)": [], "on (kernels over cores)": ["--batch-parallelism", "kernels"],
+    modes = {"on (slices over cores)": [], "on (batch as one call)": ["--batch-parallelism", "kernels"],
              "off": ["--batch-max-slices", "1"]}
     servers = {mode: Server(arguments.binary, settings) for mode, settings in modes.items()}
     results = {"machine": {"cpus": os.cpu_count(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""),

@@ -290,7 +290,7 @@ extension ServiceConfiguration {
             Setting(name: "batch_max_wait_ms", help: "How long the oldest queued slice waits for others to share its batch.",
                     kind: .number(\.batchMaxWaitMilliseconds, 0...60_000)),
             Setting(name: "batch_parallelism", help: "How a batch uses the cores: 'slices' runs its slices one per core, each core taking the next "
-                    + "when it is free; 'kernels' runs it as one call whose every kernel uses all cores.",
+                    + "when it is free; 'kernels' runs it as one call, each of its passes split over all cores.",
                     kind: .text(\.batchParallelism, allowed: BatchParallelism.allCases.map(\.rawValue))),
             Setting(name: "queue_order", help: "How waiting requests share batches: 'round-robin' takes a slice from each in turn; "
                     + "'shortest-first' serves the request with the least work left first.",
