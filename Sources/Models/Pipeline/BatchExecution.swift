@@ -41,7 +41,7 @@ extension Engine {
     /// one item, which leaves a core idle for one item's share of the pass: a few items that do not
     /// divide evenly (3 sequences on 2 cores) therefore run as one pass over every thread instead, as does
     /// a single item.
-        func overCores<Item, Output: Sendable>(_ items: [Item], _ pass: ([Item]) -> [Output]) -> [Output] {
+    func overCores<Item, Output: Sendable>(_ items: [Item], _ pass: ([Item]) -> [Output]) -> [Output] {
         let parts = Threads.count
         guard parts > 1, items.count >= parts, items.count % parts == 0 || items.count >= 8 * parts else { return pass(items) }
         let outputs = LockedValue([[Output]](repeating: [], count: parts))
