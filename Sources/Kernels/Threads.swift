@@ -83,8 +83,8 @@ private final class KernelWorkers: @unchecked Sendable {
     private let sleepers = Atomic<Int>(0)
     private let callerSleeps = Atomic<Bool>(false)
     private nonisolated(unsafe) var loop: (chunks: Int, body: (Int) -> Void)?
-    /// Guarded by `mutex`.
-    private nonisolated(unsafe) var workerCount = 0
+    /// Grown only under `mutex`; read without it by each loop, which needs the lock only to start workers.
+    private let workerCount = Atomic<Int>(0)
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     /// Signalled when a loop opens (to sleeping workers) and when its last chunk ends (to a sleeping caller).
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
@@ -156,14 +156,15 @@ private final class KernelWorkers: @unchecked Sendable {
     }
 
     private func startWorkers(upTo wanted: Int) {
+        guard workerCount.load(ordering: .relaxed) < wanted else { return }
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        while workerCount < wanted {
+        while workerCount.load(ordering: .relaxed) < wanted {
             var thread = pthread_t()
             let started = pthread_create(&thread, nil, { _ in KernelWorkers.shared.workLoop() }, nil)
             guard started == 0 else { return }   // the loop still runs: the caller takes every chunk left
             pthread_detach(thread)
-            workerCount += 1
+            workerCount.add(1, ordering: .relaxed)
         }
     }
 
