@@ -289,7 +289,7 @@ func kernels() {
     let image32 = random([1, 32, 160, 160]), weight32 = random([32, 32, 3, 3]), bias32 = random([32])
     let image64 = random([4, 64, 40, 40]), weight64 = random([64, 64, 3, 3]), bias64 = random([64])
     let tokens = random([16, 400, 128])
-    let qkvWeight = random([384, 128]), qkvBias = random([384])
+    let qkvWeight = LinearWeight(random([384, 128])), qkvBias = random([384])
     let qkv = random([16, 400, 384]), hidden = random([16, 400, 512])
     let norm = random([128]), codebook = random([512, 256]), z = random([16, 256, 20, 20])
     let map = random([32, 160, 160])

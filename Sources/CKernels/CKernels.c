@@ -12,8 +12,9 @@ typedef int v16i __attribute__((vector_size(64)));
 #define SPLAT(x) ((v16){0} + (x))
 #define ROUND_UP(n, m) (((n) + (m) - 1) / (m) * (m))
 // Register tiles: attention 8 query rows × 32 columns (16 accumulators), convolution 8 output channels ×
-// 3 vectors of positions (24); AVX-512 has 32 registers. 4 or 12 rows and 4×6 or 6×4 tiles measured no faster.
-enum { ATTENTION_ROWS = 8, CONVOLUTION_CHANNELS = 8, CONVOLUTION_VECTORS = 3 };
+// 3 vectors of positions (24), the packed Linear product 8 rows × 32 output features (16); AVX-512 has 32
+// registers. 4 or 12 rows and 4×6 or 6×4 tiles measured no faster; 12 or 14 Linear rows neither.
+enum { ATTENTION_ROWS = 8, CONVOLUTION_CHANNELS = 8, CONVOLUTION_VECTORS = 3, LINEAR_ROWS = 8, LINEAR_PANEL = 32 };
 
 // Passing 16-float vectors between functions without AVX-512 uses another calling convention; every
 // such helper is inlined within its own copy, so the warning does not apply.
@@ -21,36 +22,37 @@ enum { ATTENTION_ROWS = 8, CONVOLUTION_CHANNELS = 8, CONVOLUTION_VECTORS = 3 };
 
 // Independent chains enough to cover 2 pipes × 4 cycles of latency where the registers allow: a
 // 16-float vector is 4 SSE registers (16 in all), 2 AVX2 ones (16), 1 AVX-512 one (32).
-// The direct convolution's 24-accumulator tile needs AVX-512's 32 registers: with AVX2 it spilled and
-// ran at 47 GFLOP/s where im2col + OpenBLAS gives 79 (conv2d 32→32 at 160², Zen 4 with avx2 selected), so
-// only that copy has it and the others leave convolutions to GEMM.
+// The register tiles of the direct convolution and of the packed Linear product need AVX-512's 32
+// registers: with AVX2 the convolution's spilled and ran at 47 GFLOP/s where im2col + OpenBLAS gives 79
+// (conv2d 32→32 at 160², Zen 4 with avx2 selected), so only that copy has them and the others leave
+// convolutions and Linear layers to OpenBLAS.
 #define MULTIPLY_ADD_CHAINS 3
-#define DIRECT_CONVOLUTION 0
+#define REGISTER_TILES 0
 #define KERNEL(name) name##_sse2
 #include "VectorKernels.h"
 #undef KERNEL
 #undef MULTIPLY_ADD_CHAINS
-#undef DIRECT_CONVOLUTION
+#undef REGISTER_TILES
 
 #if defined(__x86_64__)
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #define MULTIPLY_ADD_CHAINS 6
-#define DIRECT_CONVOLUTION 0
+#define REGISTER_TILES 0
 #define KERNEL(name) name##_avx2
 #include "VectorKernels.h"
 #undef KERNEL
 #undef MULTIPLY_ADD_CHAINS
-#undef DIRECT_CONVOLUTION
+#undef REGISTER_TILES
 #pragma clang attribute pop
 
 #pragma clang attribute push(__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma"))), apply_to = function)
 #define MULTIPLY_ADD_CHAINS 12
-#define DIRECT_CONVOLUTION 1
+#define REGISTER_TILES 1
 #define KERNEL(name) name##_avx512
 #include "VectorKernels.h"
 #undef KERNEL
 #undef MULTIPLY_ADD_CHAINS
-#undef DIRECT_CONVOLUTION
+#undef REGISTER_TILES
 #pragma clang attribute pop
 #endif
 
@@ -67,12 +69,13 @@ typedef struct {
     void (*moments)(const float *, ptrdiff_t, double *, double *);
     void (*scale_shift)(const float *, float *, ptrdiff_t, float, float, ck_activation);
     void (*convolve_rows)(const ck_convolution *, const float *, const float *, ptrdiff_t, ptrdiff_t, float *, float *);
+    void (*linear_rows)(const ck_linear *, const float *, ptrdiff_t, const float *, float *);
 } kernel_set;
 
-#define KERNEL_SET(suffix, label, convolve_rows) \
+#define KERNEL_SET(suffix, label, convolve_rows, linear_rows) \
     { label, runs_##suffix, multiply_add_loop_##suffix, multiply_add_flops_##suffix, \
       softmax_row_##suffix, sigmoid_map_##suffix, fill_rows_##suffix, \
-      layer_norm_##suffix, attention_##suffix, moments_##suffix, scale_shift_##suffix, convolve_rows }
+      layer_norm_##suffix, attention_##suffix, moments_##suffix, scale_shift_##suffix, convolve_rows, linear_rows }
 
 // __builtin_cpu_supports also checks that the OS saves the wider registers (XSAVE state).
 static int runs_sse2(void) { return 1; }
@@ -87,10 +90,10 @@ static int runs_avx512(void) {
 /// Widest first.
 static const kernel_set sets[] = {
 #if defined(__x86_64__)
-    KERNEL_SET(avx512, "avx512f", convolve_rows_avx512),
-    KERNEL_SET(avx2, "avx2", NULL),
+    KERNEL_SET(avx512, "avx512f", convolve_rows_avx512, linear_rows_avx512),
+    KERNEL_SET(avx2, "avx2", NULL, NULL),
 #endif
-    KERNEL_SET(sse2, "sse2", NULL),
+    KERNEL_SET(sse2, "sse2", NULL, NULL),
 };
 
 static _Atomic(const kernel_set *) selected;
@@ -154,17 +157,22 @@ size_t ck_convolution_packed_count(const ck_convolution *c) {
     return (size_t)(ROUND_UP(c->out_channels, CONVOLUTION_CHANNELS) * c->in_channels * c->kernel_height * c->kernel_width);
 }
 
-/// [groups of CONVOLUTION_CHANNELS output channels][in_channels · kernel_height · kernel_width][channel in the
-/// group]: the tile's weights for one tap are adjacent; channels past out_channels are zero.
-void ck_pack_convolution(const ck_convolution *c, float *packed) {
-    ptrdiff_t depth = c->in_channels * c->kernel_height * c->kernel_width;
-    ptrdiff_t groups = ROUND_UP(c->out_channels, CONVOLUTION_CHANNELS) / CONVOLUTION_CHANNELS;
+/// A weight of `outputs` rows of `depth` values as [groups of `group` rows][depth][row in the group]: a
+/// tile's weights for one input value are adjacent; rows past `outputs` are zero.
+static void pack_row_groups(const float *weight, ptrdiff_t outputs, ptrdiff_t depth, ptrdiff_t group, float *packed) {
+    ptrdiff_t groups = ROUND_UP(outputs, group) / group;
     for (ptrdiff_t g = 0; g < groups; g++)
         for (ptrdiff_t k = 0; k < depth; k++)
-            for (ptrdiff_t r = 0; r < CONVOLUTION_CHANNELS; r++) {
-                ptrdiff_t channel = g * CONVOLUTION_CHANNELS + r;
-                packed[(g * depth + k) * CONVOLUTION_CHANNELS + r] = channel < c->out_channels ? c->weight[channel * depth + k] : 0;
+            for (ptrdiff_t r = 0; r < group; r++) {
+                ptrdiff_t output = g * group + r;
+                packed[(g * depth + k) * group + r] = output < outputs ? weight[output * depth + k] : 0;
             }
+}
+
+/// Groups of CONVOLUTION_CHANNELS output channels over in_channels · kernel_height · kernel_width taps.
+void ck_pack_convolution(const ck_convolution *c, float *packed) {
+    pack_row_groups(c->weight, c->out_channels, c->in_channels * c->kernel_height * c->kernel_width,
+                    CONVOLUTION_CHANNELS, packed);
 }
 
 size_t ck_convolution_scratch_count(const ck_convolution *c, ptrdiff_t rows) {
@@ -179,4 +187,19 @@ int ck_has_direct_convolution(void) { return chosen()->convolve_rows != NULL; }
 void ck_convolve_rows(const ck_convolution *convolution, const float *packed, const float *input, ptrdiff_t first_row,
                       ptrdiff_t rows, float *output, float *scratch) {
     chosen()->convolve_rows(convolution, packed, input, first_row, rows, output, scratch);
+}
+
+size_t ck_linear_packed_count(ptrdiff_t out_features, ptrdiff_t in_features) {
+    return (size_t)(ROUND_UP(out_features, LINEAR_PANEL) * in_features);
+}
+
+/// Panels of LINEAR_PANEL output features over the in_features inputs.
+void ck_pack_linear(const float *weight, ptrdiff_t out_features, ptrdiff_t in_features, float *packed) {
+    pack_row_groups(weight, out_features, in_features, LINEAR_PANEL, packed);
+}
+
+int ck_has_packed_linear(void) { return chosen()->linear_rows != NULL; }
+
+void ck_linear_rows(const ck_linear *layer, const float *x, ptrdiff_t rows, const float *residual, float *y) {
+    chosen()->linear_rows(layer, x, rows, residual, y);
 }

@@ -277,7 +277,7 @@ void KERNEL(attention)(const ck_attention_problem *problem, float *scratch) {
     }
 }
 
-#if DIRECT_CONVOLUTION
+#if REGISTER_TILES
 // Convolution in tiles of CONVOLUTION_CHANNELS output channels × 16·CONVOLUTION_VECTORS positions. The
 // band of input rows the block reads is copied with its zero padding into rows of padded_width floats;
 // then output (y, x) of the block is at position y·padded_width + x of that band, and tap (ky, kx) of
@@ -355,6 +355,64 @@ void KERNEL(convolve_rows)(const ck_convolution *problem, const float *packed, c
                 float *plane = output + (g * CONVOLUTION_CHANNELS + r) * outHeight * outWidth;
                 for (int run = 0; run < runCount; run++)
                     memcpy(plane + runs[run].target, values[r] + runs[run].lane, (size_t)runs[run].count * sizeof(float));
+            }
+        }
+    }
+}
+
+// The packed Linear product in tiles of LINEAR_ROWS rows × LINEAR_PANEL output features (16 accumulators):
+// per input feature k, two vectors of the panel's weights and one broadcast value of each row. Each tile
+// sums x·w from zero over k in order, then adds bias + residual as one value, as BLAS does with C = bias
+// + residual beforehand, so both paths round the same way.
+static inline __attribute__((always_inline)) void KERNEL(linear_tile)(const int rows, const ck_linear *layer,
+                                                                        const float *x, ptrdiff_t panel,
+                                                                        const float *residual, float *y) {
+    const ptrdiff_t in = layer->in_features, out = layer->out_features, first = panel * LINEAR_PANEL;
+    const float *w = layer->packed + panel * in * LINEAR_PANEL;
+    v16 sums[LINEAR_ROWS][2];
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) sums[r][0] = sums[r][1] = SPLAT(0);
+    for (ptrdiff_t k = 0; k < in; k++, w += LINEAR_PANEL) {
+        v16 w0 = KERNEL(load)(w), w1 = KERNEL(load)(w + 16);
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) {
+            // A scalar times a vector: one broadcast load (SPLAT's + 0 would cost a scalar add first).
+            float value = x[r * in + k];
+            sums[r][0] += value * w0;
+            sums[r][1] += value * w1;
+        }
+    }
+    for (int half = 0; half < 2; half++) {
+        ptrdiff_t column = first + 16 * half, lanes = out - column < 16 ? out - column : 16;
+        if (lanes <= 0) break;
+        v16 bias = !layer->bias ? SPLAT(0)
+                   : lanes == 16 ? KERNEL(load)(layer->bias + column) : KERNEL(load_partial)(layer->bias + column, lanes, 0);
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < rows; r++) {
+            v16 added = bias;
+            if (residual) {
+                const float *line = residual + r * out + column;
+                added += lanes == 16 ? KERNEL(load)(line) : KERNEL(load_partial)(line, lanes, 0);
+            }
+            v16 value = KERNEL(activate)(sums[r][half] + added, layer->activation);
+            if (lanes == 16) KERNEL(store)(y + r * out + column, value); else KERNEL(store_partial)(y + r * out + column, value, lanes);
+        }
+    }
+}
+
+void KERNEL(linear_rows)(const ck_linear *layer, const float *x, ptrdiff_t rows, const float *residual, float *y) {
+    const ptrdiff_t in = layer->in_features, out = layer->out_features;
+    const ptrdiff_t panels = ROUND_UP(out, LINEAR_PANEL) / LINEAR_PANEL;
+    // Row tiles outside, panels inside: a tile's rows stay in L1 while the panels (all of a 512×128
+    // weight is 256 KB) come from L2.
+    for (ptrdiff_t row = 0; row < rows; row += LINEAR_ROWS) {
+        const float *tileX = x + row * in, *tileResidual = residual ? residual + row * out : NULL;
+        float *tileY = y + row * out;
+        const ptrdiff_t count = rows - row < LINEAR_ROWS ? rows - row : LINEAR_ROWS;
+        for (ptrdiff_t panel = 0; panel < panels; panel++) {
+            // A constant row count per call, so that each tile's accumulators are registers.
+            switch (count) {
+#define TILE_OF(n) case n: KERNEL(linear_tile)(n, layer, tileX, panel, tileResidual, tileY); break;
+            TILE_OF(1) TILE_OF(2) TILE_OF(3) TILE_OF(4) TILE_OF(5) TILE_OF(6) TILE_OF(7)
+            default: KERNEL(linear_tile)(LINEAR_ROWS, layer, tileX, panel, tileResidual, tileY);
+#undef TILE_OF
             }
         }
     }

@@ -1,18 +1,43 @@
 // Token-wise layers of the Transformers, with PyTorch's weight layouts.
 //
-//   linear(x, weight: w, bias: b) -> Tensor      // x [..., in], w [out, in], b [out] → x·wᵀ + b  [..., out]
+//   LinearWeight(w)                               // w [out, in], packed once for the product
+//   linear(x, weight: w, bias: b) -> Tensor      // x [..., in], b [out] → x·wᵀ + b  [..., out]
 //   linear(x, weight: w, bias: b, activation: .gelu, adding: r) -> Tensor   // GELU(x·wᵀ + b) + r
 //   embedding(ids, weight: table) -> Tensor       // ids in 0..<V, table [V, dim] → [ids.count, dim]
 import CKernels
 
+/// A Linear layer's weight [out, in] (PyTorch's layout) with the panels `ck_linear_rows` reads, packed
+/// once, when a model is loaded, instead of on every product as BLAS packs its operands.
+public struct LinearWeight: Sendable {
+    public let tensor: Tensor
+    let panels: [Float]
+
+    public init(_ weight: Tensor) {
+        precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
+        let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
+        tensor = weight
+        panels = weight.scalars.withUnsafeBufferPointer { w in
+            let count = ck_linear_packed_count(outFeatures, inFeatures)
+            return [Float](unsafeUninitializedCapacity: count) { packed, initialized in
+                if count > 0 { ck_pack_linear(w.baseAddress!, outFeatures, inFeatures, packed.baseAddress!) }
+                initialized = count
+            }
+        }
+    }
+
+    var outFeatures: Int { tensor.shape[0] }
+    var inFeatures: Int { tensor.shape[1] }
+}
+
 /// `y = activation(x·Wᵀ + b) + residual` over the last dimension, as torch.nn.Linear (then the activation,
-/// or a residual connection's add; these models never need both): weight [out, in], bias [out] or nil,
-/// residual of the output's shape or nil. Each core fills a block of output rows with bias + residual
-/// (`ck_fill_rows`), lets GEMM add x·Wᵀ onto them, and applies the activation while they are still in its cache.
-public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, activation: Activation = .identity,
+/// or a residual connection's add; these models never need both): bias [out] or nil, residual of the
+/// output's shape or nil. Each core takes a block of rows: with AVX-512, through the packed weight in
+/// register tiles that add bias + residual and apply the activation before storing (`ck_linear_rows`);
+/// otherwise it fills its rows with bias + residual (`ck_fill_rows`), lets OpenBLAS add x·Wᵀ onto them,
+/// and applies the activation while they are still in its cache.
+public func linear(_ x: Tensor, weight: LinearWeight, bias: Tensor? = nil, activation: Activation = .identity,
                    adding residual: Tensor? = nil) -> Tensor {
-    precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
-    let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
+    let (outFeatures, inFeatures) = (weight.outFeatures, weight.inFeatures)
     precondition(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
                 "linear: input \(x.shape) does not end in the weight's \(inFeatures) input features")
     if let bias {
@@ -25,27 +50,37 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, activation:
         precondition(residual.shape == outShape, "linear: residual must be \(outShape) like the output, got \(residual.shape)")
         precondition(activation == .identity, "linear: an activation before a residual add is not supported")
     }
+    let packed = ck_has_packed_linear() != 0
     return Tensor(shape: outShape) { y in
         guard rows > 0, outFeatures > 0 else { return }
         x.scalars.withUnsafeBufferPointer { x in
-            weight.scalars.withUnsafeBufferPointer { w in
-                withOptionalPointer(bias) { bias in
-                    withOptionalPointer(residual) { residual in
-                        // Blocks of about 256 rows, as many for each thread (1600 rows in 7 blocks left one
-                        // thread 4 and the other 3); below about a million multiply-adds one core does it all.
-                        let threads = Threads.count
-                        let blocks = rows * outFeatures * inFeatures < 1 << 20 ? 1 : ((rows + 255) / 256 + threads - 1) / threads * threads
-                        parallelRanges(blocks) { range in
-                            let first = rows * range.lowerBound / blocks, end = rows * range.upperBound / blocks
-                            let out = y.baseAddress! + first * outFeatures
-                            ck_fill_rows(out, end - first, outFeatures, bias, residual.map { $0 + first * outFeatures })
-                            if inFeatures > 0 {
-                                gemm(transposeB: true, m: end - first, n: outFeatures, k: inFeatures,
-                                     a: x.baseAddress! + first * inFeatures, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
-                                     beta: 1, c: out, ldc: outFeatures)
-                            }
-                            if activation != .identity {
-                                ck_scale_shift(out, out, (end - first) * outFeatures, 1, 0, activation.kernel)
+            weight.tensor.scalars.withUnsafeBufferPointer { w in
+                weight.panels.withUnsafeBufferPointer { panels in
+                    withOptionalPointer(bias) { bias in
+                        withOptionalPointer(residual) { residual in
+                            let layer = ck_linear(in_features: inFeatures, out_features: outFeatures,
+                                                  packed: panels.baseAddress, bias: bias, activation: activation.kernel)
+                            // Blocks of about 256 rows, as many for each thread (1600 rows in 7 blocks left one
+                            // thread 4 and the other 3); below about a million multiply-adds one core does it all.
+                            let threads = Threads.count
+                            let blocks = rows * outFeatures * inFeatures < 1 << 20 ? 1 : ((rows + 255) / 256 + threads - 1) / threads * threads
+                            parallelRanges(blocks) { range in
+                                let first = rows * range.lowerBound / blocks, end = rows * range.upperBound / blocks
+                                let out = y.baseAddress! + first * outFeatures
+                                let added = residual.map { $0 + first * outFeatures }
+                                if packed {
+                                    withUnsafePointer(to: layer) { ck_linear_rows($0, x.baseAddress! + first * inFeatures, end - first, added, out) }
+                                    return
+                                }
+                                ck_fill_rows(out, end - first, outFeatures, bias, added)
+                                if inFeatures > 0 {
+                                    gemm(transposeB: true, m: end - first, n: outFeatures, k: inFeatures,
+                                         a: x.baseAddress! + first * inFeatures, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
+                                         beta: 1, c: out, ldc: outFeatures)
+                                }
+                                if activation != .identity {
+                                    ck_scale_shift(out, out, (end - first) * outFeatures, 1, 0, activation.kernel)
+                                }
                             }
                         }
                     }

@@ -90,10 +90,15 @@ func assertClose(_ actual: Tensor, _ expected: Tensor, tolerance: Float, _ conte
 /// The copies of the C kernels (CKernels), widest first.
 private let instructionSets = ["avx512f", "avx2", "sse2"]
 
+/// Selects the widest copy this CPU runs, as at start-up.
+func selectWidestInstructionSet() {
+    _ = instructionSets.first { ck_select_instruction_set($0) == 1 }
+}
+
 /// body once with each copy of the C kernels this CPU runs selected, named by its argument; the widest
-/// is selected again afterwards, as at start-up.
+/// is selected again afterwards.
 func forEachInstructionSet(_ body: (String) throws -> Void) rethrows {
-    defer { _ = instructionSets.first { ck_select_instruction_set($0) == 1 } }
+    defer { selectWidestInstructionSet() }
     for name in instructionSets where ck_select_instruction_set(name) == 1 {
         try body(name)
     }

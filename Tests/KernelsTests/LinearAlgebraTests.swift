@@ -1,3 +1,4 @@
+import CKernels
 import Kernels
 import XCTest
 
@@ -34,16 +35,20 @@ final class LinearAlgebraTests: XCTestCase {
         let x = Tensor(shape: [2, 1, 2], scalars: [1, 2, 3, 4])
         let weight = Tensor(shape: [3, 2], scalars: [1, 0, 0, 1, 1, 1])
         let bias = Tensor(shape: [3], scalars: [10, 20, 30])
-        let y = linear(x, weight: weight, bias: bias)
-        XCTAssertEqual(y.shape, [2, 1, 3])
-        XCTAssertEqual(y.scalars, [11, 22, 33, 13, 24, 37])
-        XCTAssertEqual(linear(x, weight: weight).scalars, [1, 2, 3, 3, 4, 7])
+        forEachInstructionSet { set in
+            let y = linear(x, weight: LinearWeight(weight), bias: bias)
+            XCTAssertEqual(y.shape, [2, 1, 3], set)
+            XCTAssertEqual(y.scalars, [11, 22, 33, 13, 24, 37], set)
+            XCTAssertEqual(linear(x, weight: LinearWeight(weight)).scalars, [1, 2, 3, 3, 4, 7], set)
+        }
     }
 
     func testLinearMatchesPyTorch() throws {
-        let y = try linear(kernelFixture("linear_input").tensor, weight: kernelFixture("linear_weight").tensor,
-                           bias: kernelFixture("linear_bias").tensor)
-        assertClose(y, try kernelFixture("linear_output").tensor, tolerance: 1e-5)
+        let weight = LinearWeight(try kernelFixture("linear_weight").tensor)
+        try forEachInstructionSet { set in
+            let y = linear(try kernelFixture("linear_input").tensor, weight: weight, bias: try kernelFixture("linear_bias").tensor)
+            assertClose(y, try kernelFixture("linear_output").tensor, tolerance: 1e-5, set)
+        }
     }
 
     func testLinearAppliesGELUOrAddsTheResidualInItsOwnPass() throws {
@@ -53,12 +58,41 @@ final class LinearAlgebraTests: XCTestCase {
         let weight = Tensor(shape: [outputs, inputs], scalars: (0..<outputs * inputs).map { Float(($0 * 31) % 17) / 16 - 0.5 })
         let bias = Tensor(shape: [outputs], scalars: (0..<outputs).map { Float($0) / 37 - 0.5 })
         let residual = Tensor(shape: [rows, outputs], scalars: (0..<rows * outputs).map { Float($0 % 13) })
-        let plain = linear(x, weight: weight, bias: bias)
+        let packed = LinearWeight(weight)
         forEachInstructionSet { set in
-            assertClose(linear(x, weight: weight, bias: bias, activation: .gelu), gelu(plain), tolerance: 1e-6, set)
-            assertClose(linear(x, weight: weight, bias: bias, adding: residual), add(plain, residual), tolerance: 1e-6, set)
-            assertClose(linear(x, weight: weight, adding: residual), add(matmul(x, weight, transposeB: true), residual),
+            let plain = linear(x, weight: packed, bias: bias)
+            assertClose(linear(x, weight: packed, bias: bias, activation: .gelu), gelu(plain), tolerance: 1e-6, set)
+            assertClose(linear(x, weight: packed, bias: bias, adding: residual), add(plain, residual), tolerance: 1e-6, set)
+            assertClose(linear(x, weight: packed, adding: residual), add(matmul(x, weight, transposeB: true), residual),
                         tolerance: 1e-6, set)
+        }
+    }
+
+    func testPackedLinearEqualsTheBLASProduct() throws {
+        // Rows that end in a partial tile of 8, outputs that end in a partial panel of 32 (and of 16), a
+        // single output (the ATD head's), the MVTM head's 257; GELU and residual adds on the same shapes.
+        guard ck_select_instruction_set("avx512f") == 1 else { throw XCTSkip("the packed product needs AVX-512") }
+        defer { selectWidestInstructionSet() }
+        for (rows, inputs, outputs) in [(13, 7, 37), (400, 128, 384), (21, 512, 128), (9, 128, 1), (17, 128, 257), (3, 1, 16)] {
+            let x = Tensor(shape: [rows, inputs], scalars: (0..<rows * inputs).map { Float(($0 * 7919) % 101) / 50 - 1 })
+            let weight = Tensor(shape: [outputs, inputs], scalars: (0..<outputs * inputs).map { Float(($0 * 31) % 97) / 96 - 0.5 })
+            let bias = Tensor(shape: [outputs], scalars: (0..<outputs).map { Float($0 % 11) / 10 - 0.5 })
+            let residual = Tensor(shape: [rows, outputs], scalars: (0..<rows * outputs).map { Float($0 % 13) / 4 })
+            let packed = LinearWeight(weight)
+            func both(_ product: () -> Tensor) -> (packed: Tensor, blas: Tensor) {
+                _ = ck_select_instruction_set("avx512f")
+                let fromPanels = product()
+                _ = ck_select_instruction_set("avx2")
+                return (fromPanels, product())
+            }
+            let shape = "\(rows)×\(inputs)→\(outputs)"
+            for (name, results) in [("bias", both { linear(x, weight: packed, bias: bias) }),
+                                    ("GELU", both { linear(x, weight: packed, bias: bias, activation: .gelu) }),
+                                    ("residual", both { linear(x, weight: packed, bias: bias, adding: residual) }),
+                                    ("no bias", both { linear(x, weight: packed) })] {
+                // Both sum k in order from zero and add bias + residual last; BLAS may split long sums.
+                assertClose(results.packed, results.blas, tolerance: 2e-5, "\(shape) \(name)")
+            }
         }
     }
 

@@ -101,4 +101,26 @@ size_t ck_convolution_scratch_count(const ck_convolution *convolution, ptrdiff_t
 void ck_convolve_rows(const ck_convolution *convolution, const float *packed, const float *input, ptrdiff_t first_row,
                       ptrdiff_t rows, float *output, float *scratch);
 
+/// A Linear layer for `ck_linear_rows`: y = activation(x·Wᵀ + bias) + residual, the weight W [out_features,
+/// in_features] packed once by `ck_pack_linear` into panels of 32 output features (each [in_features][32],
+/// features past out_features zero), the bias [out_features] or NULL. Only one of the activation and
+/// the residual may be used.
+typedef struct {
+    ptrdiff_t in_features, out_features;
+    const float *packed, *bias;
+    ck_activation activation;
+} ck_linear;
+
+/// The floats of a weight [out_features, in_features] as `ck_pack_linear` writes it.
+size_t ck_linear_packed_count(ptrdiff_t out_features, ptrdiff_t in_features);
+void ck_pack_linear(const float *weight, ptrdiff_t out_features, ptrdiff_t in_features, float *packed);
+
+/// Whether the copy that runs has `ck_linear_rows` (only the AVX-512 one: the tile needs 32 registers);
+/// without it, Linear layers go to OpenBLAS.
+int ck_has_packed_linear(void);
+
+/// `rows` rows of x [rows, in_features] through the layer into y [rows, out_features], residual [rows,
+/// out_features] or NULL; the bias, the residual and the activation applied while the tile is in registers.
+void ck_linear_rows(const ck_linear *layer, const float *x, ptrdiff_t rows, const float *residual, float *y);
+
 #endif

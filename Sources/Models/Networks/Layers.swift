@@ -3,7 +3,8 @@ import Kernels
 // The networks' parameters are declared once, layer by layer in state_dict order, by initialisers that
 // take a `ParameterSource`. Walked with `ParameterDeclarations`, they list every expected tensor's name
 // and shape (what the checkpoint verifier checks a file against); walked with `ParameterBinding`, they
-// take the loaded tensors, so that a forward pass reads fields (`block.attn.qkv`), never names.
+// take the loaded tensors, so that a forward pass reads fields (`block.attn.qkv`), never names. Linear
+// weights are packed for the matrix product there, once per load.
 //
 //   struct Linear<Parameter> { let weight, bias: Parameter }   // Parameter: [Int] (a shape) or Tensor
 
@@ -11,6 +12,8 @@ import Kernels
 protocol ParameterSource<Parameter> {
     associatedtype Parameter: Sendable
     mutating func parameter(_ name: String, shape: [Int]) -> Parameter
+    /// A Linear layer's weight in the form the product reads (`LinearWeight`), for loaded tensors.
+    func packedLinearWeight(_ weight: Parameter) -> LinearWeight?
 }
 
 /// Records the name and shape of every parameter asked for: the tensors a checkpoint must hold.
@@ -21,6 +24,8 @@ struct ParameterDeclarations: ParameterSource {
         declared.append((name, shape))
         return shape
     }
+
+    func packedLinearWeight(_ weight: [Int]) -> LinearWeight? { nil }
 }
 
 /// The tensors of a loaded component, which the loader has verified against the same declarations:
@@ -33,6 +38,8 @@ struct ParameterBinding: ParameterSource {
         precondition(tensor.shape == shape, "\(component.component.rawValue): \(name) is \(tensor.shape), its layer declares \(shape)")
         return tensor
     }
+
+    func packedLinearWeight(_ weight: Tensor) -> LinearWeight? { LinearWeight(weight) }
 }
 
 extension Tensor {
@@ -42,20 +49,24 @@ extension Tensor {
 
 // MARK: - Layers
 
-/// nn.Linear: `weight` [out, in], `bias` [out].
+/// nn.Linear: `weight` [out, in], `bias` [out]; `packedWeight` the weight packed for the product when the
+/// parameters are tensors.
 struct Linear<Parameter: Sendable>: Sendable {
     let weight: Parameter
     let bias: Parameter
+    let packedWeight: LinearWeight?
 
     init(_ source: inout some ParameterSource<Parameter>, _ name: String, in inputs: Int, out outputs: Int) {
         weight = source.parameter(name + ".weight", shape: [outputs, inputs])
         bias = source.parameter(name + ".bias", shape: [outputs])
+        packedWeight = source.packedLinearWeight(weight)
     }
 }
 
 extension Linear<Tensor> {
     func callAsFunction(_ x: Tensor, activation: Activation = .identity, adding residual: Tensor? = nil) -> Tensor {
-        linear(x, weight: weight, bias: bias, activation: activation, adding: residual)
+        guard let packedWeight else { preconditionFailure("Linear: bound tensors are always packed") }
+        return linear(x, weight: packedWeight, bias: bias, activation: activation, adding: residual)
     }
 }
 
