@@ -66,10 +66,15 @@ extension Engine {
         return states
     }
 
-    /// The detector's probabilities for each sequence, at most `maxSequencesPerPass` sequences per pass.
+    /// The detector's probabilities for each sequence, at most `maxSequencesPerPass` sequences per call of
+    /// `overCores`, and one sequence per network pass: a core's activations stay in its L2 cache (the MLP's
+    /// hidden layer of one 400-token sequence is 800 KB), where a pass over its whole share of 32
+    /// went through L3 and memory (docs/engine.md, *A batch over the cores*).
     private func detect(_ sequences: [[Int]], detector: TokenTransformer) -> [[Float]] {
         stride(from: 0, to: sequences.count, by: maxSequencesPerPass).flatMap { start in
-            overCores(Array(sequences[start ..< min(sequences.count, start + maxSequencesPerPass)])) { detector.probabilities($0) }
+            overCores(Array(sequences[start ..< min(sequences.count, start + maxSequencesPerPass)])) { share in
+                share.map { detector.probabilities([$0])[0] }
+            }
         }
     }
 
@@ -85,7 +90,8 @@ extension Engine {
             let inputs = chunk.map { item in
                 zip(states[item.job].tokens[item.row], item.mask).map { token, isMasked in isMasked ? maskID : token }
             }
-            let logits = overCores(inputs) { unstack(generator.logits($0)) }   // M × [N, K]
+            // One sequence per pass, as in `detect`.
+            let logits = overCores(inputs) { share in share.map { unstack(generator.logits([$0]))[0] } }   // M × [N, K]
             for (sequenceLogits, item) in zip(logits, chunk) {
                 let (length, codes) = (sequenceLogits.shape[0], sequenceLogits.shape[1])
                 let restorations = jobs[item.job].parameters.restorations
