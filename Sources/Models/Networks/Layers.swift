@@ -6,7 +6,8 @@ import Kernels
 // take the loaded tensors, so that a forward pass reads fields (`block.attn.qkv`), never names. Linear
 // weights are packed for the matrix product there, once per load.
 //
-//   struct Linear<Parameter> { let weight, bias: Parameter }   // Parameter: [Int] (a shape) or Tensor
+//   struct Linear<Parameter> { let weight, bias: Parameter; let packedWeight: LinearWeight? }
+//                                                            // Parameter: [Int] (a shape) or Tensor
 
 /// Hands out one parameter per state_dict name, in the order the layers ask for them.
 protocol ParameterSource<Parameter> {
