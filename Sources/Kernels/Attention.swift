@@ -1,6 +1,7 @@
 // Scaled dot-product attention, softmax(q·kᵀ·scale)·v, for the two layouts the models produce.
 //
 //   attention(qkv, heads: h, causal: false) -> Tensor   // qkv [B, N, 3·dim] → [B, N, dim]
+//   attention(qkv, heads: h, queries: rows) -> Tensor   // only those query rows → [B, rows.count, dim]
 //   spatialAttention(q: q, k: k, v: v) -> Tensor        // q, k, v [B, C, H, W] → [B, C, H, W]
 //   cachedAttention(qkv, keys: k, values: v, length: t, heads: h) -> Tensor
 //                                                       // one decoding step: qkv [S, 3·dim], k, v [S, capacity, dim] → [S, dim]
@@ -13,22 +14,32 @@ import CKernels
 /// The multi-head core of a Transformer block, on the output of its qkv Linear as PyTorch lays it out:
 /// features q | k | v of `dim` each, head h at features h·hd ..< (h+1)·hd (hd = dim / heads) within each.
 /// Scores are scaled by 1/√hd; `causal` lets token i see tokens 0...i only. The result puts head h at
-/// features h·hd ..< (h+1)·hd, ready for the output projection.
-public func attention(_ qkv: Tensor, heads: Int, causal: Bool = false) -> Tensor {
+/// features h·hd ..< (h+1)·hd, ready for the output projection. With `queries` (ascending token indices),
+/// only those rows are computed, against the keys and values of every token: [B, queries.count, dim],
+/// equal to those rows of the whole result.
+public func attention(_ qkv: Tensor, heads: Int, causal: Bool = false, queries: [Int]? = nil) -> Tensor {
     precondition(qkv.rank == 3 && qkv.shape[2] % 3 == 0, "attention: qkv must be [B, N, 3·dim], got \(qkv.shape)")
     let (batch, tokens, dim) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3)
     precondition(heads >= 1 && dim % heads == 0, "attention: \(dim) features do not split into \(heads) heads")
+    if let queries {
+        precondition(zip(queries, queries.dropFirst()).allSatisfy { $0 < $1 } && queries.allSatisfy { (0..<tokens).contains($0) },
+                     "attention: queries must be ascending token indices below \(tokens)")
+    }
     let headDim = dim / heads
-    return Tensor(shape: [batch, tokens, dim]) { out in
+    let rows = queries?.count ?? tokens
+    return Tensor(shape: [batch, rows, dim]) { out in
         guard out.count > 0 else { return }
         qkv.scalars.withUnsafeBufferPointer { qkv in
-            attendInParallel(problems: batch * heads, tokens: tokens, depth: headDim) { pair in
-                let (item, head) = (pair / heads, pair % heads)
-                let q = qkv.baseAddress! + item * tokens * 3 * dim + head * headDim
-                return ck_attention_problem(
-                    tokens: tokens, depth: headDim, scale: 1 / Float(headDim).squareRoot(), causal: causal ? 1 : 0,
-                    q: q, k: q + dim, v: q + 2 * dim, token_stride: 3 * dim, feature_stride: 1,
-                    out: out.baseAddress! + item * tokens * dim + head * headDim, out_token_stride: dim, out_feature_stride: 1)
+            withOptionalPointer(queries) { queryTokens in
+                attendInParallel(problems: batch * heads, tokens: tokens, depth: headDim) { pair in
+                    let (item, head) = (pair / heads, pair % heads)
+                    let q = qkv.baseAddress! + item * tokens * 3 * dim + head * headDim
+                    return ck_attention_problem(
+                        tokens: tokens, depth: headDim, scale: 1 / Float(headDim).squareRoot(), causal: causal ? 1 : 0,
+                        q: q, k: q + dim, v: q + 2 * dim, token_stride: 3 * dim, feature_stride: 1,
+                        out: out.baseAddress! + item * rows * dim + head * headDim, out_token_stride: dim, out_feature_stride: 1,
+                        queries: rows, query_tokens: queryTokens)
+                }
             }
         }
     }
@@ -52,7 +63,8 @@ public func spatialAttention(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
                             tokens: pixels, depth: channels, scale: 1 / Float(channels).squareRoot(), causal: 0,
                             q: q.baseAddress! + offset, k: k.baseAddress! + offset, v: v.baseAddress! + offset,
                             token_stride: 1, feature_stride: pixels,
-                            out: out.baseAddress! + offset, out_token_stride: 1, out_feature_stride: pixels)
+                            out: out.baseAddress! + offset, out_token_stride: 1, out_feature_stride: pixels,
+                            queries: pixels, query_tokens: nil)
                     }
                 }
             }

@@ -43,8 +43,13 @@ extension Tensor {
 
 /// body with a pointer to the tensor's scalars, or nil for no tensor (an optional bias or residual).
 func withOptionalPointer<Result>(_ tensor: Tensor?, _ body: (UnsafePointer<Float>?) -> Result) -> Result {
-    guard let tensor else { return body(nil) }
-    return tensor.scalars.withUnsafeBufferPointer { body($0.baseAddress) }
+    withOptionalPointer(tensor?.scalars, body)
+}
+
+/// body with a pointer to the array's elements, or nil for no array (optional arguments of the C kernels).
+func withOptionalPointer<Element, Result>(_ elements: [Element]?, _ body: (UnsafePointer<Element>?) -> Result) -> Result {
+    guard let elements else { return body(nil) }
+    return elements.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
 /// Asks Linux to back a large, not yet touched buffer with 2 MB pages. glibc serves allocations above

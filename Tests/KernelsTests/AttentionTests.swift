@@ -29,6 +29,31 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    func testQueryRowsEqualThoseRowsOfTheWholeResult() throws {
+        // 2 sequences of 37 tokens (a partial block of 8 and of 32 keys), 2 heads of 5 features; query rows
+        // that fall in different blocks than in the whole pass, the first and the last included.
+        let (batch, tokens, dim) = (2, 37, 10)
+        let qkv = Tensor(shape: [batch, tokens, 3 * dim],
+                         scalars: (0..<batch * tokens * 3 * dim).map { Float(($0 * 7919) % 61) / 30 - 1 })
+        let queries = [0, 5, 8, 9, 17, 30, 36]
+        forEachInstructionSet { set in
+            for causal in [false, true] {
+                let whole = attention(qkv, heads: 2, causal: causal)
+                let rows = attention(qkv, heads: 2, causal: causal, queries: queries)
+                XCTAssertEqual(rows.shape, [batch, queries.count, dim], set)
+                var expected: [Float] = []
+                for item in 0..<batch {
+                    for query in queries {
+                        let row = item * tokens + query
+                        expected += whole.scalars[row * dim ..< (row + 1) * dim]
+                    }
+                }
+                XCTAssertEqual(rows.scalars, expected, "\(set) causal \(causal)")
+            }
+            XCTAssertEqual(attention(qkv, heads: 2, queries: []).shape, [batch, 0, dim], set)
+        }
+    }
+
     func testSpatialAttentionMatchesTheAttnBlockCore() throws {
         try forEachInstructionSet { set in
             let y = try spatialAttention(q: kernelFixture("spatial_q").tensor, k: kernelFixture("spatial_k").tensor,

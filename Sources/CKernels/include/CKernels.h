@@ -48,8 +48,10 @@ void ck_layer_norm(const float *x, float *y, ptrdiff_t rows, ptrdiff_t dim, cons
                    const float *bias, float eps);
 
 /// One sequence and one head of attention, softmax(q·kᵀ·scale)·v. Element (token t, feature f) of q, k
-/// and v is at [t·token_stride + f·feature_stride], of out at [t·out_token_stride + f·out_feature_stride].
-/// `causal`: token t sees tokens 0...t only.
+/// and v is at [t·token_stride + f·feature_stride]. `causal`: token t sees tokens 0...t only. With
+/// `query_tokens` NULL every token is a query and query t's output goes to out at [t·out_token_stride +
+/// f·out_feature_stride]; otherwise only the `queries` tokens listed there (ascending) are, the i-th
+/// written at [i·out_token_stride + …]: the rows a caller needs, the keys and values still of every token.
 typedef struct {
     ptrdiff_t tokens, depth;
     float scale;
@@ -58,6 +60,8 @@ typedef struct {
     ptrdiff_t token_stride, feature_stride;
     float *out;
     ptrdiff_t out_token_stride, out_feature_stride;
+    ptrdiff_t queries;
+    const ptrdiff_t *query_tokens;
 } ck_attention_problem;
 
 /// The floats of scratch memory `ck_attention` needs for this many tokens and features.
