@@ -79,6 +79,27 @@ final class ParityTests: XCTestCase {
         try fixture.assertClose(XCTUnwrap(engine.mvtm).logits(masked), "mvtm_logits")
     }
 
+    /// What the restoration asks for: the MVTM's logits at the masked tokens only, whose last block runs
+    /// for those rows alone. They equal those rows of the whole pass exactly (each row's arithmetic is the
+    /// same), and so PyTorch's within the whole pass's tolerance.
+    func testMVTMLogitsAtTheMaskedTokensOnly() throws {
+        let mvtm = try XCTUnwrap(engine.mvtm)
+        let tokens = try fixture.array("tokens").rows
+        let mask = try fixture.array("mvtm_mask").rows
+        let maskID = fixture.index.pipeline.maskID
+        for (row, rowMask) in zip(tokens, mask) {
+            let masked = zip(row, rowMask).map { $1 != 0 ? maskID : $0 }
+            let positions = rowMask.indices.filter { rowMask[$0] != 0 }
+            let whole = mvtm.logits([masked])
+            let codes = whole.shape[2]
+            let expected = positions.flatMap { whole.scalars[$0 * codes ..< ($0 + 1) * codes] }
+            let atPositions = mvtm.logits(masked, at: positions)
+            XCTAssertEqual(atPositions.shape, [positions.count, codes])
+            XCTAssertEqual(atPositions.scalars, expected)
+            XCTAssertEqual(mvtm.logits(masked, at: []).shape, [0, codes])
+        }
+    }
+
     func testARFullCausalPass() throws {
         try fixture.assertClose(XCTUnwrap(engine.ar).logits(fixture.array("ar_input").rows), "ar_logits")
     }

@@ -7,7 +7,8 @@ import Kernels
 //                 x = x + mlp.fc2(GELU(mlp.fc1(ln2(x))))  (exact erf GELU)
 //   logits = head(ln_f(x))                              [B, N, 1] (atd, critic) or [B, N, K] (mvtm, ar)
 //
-// The AR model also decodes incrementally, one position per call, with a KV cache (`KVCache`).
+// The AR model also decodes incrementally, one position per call, with a KV cache (`KVCache`); the MVTM's
+// logits can be asked for at some positions only (`logits(_:at:)`).
 // The layers mirror models/transformer.py; their initialisers are the one walk of its state_dict.
 
 public struct TokenTransformer: Sendable {
@@ -29,6 +30,17 @@ public struct TokenTransformer: Sendable {
         var x = embed(sequences)
         for block in weights.blocks { x = block(x) }
         return head(x)
+    }
+
+    /// The logits of one sequence at `positions` only (ascending): [positions.count, outputWidth], equal to
+    /// those rows of `logits([sequence])`. The last block still computes every token's keys and values,
+    /// but its attention output, projection and MLP, ln_f and the head run for those rows alone: the other
+    /// rows' outputs feed nothing. (The MVTM needs its logits at the masked tokens only.)
+    public func logits(_ sequence: [Int], at positions: [Int]) -> Tensor {
+        var x = embed([sequence])
+        for block in weights.blocks.dropLast() { x = block(x) }
+        x = weights.blocks.last.map { $0(x, rows: positions) } ?? x.rows(positions)
+        return head(x).reshaped([positions.count, config.outputWidth])
     }
 
     /// Detector heads (atd, critic): sigmoid of the per-token logit, one row of N probabilities per sequence.
@@ -104,6 +116,12 @@ extension TransformerBlock<Tensor> {
         return mlp(ln2(h), adding: h)
     }
 
+    /// `callAsFunction`'s rows `rows` (ascending) of one sequence, x [1, N, dim] → [1, rows.count, dim].
+    func callAsFunction(_ x: Tensor, rows: [Int]) -> Tensor {
+        let h = attn(ln1(x), rows: rows, adding: x.rows(rows))
+        return mlp(ln2(h), adding: h)
+    }
+
     /// x [S, dim], one position per sequence: `callAsFunction` at position `cache.length`, this block's
     /// (number `index`) keys and values kept in the cache.
     func step(_ x: Tensor, block index: Int, cache: inout KVCache) -> Tensor {
@@ -131,6 +149,11 @@ extension MultiHeadAttention<Tensor> {
     /// residual + proj(MHA(qkv(x))), the residual add done by the projection's pass over its output.
     func callAsFunction(_ x: Tensor, adding residual: Tensor) -> Tensor {
         proj(attention(qkv(x), heads: heads, causal: causal), adding: residual)
+    }
+
+    /// The same at the query rows `rows` of one sequence only, x [1, N, dim], residual [1, rows.count, dim].
+    func callAsFunction(_ x: Tensor, rows: [Int], adding residual: Tensor) -> Tensor {
+        proj(attention(qkv(x), heads: heads, causal: causal, queries: rows), adding: residual)
     }
 
     /// The causal attention output of position `cache.length` alone, x [S, dim], its k and v appended to
@@ -213,5 +236,13 @@ extension TokenTransformer {
         for (index, block) in weights.blocks.enumerated() { x = block.step(x, block: index, cache: &cache) }
         cache.advance()
         return head(x)
+    }
+}
+
+extension Tensor {
+    /// Rows `rows` of one sequence x [1, N, width] (or a matrix [N, width]) as [1, rows.count, width].
+    func rows(_ rows: [Int]) -> Tensor {
+        let width = shape[rank - 1]
+        return embedding(rows, weight: reshaped([count / max(width, 1), width])).reshaped([1, rows.count, width])
     }
 }

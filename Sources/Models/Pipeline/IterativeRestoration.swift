@@ -88,19 +88,20 @@ extension Engine {
         for start in stride(from: 0, to: masked.count, by: maxSequencesPerPass) {
             let chunk = masked[start ..< min(masked.count, start + maxSequencesPerPass)]
             let inputs = chunk.map { item in
-                zip(states[item.job].tokens[item.row], item.mask).map { token, isMasked in isMasked ? maskID : token }
+                (sequence: zip(states[item.job].tokens[item.row], item.mask).map { token, isMasked in isMasked ? maskID : token },
+                 positions: item.mask.indices.filter { item.mask[$0] })
             }
-            // One sequence per pass, as in `detect`.
-            let logits = overCores(inputs) { share in share.map { unstack(generator.logits([$0]))[0] } }   // M × [N, K]
-            for (sequenceLogits, item) in zip(logits, chunk) {
-                let (length, codes) = (sequenceLogits.shape[0], sequenceLogits.shape[1])
+            // One sequence per pass, as in `detect`; logits at the masked positions only.
+            let logits = overCores(inputs) { share in share.map { generator.logits($0.sequence, at: $0.positions) } }   // M × [masked, K]
+            for ((maskedLogits, input), item) in zip(zip(logits, inputs), chunk) {
+                let codes = maskedLogits.shape[1]
                 let restorations = jobs[item.job].parameters.restorations
                 let before = states[item.job].tokens[item.row]
-                for position in 0..<length where item.mask[position] {
+                for (index, position) in input.positions.enumerated() {
                     let site = DrawSite(job: jobs[item.job].index, image: item.row / restorations,
                                         restoration: item.row % restorations, step: step, position: position)
-                    let row = position * codes
-                    states[item.job].tokens[item.row][position] = try sampler.draw(at: site, logits: sequenceLogits.scalars[row ..< row + codes])
+                    let row = index * codes
+                    states[item.job].tokens[item.row][position] = try sampler.draw(at: site, logits: maskedLogits.scalars[row ..< row + codes])
                 }
                 if states[item.job].tokens[item.row] != before { changed.append(item) }
             }
