@@ -68,12 +68,11 @@ struct Bench: ParsableCommand {
             var timings = StageTimings()
             let results = try engine.run(jobs, sampler: &sampler, timings: &timings)
             guard results.allSatisfy({ $0.stepsRun == steps }) else { throw CLIError("expected all \(steps) steps to run") }
-            // The ATD scores one sequence per slice at step 0 (its restorations are still the input), then every changed one.
-            let inpainted = results.reduce(0) { total, result in
-                total + result.steps.reduce(0) { $0 + $1.masked.filter { $0.contains(true) }.count }
-            }
+            // The ATD scores one sequence per slice at step 0 (its restorations are still the input), then every
+            // changed one; the MVTM runs for each sequence with masked tokens, its last block for those rows only.
+            let maskedCounts = results.flatMap { $0.steps.flatMap { $0.masked.map { $0.count { $0 } } } }.filter { $0 > 0 }
             transformerFLOPs = try flopsPerSequence(engine, .atd) * Double(results.reduce(0) { $0 + $1.sequencesScored })
-                + flopsPerSequence(engine, .mvtm) * Double(inpainted)
+                + maskedCounts.reduce(0) { try $0 + flopsPerSequence(engine, .mvtm, outputRows: $1) }
             runs.append(timings)
             printError("run \(run)/\(repeats): \(String(format: "%.3f", timings.total.inSeconds)) s")
         }
@@ -226,14 +225,17 @@ struct Bench: ParsableCommand {
     }
 
     /// FLOPs of one pass of a Transformer over one sequence, counting 2·M·N·K per matrix product:
-    /// per block QKV (2·n·d·3d), scores and weighted values (2 · 2·n²·d), output projection (2·n·d²),
-    /// MLP (2 · 2·n·d·h); then the head (2·n·d·out). Norms, softmax and GELU are not counted.
-    private func flopsPerSequence(_ engine: Engine, _ component: Component) throws -> Double {
+    /// per block QKV (2·n·d·3d), scores and weighted values (2 · 2·r·n·d), output projection (2·r·d²),
+    /// MLP (2 · 2·r·d·h), with r = n query rows; then the head (2·r·d·out). The last block and the head
+    /// run for `outputRows` rows only when given (the MVTM at the masked tokens). Norms, softmax and GELU
+    /// are not counted.
+    private func flopsPerSequence(_ engine: Engine, _ component: Component, outputRows: Int? = nil) throws -> Double {
         guard let network = engine.network(component) else { throw CLIError("the model has no \(component.rawValue)") }
         let c = network.config
         let (n, d, h) = (Double(c.nPositions), Double(c.dim), Double(c.mlpHidden))
-        let block = 2 * n * d * 3 * d + 2 * 2 * n * n * d + 2 * n * d * d + 2 * 2 * n * d * h
-        return Double(c.depth) * block + 2 * n * d * Double(c.outputWidth)
+        func block(rows r: Double) -> Double { 2 * n * d * 3 * d + 2 * 2 * r * n * d + 2 * r * d * d + 2 * 2 * r * d * h }
+        let last = Double(outputRows ?? c.nPositions)
+        return Double(c.depth - 1) * block(rows: n) + block(rows: last) + 2 * last * d * Double(c.outputWidth)
     }
 
     private static func median(_ values: [Double]) -> Double {
