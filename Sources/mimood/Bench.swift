@@ -40,7 +40,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        let (engine, directory) = try modelOptions.engine()
+        var (engine, directory) = try modelOptions.engine()
         if !volumes.isEmpty { return try benchVolumes(engine, directory: directory) }
         if !slices.isEmpty { return try benchSlices(engine, directory: directory) }
         let images = try input.map(batchTensor(from:)) ?? phantomBatch()
@@ -49,6 +49,8 @@ struct Bench: ParsableCommand {
         parameters.lambda = -1   // below every probability: all T steps resample every token, as PyTorch's bench does
         parameters.steps = steps
         parameters.restorations = restorations
+        // Every masked sequence is all [MASK]: the engine would run one generator pass for all of them.
+        engine.reusesGeneratorPasses = false
         // One job per slice, each with its own seed: a tiled slice sharing one seed would draw the same
         // restorations as its copies, and the engine decodes a repeated token grid once.
         let area = Preprocessing.sliceSize * Preprocessing.sliceSize
@@ -70,9 +72,7 @@ struct Bench: ParsableCommand {
             guard results.allSatisfy({ $0.stepsRun == steps }) else { throw CLIError("expected all \(steps) steps to run") }
             // The ATD scores one sequence per slice at step 0 (its restorations are still the input), then every
             // changed one; the MVTM runs for each sequence with masked tokens, its last block for those rows only.
-            let maskedCounts = results.flatMap { $0.steps.flatMap { $0.masked.map { $0.count { $0 } } } }.filter { $0 > 0 }
-            transformerFLOPs = try flopsPerSequence(engine, .atd) * Double(results.reduce(0) { $0 + $1.sequencesScored })
-                + maskedCounts.reduce(0) { try $0 + flopsPerSequence(engine, .mvtm, outputRows: $1) }
+            transformerFLOPs = try passFLOPs(engine, results)
             runs.append(timings)
             printError("run \(run)/\(repeats): \(String(format: "%.3f", timings.total.inSeconds)) s")
         }
@@ -122,7 +122,8 @@ struct Bench: ParsableCommand {
             print("mimood bench: \(engine.manifest.name) (\(directory)), whole volumes, \(Threads.count) thread(s), \(batch) slices per call, "
                   + "median of \(repeats) run(s); R = \(mimOOD.restorations), T = \(mimOOD.steps), λ = \(format(Float(mimOOD.lambda))), "
                   + "λ_NLL = \(format(Float(ar.lambdaNLL)))")
-            print("volume                          slices  no brain  method    seconds  slices/s  steps  detector sequences (of all)  MIM-OOD/AR")
+            print("volume                          slices  no brain  method    seconds  slices/s  steps  detector sequences (of all)  "
+                  + "generator sequences (of masked)  MIM-OOD/AR")
         }
         for (path, input) in inputs {
             let backgroundOnly = engine.backgroundOnly(sliceTensor(input.slices[...], count: input.sliceCount, size: Preprocessing.sliceSize))
@@ -141,20 +142,26 @@ struct Bench: ParsableCommand {
                 let scored = results.reduce(0) { $0 + $1.sequencesScored }
                 let all = input.sliceCount * parameters.restorations * (parameters.method == .ar ? 1 : parameters.steps)
                 let steps = Double(results.reduce(0) { $0 + $1.stepsRun }) / Double(max(results.count, 1))
+                // The sequences with masked tokens, which the generator would run without reusing a pass.
+                let generated = results.reduce(0) { $0 + $1.generatorPasses.count }
+                let masked = results.reduce(0) { $0 + $1.steps.reduce(0) { $0 + $1.masked.count { $0.contains(true) } } }
                 let ratio = parameters.method == .ar ? secondsOf[.mimOOD].map { $0 / seconds } : nil
                 rows.append(.object(JSONObject([
                     "volume": .string(path), "slices": .integer(input.sliceCount), "background_only_slices": .integer(backgroundOnly),
                     "method": .string(parameters.method.rawValue), "seconds": .number(seconds),
                     "slices_per_second": .number(Double(input.sliceCount) / seconds), "mean_steps_run": .number(steps),
                     "detector_sequences": .integer(scored), "detector_sequences_without_early_exit": .integer(all),
+                    "generator_sequences": .integer(generated), "masked_sequences": .integer(masked),
                 ])))
                 if !json {
                     let name = URL(fileURLWithPath: path).lastPathComponent
                     print(name.padding(toLength: 32, withPad: " ", startingAt: 0)
                           + String(format: "%6d  %8d  ", input.sliceCount, backgroundOnly)
                           + parameters.method.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)
-                          + String(format: " %8.2f  %8.2f  %5.2f  %9d (%9d) %6.1f %%", seconds, Double(input.sliceCount) / seconds, steps,
+                          + String(format: " %8.2f  %8.2f  %5.2f  %9d (%9d) %6.1f %%  ", seconds, Double(input.sliceCount) / seconds, steps,
                                    scored, all, 100 * Double(scored) / Double(all))
+                          + (parameters.method == .ar ? String(repeating: " ", count: 31)
+                             : String(format: "%12d (%9d) %6.1f %%", generated, masked, 100 * Double(generated) / Double(max(masked, 1))))
                           + (ratio.map { String(format: "  %10.2f", $0) } ?? ""))
                 }
             }
@@ -229,6 +236,12 @@ struct Bench: ParsableCommand {
     /// MLP (2 · 2·r·d·h), with r = n query rows; then the head (2·r·d·out). The last block and the head
     /// run for `outputRows` rows only when given (the MVTM at the masked tokens). Norms, softmax and GELU
     /// are not counted.
+    /// The arithmetic of the Transformer passes the results ran: the detector's and the generator's.
+    private func passFLOPs(_ engine: Engine, _ results: [RestorationResult]) throws -> Double {
+        try flopsPerSequence(engine, .atd) * Double(results.reduce(0) { $0 + $1.sequencesScored })
+            + results.flatMap(\.generatorPasses).reduce(0) { try $0 + flopsPerSequence(engine, .mvtm, outputRows: $1) }
+    }
+
     private func flopsPerSequence(_ engine: Engine, _ component: Component, outputRows: Int? = nil) throws -> Double {
         guard let network = engine.network(component) else { throw CLIError("the model has no \(component.rawValue)") }
         let c = network.config

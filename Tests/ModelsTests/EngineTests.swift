@@ -108,6 +108,48 @@ final class EngineTests: XCTestCase {
         XCTAssertLessThan(result.sequencesScored, restorations * result.stepsRun)
     }
 
+    func testTheGeneratorRunsOncePerDistinctInputAndKeepsTheLogitsOfARepeatedOne() throws {
+        // Both slices with R = 4 and a λ that leaves few tokens masked, so masks repeat from step to step.
+        let restorations = 4
+        let job = RestorationJob(images: try fixture.array("input").tensor,
+                                 parameters: parameters { $0.restorations = restorations; $0.steps = 8; $0.lambda = 0.2 })
+        var sampler = RecordingSampler(inner: SeededSampler(seeds: [job.parameters.seed]))
+        let reusing = try XCTUnwrap(engine.run([job], sampler: &sampler).first)
+        var everyPass = try XCTUnwrap(engine)
+        everyPass.reusesGeneratorPasses = false
+        let unshared = try XCTUnwrap(everyPass.run([job]).first)
+        XCTAssertEqual(reusing.restoredTokens, unshared.restoredTokens, "the same draws from the same logits")
+        XCTAssertEqual(reusing.steps, unshared.steps)
+        XCTAssertEqual(reusing.anomalyMap, unshared.anomalyMap)
+        let maskedRows = reusing.steps.flatMap { $0.masked.map { $0.count { $0 } } }.filter { $0 > 0 }
+        XCTAssertEqual(unshared.generatorPasses, maskedRows, "without reuse: one pass per sequence with masked tokens, each step")
+
+        // Replay: a pass runs for each distinct input of a step that is not its sequence's input at its last pass.
+        let images = job.images.shape[0]
+        var tokens = reusing.inputTokens.flatMap { Array(repeating: $0, count: restorations) }
+        var lastInput: [Int: [Int]] = [:]
+        var expected: [Int] = []
+        for (step, record) in reusing.steps.enumerated() {
+            var seen = Set<[Int]>()
+            for row in 0..<(images * restorations) where record.masked[row].contains(true) {
+                let input = zip(tokens[row], record.masked[row]).map { $1 ? -1 : $0 }
+                if lastInput[row] != input && seen.insert(input).inserted { expected.append(record.masked[row].count { $0 }) }
+                lastInput[row] = input
+            }
+            for row in 0..<(images * restorations) {
+                for position in record.masked[row].indices where record.masked[row][position] {
+                    tokens[row][position] = try XCTUnwrap(sampler.draws[DrawSite(job: 0, image: row / restorations, restoration: row % restorations,
+                                                                                 step: step, position: position)])
+                }
+            }
+        }
+        XCTAssertTrue(tokens == reusing.restoredTokens, "the recorded draws replay the restoration")
+        XCTAssertEqual(reusing.generatorPasses, expected)
+        let imagesMaskedAtStep0 = Set(reusing.steps[0].masked.indices.filter { reusing.steps[0].masked[$0].contains(true) }.map { $0 / restorations })
+        XCTAssertLessThan(reusing.generatorPasses.count, maskedRows.count - (restorations - 1) * imagesMaskedAtStep0.count,
+                          "beyond step 0's one pass per image, a sequence masked as at its last pass keeps its logits")
+    }
+
     func testABackgroundOnlySliceSkipsTheNetworksAndHasAZeroMap() throws {
         let background = Tensor(zeros: [1, 1, 160, 160])
         let images = stack([unstack(slices[1])[0], unstack(background)[0]], leading: [2])

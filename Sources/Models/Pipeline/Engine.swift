@@ -57,6 +57,9 @@ public struct RestorationResult: Sendable {
     /// one per image (its R restorations are still its input), then only sequences that a draw changed; none
     /// for a background-only image.
     public let sequencesScored: Int
+    /// The masked tokens of each generator (MVTM) pass the job ran, in order (none for `ar`): the passes of
+    /// equal inputs are one, and a sequence given the input of its last pass again keeps that pass's logits.
+    public let generatorPasses: [Int]
 }
 
 /// The MIM-OOD engine (paper §3.4; reference Training/mimood_train/pipeline.py): a checkpoint's
@@ -79,6 +82,10 @@ public struct Engine: Sendable {
     /// How the AR baseline computes each raster position's logits. Results do not depend on it
     /// beyond float rounding; only the time does.
     public var arDecoding = ARDecoding.kvCache
+    /// Whether a generator input met before in the same restoration (the R restorations of an image at
+    /// step 0, a sequence masked as at its last draw) reuses those logits. Results do not depend on it;
+    /// `mimood bench` turns it off to run every pass PyTorch's bench runs.
+    public var reusesGeneratorPasses = true
 
     /// The checkpoint's `inference` settings: copy and override per job.
     public var defaults: InferenceParameters { manifest.inference }
@@ -256,7 +263,8 @@ public struct Engine: Sendable {
                 parameters: job.parameters, inputTokens: tokensPerJob[index], restoredTokens: restoration.tokens,
                 restorations: restored, anomalyMap: anomalyMap(job.images, restored, job.parameters),
                 tokenScores: Tensor(shape: [job.images.shape[0], grid, grid], scalars: restoration.tokenScores.flatMap { $0 }),
-                steps: restoration.steps, sequencesScored: restoration.sequencesScored)
+                steps: restoration.steps, sequencesScored: restoration.sequencesScored,
+                generatorPasses: restoration.generatorPasses)
         }
     }
 
@@ -277,19 +285,11 @@ public struct Engine: Sendable {
     /// A grid that occurs more than once is decoded once: a slice whose detector flags nothing keeps its
     /// tokens in all R restorations.
     func decode(_ grids: [[Int]]) -> [Tensor] {
-        var firstIndex: [[Int]: Int] = [:]
-        var distinct: [[Int]] = []
-        let indices = grids.map { grid in
-            if let index = firstIndex[grid] { return index }
-            firstIndex[grid] = distinct.count
-            distinct.append(grid)
-            return distinct.count - 1
+        mapDistinct(grids) { distinct in
+            stride(from: 0, to: distinct.count, by: maxImagesPerPass).flatMap { start in
+                overCores(Array(distinct[start ..< min(distinct.count, start + maxImagesPerPass)])) { unstack(vqvae.decode($0)) }
+            }
         }
-        var images: [Tensor] = []
-        for start in stride(from: 0, to: distinct.count, by: maxImagesPerPass) {
-            images += overCores(Array(distinct[start ..< min(distinct.count, start + maxImagesPerPass)])) { unstack(vqvae.decode($0)) }
-        }
-        return indices.map { images[$0] }
     }
 }
 
@@ -313,6 +313,7 @@ struct Restoration {
     var tokenScores: [[Float]]
     var steps: [RestorationStep]
     var sequencesScored = 0
+    var generatorPasses: [Int] = []
 }
 
 /// A job as the restoration loops see it: its index (for draw sites), its input tokens, which of its
@@ -330,6 +331,21 @@ func split<Element>(_ items: [Element], counts: [Int]) -> [[Element]] {
         defer { start += count }
         return Array(items[start ..< start + count])
     }
+}
+
+/// `transform`'s results for every item, computed for the distinct items only (once each, in order of first
+/// occurrence): a network is a function of its input, so an input that repeats needs one pass.
+func mapDistinct<Item: Hashable, Result>(_ items: [Item], _ transform: ([Item]) throws -> [Result]) rethrows -> [Result] {
+    var firstIndex: [Item: Int] = [:]
+    var distinct: [Item] = []
+    let indices = items.map { item in
+        if let index = firstIndex[item] { return index }
+        firstIndex[item] = distinct.count
+        distinct.append(item)
+        return distinct.count - 1
+    }
+    let results = try transform(distinct)
+    return indices.map { results[$0] }
 }
 
 /// The slices of x along its first dimension.

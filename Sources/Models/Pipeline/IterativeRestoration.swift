@@ -20,6 +20,8 @@ extension Engine {
                 job.background[row / job.parameters.restorations] ? [Float](repeating: 0, count: job.tokens[0].count) : nil
             }
         }
+        // The generator's last pass for each sequence (job, row), whose logits a repeat of its input reuses.
+        var generated: [SequenceID: GeneratorPass] = [:]
         var running = Set(jobs.indices)
         for step in 0..<(jobs.map(\.parameters.steps).max() ?? 0) {
             // A job ends after its T steps; an abandoned one at the next step (step 0 always runs: it scores the input).
@@ -27,24 +29,19 @@ extension Engine {
             if running.isEmpty { break }
             let order = running.sorted()
 
-            // p = detector(y_t): the probability that each token is anomalous. At step 0 the R restorations
-            // of an image all equal its input: one pass per image.
-            let stale = order.flatMap { j in
-                scored[j].indices.filter { scored[j][$0] == nil && (step > 0 || $0 % jobs[j].parameters.restorations == 0) }
-                    .map { (job: j, row: $0) }
-            }
-            for (sequence, p) in zip(stale, detect(stale.map { states[$0.job].tokens[$0.row] }, detector: detector)) {
+            // p = detector(y_t): the probability that each token is anomalous. Equal sequences are scored
+            // once: at step 0 the R restorations of an image all equal its input.
+            let stale = order.flatMap { j in scored[j].indices.filter { scored[j][$0] == nil }.map { SequenceID(job: j, row: $0) } }
+            let sequences = stale.map { states[$0.job].tokens[$0.row] }
+            for (sequence, p) in zip(stale, mapDistinct(sequences) { detect($0, detector: detector) }) {
                 scored[sequence.job][sequence.row] = p
-                states[sequence.job].sequencesScored += 1
+            }
+            for j in order {
+                states[j].sequencesScored += Set(zip(stale, sequences).filter { $0.0.job == j }.map(\.1)).count
             }
             var toInpaint: [MaskedSequence] = []
             for j in order {
                 let parameters = jobs[j].parameters
-                if step == 0 {
-                    for row in scored[j].indices where row % parameters.restorations != 0 {
-                        scored[j][row] = scored[j][row - row % parameters.restorations]
-                    }
-                }
                 let p = scored[j].map { $0! }   // every sequence of a running job has been scored by now
                 if step == 0 {   // restoration 0's scores are the input's
                     states[j].tokenScores = stride(from: 0, to: p.count, by: parameters.restorations).map { p[$0] }
@@ -56,11 +53,14 @@ extension Engine {
                     continue
                 }
                 states[j].steps.append(RestorationStep(scores: p, masked: m))
-                for (row, mask) in m.enumerated() where mask.contains(true) { toInpaint.append(MaskedSequence(job: j, row: row, mask: mask)) }
+                for (row, mask) in m.enumerated() where mask.contains(true) {
+                    toInpaint.append(MaskedSequence(id: SequenceID(job: j, row: row), mask: mask))
+                }
             }
 
             // ŷ ~ softmax(mvtm(y_t with m → [MASK])), and y_{t+1} = y_t·(1 − m) + ŷ·m.
-            let changed = try inpaintAll(toInpaint, in: &states, jobs: jobs, step: step, generator: generator, sampler: &sampler)
+            let changed = try inpaintAll(toInpaint, in: &states, jobs: jobs, step: step, generator: generator,
+                                         generated: &generated, sampler: &sampler)
             for sequence in changed { scored[sequence.job][sequence.row] = nil }
         }
         return states
@@ -79,40 +79,67 @@ extension Engine {
     }
 
     /// Redraws the masked tokens of every listed sequence from the generator, which sees each sequence with
-    /// its masked tokens set to [MASK]; at most `maxSequencesPerPass` sequences per pass. Returns the
-    /// sequences that changed (a draw may give back the token it replaces).
+    /// its masked tokens set to [MASK]. Equal inputs share one pass, and a sequence whose input is the one
+    /// of its last pass (the same mask, and that pass's draws changed masked tokens only, or nothing) keeps
+    /// that pass's logits: only its draws are new. Returns the sequences that changed (a draw may give back
+    /// the token it replaces).
     private func inpaintAll(_ masked: [MaskedSequence], in states: inout [Restoration], jobs: [JobTokens], step: Int,
-                            generator: TokenTransformer, sampler: inout some TokenSampler) throws -> [MaskedSequence] {
-        var changed: [MaskedSequence] = []
+                            generator: TokenTransformer, generated: inout [SequenceID: GeneratorPass],
+                            sampler: inout some TokenSampler) throws -> [SequenceID] {
         let maskID = generator.config.vocabSize - 1
-        for start in stride(from: 0, to: masked.count, by: maxSequencesPerPass) {
-            let chunk = masked[start ..< min(masked.count, start + maxSequencesPerPass)]
-            let inputs = chunk.map { item in
-                (sequence: zip(states[item.job].tokens[item.row], item.mask).map { token, isMasked in isMasked ? maskID : token },
-                 positions: item.mask.indices.filter { item.mask[$0] })
-            }
-            // One sequence per pass, as in `detect`; logits at the masked positions only.
-            let logits = overCores(inputs) { share in share.map { generator.logits($0.sequence, at: $0.positions) } }   // M × [masked, K]
-            for ((maskedLogits, input), item) in zip(zip(logits, inputs), chunk) {
-                let codes = maskedLogits.shape[1]
-                let restorations = jobs[item.job].parameters.restorations
-                let before = states[item.job].tokens[item.row]
-                for (index, position) in input.positions.enumerated() {
-                    let site = DrawSite(job: jobs[item.job].index, image: item.row / restorations,
-                                        restoration: item.row % restorations, step: step, position: position)
-                    let row = index * codes
-                    states[item.job].tokens[item.row][position] = try sampler.draw(at: site, logits: maskedLogits.scalars[row ..< row + codes])
+        let inputs = masked.map { item in
+            zip(states[item.id.job].tokens[item.id.row], item.mask).map { token, isMasked in isMasked ? maskID : token }
+        }
+        let fresh = masked.indices.filter { !reusesGeneratorPasses || generated[masked[$0].id]?.input != inputs[$0] }
+        let freshInputs = fresh.map { inputs[$0] }
+        let run = { (distinct: [[Int]]) in
+            // At most `maxSequencesPerPass` sequences per call, one per pass as in `detect`; logits at the masked positions only.
+            stride(from: 0, to: distinct.count, by: maxSequencesPerPass).flatMap { start in
+                overCores(Array(distinct[start ..< min(distinct.count, start + maxSequencesPerPass)])) { share in
+                    share.map { input in generator.logits(input, at: input.indices.filter { input[$0] == maskID }) }   // [masked, K]
                 }
-                if states[item.job].tokens[item.row] != before { changed.append(item) }
             }
+        }
+        let logits = reusesGeneratorPasses ? mapDistinct(freshInputs, run) : run(freshInputs)
+        for (index, passLogits) in zip(fresh, logits) { generated[masked[index].id] = GeneratorPass(input: inputs[index], logits: passLogits) }
+        for j in Set(fresh.map { masked[$0].id.job }) {   // a job's own passes (two jobs' equal inputs count for each)
+            var seen = Set<[Int]>()
+            let own = fresh.filter { masked[$0].id.job == j }.map { inputs[$0] }.filter { !reusesGeneratorPasses || seen.insert($0).inserted }
+            states[j].generatorPasses += own.map { $0.count { $0 == maskID } }
+        }
+
+        var changed: [SequenceID] = []
+        for item in masked {
+            let (job, row) = (item.id.job, item.id.row)
+            let pass = generated[item.id]!   // set above for each fresh input; every other input equals its entry
+            let codes = pass.logits.shape[1]
+            let restorations = jobs[job].parameters.restorations
+            let before = states[job].tokens[row]
+            for (index, position) in item.mask.indices.filter({ item.mask[$0] }).enumerated() {
+                let site = DrawSite(job: jobs[job].index, image: row / restorations, restoration: row % restorations,
+                                    step: step, position: position)
+                states[job].tokens[row][position] = try sampler.draw(at: site, logits: pass.logits.scalars[index * codes ..< (index + 1) * codes])
+            }
+            if states[job].tokens[row] != before { changed.append(item.id) }
         }
         return changed
     }
 }
 
-/// One sequence of a job (row b·R + r of its restorations) with the tokens the detector flagged.
-private struct MaskedSequence {
+/// One sequence of a job: row b·R + r of its restorations.
+struct SequenceID: Hashable {
     let job: Int
     let row: Int
+}
+
+/// A sequence with the tokens the detector flagged.
+private struct MaskedSequence {
+    let id: SequenceID
     let mask: [Bool]
+}
+
+/// The generator's input of a sequence's last pass and its logits at the masked tokens, [masked, K].
+struct GeneratorPass {
+    let input: [Int]
+    let logits: Tensor
 }
