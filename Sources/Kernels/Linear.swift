@@ -1,22 +1,32 @@
 // Token-wise layers of the Transformers, with PyTorch's weight layouts.
 //
-//   LinearWeight(w)                               // w [out, in], packed once for the product
+//   LinearWeight(w)                               // w [out, in], in the form the product reads, made once
 //   linear(x, weight: w, bias: b) -> Tensor      // x [..., in], b [out] → x·wᵀ + b  [..., out]
 //   linear(x, weight: w, bias: b, activation: .gelu, adding: r) -> Tensor   // GELU(x·wᵀ + b) + r
 //   embedding(ids, weight: table) -> Tensor       // ids in 0..<V, table [V, dim] → [ids.count, dim]
 import CKernels
 
-/// A Linear layer's weight [out, in] (PyTorch's layout) with the panels `ck_linear_rows` reads, packed
-/// once, when a model is loaded, instead of on every product as BLAS packs its operands.
+/// A Linear layer's weight [out, in] (PyTorch's layout) in the one form the selected kernels read, made
+/// once, when a model is loaded: with AVX-512 the panels `ck_linear_rows` reads (instead of BLAS packing
+/// its operand on every product), otherwise the weight as given, which OpenBLAS reads. Not both: the
+/// model's Transformer weights would be resident twice.
 public struct LinearWeight: Sendable {
-    public let tensor: Tensor
-    let panels: [Float]
+    public let outFeatures: Int
+    public let inFeatures: Int
+    /// Whether `elements` are panels (made while a copy of the kernels with `ck_linear_rows` was selected).
+    let isPacked: Bool
+    let elements: [Float]
 
     public init(_ weight: Tensor) {
         precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
-        let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
-        tensor = weight
-        panels = weight.scalars.withUnsafeBufferPointer { w in
+        (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
+        isPacked = ck_has_packed_linear() != 0
+        guard isPacked else {
+            elements = weight.scalars
+            return
+        }
+        let (outFeatures, inFeatures) = (outFeatures, inFeatures)
+        elements = weight.scalars.withUnsafeBufferPointer { w in
             let count = ck_linear_packed_count(outFeatures, inFeatures)
             return [Float](unsafeUninitializedCapacity: count) { packed, initialized in
                 if count > 0 { ck_pack_linear(w.baseAddress!, outFeatures, inFeatures, packed.baseAddress!) }
@@ -24,9 +34,6 @@ public struct LinearWeight: Sendable {
             }
         }
     }
-
-    var outFeatures: Int { tensor.shape[0] }
-    var inFeatures: Int { tensor.shape[1] }
 }
 
 /// `y = activation(x·Wᵀ + b) + residual` over the last dimension, as torch.nn.Linear (then the activation,
@@ -50,37 +57,36 @@ public func linear(_ x: Tensor, weight: LinearWeight, bias: Tensor? = nil, activ
         precondition(residual.shape == outShape, "linear: residual must be \(outShape) like the output, got \(residual.shape)")
         precondition(activation == .identity, "linear: an activation before a residual add is not supported")
     }
-    let packed = ck_has_packed_linear() != 0
+    let packed = weight.isPacked
+    precondition(packed == (ck_has_packed_linear() != 0), "linear: the weight was made for another copy of the kernels")
     return Tensor(shape: outShape) { y in
         guard rows > 0, outFeatures > 0 else { return }
         x.scalars.withUnsafeBufferPointer { x in
-            weight.tensor.scalars.withUnsafeBufferPointer { w in
-                weight.panels.withUnsafeBufferPointer { panels in
-                    withOptionalPointer(bias) { bias in
-                        withOptionalPointer(residual) { residual in
-                            let layer = ck_linear(in_features: inFeatures, out_features: outFeatures,
-                                                  packed: panels.baseAddress, bias: bias, activation: activation.kernel)
-                            // Blocks of about 256 rows, as many for each thread (1600 rows in 7 blocks left one
-                            // thread 4 and the other 3); below about a million multiply-adds one core does it all.
-                            let threads = Threads.count
-                            let blocks = rows * outFeatures * inFeatures < 1 << 20 ? 1 : ((rows + 255) / 256 + threads - 1) / threads * threads
-                            parallelRanges(blocks) { range in
-                                let first = rows * range.lowerBound / blocks, end = rows * range.upperBound / blocks
-                                let out = y.baseAddress! + first * outFeatures
-                                let added = residual.map { $0 + first * outFeatures }
-                                if packed {
-                                    withUnsafePointer(to: layer) { ck_linear_rows($0, x.baseAddress! + first * inFeatures, end - first, added, out) }
-                                    return
-                                }
-                                ck_fill_rows(out, end - first, outFeatures, bias, added)
-                                if inFeatures > 0 {
-                                    gemm(transposeB: true, m: end - first, n: outFeatures, k: inFeatures,
-                                         a: x.baseAddress! + first * inFeatures, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
-                                         beta: 1, c: out, ldc: outFeatures)
-                                }
-                                if activation != .identity {
-                                    ck_scale_shift(out, out, (end - first) * outFeatures, 1, 0, activation.kernel)
-                                }
+            weight.elements.withUnsafeBufferPointer { w in
+                withOptionalPointer(bias) { bias in
+                    withOptionalPointer(residual) { residual in
+                        let layer = ck_linear(in_features: inFeatures, out_features: outFeatures,
+                                              packed: packed ? w.baseAddress : nil, bias: bias, activation: activation.kernel)
+                        // Blocks of about 256 rows, as many for each thread (1600 rows in 7 blocks left one
+                        // thread 4 and the other 3); below about a million multiply-adds one core does it all.
+                        let threads = Threads.count
+                        let blocks = rows * outFeatures * inFeatures < 1 << 20 ? 1 : ((rows + 255) / 256 + threads - 1) / threads * threads
+                        parallelRanges(blocks) { range in
+                            let first = rows * range.lowerBound / blocks, end = rows * range.upperBound / blocks
+                            let out = y.baseAddress! + first * outFeatures
+                            let added = residual.map { $0 + first * outFeatures }
+                            if packed {
+                                withUnsafePointer(to: layer) { ck_linear_rows($0, x.baseAddress! + first * inFeatures, end - first, added, out) }
+                                return
+                            }
+                            ck_fill_rows(out, end - first, outFeatures, bias, added)
+                            if inFeatures > 0 {
+                                gemm(transposeB: true, m: end - first, n: outFeatures, k: inFeatures,
+                                     a: x.baseAddress! + first * inFeatures, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures,
+                                     beta: 1, c: out, ldc: outFeatures)
+                            }
+                            if activation != .identity {
+                                ck_scale_shift(out, out, (end - first) * outFeatures, 1, 0, activation.kernel)
                             }
                         }
                     }

@@ -44,8 +44,8 @@ final class LinearAlgebraTests: XCTestCase {
     }
 
     func testLinearMatchesPyTorch() throws {
-        let weight = LinearWeight(try kernelFixture("linear_weight").tensor)
         try forEachInstructionSet { set in
+            let weight = LinearWeight(try kernelFixture("linear_weight").tensor)
             let y = linear(try kernelFixture("linear_input").tensor, weight: weight, bias: try kernelFixture("linear_bias").tensor)
             assertClose(y, try kernelFixture("linear_output").tensor, tolerance: 1e-5, set)
         }
@@ -58,8 +58,8 @@ final class LinearAlgebraTests: XCTestCase {
         let weight = Tensor(shape: [outputs, inputs], scalars: (0..<outputs * inputs).map { Float(($0 * 31) % 17) / 16 - 0.5 })
         let bias = Tensor(shape: [outputs], scalars: (0..<outputs).map { Float($0) / 37 - 0.5 })
         let residual = Tensor(shape: [rows, outputs], scalars: (0..<rows * outputs).map { Float($0 % 13) })
-        let packed = LinearWeight(weight)
         forEachInstructionSet { set in
+            let packed = LinearWeight(weight)
             let plain = linear(x, weight: packed, bias: bias)
             assertClose(linear(x, weight: packed, bias: bias, activation: .gelu), gelu(plain), tolerance: 1e-6, set)
             assertClose(linear(x, weight: packed, bias: bias, adding: residual), add(plain, residual), tolerance: 1e-6, set)
@@ -78,18 +78,18 @@ final class LinearAlgebraTests: XCTestCase {
             let weight = Tensor(shape: [outputs, inputs], scalars: (0..<outputs * inputs).map { Float(($0 * 31) % 97) / 96 - 0.5 })
             let bias = Tensor(shape: [outputs], scalars: (0..<outputs).map { Float($0 % 11) / 10 - 0.5 })
             let residual = Tensor(shape: [rows, outputs], scalars: (0..<rows * outputs).map { Float($0 % 13) / 4 })
-            let packed = LinearWeight(weight)
-            func both(_ product: () -> Tensor) -> (packed: Tensor, blas: Tensor) {
+            // The weight made under each copy of the kernels: panels for AVX-512, [out, in] for BLAS.
+            func both(_ product: (LinearWeight) -> Tensor) -> (packed: Tensor, blas: Tensor) {
                 _ = ck_select_instruction_set("avx512f")
-                let fromPanels = product()
+                let fromPanels = product(LinearWeight(weight))
                 _ = ck_select_instruction_set("avx2")
-                return (fromPanels, product())
+                return (fromPanels, product(LinearWeight(weight)))
             }
             let shape = "\(rows)×\(inputs)→\(outputs)"
-            for (name, results) in [("bias", both { linear(x, weight: packed, bias: bias) }),
-                                    ("GELU", both { linear(x, weight: packed, bias: bias, activation: .gelu) }),
-                                    ("residual", both { linear(x, weight: packed, bias: bias, adding: residual) }),
-                                    ("no bias", both { linear(x, weight: packed) })] {
+            for (name, results) in [("bias", both { linear(x, weight: $0, bias: bias) }),
+                                    ("GELU", both { linear(x, weight: $0, bias: bias, activation: .gelu) }),
+                                    ("residual", both { linear(x, weight: $0, bias: bias, adding: residual) }),
+                                    ("no bias", both { linear(x, weight: $0) })] {
                 // Both sum k in order from zero and add bias + residual last; BLAS may split long sums.
                 assertClose(results.packed, results.blas, tolerance: 2e-5, "\(shape) \(name)")
             }

@@ -4,17 +4,16 @@ import Kernels
 // take a `ParameterSource`. Walked with `ParameterDeclarations`, they list every expected tensor's name
 // and shape (what the checkpoint verifier checks a file against); walked with `ParameterBinding`, they
 // take the loaded tensors, so that a forward pass reads fields (`block.attn.qkv`), never names. Linear
-// weights are packed for the matrix product there, once per load.
+// weights are turned there, once per load, into the form the matrix product reads.
 //
-//   struct Linear<Parameter> { let weight, bias: Parameter; let packedWeight: LinearWeight? }
-//                                                            // Parameter: [Int] (a shape) or Tensor
+//   struct Linear<Parameter> { let weight: LinearWeight?; let bias: Parameter }   // Parameter: [Int] (a shape) or Tensor
 
 /// Hands out one parameter per state_dict name, in the order the layers ask for them.
 protocol ParameterSource<Parameter> {
     associatedtype Parameter: Sendable
     mutating func parameter(_ name: String, shape: [Int]) -> Parameter
     /// A Linear layer's weight in the form the product reads (`LinearWeight`), for loaded tensors.
-    func packedLinearWeight(_ weight: Parameter) -> LinearWeight?
+    func linearWeight(_ weight: Parameter) -> LinearWeight?
 }
 
 /// Records the name and shape of every parameter asked for: the tensors a checkpoint must hold.
@@ -26,7 +25,7 @@ struct ParameterDeclarations: ParameterSource {
         return shape
     }
 
-    func packedLinearWeight(_ weight: [Int]) -> LinearWeight? { nil }
+    func linearWeight(_ weight: [Int]) -> LinearWeight? { nil }
 }
 
 /// The tensors of a loaded component, which the loader has verified against the same declarations:
@@ -40,7 +39,7 @@ struct ParameterBinding: ParameterSource {
         return tensor
     }
 
-    func packedLinearWeight(_ weight: Tensor) -> LinearWeight? { LinearWeight(weight) }
+    func linearWeight(_ weight: Tensor) -> LinearWeight? { LinearWeight(weight) }
 }
 
 extension Tensor {
@@ -50,24 +49,22 @@ extension Tensor {
 
 // MARK: - Layers
 
-/// nn.Linear: `weight` [out, in], `bias` [out]; `packedWeight` the weight packed for the product when the
-/// parameters are tensors.
+/// nn.Linear: `weight` [out, in], kept only in the form the product reads (nil while declaring), and
+/// `bias` [out].
 struct Linear<Parameter: Sendable>: Sendable {
-    let weight: Parameter
+    let weight: LinearWeight?
     let bias: Parameter
-    let packedWeight: LinearWeight?
 
     init(_ source: inout some ParameterSource<Parameter>, _ name: String, in inputs: Int, out outputs: Int) {
-        weight = source.parameter(name + ".weight", shape: [outputs, inputs])
+        weight = source.linearWeight(source.parameter(name + ".weight", shape: [outputs, inputs]))
         bias = source.parameter(name + ".bias", shape: [outputs])
-        packedWeight = source.packedLinearWeight(weight)
     }
 }
 
 extension Linear<Tensor> {
     func callAsFunction(_ x: Tensor, activation: Activation = .identity, adding residual: Tensor? = nil) -> Tensor {
-        guard let packedWeight else { preconditionFailure("Linear: bound tensors are always packed") }
-        return linear(x, weight: packedWeight, bias: bias, activation: activation, adding: residual)
+        guard let weight else { preconditionFailure("Linear: bound tensors always have their weight") }
+        return linear(x, weight: weight, bias: bias, activation: activation, adding: residual)
     }
 }
 
