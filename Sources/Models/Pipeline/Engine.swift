@@ -82,8 +82,8 @@ public struct Engine: Sendable {
     /// How the AR baseline computes each raster position's logits. Results do not depend on it
     /// beyond float rounding; only the time does.
     public var arDecoding = ARDecoding.kvCache
-    /// Whether a generator input met before in the same restoration (the R restorations of an image at
-    /// step 0, a sequence masked as at its last draw) reuses those logits. Results do not depend on it;
+    /// Whether a generator input met before within one `run` (the R restorations of an image at step 0, a
+    /// sequence masked as at its last pass) reuses those logits. Results do not depend on it; the forced
     /// `mimood bench` turns it off to run every pass PyTorch's bench runs.
     public var reusesGeneratorPasses = true
 
