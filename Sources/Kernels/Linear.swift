@@ -19,13 +19,13 @@ public struct LinearWeight: Sendable {
 
     public init(_ weight: Tensor) {
         precondition(weight.rank == 2, "linear: weight must be [out, in], got \(weight.shape)")
-        (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
+        let (outFeatures, inFeatures) = (weight.shape[0], weight.shape[1])
+        (self.outFeatures, self.inFeatures) = (outFeatures, inFeatures)
         isPacked = ck_has_packed_linear() != 0
         guard isPacked else {
             elements = weight.scalars
             return
         }
-        let (outFeatures, inFeatures) = (outFeatures, inFeatures)
         elements = weight.scalars.withUnsafeBufferPointer { w in
             let count = ck_linear_packed_count(outFeatures, inFeatures)
             return [Float](unsafeUninitializedCapacity: count) { packed, initialized in

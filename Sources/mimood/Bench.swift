@@ -231,17 +231,17 @@ struct Bench: ParsableCommand {
         return sliceTensor((0..<batch).flatMap { _ in slice }[...], count: batch, size: size)
     }
 
-    /// FLOPs of one pass of a Transformer over one sequence, counting 2·M·N·K per matrix product:
-    /// per block QKV (2·n·d·3d), scores and weighted values (2 · 2·r·n·d), output projection (2·r·d²),
-    /// MLP (2 · 2·r·d·h), with r = n query rows; then the head (2·r·d·out). The last block and the head
-    /// run for `outputRows` rows only when given (the MVTM at the masked tokens). Norms, softmax and GELU
-    /// are not counted.
     /// The arithmetic of the Transformer passes the results ran: the detector's and the generator's.
     private func passFLOPs(_ engine: Engine, _ results: [RestorationResult]) throws -> Double {
         try flopsPerSequence(engine, .atd) * Double(results.reduce(0) { $0 + $1.sequencesScored })
             + results.flatMap(\.generatorPasses).reduce(0) { try $0 + flopsPerSequence(engine, .mvtm, outputRows: $1) }
     }
 
+    /// FLOPs of one pass of a Transformer over one sequence, counting 2·M·N·K per matrix product:
+    /// per block QKV (2·n·d·3d), scores and weighted values (2 · 2·r·n·d), output projection (2·r·d²),
+    /// MLP (2 · 2·r·d·h), with r = n query rows; then the head (2·r·d·out). The last block and the head
+    /// run for `outputRows` rows only when given (the MVTM at the masked tokens). Norms, softmax and GELU
+    /// are not counted.
     private func flopsPerSequence(_ engine: Engine, _ component: Component, outputRows: Int? = nil) throws -> Double {
         guard let network = engine.network(component) else { throw CLIError("the model has no \(component.rawValue)") }
         let c = network.config
