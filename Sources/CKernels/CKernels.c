@@ -16,6 +16,26 @@ typedef int v16i __attribute__((vector_size(64)));
 // registers. 4 or 12 rows and 4×6 or 6×4 tiles measured no faster; 12 or 14 Linear rows neither.
 enum { ATTENTION_ROWS = 8, CONVOLUTION_CHANNELS = 8, CONVOLUTION_VECTORS = 3, LINEAR_ROWS = 8, LINEAR_PANEL = 32 };
 
+/// A block of output rows of the Winograd convolution in 2×2 tiles: `tiles` = tile_rows · tiles_x of
+/// them, each of V's and M's rows `stride` floats (whole vectors, and room for the last vector store of a
+/// tile row); the band of input rows [in][band_rows][row_floats], `half` even and as many odd padded
+/// columns in each, with 16 floats more. Every row and block starts 64-byte aligned if scratch does.
+typedef struct { ptrdiff_t tiles_x, tile_rows, tiles, stride, half, row_floats, odds, band_rows, band_count; } winograd_block;
+
+static winograd_block winograd_block_of(const ck_convolution *c, ptrdiff_t rows) {
+    winograd_block b;
+    b.tiles_x = (c->width + 1) / 2;
+    b.tile_rows = (rows + 1) / 2;
+    b.tiles = b.tiles_x * b.tile_rows;
+    b.stride = ROUND_UP(b.tiles, 16) + 16;
+    b.half = b.tiles_x + 1;
+    b.odds = 16 + ROUND_UP(b.half, 16);
+    b.row_floats = b.odds + ROUND_UP(b.half, 16);
+    b.band_rows = 2 * b.tile_rows + 2;
+    b.band_count = c->in_channels * b.band_rows * b.row_floats + 16;
+    return b;
+}
+
 // Passing 16-float vectors between functions without AVX-512 uses another calling convention; every
 // such helper is inlined within its own copy, so the warning does not apply.
 #pragma clang diagnostic ignored "-Wpsabi"
@@ -69,13 +89,14 @@ typedef struct {
     void (*moments)(const float *, ptrdiff_t, double *, double *);
     void (*scale_shift)(const float *, float *, ptrdiff_t, float, float, ck_activation);
     void (*convolve_rows)(const ck_convolution *, const float *, const float *, ptrdiff_t, ptrdiff_t, float *, float *);
+    void (*winograd_rows)(const ck_convolution *, const float *, const float *, ptrdiff_t, ptrdiff_t, float *, float *);
     void (*linear_rows)(const ck_linear *, const float *, ptrdiff_t, const float *, float *);
 } kernel_set;
 
-#define KERNEL_SET(suffix, label, convolve_rows, linear_rows) \
+#define KERNEL_SET(suffix, label, convolve_rows, winograd_rows, linear_rows) \
     { label, runs_##suffix, multiply_add_loop_##suffix, multiply_add_flops_##suffix, \
       softmax_row_##suffix, sigmoid_map_##suffix, fill_rows_##suffix, \
-      layer_norm_##suffix, attention_##suffix, moments_##suffix, scale_shift_##suffix, convolve_rows, linear_rows }
+      layer_norm_##suffix, attention_##suffix, moments_##suffix, scale_shift_##suffix, convolve_rows, winograd_rows, linear_rows }
 
 // __builtin_cpu_supports also checks that the OS saves the wider registers (XSAVE state).
 static int runs_sse2(void) { return 1; }
@@ -90,10 +111,10 @@ static int runs_avx512(void) {
 /// Widest first.
 static const kernel_set sets[] = {
 #if defined(__x86_64__)
-    KERNEL_SET(avx512, "avx512f", convolve_rows_avx512, linear_rows_avx512),
-    KERNEL_SET(avx2, "avx2", NULL, NULL),
+    KERNEL_SET(avx512, "avx512f", convolve_rows_avx512, winograd_rows_avx512, linear_rows_avx512),
+    KERNEL_SET(avx2, "avx2", NULL, NULL, NULL),
 #endif
-    KERNEL_SET(sse2, "sse2", NULL, NULL),
+    KERNEL_SET(sse2, "sse2", NULL, NULL, NULL),
 };
 
 static _Atomic(const kernel_set *) selected;
@@ -154,7 +175,9 @@ void ck_scale_shift(const float *x, float *y, ptrdiff_t count, float scale, floa
 }
 
 size_t ck_convolution_packed_count(const ck_convolution *c) {
-    return (size_t)(ROUND_UP(c->out_channels, CONVOLUTION_CHANNELS) * c->in_channels * c->kernel_height * c->kernel_width);
+    ptrdiff_t outputs = ROUND_UP(c->out_channels, CONVOLUTION_CHANNELS);
+    return (size_t)(c->method == CK_WINOGRAD ? 16 * outputs * c->in_channels
+                                             : outputs * c->in_channels * c->kernel_height * c->kernel_width);
 }
 
 /// A weight of `outputs` rows of `depth` values as [groups of `group` rows][depth][row in the group]: a
@@ -169,13 +192,46 @@ static void pack_row_groups(const float *weight, ptrdiff_t outputs, ptrdiff_t de
             }
 }
 
-/// Groups of CONVOLUTION_CHANNELS output channels over in_channels · kernel_height · kernel_width taps.
+/// U = G·g·Gᵀ of every (output, input) channel pair, as [ξ][group of CONVOLUTION_CHANNELS outputs][input][output
+/// in the group], outputs past out_channels zero.
+static void pack_winograd(const ck_convolution *c, float *packed) {
+    const ptrdiff_t groups = ROUND_UP(c->out_channels, CONVOLUTION_CHANNELS) / CONVOLUTION_CHANNELS;
+    memset(packed, 0, ck_convolution_packed_count(c) * sizeof(float));
+    for (ptrdiff_t out = 0; out < c->out_channels; out++)
+        for (ptrdiff_t in = 0; in < c->in_channels; in++) {
+            const float *g = c->weight + (out * c->in_channels + in) * 9;
+            float rows[4][3];  // G·g
+            for (int x = 0; x < 3; x++) {
+                rows[0][x] = g[x];
+                rows[1][x] = (g[x] + g[3 + x] + g[6 + x]) * 0.5f;
+                rows[2][x] = (g[x] - g[3 + x] + g[6 + x]) * 0.5f;
+                rows[3][x] = g[6 + x];
+            }
+            for (int i = 0; i < 4; i++) {
+                float u[4] = {rows[i][0], (rows[i][0] + rows[i][1] + rows[i][2]) * 0.5f,
+                              (rows[i][0] - rows[i][1] + rows[i][2]) * 0.5f, rows[i][2]};
+                for (int j = 0; j < 4; j++) {
+                    ptrdiff_t group = out / CONVOLUTION_CHANNELS, lane = out % CONVOLUTION_CHANNELS;
+                    packed[(((i * 4 + j) * groups + group) * c->in_channels + in) * CONVOLUTION_CHANNELS + lane] = u[j];
+                }
+            }
+        }
+}
+
+/// CK_DIRECT: groups of CONVOLUTION_CHANNELS output channels over in_channels · kernel_height · kernel_width taps.
 void ck_pack_convolution(const ck_convolution *c, float *packed) {
-    pack_row_groups(c->weight, c->out_channels, c->in_channels * c->kernel_height * c->kernel_width,
-                    CONVOLUTION_CHANNELS, packed);
+    if (c->method == CK_WINOGRAD)
+        pack_winograd(c, packed);
+    else
+        pack_row_groups(c->weight, c->out_channels, c->in_channels * c->kernel_height * c->kernel_width,
+                        CONVOLUTION_CHANNELS, packed);
 }
 
 size_t ck_convolution_scratch_count(const ck_convolution *c, ptrdiff_t rows) {
+    if (c->method == CK_WINOGRAD) {
+        winograd_block b = winograd_block_of(c, rows);
+        return (size_t)(b.band_count + 16 * (c->in_channels + ROUND_UP(c->out_channels, CONVOLUTION_CHANNELS)) * b.stride);
+    }
     ptrdiff_t depth = c->in_channels * c->kernel_height * c->kernel_width;
     ptrdiff_t band = c->in_channels * (rows + c->kernel_height - 1) * (c->width + c->pad_left + c->pad_right);
     // One 32-bit offset per tap, the band and what the last tile reads past it.
@@ -186,7 +242,8 @@ int ck_has_direct_convolution(void) { return chosen()->convolve_rows != NULL; }
 
 void ck_convolve_rows(const ck_convolution *convolution, const float *packed, const float *input, ptrdiff_t first_row,
                       ptrdiff_t rows, float *output, float *scratch) {
-    chosen()->convolve_rows(convolution, packed, input, first_row, rows, output, scratch);
+    (convolution->method == CK_WINOGRAD ? chosen()->winograd_rows : chosen()->convolve_rows)(
+        convolution, packed, input, first_row, rows, output, scratch);
 }
 
 size_t ck_linear_packed_count(ptrdiff_t out_features, ptrdiff_t in_features) {

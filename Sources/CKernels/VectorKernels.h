@@ -419,4 +419,150 @@ void KERNEL(linear_rows)(const ck_linear *layer, const float *x, ptrdiff_t rows,
         }
     }
 }
+
+// A 3×3 convolution with padding 1 by Winograd's F(2×2, 3×3): each 2×2 block of outputs (a "tile") from
+// the 4×4 input patch around it with 16 products per input and output channel where the direct sum
+// takes 36 (docs/kernels.md). The patch d goes to V = Bᵀ·d·B and the weights g to U = G·g·Gᵀ (once per
+// layer call, `ck_pack_convolution`); then for each of the 16 entries ξ, M_ξ = U_ξ·V_ξ is a product over the
+// input channels, in the direct convolution's register tile with tiles in place of positions; the
+// outputs are Aᵀ·M·A + bias. Every transform runs over 16 tiles of one tile row at once. The band of
+// input rows is copied with its padding and its even and odd columns apart, so the four columns of
+// 16 patches are four plain loads.
+//   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]   G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]   Aᵀ = [1 1 1 0; 0 1 −1 −1]
+static inline __attribute__((always_inline)) void KERNEL(input_transform)(v16 d[4], v16 t[4]) {
+    t[0] = d[0] - d[2];
+    t[1] = d[1] + d[2];
+    t[2] = d[2] - d[1];
+    t[3] = d[1] - d[3];
+}
+
+/// y[r][…] = Σ_k w[k][r]·x[k][…] for the CONVOLUTION_CHANNELS rows r and `vectors` vectors of tiles, from zero
+/// with k in order; rows of x and y are `stride` floats apart.
+static inline __attribute__((always_inline)) void KERNEL(winograd_product)(const int vectors, const float *w, ptrdiff_t depth,
+                                                                             const float *x, ptrdiff_t stride, float *y) {
+    v16 tile[CONVOLUTION_CHANNELS][CONVOLUTION_VECTORS];
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < CONVOLUTION_CHANNELS; r++)
+        _Pragma("clang loop unroll(full)") for (int q = 0; q < vectors; q++) tile[r][q] = SPLAT(0);
+    for (ptrdiff_t k = 0; k < depth; k++, w += CONVOLUTION_CHANNELS, x += stride) {
+        v16 values[CONVOLUTION_VECTORS];
+        _Pragma("clang loop unroll(full)") for (int q = 0; q < vectors; q++) values[q] = KERNEL(load)(x + 16 * q);
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < CONVOLUTION_CHANNELS; r++)
+            _Pragma("clang loop unroll(full)") for (int q = 0; q < vectors; q++) tile[r][q] += w[r] * values[q];
+    }
+    _Pragma("clang loop unroll(full)") for (int r = 0; r < CONVOLUTION_CHANNELS; r++)
+        _Pragma("clang loop unroll(full)") for (int q = 0; q < vectors; q++) KERNEL(store)(y + r * stride + 16 * q, tile[r][q]);
+}
+
+void KERNEL(winograd_rows)(const ck_convolution *problem, const float *packed, const float *input, ptrdiff_t first_row,
+                           ptrdiff_t rows, float *output, float *scratch) {
+    enum { TILE = 16 * CONVOLUTION_VECTORS };
+    const ck_convolution c = *problem;
+    const winograd_block b = winograd_block_of(problem, rows);
+    const ptrdiff_t outChannels = ROUND_UP(c.out_channels, CONVOLUTION_CHANNELS);
+    const ptrdiff_t groups = outChannels / CONVOLUTION_CHANNELS;
+    float *band = scratch;                                         // [in][band_rows][row_floats]
+    float *v = band + b.band_count;                                // [16][in][stride]
+    float *m = v + 16 * c.in_channels * b.stride;                  // [16][outChannels][stride]
+
+    // Band row j is input row first_row − 1 + j; padded column p = x + 1 goes to evens[p/2] or odds[p/2],
+    // evens from float 15 of the row and odds from float `odds`, so that the stores below are aligned
+    // (scratch is 64-byte aligned; split stores measured 4–8 % of the layer).
+    for (ptrdiff_t channel = 0; channel < c.in_channels; channel++)
+        for (ptrdiff_t j = 0; j < b.band_rows; j++) {
+            float *row = band + (channel * b.band_rows + j) * b.row_floats, *evens = row + 15, *odds = row + b.odds;
+            ptrdiff_t source = first_row - 1 + j;
+            if (source < 0 || source >= c.height) {
+                memset(row, 0, (size_t)b.row_floats * sizeof(float));
+                continue;
+            }
+            const float *line = input + (channel * c.height + source) * c.width;
+            evens[0] = 0;
+            ptrdiff_t x = 0;
+            for (; x + 32 <= c.width; x += 32) {
+                v16 a0 = KERNEL(load)(line + x), a1 = KERNEL(load)(line + x + 16);
+                KERNEL(store)(odds + x / 2, __builtin_shufflevector(a0, a1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30));
+                KERNEL(store)(evens + x / 2 + 1, __builtin_shufflevector(a0, a1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31));
+            }
+            for (; x < c.width; x++) (x % 2 ? evens : odds)[(x + 1) / 2] = line[x];
+            // The right padding, and the floats up to the next run that a tile row's last vector reads.
+            ptrdiff_t evensWritten = c.width / 2 + 1, oddsWritten = (c.width + 1) / 2;
+            memset(evens + evensWritten, 0, (size_t)(b.odds - 15 - evensWritten) * sizeof(float));
+            memset(odds + oddsWritten, 0, (size_t)(b.row_floats - b.odds - oddsWritten) * sizeof(float));
+        }
+    // The last vectors of a row read up to 15 floats past its end.
+    memset(band + b.band_count - 16, 0, 16 * sizeof(float));
+
+    // V, 16 tiles at a time; a tile row's last vector runs into the next tile row, which overwrites it
+    // later, or into the padding after the last one.
+    for (ptrdiff_t channel = 0; channel < c.in_channels; channel++)
+        for (ptrdiff_t ty = 0; ty < b.tile_rows; ty++)
+            for (ptrdiff_t tx = 0; tx < b.tiles_x; tx += 16) {
+                v16 columns[4][4];
+                for (int r = 0; r < 4; r++) {
+                    const float *row = band + (channel * b.band_rows + 2 * ty + r) * b.row_floats + tx;
+                    const float *evens = row + 15, *odds = row + b.odds;
+                    v16 d[4] = {KERNEL(load)(evens), KERNEL(load)(odds), KERNEL(load)(evens + 1), KERNEL(load)(odds + 1)};
+                    KERNEL(input_transform)(d, columns[r]);
+                }
+                float *target = v + channel * b.stride + ty * b.tiles_x + tx;
+                for (int j = 0; j < 4; j++) {
+                    v16 d[4] = {columns[0][j], columns[1][j], columns[2][j], columns[3][j]}, t[4];
+                    KERNEL(input_transform)(d, t);
+                    for (int i = 0; i < 4; i++) KERNEL(store)(target + (i * 4 + j) * c.in_channels * b.stride, t[i]);
+                }
+            }
+    // Tiles past the last are products of zeros, never stored (and no denormal or NaN garbage in the sums).
+    const ptrdiff_t written = b.tiles - b.tiles_x + ROUND_UP(b.tiles_x, 16);
+    for (ptrdiff_t row = 0; row < 16 * c.in_channels; row++)
+        memset(v + row * b.stride + written, 0, (size_t)(b.stride - written) * sizeof(float));
+
+    // M_ξ = U_ξ·V_ξ in tiles of 8 output channels × 48 tiles (the last 16 or 32 where fewer are left).
+    for (int xi = 0; xi < 16; xi++)
+        for (ptrdiff_t g = 0; g < groups; g++) {
+            const float *w = packed + (xi * groups + g) * c.in_channels * CONVOLUTION_CHANNELS;
+            const float *x = v + xi * c.in_channels * b.stride;
+            float *y = m + (xi * outChannels + g * CONVOLUTION_CHANNELS) * b.stride;
+            for (ptrdiff_t t0 = 0; t0 < b.tiles; t0 += TILE) switch ((b.tiles - t0 + 15) / 16) {
+                case 1: KERNEL(winograd_product)(1, w, c.in_channels, x + t0, b.stride, y + t0); break;
+                case 2: KERNEL(winograd_product)(2, w, c.in_channels, x + t0, b.stride, y + t0); break;
+                default: KERNEL(winograd_product)(CONVOLUTION_VECTORS, w, c.in_channels, x + t0, b.stride, y + t0);
+            }
+        }
+
+    // Aᵀ·M·A + bias: 16 tiles give two output rows of 32 columns, even and odd columns interleaved.
+    const ptrdiff_t outPlane = c.height * c.width;
+    for (ptrdiff_t channel = 0; channel < c.out_channels; channel++) {
+        const float bias = c.bias ? c.bias[channel] : 0;
+        for (ptrdiff_t ty = 0; ty < b.tile_rows; ty++)
+            for (ptrdiff_t tx = 0; tx < b.tiles_x; tx += 16) {
+                const float *source = m + channel * b.stride + ty * b.tiles_x + tx;
+                v16 s[4][4];
+                for (int xi = 0; xi < 16; xi++) s[xi / 4][xi % 4] = KERNEL(load)(source + xi * outChannels * b.stride);
+                v16 half[2][4];
+                for (int j = 0; j < 4; j++) {
+                    half[0][j] = s[0][j] + s[1][j] + s[2][j];
+                    half[1][j] = s[1][j] - s[2][j] - s[3][j];
+                }
+                for (int i = 0; i < 2; i++) {
+                    ptrdiff_t y = first_row + 2 * ty + i;
+                    if (y >= first_row + rows) break;
+                    v16 left = half[i][0] + half[i][1] + half[i][2] + bias;
+                    v16 right = half[i][1] - half[i][2] - half[i][3] + bias;
+                    v16 low = __builtin_shufflevector(left, right, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+                    v16 high = __builtin_shufflevector(left, right, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+                    float *line = output + channel * outPlane + y * c.width + 2 * tx;
+                    ptrdiff_t columns = c.width - 2 * tx;
+                    if (columns >= 32) {
+                        KERNEL(store)(line, low);
+                        KERNEL(store)(line + 16, high);
+                    } else if (columns > 16) {
+                        KERNEL(store)(line, low);
+                        KERNEL(store_partial)(line + 16, high, columns - 16);
+                    } else {
+                        KERNEL(store_partial)(line, low, columns);
+                    }
+                }
+            }
+    }
+}
 #endif

@@ -4,10 +4,12 @@
 //   conv2d(x, weight: w, bias: b, stride: 2, padding: Padding(top: 0, left: 0, bottom: 1, right: 1))
 //   upsampleNearest2x(x) -> Tensor                                    // [N, C, H, W] → [N, C, 2H, 2W]
 //
-// A stride-1 convolution runs the direct kernel of CKernels (`ck_convolve_rows`) on blocks of output
-// rows where the CPU has AVX-512. Otherwise, and for strided ones, it is one GEMM per block of output
-// rows: weight [Cout, Cin·kh·kw] times the block's im2col matrix [Cin·kh·kw, rows·Wo]; a 1×1, stride-1,
-// unpadded one multiplies the input itself.
+// Where the CPU has AVX-512, a stride-1 convolution runs `ck_convolve_rows` of CKernels on blocks of output
+// rows: by Winograd's F(2×2, 3×3) for a 3×3 one with padding 1 on images at least 32 wide and with at least
+// 8 output channels (on 20×20 images, or with one output channel, it measured slower), the direct sum for
+// the others. Otherwise, and for strided ones, it is one GEMM per block of output rows: weight
+// [Cout, Cin·kh·kw] times the block's im2col matrix [Cin·kh·kw, rows·Wo]; a 1×1, stride-1, unpadded one
+// multiplies the input itself.
 import CKernels
 
 /// Zero padding on each side of the image. An integer literal pads all four sides alike; the Taming
@@ -55,7 +57,9 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     let outPlane = outHeight * outWidth
     let multipliesInput = kernelHeight == 1 && kernelWidth == 1 && stride == 1 && padding == 0
     if stride == 1 && !multipliesInput && patchSize > 0 && ck_has_direct_convolution() != 0 {
-        return directConvolution(x, weight: weight, bias: bias, padding: padding, outHeight: outHeight)
+        let winograd = kernelHeight == 3 && kernelWidth == 3 && padding == 1 && width >= 32 && outChannels >= 8
+        return convolutionInRowBlocks(x, weight: weight, bias: bias, padding: padding, outHeight: outHeight,
+                                      method: winograd ? CK_WINOGRAD : CK_DIRECT)
     }
     // Blocks of output rows whose im2col matrix stays within a few MB (cache-sized GEMM operands),
     // and enough blocks to give every thread work when the batch is small.
@@ -96,24 +100,15 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor? = nil, stride: Int
     }
 }
 
-/// A stride-1 convolution by `ck_convolve_rows` (no im2col matrix, no GEMM), in blocks of output rows
-/// whose padded input band stays within about 1 MB (a Zen 4 core's L2; smaller bands measured slower on the
-/// 20×20 layers, where a short band leaves the 48-position tiles half empty), in parallel over images and blocks.
-private func directConvolution(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: Padding, outHeight: Int) -> Tensor {
+/// A stride-1 convolution by `ck_convolve_rows` (no im2col matrix, no GEMM), in blocks of output rows whose
+/// scratch memory stays within about 1 MB (a Zen 4 core's L2; smaller bands measured slower on the 20×20
+/// layers, where a short band leaves the 48-position tiles half empty), in parallel over images and blocks.
+private func convolutionInRowBlocks(_ x: Tensor, weight: Tensor, bias: Tensor?, padding: Padding, outHeight: Int,
+                                    method: ck_convolution_method) -> Tensor {
     let (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let (outChannels, kernelHeight, kernelWidth) = (weight.shape[0], weight.shape[2], weight.shape[3])
     let paddedWidth = width + padding.left + padding.right
     let outWidth = paddedWidth - kernelWidth + 1
-    let bandRows = max(1, (1 << 18) / max(1, inChannels * paddedWidth))
-    let mostRows = max(1, min(outHeight, bandRows - kernelHeight + 1))
-    // Blocks of equal height, as many per image as the threads need when the batch is small.
-    let blocksPerImageWanted = max(1, min(outHeight, (Threads.count + batch - 1) / max(batch, 1)))
-    let blocksNeeded = (outHeight + mostRows - 1) / mostRows
-    let rowsPerBlock = (outHeight + blocksNeeded - 1) / ((blocksNeeded + blocksPerImageWanted - 1) / blocksPerImageWanted * blocksPerImageWanted)
-    let blocksPerImage = (outHeight + rowsPerBlock - 1) / rowsPerBlock
-    // The kernel's tap offsets into the band are 32-bit.
-    precondition(inChannels * (rowsPerBlock + kernelHeight - 1) * paddedWidth < Int(Int32.max),
-                 "conv2d: a band of \(inChannels) channels × \(paddedWidth) columns is too large")
     return Tensor(shape: [batch, outChannels, outHeight, outWidth]) { y in
         guard y.count > 0 else { return }
         x.scalars.withUnsafeBufferPointer { x in
@@ -122,15 +117,31 @@ private func directConvolution(_ x: Tensor, weight: Tensor, bias: Tensor?, paddi
                     let problem = ck_convolution(
                         in_channels: inChannels, out_channels: outChannels, height: height, width: width,
                         kernel_height: kernelHeight, kernel_width: kernelWidth, pad_top: padding.top, pad_left: padding.left,
-                        pad_bottom: padding.bottom, pad_right: padding.right, weight: w.baseAddress!, bias: bias)
+                        pad_bottom: padding.bottom, pad_right: padding.right, weight: w.baseAddress!, bias: bias,
+                        method: method)
                     withUnsafePointer(to: problem) { convolution in
+                        let rowMultiple = method == CK_WINOGRAD ? 2 : 1   // Winograd's tiles are two rows high
+                        // The most rows whose scratch fits the budget, then blocks of equal height, as many per
+                        // image as the threads need when the batch is small.
+                        var mostRows = min(outHeight, rowMultiple)
+                        while mostRows < outHeight && ck_convolution_scratch_count(convolution, mostRows + rowMultiple) <= 1 << 18 {
+                            mostRows += rowMultiple
+                        }
+                        let blocksPerImageWanted = max(1, min(outHeight, (Threads.count + batch - 1) / max(batch, 1)))
+                        let blocks = ceilDivide(ceilDivide(outHeight, mostRows), blocksPerImageWanted) * blocksPerImageWanted
+                        let rowsPerBlock = ceilDivide(ceilDivide(outHeight, blocks), rowMultiple) * rowMultiple
+                        let blocksPerImage = ceilDivide(outHeight, rowsPerBlock)
+                        // The direct kernel's tap offsets into the band are 32-bit.
+                        precondition(inChannels * (rowsPerBlock + kernelHeight - 1) * paddedWidth < Int(Int32.max),
+                                     "conv2d: a band of \(inChannels) channels × \(paddedWidth) columns is too large")
                         let packed = UnsafeMutablePointer<Float>.allocate(capacity: ck_convolution_packed_count(convolution))
                         defer { packed.deallocate() }
                         ck_pack_convolution(convolution, packed)
                         parallelRanges(batch * blocksPerImage) { blocks in
-                            let scratch = UnsafeMutablePointer<Float>.allocate(
-                                capacity: ck_convolution_scratch_count(convolution, rowsPerBlock))
-                            defer { scratch.deallocate() }
+                            let scratchCount = ck_convolution_scratch_count(convolution, rowsPerBlock)
+                            let memory = UnsafeMutableRawPointer.allocate(byteCount: scratchCount * 4, alignment: 64)
+                            defer { memory.deallocate() }
+                            let scratch = memory.bindMemory(to: Float.self, capacity: scratchCount)
                             for block in blocks {
                                 let (image, firstRow) = (block / blocksPerImage, block % blocksPerImage * rowsPerBlock)
                                 ck_convolve_rows(convolution, packed, x.baseAddress! + image * inChannels * height * width, firstRow,

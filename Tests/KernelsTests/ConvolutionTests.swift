@@ -42,13 +42,18 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
-    func testDirectConvolutionMatchesADoubleReferenceOnUnevenShapes() {
-        // Output channels not a multiple of the kernel's 8, rows shorter and longer than its 48-position
-        // tile, an uneven kernel with uneven padding, and the decoder's one-channel conv_out.
+    func testStrideOneConvolutionsMatchADoubleReferenceOnUnevenShapes() {
+        // With AVX-512, the direct kernel: output channels not a multiple of its 8, rows shorter and longer
+        // than its 48-position tile, an uneven kernel with uneven padding, and the decoder's one-channel
+        // conv_out. Winograd's (3×3, padding 1, 32 columns or more, 8 output channels or more): odd heights
+        // and widths (a tile row of 17 tiles, the last one column wide), output channels not a multiple of 8,
+        // and an image cut into blocks of rows by the scratch budget, the last block shorter.
         let cases: [(input: [Int], outChannels: Int, kernel: (Int, Int), padding: Padding)] = [
             ([2, 3, 7, 11], 10, (3, 3), 1),
             ([1, 5, 9, 53], 3, (5, 3), Padding(top: 2, left: 1, bottom: 0, right: 2)),
             ([1, 4, 20, 20], 1, (3, 3), 1),
+            ([2, 3, 7, 33], 10, (3, 3), 1),
+            ([1, 40, 14, 96], 24, (3, 3), 1),
         ]
         for c in cases {
             var generator = Xoshiro256StarStar(seed: UInt64(c.outChannels))
@@ -56,7 +61,12 @@ final class ConvolutionTests: XCTestCase {
                 Tensor(shape: shape, scalars: (0..<shape.reduce(1, *)).map { _ in Float.random(in: -1...1, using: &generator) })
             }
             let x = random(c.input)
-            let weight = random([c.outChannels, c.input[1], c.kernel.0, c.kernel.1]), bias = random([c.outChannels])
+            // Scaled by 1/√fan-in as PyTorch initialises a layer, so that outputs stay near 1 and the
+            // tolerance is relative to them (the im2col + BLAS paths sum 360 terms for the widest case).
+            let fanIn = c.input[1] * c.kernel.0 * c.kernel.1
+            let drawn = random([c.outChannels, c.input[1], c.kernel.0, c.kernel.1])
+            let weight = Tensor(shape: drawn.shape, scalars: drawn.scalars.map { $0 / Float(fanIn).squareRoot() })
+            let bias = random([c.outChannels])
             let expected = referenceConvolution(x, weight: weight, bias: bias, padding: c.padding)
             forEachInstructionSet { set in
                 for threads in [1, 3] {

@@ -78,6 +78,13 @@ void ck_moments(const float *x, ptrdiff_t count, double *mean, double *variance)
 /// y = activation(x·scale + shift) over count floats; y may be x.
 void ck_scale_shift(const float *x, float *y, ptrdiff_t count, float scale, float shift, ck_activation activation);
 
+/// How `ck_convolve_rows` computes a convolution. CK_DIRECT: any kernel size and padding; the block's input
+/// rows are copied once with their zero padding, and each output pixel reads them at kernel_height ×
+/// kernel_width fixed offsets, no im2col matrix. CK_WINOGRAD: a 3×3 kernel with padding 1 on every side
+/// only, by Winograd's F(2×2, 3×3), 16 products per 2×2 outputs and channel pair instead of 36; its blocks
+/// start at even rows. Both: docs/kernels.md.
+typedef enum { CK_DIRECT = 0, CK_WINOGRAD = 1 } ck_convolution_method;
+
 /// A stride-1 2-D cross-correlation of one [in_channels, height, width] image with weight
 /// [out_channels, in_channels, kernel_height, kernel_width] and bias [out_channels] (or NULL), zero padding
 /// on each side; the output is [out_channels, height + pad_top + pad_bottom − kernel_height + 1, width + … + 1].
@@ -85,23 +92,24 @@ typedef struct {
     ptrdiff_t in_channels, out_channels, height, width, kernel_height, kernel_width;
     ptrdiff_t pad_top, pad_left, pad_bottom, pad_right;
     const float *weight, *bias;
+    ck_convolution_method method;
 } ck_convolution;
 
-/// Whether the copy that runs has `ck_convolve_rows` (only the AVX-512 one: the tile needs 32 registers);
+/// Whether the copy that runs has `ck_convolve_rows` (only the AVX-512 one: the tiles need 32 registers);
 /// without it, convolutions go to im2col + GEMM.
 int ck_has_direct_convolution(void);
 
-/// The floats of the weights as `ck_convolve_rows` reads them, and that layout written by `ck_pack_convolution`:
-/// once per call of a layer, shared by every block and thread.
+/// The floats of the weights as `ck_convolve_rows` reads them for the convolution's method, and that layout
+/// written by `ck_pack_convolution`: once per call of a layer, shared by every block and thread.
 size_t ck_convolution_packed_count(const ck_convolution *convolution);
 void ck_pack_convolution(const ck_convolution *convolution, float *packed);
 
-/// The floats of scratch memory `ck_convolve_rows` needs for blocks of up to `rows` output rows.
+/// The floats of scratch memory `ck_convolve_rows` needs for blocks of up to `rows` output rows; 64-byte
+/// aligned memory makes CK_WINOGRAD's stores aligned (any alignment works).
 size_t ck_convolution_scratch_count(const ck_convolution *convolution, ptrdiff_t rows);
 
 /// Output rows first_row ..< first_row + rows of every output channel, written into output (the whole
-/// output image). No im2col matrix: the block's input rows are copied once with their zero padding, and
-/// each output pixel reads them at kernel_height × kernel_width fixed offsets (docs/kernels.md).
+/// output image); for CK_WINOGRAD first_row is even.
 void ck_convolve_rows(const ck_convolution *convolution, const float *packed, const float *input, ptrdiff_t first_row,
                       ptrdiff_t rows, float *output, float *scratch);
 
