@@ -511,7 +511,8 @@ void KERNEL(winograd_rows)(const ck_convolution *problem, const float *packed, c
                     for (int i = 0; i < 4; i++) KERNEL(store)(target + (i * 4 + j) * c.in_channels * b.stride, t[i]);
                 }
             }
-    // Tiles past the last are products of zeros, never stored (and no denormal or NaN garbage in the sums).
+    // Zeros from there to the end of each row: the products read whole vectors past the last tile, whose
+    // results are never stored (and no uninitialised, denormal or NaN values enter the sums).
     const ptrdiff_t written = b.tiles - b.tiles_x + ROUND_UP(b.tiles_x, 16);
     for (ptrdiff_t row = 0; row < 16 * c.in_channels; row++)
         memset(v + row * b.stride + written, 0, (size_t)(b.stride - written) * sizeof(float));

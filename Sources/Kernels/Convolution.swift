@@ -128,8 +128,8 @@ private func convolutionInRowBlocks(_ x: Tensor, weight: Tensor, bias: Tensor?, 
                             mostRows += rowMultiple
                         }
                         let blocksPerImageWanted = max(1, min(outHeight, (Threads.count + batch - 1) / max(batch, 1)))
-                        let blocks = ceilDivide(ceilDivide(outHeight, mostRows), blocksPerImageWanted) * blocksPerImageWanted
-                        let rowsPerBlock = ceilDivide(ceilDivide(outHeight, blocks), rowMultiple) * rowMultiple
+                        let blockCount = ceilDivide(ceilDivide(outHeight, mostRows), blocksPerImageWanted) * blocksPerImageWanted
+                        let rowsPerBlock = ceilDivide(ceilDivide(outHeight, blockCount), rowMultiple) * rowMultiple
                         let blocksPerImage = ceilDivide(outHeight, rowsPerBlock)
                         // The direct kernel's tap offsets into the band are 32-bit.
                         precondition(inChannels * (rowsPerBlock + kernelHeight - 1) * paddedWidth < Int(Int32.max),
