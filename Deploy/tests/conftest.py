@@ -57,6 +57,19 @@ class Service:
     def url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
+    def events(self, message: str, where=lambda event: True, count: int = 1, timeout: float = 10) -> list[dict]:
+        """The logged events with this message that `where` accepts, once there are `count` of them: the
+        service writes a request's line before its answer, but the line still has to pass the pipe and the
+        reader thread, which a client holding the answer can outrun (one CI run did)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [event for event in map(json.loads, list(self.log)) if event["message"] == message and where(event)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(found)} of {count} '{message}' events in the log:\n{''.join(self.log)}")
+            time.sleep(0.05)
+
     def stop(self) -> int:
         self.process.terminate()
         return self.process.wait(timeout=60)

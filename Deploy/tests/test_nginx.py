@@ -148,7 +148,7 @@ def test_concurrent_slices_all_succeed_with_their_own_request_ids(nginx):
     assert answers == [(200, f"slice-{index}") for index in range(8)]
     # The ids reached the service too: it logs them.
     for index in range(8):
-        assert any(f'"request_id":"slice-{index}"' in line for line in service.log)
+        service.events("request", where=lambda event: event.get("request_id") == f"slice-{index}")
 
 
 def test_a_keep_alive_sequence_uses_one_client_connection(nginx):
@@ -231,7 +231,8 @@ def test_nginx_opens_tls_again_to_a_server_requiring_its_certificate(tmp_path, s
         detected = detect(url, pki, npy_slice(tmp_path))
         assert detected.stdout == "200" and json.loads(detected.stderr)["input"]["slices"] == 1, detected.stderr[:500]
         # The service verified nginx's certificate: its log names nginx, the client it sees.
-        requests = [json.loads(line) for line in service.log if '"message":"request"' in line]
+        service.events("request", where=lambda event: event["route"] == "/detect")
+        requests = service.events("request")
         assert {event["client_subject"] for event in requests} == {"CN=nginx-proxy,O=Radiology"}, requests
 
     # nginx verifies the service: with another CA as the trusted one it refuses to send the request on.

@@ -24,19 +24,6 @@ from conftest import PARITY, PKI, ROOT, curl, parity_slice, s_client, tls_settin
 CLIENT_SUBJECT = "CN=pacs-gateway,O=Radiology"
 
 
-def log_events(service, message: str) -> list[dict]:
-    return [event for event in map(json.loads, list(service.log)) if event["message"] == message]
-
-
-def wait_for_log(service, message: str, timeout: float = 10) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if events := log_events(service, message):
-            return events[-1]
-        time.sleep(0.05)
-    raise AssertionError(f"no '{message}' in the log:\n{''.join(service.log)}")
-
-
 def handshake_counts(service, pki: PKI) -> dict[str, float]:
     metrics = curl(f"{service.url}/metrics", pki).stderr
     counts = {}
@@ -65,7 +52,7 @@ def test_curl_gets_healthz_and_posts_detect_over_https(serve, pki, tmp_path):
                             f"http://127.0.0.1:{service.port}/healthz"], capture_output=True, text=True)
     assert plain.stdout == "000"
     assert curl(f"{service.url}/healthz", pki).stdout == "200"
-    assert log_events(service, "tls handshake failed")
+    service.events("tls handshake failed")
 
 
 def test_openssl_s_client_handshake_rules(serve, pki):
@@ -102,8 +89,8 @@ def test_required_client_certificates(serve, pki):
     service = serve(*tls_settings(pki, "--tls-client-ca-file", pki.ca_pem, "--tls-client-auth", "required"))
     good = curl(f"{service.url}/v1/model", pki, "--cert", pki.client_pem, "--key", pki.client_key)
     assert good.stdout == "200", good.stderr
-    request = [event for event in log_events(service, "request") if event["route"] == "/v1/model"]
-    assert request and request[-1]["client_subject"] == CLIENT_SUBJECT
+    request = service.events("request", where=lambda event: event["route"] == "/v1/model")
+    assert request[-1]["client_subject"] == CLIENT_SUBJECT
 
     for tls_version in ("--tlsv1.2", "--tlsv1.3"):
         wrong = curl(f"{service.url}/healthz", pki, tls_version, "--cert", pki.stranger_pem, "--key", pki.stranger_key)
@@ -113,8 +100,7 @@ def test_required_client_certificates(serve, pki):
     # s_client sees the same: the handshake fails without a certificate, and with one from another CA.
     status, output = s_client(service.port, "-tls1_2", "-cert", pki.stranger_pem, "-key", pki.stranger_key)
     assert status != 0, output
-    reasons = [event["reason"] for event in log_events(service, "tls handshake failed")]
-    assert any("certificate" in reason for reason in reasons), reasons
+    service.events("tls handshake failed", where=lambda event: "certificate" in event["reason"])
     assert curl(f"{service.url}/healthz", pki, "--cert", pki.client_pem, "--key", pki.client_key).stdout == "200"
 
 
@@ -131,7 +117,7 @@ def test_the_pacs_client_verifies_the_server_and_presents_its_certificate(serve,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert nib.load(tmp_path / "out" / "head_anomaly.nii.gz").shape == volume.shape
-    assert [e for e in log_events(service, "request") if e["route"] == "/detect"][-1]["client_subject"] == CLIENT_SUBJECT
+    assert service.events("request", where=lambda event: event["route"] == "/detect")[-1]["client_subject"] == CLIENT_SUBJECT
     # Without the test CA the client refuses the server, at once: no retry makes a certificate good.
     untrusted = subprocess.run(client + ["--cert", pki.client_pem, "--key", pki.client_key], capture_output=True, text=True, timeout=300)
     assert untrusted.returncode == 1 and "FAILED: TLS with" in untrusted.stderr and "Traceback" not in untrusted.stderr, untrusted.stderr
@@ -147,7 +133,7 @@ def test_optional_client_certificates(serve, pki):
     assert anonymous.stdout == "200", anonymous.stderr
     known = curl(f"{service.url}/v1/model", pki, "--cert", pki.client_pem, "--key", pki.client_key)
     assert known.stdout == "200", known.stderr
-    requests = [event for event in log_events(service, "request") if event["route"] == "/v1/model"]
+    requests = service.events("request", where=lambda event: event["route"] == "/v1/model", count=2)
     assert "client_subject" not in requests[0] and requests[1]["client_subject"] == CLIENT_SUBJECT
     # A certificate that is presented must verify.
     stranger = curl(f"{service.url}/v1/model", pki, "--cert", pki.stranger_pem, "--key", pki.stranger_key)
@@ -188,7 +174,7 @@ def test_sighup_reloads_the_certificate_and_keeps_open_connections(serve, pki, t
     shutil.copy(pki.server2_pem, certificate)
     shutil.copy(pki.server2_key, key)
     service.process.send_signal(signal.SIGHUP)
-    wait_for_log(service, "tls reloaded")
+    service.events("tls reloaded")
     assert peer_common_name(service.port, pki.ca_pem) == "mimood-reloaded"
     kept.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
     assert kept.response()[0] == 200
@@ -197,7 +183,7 @@ def test_sighup_reloads_the_certificate_and_keeps_open_connections(serve, pki, t
     # Files that cannot be used leave the current certificate in place.
     key.write_text("not a key\n")
     service.process.send_signal(signal.SIGHUP)
-    failure = wait_for_log(service, "tls reload failed")
+    failure = service.events("tls reload failed")[-1]
     assert failure["setting"] == "tls_key_file"
     assert peer_common_name(service.port, pki.ca_pem) == "mimood-reloaded"
     assert service.process.poll() is None
